@@ -1,0 +1,144 @@
+//! Startup: from the environment to a running server, reporting every problem at once.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, ConfigError, ConfigErrors, Env, Mode};
+use crate::routes::State;
+use crate::token::TokenSource;
+use crate::upstream::{self, Endpoints};
+use crate::{demo, log, server};
+
+/// Why the proxy did not start.
+#[derive(Debug)]
+pub enum StartupError {
+    Config(ConfigErrors),
+    Bind(SocketAddr, std::io::Error),
+    Demo(std::io::Error),
+}
+
+impl std::fmt::Display for StartupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            StartupError::Config(errors) => write!(f, "{errors}"),
+            StartupError::Bind(addr, e) => write!(f, "cannot listen on {addr} (PORT): {e}"),
+            StartupError::Demo(e) => write!(f, "cannot start the demo stand-in for Vertex: {e}"),
+        }
+    }
+}
+
+/// Reads the configuration, prepares credentials and serves until SIGTERM or SIGINT.
+pub async fn run(env: &dyn Env, mode: Mode) -> Result<(), StartupError> {
+    let (state, listener) = prepare(env, mode).await?;
+    server::run(listener, Arc::new(state), server::shutdown_signal()).await;
+    Ok(())
+}
+
+/// Everything up to the first accept: exposed so that the order of startup is in one place.
+pub async fn prepare(env: &dyn Env, mode: Mode) -> Result<(State, TcpListener), StartupError> {
+    let demo_env = demo::DemoEnv(env);
+    let parsed = match mode {
+        Mode::Demo => Config::from_env(&demo_env, mode),
+        Mode::Vertex => Config::from_env(env, mode),
+    };
+    let mut errors = Vec::new();
+    let connect_timeout = parsed
+        .as_ref()
+        .map(|c| c.connect_timeout)
+        .unwrap_or(Duration::from_secs(10));
+    let client = upstream::client(connect_timeout);
+
+    let tokens = match mode {
+        Mode::Demo => Some(TokenSource::Fixed(HeaderValue::from_static(
+            demo::TOKEN_HEADER,
+        ))),
+        Mode::Vertex => match TokenSource::application_default() {
+            Ok(tokens) => Some(tokens),
+            Err(message) => {
+                errors.push(ConfigError {
+                    var: "GOOGLE_APPLICATION_CREDENTIALS",
+                    message,
+                });
+                None
+            }
+        },
+    };
+    // Start the token fetch now: it runs while the project id and the socket are sorted out.
+    if let (Some(tokens), Ok(config)) = (&tokens, &parsed) {
+        tokens.warm_up(config.token_timeout);
+    }
+
+    let project_set = env
+        .var("GOOGLE_CLOUD_PROJECT")
+        .is_some_and(|p| !p.trim().is_empty());
+    let project = match (&parsed, mode) {
+        (Ok(Config { project: Some(p), .. }), _) => Some(p.clone()),
+        (_, Mode::Demo) => Some(demo::PROJECT.to_owned()),
+        (_, Mode::Vertex) if !project_set => {
+            match upstream::project_from_metadata(&client).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    errors.push(ConfigError {
+                        var: "GOOGLE_CLOUD_PROJECT",
+                        message: format!(
+                            "is not set, and the project could not be read from the metadata server ({e})"
+                        ),
+                    });
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+
+    let mut config = match parsed {
+        Ok(config) => config,
+        Err(ConfigErrors(mut parse_errors)) => {
+            parse_errors.append(&mut errors);
+            return Err(StartupError::Config(ConfigErrors(parse_errors)));
+        }
+    };
+    let (Some(tokens), Some(project), true) = (tokens, project, errors.is_empty()) else {
+        return Err(StartupError::Config(ConfigErrors(errors)));
+    };
+
+    let host = match mode {
+        // The demo has a well-known key: keep it off the network.
+        Mode::Demo => Ipv4Addr::LOCALHOST,
+        Mode::Vertex => Ipv4Addr::UNSPECIFIED,
+    };
+    if mode == Mode::Demo {
+        let stand_in = demo::start_stand_in().await.map_err(StartupError::Demo)?;
+        config.base_url = Some(
+            format!("http://{stand_in}")
+                .parse()
+                .expect("a socket address makes a valid origin"),
+        );
+    }
+    let addr = SocketAddr::from((host, config.port));
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartupError::Bind(addr, e))?;
+    let local = listener.local_addr().map_err(|e| StartupError::Bind(addr, e))?;
+
+    let mut summary = config.summary(&project);
+    summary["listen"] = local.to_string().into();
+    log::emit(&serde_json::json!({
+        "severity": "INFO",
+        "message": format!("vertex-proxy {} listening on {local}", env!("CARGO_PKG_VERSION")),
+        "config": summary,
+    }));
+    if mode == Mode::Demo {
+        demo::print_banner(local, env.var("API_KEYS_JSON").is_none());
+    }
+
+    let endpoints = Endpoints {
+        base_url: config.base_url.clone(),
+        project,
+    };
+    Ok((State::new(config, endpoints, tokens, client), listener))
+}

@@ -1,0 +1,419 @@
+//! Configuration from the environment: every variable parsed, every problem reported at once.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use http::Uri;
+
+use crate::keys::KeySet;
+use crate::models::{self, Aliases};
+
+/// Where configuration is read from. Tests pass a `HashMap` and never touch the process
+/// environment, which is shared by every test thread.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+impl Env for HashMap<&str, &str> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).map(|v| (*v).to_owned())
+    }
+}
+
+/// One problem with one variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+/// Every configuration problem found, so an operator fixes them in one go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for e in &self.0 {
+            writeln!(f, "  {}: {}", e.var, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// In front of real Vertex, with Application Default Credentials.
+    Vertex,
+    /// In front of the built-in stand-in, with a fixed token (`vertex-proxy demo`).
+    Demo,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Vertex => "vertex",
+            Mode::Demo => "demo",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub port: u16,
+    pub keys: KeySet,
+    pub aliases: Aliases,
+    /// `None`: ask the metadata server once at startup.
+    pub project: Option<String>,
+    pub location: String,
+    /// `VERTEX_BASE_URL`: one origin for every location, instead of Google's hosts.
+    pub base_url: Option<Uri>,
+    pub allow_raw_model_ids: bool,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub connect_timeout: Duration,
+    /// How long a request waits for a Google token before it fails with 502.
+    pub token_timeout: Duration,
+}
+
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+impl Config {
+    pub fn from_env(env: &dyn Env, mode: Mode) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut fail = |var: &'static str, message: String| {
+            errors.push(ConfigError { var, message });
+        };
+        let get = |name: &str| env.var(name).filter(|v| !v.trim().is_empty());
+
+        let port = number(get("PORT"), 8080u16).unwrap_or_else(|e| {
+            fail("PORT", e);
+            0
+        });
+        let max_body_bytes = number(get("MAX_BODY_BYTES"), DEFAULT_MAX_BODY_BYTES)
+            .and_then(|n| if n == 0 { Err("must be at least 1".into()) } else { Ok(n) })
+            .unwrap_or_else(|e| {
+                fail("MAX_BODY_BYTES", e);
+                DEFAULT_MAX_BODY_BYTES
+            });
+        let mut seconds = |var: &'static str, default: u64| {
+            number(get(var), default).map(Duration::from_secs).unwrap_or_else(|e| {
+                fail(var, e);
+                Duration::from_secs(default)
+            })
+        };
+        let shutdown_grace = seconds("SHUTDOWN_GRACE_SECS", 8);
+        let connect_timeout = seconds("UPSTREAM_CONNECT_TIMEOUT_SECS", 10);
+        let token_timeout = seconds("TOKEN_TIMEOUT_SECS", 15);
+
+        let allow_raw_model_ids = match get("ALLOW_RAW_MODEL_IDS").as_deref().map(str::trim) {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
+            Some(_) => {
+                fail("ALLOW_RAW_MODEL_IDS", "must be true or false".into());
+                false
+            }
+        };
+
+        let location = match get("VERTEX_LOCATION") {
+            None => "global".to_owned(),
+            Some(loc) if models::is_location(loc.trim()) => loc.trim().to_owned(),
+            Some(_) => {
+                fail(
+                    "VERTEX_LOCATION",
+                    "must be a Vertex location such as \"global\" or \"us-central1\"".into(),
+                );
+                "global".to_owned()
+            }
+        };
+
+        let project = match get("GOOGLE_CLOUD_PROJECT") {
+            None => None,
+            Some(p) if is_project_id(p.trim()) => Some(p.trim().to_owned()),
+            Some(_) => {
+                fail(
+                    "GOOGLE_CLOUD_PROJECT",
+                    "must be a project id: lowercase letters, digits, '-' (and 'domain:' if scoped)"
+                        .into(),
+                );
+                None
+            }
+        };
+
+        let base_url = get("VERTEX_BASE_URL").and_then(|url| {
+            parse_base_url(url.trim())
+                .map_err(|e| fail("VERTEX_BASE_URL", e))
+                .ok()
+        });
+
+        let mut aliases = match get("MODEL_ALIASES_JSON") {
+            None => Aliases::default_table(),
+            Some(json) => Aliases::parse(&json).unwrap_or_else(|errs| {
+                for e in errs {
+                    fail("MODEL_ALIASES_JSON", e);
+                }
+                Aliases::default()
+            }),
+        };
+        for (var, alias) in [
+            ("MODEL_FLASH_ID", "flash"),
+            ("MODEL_PRO_PREVIEW_ID", "pro-preview"),
+        ] {
+            if let Some(id) = get(var)
+                && let Err(e) = aliases.set_model(alias, &id)
+            {
+                fail(var, e);
+            }
+        }
+
+        let keys = match get("API_KEYS_JSON") {
+            None => {
+                fail(
+                    "API_KEYS_JSON",
+                    "is required: a JSON array such as [{\"id\": \"me\", \"key\": \"<at least 16 characters>\"}]".into(),
+                );
+                None
+            }
+            Some(json) => {
+                let is_model = |name: &str| {
+                    aliases.get(name).is_some()
+                        || (allow_raw_model_ids && models::is_raw_model_id(name))
+                };
+                KeySet::parse(&json, is_model)
+                    .map_err(|errs| {
+                        for e in errs {
+                            fail("API_KEYS_JSON", e);
+                        }
+                    })
+                    .ok()
+            }
+        };
+
+        match keys {
+            Some(keys) if errors.is_empty() => Ok(Config {
+                mode,
+                port,
+                keys,
+                aliases,
+                project,
+                location,
+                base_url,
+                allow_raw_model_ids,
+                max_body_bytes,
+                shutdown_grace,
+                connect_timeout,
+                token_timeout,
+            }),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+
+    /// The location an alias is served from.
+    pub fn location_of<'a>(&'a self, target: &'a models::Target) -> &'a str {
+        target.location.as_deref().unwrap_or(&self.location)
+    }
+
+    /// The resolved configuration, for the startup log line. Holds no secret.
+    pub fn summary(&self, project: &str) -> serde_json::Value {
+        let aliases: serde_json::Map<String, serde_json::Value> = self
+            .aliases
+            .iter()
+            .map(|(alias, target)| {
+                (
+                    alias.to_owned(),
+                    serde_json::json!({"model": target.model, "location": self.location_of(target)}),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "mode": self.mode.as_str(),
+            "port": self.port,
+            "project": project,
+            "location": self.location,
+            "base_url": self.base_url.as_ref().map(ToString::to_string),
+            "aliases": aliases,
+            "keys_enabled": self.keys.enabled_count(),
+            "allow_raw_model_ids": self.allow_raw_model_ids,
+            "max_body_bytes": self.max_body_bytes,
+            "shutdown_grace_secs": self.shutdown_grace.as_secs(),
+        })
+    }
+}
+
+fn number<T: std::str::FromStr>(value: Option<String>, default: T) -> Result<T, String> {
+    match value {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("must be a whole number, got {:?}", v.trim())),
+    }
+}
+
+/// Project ids, optionally domain-scoped (`example.com:my-project`). The id becomes part of
+/// the upstream path, so nothing that could change the path is accepted.
+fn is_project_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 100
+        && id.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b':')
+        })
+}
+
+/// `VERTEX_BASE_URL` must be an origin. Plain `http://` is allowed only to loopback, so a
+/// typo cannot send the Google token across a network in clear text.
+fn parse_base_url(url: &str) -> Result<Uri, String> {
+    let uri: Uri = url
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|_| format!("{url:?} is not a URL"))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("{url:?} has no host"))?;
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(format!(
+            "{url:?} must be an origin only (scheme://host[:port]), with no path"
+        ));
+    }
+    match uri.scheme_str() {
+        Some("https") => Ok(uri),
+        Some("http") if is_loopback(host) => Ok(uri),
+        Some("http") => Err(format!(
+            "{url:?}: http:// is accepted only for loopback hosts (127.0.0.1, ::1, localhost); use https://"
+        )),
+        _ => Err(format!("{url:?} must start with https://")),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEYS: &str = r#"[{"id":"a","key":"sk_test_aaaaaaaaaaaaaaaa"}]"#;
+
+    fn parse(pairs: &[(&'static str, &'static str)]) -> Result<Config, ConfigErrors> {
+        let env: HashMap<&str, &str> = pairs.iter().copied().collect();
+        Config::from_env(&env, Mode::Vertex)
+    }
+
+    #[test]
+    fn defaults() {
+        let config = parse(&[("API_KEYS_JSON", KEYS)]).unwrap();
+        assert_eq!(config.port, 8080);
+        assert_eq!(config.location, "global");
+        assert_eq!(config.max_body_bytes, 32 * 1024 * 1024);
+        assert_eq!(config.shutdown_grace, Duration::from_secs(8));
+        assert!(!config.allow_raw_model_ids && config.project.is_none());
+        assert_eq!(
+            config.aliases.get("flash").unwrap().model,
+            "google/gemini-2.5-flash"
+        );
+        assert_eq!(
+            config.aliases.get("pro-preview").unwrap().model,
+            "google/gemini-3.1-pro-preview"
+        );
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported_at_once() {
+        let errors = parse(&[
+            ("PORT", "eighty"),
+            ("MAX_BODY_BYTES", "-1"),
+            ("SHUTDOWN_GRACE_SECS", "soon"),
+            ("ALLOW_RAW_MODEL_IDS", "maybe"),
+            ("VERTEX_LOCATION", "evil.example.com/"),
+            ("GOOGLE_CLOUD_PROJECT", "My Project"),
+            ("VERTEX_BASE_URL", "http://vertex.example.com"),
+            ("MODEL_ALIASES_JSON", "{nope"),
+            ("MODEL_FLASH_ID", "not an id"),
+        ])
+        .unwrap_err();
+        let vars: Vec<&str> = errors.0.iter().map(|e| e.var).collect();
+        for var in [
+            "PORT",
+            "MAX_BODY_BYTES",
+            "SHUTDOWN_GRACE_SECS",
+            "ALLOW_RAW_MODEL_IDS",
+            "VERTEX_LOCATION",
+            "GOOGLE_CLOUD_PROJECT",
+            "VERTEX_BASE_URL",
+            "MODEL_ALIASES_JSON",
+            "MODEL_FLASH_ID",
+            "API_KEYS_JSON",
+        ] {
+            assert!(vars.contains(&var), "{var} not reported: {errors}");
+        }
+        assert!(errors.to_string().contains("API_KEYS_JSON: is required"));
+    }
+
+    #[test]
+    fn overrides_and_cross_checks() {
+        let config = parse(&[
+            ("API_KEYS_JSON", KEYS),
+            ("MODEL_FLASH_ID", "google/gemini-2.5-flash-lite"),
+            ("MODEL_PRO_PREVIEW_ID", "gemini-3-pro-preview"),
+            ("VERTEX_BASE_URL", "http://127.0.0.1:9000/"),
+            ("ALLOW_RAW_MODEL_IDS", "TRUE"),
+        ])
+        .unwrap();
+        assert_eq!(config.aliases.get("flash").unwrap().model, "google/gemini-2.5-flash-lite");
+        assert_eq!(
+            config.aliases.get("pro-preview").unwrap().model,
+            "google/gemini-3-pro-preview"
+        );
+        assert_eq!(config.base_url.unwrap().to_string(), "http://127.0.0.1:9000/");
+
+        // A key limited to a model that is not configured is a startup error.
+        let errors = parse(&[(
+            "API_KEYS_JSON",
+            r#"[{"id":"a","key":"sk_test_aaaaaaaaaaaaaaaa","models":["gpt-4"]}]"#,
+        )])
+        .unwrap_err();
+        assert_eq!(errors.0[0].var, "API_KEYS_JSON");
+        assert!(errors.0[0].message.contains("\"gpt-4\""));
+    }
+
+    #[test]
+    fn base_url_rules() {
+        assert!(parse_base_url("https://europe-west4-aiplatform.googleapis.com").is_ok());
+        assert!(parse_base_url("http://localhost:9000").is_ok());
+        assert!(parse_base_url("http://[::1]:9000").is_ok());
+        for bad in [
+            "http://10.0.0.1",
+            "ftp://x",
+            "https://x/v1/projects",
+            "not a url",
+            "https://",
+        ] {
+            assert!(parse_base_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! `vertex-proxy demo`: a built-in stand-in for Vertex on a loopback port, so a new user can
+//! try the real proxy (keys, aliases, streaming, logs) with no Google account.
+//!
+//! The stand-in is deterministic: chat echoes the last user message, offers of tools are
+//! answered with a call to the first tool, and embeddings are derived from a hash of the input.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::body::{self, BoxError, ProxyBody};
+use crate::config::Env;
+
+/// The key `demo` accepts when `API_KEYS_JSON` is not set. It is printed, so it is no secret;
+/// the demo listens on loopback only.
+pub const KEY: &str = "sk-demo-0123456789abcdef";
+pub const PROJECT: &str = "demo-project";
+/// What the proxy sends as its "Google token" in demo mode; the stand-in insists on it.
+pub const TOKEN_HEADER: &str = "Bearer demo-google-token";
+
+/// Supplies the demo key when the user has not configured their own.
+pub struct DemoEnv<'a>(pub &'a dyn Env);
+
+impl Env for DemoEnv<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.var(name).or_else(|| {
+            (name == "API_KEYS_JSON").then(|| format!(r#"[{{"id":"demo","key":"{KEY}"}}]"#))
+        })
+    }
+}
+
+pub fn print_banner(listen: SocketAddr, demo_key: bool) {
+    let key = if demo_key { KEY } else { "<one of your API_KEYS_JSON keys>" };
+    let base = format!("http://{listen}");
+    eprintln!(
+        r#"
+vertex-proxy demo: the real proxy in front of a built-in stand-in for Vertex AI.
+
+  base URL for the OpenAI SDKs: {base}/v1
+  API key:                      {key}
+
+Try it:
+
+  curl -s {base}/v1/models -H 'x-api-key: {key}'
+
+  curl -s {base}/v1/chat/completions -H 'Authorization: Bearer {key}' \
+    -H 'content-type: application/json' \
+    -d '{{"model": "flash", "messages": [{{"role": "user", "content": "Hello there"}}]}}'
+
+  curl -sN {base}/v1/chat/completions -H 'Authorization: Bearer {key}' \
+    -H 'content-type: application/json' \
+    -d '{{"model": "flash", "stream": true, "messages": [{{"role": "user", "content": "Stream this please"}}]}}'
+
+Each request writes one JSON log line on stdout. Ctrl-C stops.
+"#
+    );
+}
+
+/// Starts the stand-in on an ephemeral loopback port; it lives as long as the process.
+pub async fn start_stand_in() -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(|request| async { Ok::<_, Infallible>(answer(request).await) });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn google_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let payload = json!({"error": {"code": status.as_u16(), "message": message, "status": status.canonical_reason()}});
+    let mut response = Response::new(body::full(payload.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn answer(request: Request<Incoming>) -> Response<ProxyBody> {
+    if request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes())
+        != Some(TOKEN_HEADER.as_bytes())
+    {
+        return google_error(StatusCode::UNAUTHORIZED, "Request had invalid authentication credentials.");
+    }
+    let path = request.uri().path().to_owned();
+    let Ok(collected) = request.into_body().collect().await else {
+        return google_error(StatusCode::BAD_REQUEST, "Could not read the request body.");
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(&collected.to_bytes()) else {
+        return google_error(StatusCode::BAD_REQUEST, "Invalid JSON payload received.");
+    };
+    if path.ends_with("/endpoints/openapi/chat/completions") {
+        chat(&body)
+    } else if path.ends_with("/endpoints/openapi/embeddings") {
+        embeddings(&body)
+    } else {
+        google_error(StatusCode::NOT_FOUND, "The requested URL was not found on this server.")
+    }
+}
+
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+fn words(text: &str) -> u64 {
+    text.split_whitespace().count().max(1) as u64
+}
+
+/// What the stand-in "model" says: a tool call, a reply to a tool result, or an echo.
+fn reply(body: &Value) -> (Option<Value>, String) {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let last = messages.last().cloned().unwrap_or(Value::Null);
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .map(|m| text_of(&m["content"]))
+        .unwrap_or_default();
+    if last["role"] == "tool" {
+        return (None, format!("The tool said: {}", text_of(&last["content"])));
+    }
+    if let Some(function) = body["tools"].as_array().and_then(|t| t.first()).map(|t| &t["function"]) {
+        let mut arguments = serde_json::Map::new();
+        if let Some(properties) = function["parameters"]["properties"].as_object() {
+            for (name, schema) in properties {
+                let value = match schema["type"].as_str() {
+                    Some("number") | Some("integer") => json!(1),
+                    Some("boolean") => json!(true),
+                    _ => json!(last_user),
+                };
+                arguments.insert(name.clone(), value);
+            }
+        }
+        let call = json!({
+            "id": "call_demo_1",
+            "type": "function",
+            "function": {"name": function["name"], "arguments": Value::Object(arguments).to_string()},
+        });
+        return (Some(call), String::new());
+    }
+    (None, format!("You said: {last_user}"))
+}
+
+fn chat(body: &Value) -> Response<ProxyBody> {
+    let model = body["model"].as_str().unwrap_or("unknown").to_owned();
+    let (tool_call, text) = reply(body);
+    let prompt_tokens: u64 = body["messages"]
+        .as_array()
+        .map(|m| m.iter().map(|m| words(&text_of(&m["content"]))).sum())
+        .unwrap_or(1);
+    let completion_tokens = words(&text);
+    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
+    let finish = if tool_call.is_some() { "tool_calls" } else { "stop" };
+    let created = 1_700_000_000u64;
+    let id = "chatcmpl-demo";
+
+    if body["stream"] != true {
+        let mut message = json!({"role": "assistant", "content": if tool_call.is_some() { Value::Null } else { json!(text) }});
+        if let Some(call) = &tool_call {
+            message["tool_calls"] = json!([call]);
+        }
+        let payload = json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": usage,
+        });
+        let mut response = Response::new(body::full(payload.to_string()));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+        return response;
+    }
+
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    if let Some(call) = tool_call {
+        let mut call = call;
+        call["index"] = json!(0);
+        events.push(chunk(json!({"tool_calls": [call]}), Value::Null));
+    } else {
+        let mut words = text.split_inclusive(' ');
+        for piece in words.by_ref() {
+            events.push(chunk(json!({"content": piece}), Value::Null));
+        }
+    }
+    events.push(chunk(json!({}), json!(finish)));
+    if body["stream_options"]["include_usage"] == true {
+        events.push(json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage}));
+    }
+    let mut frames: Vec<Bytes> = events
+        .iter()
+        .map(|e| Bytes::from(format!("data: {e}\n\n")))
+        .collect();
+    frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+
+    // Paced like a model, so the stream is visibly a stream.
+    let (sender, receiver) = mpsc::channel(1);
+    tokio::spawn(async move {
+        for frame in frames {
+            if sender.send(frame).await.is_err() {
+                return; // the proxy went away: stop "generating"
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    });
+    let mut response = Response::new(ChannelBody(receiver).boxed());
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
+    response
+}
+
+fn embeddings(body: &Value) -> Response<ProxyBody> {
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items.iter().map(|i| i.as_str().unwrap_or_default().to_owned()).collect(),
+        _ => return google_error(StatusCode::BAD_REQUEST, "\"input\" must be a string or an array of strings."),
+    };
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, input)| {
+            let digest = crate::keys::sha256(input.as_bytes());
+            let vector: Vec<f64> = digest[..8].iter().map(|b| f64::from(*b) / 255.0).collect();
+            json!({"object": "embedding", "index": index, "embedding": vector})
+        })
+        .collect();
+    let tokens: u64 = inputs.iter().map(|i| words(i)).sum();
+    let payload = json!({"object": "list", "data": data, "model": body["model"],
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}});
+    let mut response = Response::new(body::full(payload.to_string()));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A body fed frame by frame from a channel.
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.0.poll_recv(cx).map(|bytes| bytes.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoes_the_last_user_message() {
+        let body = json!({"messages": [{"role": "user", "content": "first"}, {"role": "assistant", "content": "x"}, {"role": "user", "content": [{"type": "text", "text": "second"}]}]});
+        assert_eq!(reply(&body), (None, "You said: second".to_owned()));
+    }
+
+    #[test]
+    fn calls_the_first_tool_then_reads_its_result() {
+        let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}}}]);
+        let (call, _) = reply(&json!({"tools": tools, "messages": [{"role": "user", "content": "Paris"}]}));
+        let call = call.expect("a tool call");
+        assert_eq!(call["function"]["name"], "get_weather");
+        let arguments: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(arguments, json!({"city": "Paris", "days": 1}));
+        let (call, text) = reply(&json!({"tools": tools, "messages": [{"role": "user", "content": "Paris"}, {"role": "tool", "tool_call_id": "call_demo_1", "content": "sunny"}]}));
+        assert!(call.is_none());
+        assert_eq!(text, "The tool said: sunny");
+    }
+}

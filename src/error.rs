@@ -1,0 +1,186 @@
+//! The proxy's own errors, and the one mapping from them to OpenAI-shaped HTTP responses.
+//!
+//! Upstream (Vertex) errors never pass through here: they are streamed back unchanged.
+//! Every message is written for the client to read, so none may contain a key, a key hash,
+//! a token or request body content.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{self, ProxyBody};
+
+/// Everything the proxy itself can refuse a request for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyError {
+    /// 400: the request body or its `model` is unusable; the message says why.
+    BadRequest { message: String, code: &'static str },
+    /// 401: no key, an unknown key, or a disabled key.
+    Unauthorized(&'static str),
+    /// 403: the key is valid but may not use this model.
+    Forbidden(String),
+    /// 404: no such path, or no such model in `/v1/models/{alias}`.
+    NotFound(String),
+    /// 405: the path exists, the method does not; carries the `Allow` value.
+    MethodNotAllowed { allow: &'static str },
+    /// 413: the body is larger than `MAX_BODY_BYTES`.
+    PayloadTooLarge { limit: usize },
+    /// 502: Vertex could not be reached, TLS failed, or no Google token could be had.
+    BadGateway { message: String, code: &'static str },
+    /// 504: connecting to Vertex took longer than the connect timeout.
+    GatewayTimeout(String),
+}
+
+impl ProxyError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ProxyError::BadRequest {
+            message: message.into(),
+            code,
+        }
+    }
+
+    pub fn bad_gateway(code: &'static str, message: impl Into<String>) -> Self {
+        ProxyError::BadGateway {
+            message: message.into(),
+            code,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// OpenAI's `(type, code)` pair; the SDKs branch on the status, people read these.
+    fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            ProxyError::BadRequest { code, .. } => ("invalid_request_error", code),
+            ProxyError::Unauthorized(_) => ("invalid_request_error", "invalid_api_key"),
+            ProxyError::Forbidden(_) => ("permission_error", "model_not_allowed"),
+            ProxyError::NotFound(_) => ("invalid_request_error", "not_found"),
+            ProxyError::MethodNotAllowed { .. } => ("invalid_request_error", "method_not_allowed"),
+            ProxyError::PayloadTooLarge { .. } => ("invalid_request_error", "request_too_large"),
+            ProxyError::BadGateway { code, .. } => ("api_error", code),
+            ProxyError::GatewayTimeout(_) => ("api_error", "upstream_timeout"),
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            ProxyError::BadRequest { message, .. }
+            | ProxyError::Forbidden(message)
+            | ProxyError::NotFound(message)
+            | ProxyError::BadGateway { message, .. }
+            | ProxyError::GatewayTimeout(message) => message.clone(),
+            ProxyError::Unauthorized(message) => (*message).to_owned(),
+            ProxyError::MethodNotAllowed { allow } => {
+                format!("method not allowed on this path; allowed: {allow}")
+            }
+            ProxyError::PayloadTooLarge { limit } => {
+                format!("request body is larger than the limit of {limit} bytes (MAX_BODY_BYTES)")
+            }
+        }
+    }
+
+    /// What the request log records. Client-facing messages may quote the request (an
+    /// unknown model name), and request content is never logged, so only our own 5xx
+    /// messages, which quote nothing, are logged whole.
+    pub fn log_text(&self) -> String {
+        match self {
+            ProxyError::BadGateway { .. } | ProxyError::GatewayTimeout(_) => self.message(),
+            _ => self.kind().1.to_owned(),
+        }
+    }
+
+    /// The one place a proxy error becomes HTTP.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let (kind, code) = self.kind();
+        let payload = serde_json::json!({
+            "error": {
+                "message": self.message(),
+                "type": kind,
+                "param": null,
+                "code": code,
+            }
+        });
+        let mut response = json_response(self.status(), &payload);
+        let headers = response.headers_mut();
+        match self {
+            ProxyError::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ProxyError::Unauthorized(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer"),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// A complete JSON response; used for our own answers, never for upstream ones.
+pub fn json_response(status: StatusCode, payload: &serde_json::Value) -> Response<ProxyBody> {
+    let mut bytes = serde_json::to_vec(payload).unwrap_or_default();
+    bytes.push(b'\n');
+    let mut response = Response::new(body::full(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_json(response: Response<ProxyBody>) -> serde_json::Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_error_has_openai_shape_and_its_status() {
+        let cases = [
+            (ProxyError::bad_request("invalid_json", "x"), 400),
+            (ProxyError::Unauthorized("no key"), 401),
+            (ProxyError::Forbidden("no".into()), 403),
+            (ProxyError::NotFound("gone".into()), 404),
+            (ProxyError::MethodNotAllowed { allow: "GET" }, 405),
+            (ProxyError::PayloadTooLarge { limit: 10 }, 413),
+            (ProxyError::bad_gateway("upstream_unreachable", "down"), 502),
+            (ProxyError::GatewayTimeout("slow".into()), 504),
+        ];
+        for (error, status) in cases {
+            let message = error.message();
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            let json = body_json(response).await;
+            let error = &json["error"];
+            assert_eq!(error["message"], message.as_str());
+            assert!(error["type"].is_string() && error["code"].is_string());
+            assert!(error.get("param").is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn method_not_allowed_names_the_allowed_methods() {
+        let response = ProxyError::MethodNotAllowed { allow: "POST" }.into_response();
+        assert_eq!(response.headers()[header::ALLOW], "POST");
+        let json = body_json(response).await;
+        assert!(json["error"]["message"].as_str().unwrap().contains("POST"));
+    }
+}

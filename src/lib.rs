@@ -1,0 +1,35 @@
+//! vertex-proxy: an OpenAI-compatible front door to Vertex AI, for Cloud Run.
+//!
+//! # Layout
+//! A request flows through the modules in this order:
+//! - [`server`]: accepts HTTP/1.1 and h2c connections and shuts down gracefully;
+//! - [`routes`]: maps `(method, path)` to a handler; its docs list every endpoint;
+//! - [`keys`]: authenticates the issued key from `x-api-key` or `Authorization: Bearer`;
+//! - [`models`]: resolves the alias and splices the Vertex id into the body;
+//! - [`token`]: supplies the service account's Google token (google-cloud-auth);
+//! - [`upstream`]: builds the Vertex URL, filters headers and streams the response back;
+//! - [`error`]: the proxy's own errors and their one mapping to OpenAI-shaped responses;
+//! - [`log`]: one Cloud Logging JSON line per request, written when its response ends.
+//!
+//! [`config`] reads the environment and [`app`] wires it all up at startup; [`demo`] is the
+//! stand-in for Vertex behind `vertex-proxy demo`.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod keys;
+pub mod log;
+pub mod models;
+pub mod routes;
+pub mod server;
+pub mod token;
+pub mod upstream;
+
+/// google-cloud-auth and hyper-rustls both use the process-wide rustls provider; the crate is
+/// built with `ring` only, and google-cloud-auth panics if none is installed.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

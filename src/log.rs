@@ -1,0 +1,255 @@
+//! Structured logs: one JSON object per line on stdout, in Cloud Logging's format, and the
+//! one line written for every request when its response ends.
+//!
+//! SECURITY: nothing here is given keys, key hashes, tokens or bodies, and nothing may be.
+
+use std::io::Write;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use serde_json::{Map, Value, json};
+
+use crate::body::{BoxError, ProxyBody};
+
+/// Writes one line. A closed stdout must not take a request down with it, so errors are
+/// ignored rather than panicking as `println!` would.
+pub fn emit(line: &Value) {
+    let mut text = line.to_string();
+    text.push('\n');
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+fn message(severity: &str, message: &str) {
+    emit(&json!({"severity": severity, "message": message}));
+}
+
+pub fn info(text: &str) {
+    message("INFO", text);
+}
+
+pub fn warning(text: &str) {
+    message("WARNING", text);
+}
+
+pub fn error(text: &str) {
+    message("ERROR", text);
+}
+
+/// How a response ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    /// Still open: if it is dropped in this state, the client went away.
+    Open,
+    Complete,
+    /// The upstream body failed mid-stream; the client saw a cut stream.
+    UpstreamFailed(String),
+}
+
+/// What is known about one request; written once, when it is dropped.
+pub struct RequestLog {
+    start: Instant,
+    method: Method,
+    path: String,
+    user_agent: Option<String>,
+    protocol: Version,
+    pub key_id: Option<String>,
+    pub alias: Option<String>,
+    pub model: Option<String>,
+    pub location: Option<String>,
+    pub upstream_status: Option<u16>,
+    /// The status sent to the client; `None` until a response exists.
+    pub status: Option<u16>,
+    /// The proxy's own error message, which is written for clients and so holds no secret.
+    pub error: Option<String>,
+    response_bytes: u64,
+    outcome: Outcome,
+}
+
+impl RequestLog {
+    pub fn new(method: &Method, path: &str, user_agent: Option<&str>, protocol: Version) -> Self {
+        RequestLog {
+            start: Instant::now(),
+            method: method.clone(),
+            path: path.to_owned(),
+            user_agent: user_agent.map(str::to_owned),
+            protocol,
+            key_id: None,
+            alias: None,
+            model: None,
+            location: None,
+            upstream_status: None,
+            status: None,
+            error: None,
+            response_bytes: 0,
+            outcome: Outcome::Open,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        // 499 is nginx's "client closed request": there was no status to send.
+        let status = self.status.unwrap_or(499);
+        let severity = match (&self.outcome, status) {
+            (Outcome::UpstreamFailed(_), _) => "ERROR",
+            (_, 500..) => "ERROR",
+            (_, 400..) => "WARNING",
+            _ => "INFO",
+        };
+        let latency = self.start.elapsed();
+        let mut http_request = Map::new();
+        http_request.insert("requestMethod".into(), json!(self.method.as_str()));
+        http_request.insert("requestUrl".into(), json!(self.path));
+        http_request.insert("status".into(), json!(status));
+        http_request.insert("latency".into(), json!(format!("{:.6}s", latency.as_secs_f64())));
+        http_request.insert("responseSize".into(), json!(self.response_bytes.to_string()));
+        http_request.insert("protocol".into(), json!(format!("{:?}", self.protocol)));
+        if let Some(ua) = &self.user_agent {
+            http_request.insert("userAgent".into(), json!(ua));
+        }
+        let mut line = Map::new();
+        line.insert("severity".into(), json!(severity));
+        line.insert(
+            "message".into(),
+            json!(format!("{} {} {}", self.method, self.path, status)),
+        );
+        line.insert("httpRequest".into(), Value::Object(http_request));
+        let optional = [
+            ("key_id", &self.key_id),
+            ("alias", &self.alias),
+            ("model", &self.model),
+            ("location", &self.location),
+            ("error", &self.error),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                line.insert(name.into(), json!(value));
+            }
+        }
+        if let Some(upstream) = self.upstream_status {
+            line.insert("upstream_status".into(), json!(upstream));
+        }
+        match &self.outcome {
+            Outcome::Open => {
+                line.insert("cancelled".into(), json!(true));
+            }
+            Outcome::UpstreamFailed(reason) => {
+                line.insert("stream_error".into(), json!(reason));
+            }
+            Outcome::Complete => {}
+        }
+        Value::Object(line)
+    }
+}
+
+/// Owns a [`RequestLog`] and writes it when dropped, wherever that happens: after the last
+/// byte, when the client leaves, or when the handler itself is dropped mid-way.
+pub struct LogGuard(Option<RequestLog>);
+
+impl LogGuard {
+    pub fn new(log: RequestLog) -> Self {
+        LogGuard(Some(log))
+    }
+
+    pub fn get(&mut self) -> &mut RequestLog {
+        self.0.as_mut().expect("the log is taken only in drop")
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if let Some(log) = self.0.take() {
+            emit(&log.to_json());
+        }
+    }
+}
+
+/// A response body that counts what passes and logs the request when it ends.
+/// It adds no buffering: each frame is handed on as it is polled.
+pub struct LoggedBody {
+    inner: ProxyBody,
+    guard: LogGuard,
+}
+
+impl LoggedBody {
+    pub fn new(inner: ProxyBody, mut guard: LogGuard) -> Self {
+        if inner.is_end_stream() {
+            guard.get().outcome = Outcome::Complete;
+        }
+        LoggedBody { inner, guard }
+    }
+
+    /// For responses the proxy makes itself, complete from the start.
+    pub fn boxed(self) -> ProxyBody {
+        BodyExt::boxed(self)
+    }
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let log = self.guard.get();
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    log.response_bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(e))) => log.outcome = Outcome::UpstreamFailed(e.to_string()),
+            Poll::Ready(None) => log.outcome = Outcome::Complete,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log() -> RequestLog {
+        RequestLog::new(&Method::POST, "/v1/chat/completions", Some("curl/8"), Version::HTTP_11)
+    }
+
+    #[test]
+    fn a_dropped_request_is_logged_as_cancelled() {
+        let line = log().to_json();
+        assert_eq!(line["cancelled"], true);
+        assert_eq!(line["httpRequest"]["status"], 499);
+    }
+
+    #[test]
+    fn fields_follow_cloud_logging() {
+        let mut entry = log();
+        entry.status = Some(502);
+        entry.key_id = Some("raj".into());
+        entry.upstream_status = Some(503);
+        entry.outcome = Outcome::Complete;
+        let line = entry.to_json();
+        assert_eq!(line["severity"], "ERROR");
+        assert_eq!(line["httpRequest"]["requestMethod"], "POST");
+        assert_eq!(line["httpRequest"]["requestUrl"], "/v1/chat/completions");
+        assert_eq!(line["httpRequest"]["userAgent"], "curl/8");
+        assert!(line["httpRequest"]["latency"].as_str().unwrap().ends_with('s'));
+        assert_eq!(line["key_id"], "raj");
+        assert_eq!(line["upstream_status"], 503);
+        assert!(line.get("cancelled").is_none() && line.get("alias").is_none());
+    }
+}

@@ -1,0 +1,502 @@
+//! Model aliases, their resolution, and the rewrite of a request body's `model` value.
+//!
+//! The rewrite is a splice: the bytes of the top-level `model` value are replaced and every
+//! other byte of the body is left exactly as the client sent it, so fields the proxy does not
+//! know (thought signatures, `extra_body.google`, images) reach Vertex unchanged.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::error::ProxyError;
+
+/// The same limit serde_json applies when it builds values.
+pub const MAX_DEPTH: usize = 128;
+
+pub const DEFAULT_ALIASES: &str =
+    r#"{"flash":"google/gemini-2.5-flash","pro-preview":"google/gemini-3.1-pro-preview"}"#;
+
+/// What an alias stands for at Vertex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub model: String,
+    /// `None`: the default location, `VERTEX_LOCATION`.
+    pub location: Option<String>,
+}
+
+/// The alias table, sorted by alias so listings are stable.
+#[derive(Debug, Clone, Default)]
+pub struct Aliases(BTreeMap<String, Target>);
+
+impl Aliases {
+    /// Parses `MODEL_ALIASES_JSON`: alias → id, or alias → `{"model": id, "location": loc}`.
+    pub fn parse(json: &str) -> Result<Aliases, Vec<String>> {
+        let value: Value = serde_json::from_str(json).map_err(|e| {
+            vec![format!(
+                "is not valid JSON ({e}); expected an object of alias -> model id"
+            )]
+        })?;
+        let Value::Object(map) = value else {
+            return Err(vec![
+                "must be a JSON object of alias -> model id, like {\"flash\": \"google/gemini-2.5-flash\"}".into(),
+            ]);
+        };
+        let mut errors = Vec::new();
+        let mut aliases = BTreeMap::new();
+        for (alias, spec) in map {
+            if !is_alias_name(&alias) {
+                errors.push(format!(
+                    "alias {alias:?} must be made of letters, digits, '.', '_' and '-'"
+                ));
+                continue;
+            }
+            let (model, location) = match &spec {
+                Value::String(model) => (Some(model.as_str()), None),
+                Value::Object(fields) => {
+                    if let Some(unknown) = fields
+                        .keys()
+                        .find(|k| k.as_str() != "model" && k.as_str() != "location")
+                    {
+                        errors.push(format!(
+                            "alias {alias:?}: unknown field {unknown:?} (allowed: model, location)"
+                        ));
+                    }
+                    let location = match fields.get("location") {
+                        None => None,
+                        Some(Value::String(loc)) if is_location(loc) => Some(loc.clone()),
+                        Some(_) => {
+                            errors.push(format!(
+                                "alias {alias:?}: \"location\" must be a Vertex location such as \"us-central1\" or \"global\""
+                            ));
+                            None
+                        }
+                    };
+                    (fields.get("model").and_then(Value::as_str), location)
+                }
+                _ => (None, None),
+            };
+            match model.map(normalise_model_id) {
+                Some(Ok(model)) => {
+                    aliases.insert(alias, Target { model, location });
+                }
+                Some(Err(e)) => errors.push(format!("alias {alias:?}: {e}")),
+                None => errors.push(format!(
+                    "alias {alias:?} must map to a model id string or {{\"model\": id, \"location\": loc}}"
+                )),
+            }
+        }
+        if errors.is_empty() && aliases.is_empty() {
+            errors.push("defines no alias".into());
+        }
+        if errors.is_empty() {
+            Ok(Aliases(aliases))
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn default_table() -> Aliases {
+        Aliases::parse(DEFAULT_ALIASES).expect("the built-in alias table is valid")
+    }
+
+    /// Points `alias` at `model`, keeping a location the table gave it.
+    pub fn set_model(&mut self, alias: &str, model: &str) -> Result<(), String> {
+        let model = normalise_model_id(model)?;
+        self.0
+            .entry(alias.to_owned())
+            .and_modify(|t| t.model.clone_from(&model))
+            .or_insert(Target {
+                model,
+                location: None,
+            });
+        Ok(())
+    }
+
+    pub fn get(&self, alias: &str) -> Option<&Target> {
+        self.0.get(alias)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Target)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+}
+
+/// Vertex's OpenAI endpoint wants `publisher/model`; a bare Gemini id is given the `google/`
+/// publisher, since that is the only thing it can mean there.
+fn normalise_model_id(id: &str) -> Result<String, String> {
+    let id = id.trim();
+    if id.contains('/') {
+        if is_raw_model_id(id) {
+            Ok(id.to_owned())
+        } else {
+            Err(format!(
+                "model id {id:?} must look like \"publisher/model\", e.g. \"google/gemini-2.5-flash\""
+            ))
+        }
+    } else if is_id_part(id) {
+        Ok(format!("google/{id}"))
+    } else {
+        Err(format!(
+            "model id {id:?} must look like \"publisher/model\", e.g. \"google/gemini-2.5-flash\""
+        ))
+    }
+}
+
+fn is_alias_name(name: &str) -> bool {
+    is_id_part(name)
+}
+
+fn is_id_part(part: &str) -> bool {
+    !part.is_empty()
+        && part != "."
+        && part != ".."
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
+}
+
+/// A Vertex model id a client may name directly when `ALLOW_RAW_MODEL_IDS` is on: exactly
+/// `publisher/model`. The character set keeps it from changing the upstream URL or path.
+pub fn is_raw_model_id(id: &str) -> bool {
+    match id.split_once('/') {
+        Some((publisher, model)) => is_id_part(publisher) && is_id_part(model),
+        None => false,
+    }
+}
+
+/// A Vertex location: it becomes part of a host name, so only `[a-z0-9-]`.
+pub fn is_location(location: &str) -> bool {
+    !location.is_empty()
+        && location.len() <= 63
+        && !location.starts_with('-')
+        && location
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Where the top-level `model` of a request body is, and what it says.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ModelField {
+    /// The requested model, after JSON unescaping.
+    pub name: String,
+    /// The byte range of the value, quotes included.
+    pub span: Range<usize>,
+}
+
+/// Finds the top-level `model` of a chat or embeddings request, validating the whole body.
+///
+/// Refuses (with a message fit for the client) bodies that are not UTF-8, not JSON, not an
+/// object, nested deeper than [`MAX_DEPTH`], or whose `model` is missing, not a string, or
+/// given twice. Duplicates are found after unescaping, so `"mod\u0065l"` counts: Vertex and
+/// the proxy must never disagree on which model was asked for.
+pub fn find_model(body: &[u8]) -> Result<ModelField, ProxyError> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        ProxyError::bad_request(
+            "invalid_body",
+            format!(
+                "request body is not valid UTF-8 (at byte {})",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    if text.trim_start().as_bytes().first() != Some(&b'{') {
+        return Err(ProxyError::bad_request(
+            "invalid_body",
+            "request body must be a JSON object",
+        ));
+    }
+    if nesting_exceeds(body, MAX_DEPTH) {
+        return Err(ProxyError::bad_request(
+            "invalid_body",
+            format!("request body is nested deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let found = deserializer
+        .deserialize_map(TopLevel)
+        .and_then(|found| deserializer.end().map(|()| found))
+        .map_err(|e| match e.classify() {
+            // Our own messages (duplicate model); they quote nothing from the body.
+            serde_json::error::Category::Data => {
+                ProxyError::bad_request("invalid_body", e.to_string())
+            }
+            _ => ProxyError::bad_request(
+                "invalid_json",
+                format!(
+                    "request body is not valid JSON: {} at line {} column {}",
+                    syntax_reason(&e),
+                    e.line(),
+                    e.column()
+                ),
+            ),
+        })?;
+    let Some(raw) = found else {
+        return Err(ProxyError::bad_request(
+            "missing_model",
+            "request body has no \"model\" field",
+        ));
+    };
+    let name: String = serde_json::from_str(raw.get()).map_err(|_| {
+        ProxyError::bad_request("invalid_model", "\"model\" must be a string")
+    })?;
+    // The raw value borrows from `text`, so its offset is the distance between the pointers.
+    let start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+    Ok(ModelField {
+        name,
+        span: start..start + raw.get().len(),
+    })
+}
+
+/// serde_json's syntax message without its position suffix.
+fn syntax_reason(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+/// The body with the `model` value replaced by `model`, every other byte unchanged.
+pub fn splice_model(body: &[u8], span: &Range<usize>, model: &str) -> Vec<u8> {
+    let value = serde_json::to_string(model).expect("a string always serialises");
+    let mut out = Vec::with_capacity(body.len() - span.len() + value.len());
+    out.extend_from_slice(&body[..span.start]);
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(&body[span.end..]);
+    out
+}
+
+/// serde_json skips values without a depth limit, so nesting is measured here first.
+fn nesting_exceeds(body: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Visits the top-level object, keeping only the raw `model` value.
+struct TopLevel;
+
+impl<'de> Visitor<'de> for TopLevel {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut model = None;
+        while let Some(is_model) = map.next_key_seed(IsModelKey)? {
+            let value: &'de RawValue = map.next_value()?;
+            if is_model {
+                if model.is_some() {
+                    return Err(de::Error::custom(
+                        "request body has more than one \"model\" field",
+                    ));
+                }
+                model = Some(value);
+            }
+        }
+        Ok(model)
+    }
+}
+
+/// Deserialises an object key (unescaped) into "is it `model`?".
+struct IsModelKey;
+
+impl<'de> DeserializeSeed<'de> for IsModelKey {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for IsModelKey {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
+        Ok(key == "model")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(body: &str, model: &str) -> Result<(String, String), ProxyError> {
+        let field = find_model(body.as_bytes())?;
+        let out = splice_model(body.as_bytes(), &field.span, model);
+        Ok((field.name, String::from_utf8(out).unwrap()))
+    }
+
+    fn refusal(body: &[u8]) -> ProxyError {
+        find_model(body).expect_err("must be refused")
+    }
+
+    #[test]
+    fn replaces_only_the_model_value() {
+        let body = r#" { "messages":[{"role":"user","content":"model \"x\""}], "model" : "flash" ,"z":{"model":"inner"}} "#;
+        let (name, out) = rewrite(body, "google/gemini-2.5-flash").unwrap();
+        assert_eq!(name, "flash");
+        assert_eq!(
+            out,
+            r#" { "messages":[{"role":"user","content":"model \"x\""}], "model" : "google/gemini-2.5-flash" ,"z":{"model":"inner"}} "#
+        );
+    }
+
+    #[test]
+    fn unescapes_the_model_name() {
+        let (name, out) = rewrite(r#"{"model":"fl\u0061sh"}"#, "a/b").unwrap();
+        assert_eq!(name, "flash");
+        assert_eq!(out, r#"{"model":"a/b"}"#);
+    }
+
+    #[test]
+    fn refuses_duplicate_model_keys_even_when_escaped() {
+        for body in [
+            r#"{"model":"flash","model":"pro"}"#,
+            r#"{"model":"flash","mod\u0065l":"pro"}"#,
+            r#"{"m\u006fdel":"flash","x":1,"model":"flash"}"#,
+        ] {
+            let error = refusal(body.as_bytes());
+            assert_eq!(error.status(), 400);
+            assert!(error.message().contains("more than one"), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_broken_bodies_with_a_reason() {
+        let deep = format!("{{\"model\":\"flash\",\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        let at_limit = format!(
+            "{{\"model\":\"flash\",\"a\":{}{}}}",
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1)
+        );
+        assert!(find_model(at_limit.as_bytes()).is_ok());
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"not json".to_vec(), "JSON object"),
+            (b"[1,2]".to_vec(), "JSON object"),
+            (b"\"flash\"".to_vec(), "JSON object"),
+            (b"".to_vec(), "JSON object"),
+            (b"{\"model\":\"flash\"".to_vec(), "not valid JSON"),
+            (b"{\"model\":\"flash\"} trailing".to_vec(), "not valid JSON"),
+            (b"{\"model\":\"flash\",}".to_vec(), "not valid JSON"),
+            (b"{\"messages\":[]}".to_vec(), "no \"model\""),
+            (b"{\"model\":42}".to_vec(), "must be a string"),
+            (b"{\"model\":null}".to_vec(), "must be a string"),
+            (b"{\"model\":[\"flash\"]}".to_vec(), "must be a string"),
+            (b"{\"model\":\"fl\xffash\"}".to_vec(), "UTF-8"),
+            (deep.into_bytes(), "nested deeper"),
+        ];
+        for (body, reason) in cases {
+            let error = refusal(&body);
+            assert_eq!(error.status(), 400);
+            assert!(
+                error.message().contains(reason),
+                "{:?}: {}",
+                String::from_utf8_lossy(&body),
+                error.message()
+            );
+        }
+    }
+
+    #[test]
+    fn nesting_ignores_brackets_inside_strings() {
+        let body = format!(r#"{{"model":"flash","s":"{}\"{}"}}"#, "[".repeat(500), "{".repeat(500));
+        assert!(find_model(body.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn alias_table_forms_and_errors() {
+        let aliases = Aliases::parse(
+            r#"{"flash":"google/gemini-2.5-flash","llama":{"model":"meta/llama-3.3-70b-instruct-maas","location":"us-central1"},"bare":"gemini-2.0-flash"}"#,
+        )
+        .unwrap();
+        assert_eq!(aliases.get("flash").unwrap().location, None);
+        assert_eq!(
+            aliases.get("llama").unwrap().location.as_deref(),
+            Some("us-central1")
+        );
+        assert_eq!(aliases.get("bare").unwrap().model, "google/gemini-2.0-flash");
+        assert_eq!(aliases.names().collect::<Vec<_>>(), ["bare", "flash", "llama"]);
+
+        let errors = Aliases::parse(
+            r#"{"a":"x/y/z","b":{"model":"p/m","location":"US central"},"c":3,"d e":"p/m","f":{"model":"p/m","zone":"x"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 5, "{errors:?}");
+        assert!(Aliases::parse("{}").unwrap_err()[0].contains("no alias"));
+        assert!(Aliases::parse("[]").unwrap_err()[0].contains("JSON object"));
+    }
+
+    #[test]
+    fn set_model_overrides_and_keeps_location() {
+        let mut aliases =
+            Aliases::parse(r#"{"flash":{"model":"google/a","location":"europe-west4"}}"#).unwrap();
+        aliases.set_model("flash", "google/b").unwrap();
+        aliases.set_model("pro-preview", "google/c").unwrap();
+        assert_eq!(
+            aliases.get("flash"),
+            Some(&Target {
+                model: "google/b".into(),
+                location: Some("europe-west4".into())
+            })
+        );
+        assert_eq!(aliases.get("pro-preview").unwrap().model, "google/c");
+        assert!(aliases.set_model("flash", "bad id").is_err());
+    }
+
+    #[test]
+    fn raw_model_ids_are_exactly_publisher_slash_model() {
+        for ok in ["meta/llama-3.3-70b-instruct-maas", "google/gemini-2.5-flash", "a/b@001"] {
+            assert!(is_raw_model_id(ok), "{ok}");
+        }
+        for bad in ["flash", "a/b/c", "../x", "a/..", "./b", "a/", "/b", "a b/c", "a/b?x", "a/b#", "a%2f/b"] {
+            assert!(!is_raw_model_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn locations_cannot_change_the_host() {
+        assert!(is_location("us-central1") && is_location("global"));
+        for bad in ["", "US", "a.b", "evil.com/", "-x", "a b"] {
+            assert!(!is_location(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! The Vertex side: the pooled HTTPS client, upstream URLs, which headers cross the proxy in
+//! each direction, and how a failed upstream call becomes a proxy error.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Request, Response, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::error::ProxyError;
+
+/// The Vertex endpoints we forward to, under `…/endpoints/openapi/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    ChatCompletions,
+    Embeddings,
+}
+
+impl Operation {
+    fn path(self) -> &'static str {
+        match self {
+            Operation::ChatCompletions => "chat/completions",
+            Operation::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// Request headers a client may send on to Vertex. Everything else stays here: the client's
+/// credentials, cookies, hop-by-hop headers and anything we have not thought about.
+const FORWARDED_REQUEST_HEADERS: [HeaderName; 7] = [
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    header::ACCEPT_ENCODING,
+    header::USER_AGENT,
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
+    HeaderName::from_static("x-request-id"),
+];
+
+/// Response headers Vertex may send back. The SDKs use `retry-after` to pace retries.
+const FORWARDED_RESPONSE_HEADERS: [HeaderName; 6] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_ENCODING,
+    header::CACHE_CONTROL,
+    header::RETRY_AFTER,
+    HeaderName::from_static("retry-after-ms"),
+    HeaderName::from_static("x-request-id"),
+];
+
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// One pooled client for every upstream call: HTTP/2 when ALPN offers it, else HTTP/1.1.
+/// There is a connect timeout but no total timeout: Cloud Run's request timeout bounds streams.
+pub fn client(connect_timeout: Duration) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        // Without a timer, idle pooled connections are never reaped.
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(https)
+}
+
+/// Builds upstream URLs for one project.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// `VERTEX_BASE_URL`, used for every location when set.
+    pub base_url: Option<Uri>,
+    pub project: String,
+}
+
+impl Endpoints {
+    pub fn uri(&self, location: &str, operation: Operation) -> Result<Uri, ProxyError> {
+        let origin = match &self.base_url {
+            Some(base) => format!(
+                "{}://{}",
+                base.scheme_str().unwrap_or("https"),
+                base.authority().map(|a| a.as_str()).unwrap_or_default()
+            ),
+            // The global endpoint has no location prefix: `global-aiplatform…` answers 404.
+            None if location == "global" => "https://aiplatform.googleapis.com".to_owned(),
+            None => format!("https://{location}-aiplatform.googleapis.com"),
+        };
+        let uri = format!(
+            "{origin}/v1/projects/{}/locations/{location}/endpoints/openapi/{}",
+            self.project,
+            operation.path()
+        );
+        // Project and location were validated at startup; this cannot fail for them.
+        uri.parse().map_err(|_| {
+            ProxyError::bad_gateway("upstream_url", "could not build the Vertex URL")
+        })
+    }
+}
+
+/// The request headers that go to Vertex: the allowlisted client headers, then the
+/// credential's own (`authorization`, maybe `x-goog-user-project`).
+pub fn request_headers(client: &HeaderMap, credential: HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(FORWARDED_REQUEST_HEADERS.len() + 2);
+    copy_allowed(client, &mut headers, &FORWARDED_REQUEST_HEADERS);
+    for (name, value) in credential {
+        if let Some(name) = name {
+            headers.insert(name, value);
+        }
+    }
+    headers
+}
+
+/// Vertex's response with only the allowlisted headers kept; status and body untouched.
+pub fn response_headers(upstream: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(FORWARDED_RESPONSE_HEADERS.len());
+    copy_allowed(upstream, &mut headers, &FORWARDED_RESPONSE_HEADERS);
+    headers
+}
+
+fn copy_allowed(from: &HeaderMap, to: &mut HeaderMap, allowed: &[HeaderName]) {
+    for name in allowed {
+        for value in from.get_all(name) {
+            to.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Sends one request and turns connection failures into the proxy's 502/504.
+pub async fn send(
+    client: &HttpClient,
+    request: Request<Full<Bytes>>,
+    connect_timeout: Duration,
+) -> Result<Response<Incoming>, ProxyError> {
+    let host = request.uri().host().unwrap_or_default().to_owned();
+    client
+        .request(request)
+        .await
+        .map_err(|e| classify(&e, &host, connect_timeout))
+}
+
+/// Maps a client error to what the caller should be told. Messages name the host and the
+/// kind of failure, never a header.
+fn classify(
+    error: &hyper_util::client::legacy::Error,
+    host: &str,
+    connect_timeout: Duration,
+) -> ProxyError {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+            && error.is_connect()
+        {
+            return ProxyError::GatewayTimeout(format!(
+                "connecting to Vertex ({host}) timed out after {}s",
+                connect_timeout.as_secs()
+            ));
+        }
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return ProxyError::bad_gateway(
+                "upstream_tls_error",
+                format!("TLS with Vertex ({host}) failed: {tls}"),
+            );
+        }
+        source = cause.source();
+    }
+    if error.is_connect() {
+        let reason = error
+            .source()
+            .and_then(|s| s.source())
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "connection failed".into());
+        ProxyError::bad_gateway(
+            "upstream_unreachable",
+            format!("could not connect to Vertex ({host}): {reason}"),
+        )
+    } else {
+        ProxyError::bad_gateway(
+            "upstream_error",
+            format!("the request to Vertex ({host}) failed before a response arrived"),
+        )
+    }
+}
+
+/// Reads the project id from the metadata server, as on Cloud Run. Honours
+/// `GCE_METADATA_HOST` the way google-cloud-auth does, so tests can fake it.
+pub async fn project_from_metadata(client: &HttpClient) -> Result<String, String> {
+    let host = std::env::var("GCE_METADATA_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "metadata.google.internal".into());
+    let uri = format!("http://{host}/computeMetadata/v1/project/project-id");
+    let request = Request::get(&uri)
+        .header("metadata-flavor", "Google")
+        .body(Full::new(Bytes::new()))
+        .map_err(|_| format!("GCE_METADATA_HOST {host:?} does not make a valid URL"))?;
+    let fetch = async {
+        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!("the metadata server answered {status}"));
+        }
+        String::from_utf8(body.to_vec())
+            .map(|s| s.trim().to_owned())
+            .map_err(|_| "the metadata server's project id is not text".to_owned())
+    };
+    match tokio::time::timeout(Duration::from_secs(3), fetch).await {
+        Ok(result) => result.map_err(|e| format!("{uri}: {e}")),
+        Err(_) => Err(format!("{uri}: no answer within 3s")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn endpoints(base: Option<&str>) -> Endpoints {
+        Endpoints {
+            base_url: base.map(|b| b.parse().unwrap()),
+            project: "my-proj".into(),
+        }
+    }
+
+    #[test]
+    fn urls_for_global_regional_and_override() {
+        let global = endpoints(None).uri("global", Operation::ChatCompletions).unwrap();
+        assert_eq!(
+            global,
+            "https://aiplatform.googleapis.com/v1/projects/my-proj/locations/global/endpoints/openapi/chat/completions"
+        );
+        let regional = endpoints(None).uri("us-central1", Operation::Embeddings).unwrap();
+        assert_eq!(
+            regional,
+            "https://us-central1-aiplatform.googleapis.com/v1/projects/my-proj/locations/us-central1/endpoints/openapi/embeddings"
+        );
+        let local = endpoints(Some("http://127.0.0.1:9000"))
+            .uri("europe-west4", Operation::ChatCompletions)
+            .unwrap();
+        assert_eq!(
+            local,
+            "http://127.0.0.1:9000/v1/projects/my-proj/locations/europe-west4/endpoints/openapi/chat/completions"
+        );
+    }
+
+    #[test]
+    fn only_allowlisted_headers_cross_and_the_credential_wins() {
+        let mut client = HeaderMap::new();
+        for (name, value) in [
+            ("content-type", "application/json"),
+            ("accept", "text/event-stream"),
+            ("user-agent", "OpenAI/Python 1.0"),
+            ("traceparent", "00-abc-def-01"),
+            ("x-request-id", "r1"),
+            ("authorization", "Bearer client-key"),
+            ("x-api-key", "client-key"),
+            ("cookie", "session=1"),
+            ("connection", "keep-alive"),
+            ("x-goog-user-project", "someone-else"),
+            ("x-forwarded-for", "1.2.3.4"),
+        ] {
+            client.append(name, HeaderValue::from_static(value));
+        }
+        let mut credential = HeaderMap::new();
+        credential.insert("authorization", HeaderValue::from_static("Bearer google"));
+        let headers = request_headers(&client, credential);
+        assert_eq!(headers["authorization"], "Bearer google");
+        assert_eq!(headers.get_all("authorization").iter().count(), 1);
+        for gone in ["x-api-key", "cookie", "connection", "x-goog-user-project", "x-forwarded-for"] {
+            assert!(headers.get(gone).is_none(), "{gone} was forwarded");
+        }
+        assert_eq!(headers.len(), 6);
+    }
+}
