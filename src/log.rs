@@ -182,7 +182,7 @@ impl LoggedBody {
         LoggedBody { inner, guard }
     }
 
-    /// For responses the proxy makes itself, complete from the start.
+    /// Boxes it back into the one body type the server returns.
     pub fn boxed(self) -> ProxyBody {
         BodyExt::boxed(self)
     }
@@ -197,11 +197,16 @@ impl Body for LoggedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        // hyper stops polling once a body says it has ended, so the end is noticed here too.
+        let ended = self.inner.is_end_stream();
         let log = self.guard.get();
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     log.response_bytes += data.len() as u64;
+                }
+                if ended {
+                    log.outcome = Outcome::Complete;
                 }
             }
             Poll::Ready(Some(Err(e))) => log.outcome = Outcome::UpstreamFailed(e.to_string()),

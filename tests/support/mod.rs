@@ -1,0 +1,510 @@
+//! Test support: the real proxy binary on port 0, a fake Vertex that records what it received
+//! and can be told how to answer, and a fake metadata server.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+
+pub const KEY: &str = "sk_test_0123456789abcdef";
+pub const KEY_FLASH_ONLY: &str = "sk_test_flash_only_0000";
+pub const KEY_DISABLED: &str = "sk_test_disabled_000000";
+pub const KEY_HASHED: &str = "sk_test_hashed_key_00000";
+pub const GOOGLE_TOKEN: &str = "ya29.fake-google-token";
+pub const PROJECT: &str = "test-proj";
+
+/// Every await in a test goes through this: a hang is a failure, not a stuck CI run.
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(20), future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    hex::encode(vertex_proxy::keys::sha256(text.as_bytes()))
+}
+
+/// The standard key list: a plain key, one limited to `flash`, a disabled one, a hashed one.
+pub fn keys_json() -> String {
+    format!(
+        r#"[{{"id":"main","key":"{KEY}"}},
+            {{"id":"flash-only","key":"{KEY_FLASH_ONLY}","models":["flash"]}},
+            {{"id":"off","key":"{KEY_DISABLED}","enabled":false}},
+            {{"id":"hashed","key_sha256":"{}"}}]"#,
+        sha256_hex(KEY_HASHED)
+    )
+}
+
+// ---------------------------------------------------------------- fake Vertex
+
+/// One request as the fake received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("the fake received JSON")
+    }
+}
+
+/// How the fake answers one request.
+pub enum Reply {
+    Json(StatusCode, String),
+    /// Streams what the test sends, as it sends it; ends when the sender is dropped.
+    Channel(StatusCode, &'static str, mpsc::Receiver<Bytes>),
+}
+
+type Behaviour = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
+
+pub struct FakeVertex {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Recorded>>>,
+    arrived: Arc<Notify>,
+    behaviour: Arc<Mutex<Behaviour>>,
+}
+
+/// An OpenAI-style completion for `model`, as Vertex would send it.
+pub fn completion(model: &str) -> String {
+    serde_json::json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    })
+    .to_string()
+}
+
+impl FakeVertex {
+    /// Answers every request with a completion naming the model it received.
+    pub async fn start() -> FakeVertex {
+        FakeVertex::start_with(|r: &Recorded| {
+            let model = r.json()["model"].as_str().unwrap_or_default().to_owned();
+            Reply::Json(StatusCode::OK, completion(&model))
+        })
+        .await
+    }
+
+    pub async fn start_with(behaviour: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> FakeVertex {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = FakeVertex {
+            addr: listener.local_addr().unwrap(),
+            received: Arc::default(),
+            arrived: Arc::default(),
+            behaviour: Arc::new(Mutex::new(Arc::new(behaviour))),
+        };
+        let (received, arrived, behaviour) =
+            (fake.received.clone(), fake.arrived.clone(), fake.behaviour.clone());
+        serve(listener, move |request: Request<Incoming>| {
+            let (received, arrived, behaviour) =
+                (received.clone(), arrived.clone(), behaviour.clone());
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                let recorded = Recorded {
+                    method: parts.method,
+                    path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                    headers: parts.headers,
+                    body,
+                };
+                let behaviour = behaviour.lock().unwrap().clone();
+                let reply = behaviour(&recorded);
+                received.lock().unwrap().push(recorded);
+                arrived.notify_waiters();
+                match reply {
+                    Reply::Json(status, text) => response(status, "application/json", full(text)),
+                    Reply::Channel(status, content_type, rx) => {
+                        response(status, content_type, ChannelBody(rx).boxed())
+                    }
+                }
+            }
+        });
+        fake
+    }
+
+    pub fn set_behaviour(&self, behaviour: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) {
+        *self.behaviour.lock().unwrap() = Arc::new(behaviour);
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Recorded> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` requests have arrived.
+    pub async fn wait_for(&self, n: usize) -> Vec<Recorded> {
+        within("requests at the fake Vertex", async {
+            loop {
+                let notified = self.arrived.notified();
+                if self.count() >= n {
+                    return self.received();
+                }
+                notified.await;
+            }
+        })
+        .await
+    }
+}
+
+fn full(text: impl Into<Bytes>) -> BoxBody<Bytes, Infallible> {
+    Full::new(text.into()).boxed()
+}
+
+fn response(
+    status: StatusCode,
+    content_type: &str,
+    body: BoxBody<Bytes, Infallible>,
+) -> Response<BoxBody<Bytes, Infallible>> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("content-type", content_type.parse().unwrap());
+    response
+}
+
+/// A response body fed by the test, frame by frame.
+pub struct ChannelBody(pub mpsc::Receiver<Bytes>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// Serves HTTP/1.1 on `listener` with `handler` until the test ends.
+fn serve<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<BoxBody<Bytes, Infallible>>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |r| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(r).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+// ------------------------------------------------------------- fake metadata
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataMode {
+    Ok,
+    Fail,
+}
+
+/// Google's metadata server, as google-cloud-auth and the proxy's project lookup use it.
+pub struct FakeMetadata {
+    pub addr: SocketAddr,
+    pub token_requests: Arc<AtomicUsize>,
+    pub token_fetched: Arc<Notify>,
+    mode: Arc<Mutex<MetadataMode>>,
+}
+
+impl FakeMetadata {
+    pub async fn start() -> FakeMetadata {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = FakeMetadata {
+            addr: listener.local_addr().unwrap(),
+            token_requests: Arc::default(),
+            token_fetched: Arc::default(),
+            mode: Arc::new(Mutex::new(MetadataMode::Ok)),
+        };
+        let (count, fetched, mode) = (
+            fake.token_requests.clone(),
+            fake.token_fetched.clone(),
+            fake.mode.clone(),
+        );
+        serve(listener, move |request: Request<Incoming>| {
+            let (count, fetched, mode) = (count.clone(), fetched.clone(), mode.clone());
+            async move {
+                if request.headers().get("metadata-flavor").map(|v| v.as_bytes()) != Some(b"Google") {
+                    return response(StatusCode::FORBIDDEN, "text/plain", full("missing Metadata-Flavor"));
+                }
+                let path = request.uri().path();
+                let mode = *mode.lock().unwrap();
+                if path == "/computeMetadata/v1/project/project-id" {
+                    return response(StatusCode::OK, "application/text", full(PROJECT));
+                }
+                if path == "/computeMetadata/v1/instance/service-accounts/default/token" {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    fetched.notify_waiters();
+                    return match mode {
+                        MetadataMode::Ok => response(
+                            StatusCode::OK,
+                            "application/json",
+                            full(format!(
+                                r#"{{"access_token":"{GOOGLE_TOKEN}","expires_in":3599,"token_type":"Bearer"}}"#
+                            )),
+                        ),
+                        MetadataMode::Fail => {
+                            response(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", full("broken"))
+                        }
+                    };
+                }
+                response(StatusCode::NOT_FOUND, "text/plain", full("not found"))
+            }
+        });
+        fake
+    }
+
+    pub fn set_mode(&self, mode: MetadataMode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn token_requests(&self) -> usize {
+        self.token_requests.load(Ordering::SeqCst)
+    }
+}
+
+// --------------------------------------------------------------- the proxy
+
+/// The real `vertex-proxy` binary, started with exactly the given environment.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub child: tokio::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    new_line: Arc<Notify>,
+}
+
+/// The environment for a proxy in front of `vertex` and `metadata`.
+pub fn env(vertex: &FakeVertex, metadata: &FakeMetadata) -> HashMap<String, String> {
+    HashMap::from([
+        ("API_KEYS_JSON".into(), keys_json()),
+        ("GOOGLE_CLOUD_PROJECT".into(), PROJECT.into()),
+        ("VERTEX_BASE_URL".into(), vertex.base_url()),
+        ("GCE_METADATA_HOST".into(), metadata.host()),
+    ])
+}
+
+/// Starts the binary with `args` and `env` (and nothing else of ours: no Google credentials of
+/// the developer's leak in), and returns what it printed if it exits instead of listening.
+pub async fn try_spawn(args: &[&str], env: &HashMap<String, String>) -> Result<Proxy, (i32, String)> {
+    let home = std::env::temp_dir().join(format!("vertex-proxy-test-home-{}", std::process::id()));
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_vertex-proxy"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PORT", "0")
+        .env("HOME", &home)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("the proxy binary starts");
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let new_line: Arc<Notify> = Arc::default();
+    let stdout = child.stdout.take().unwrap();
+    let (lines2, new_line2) = (lines.clone(), new_line.clone());
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            lines2.lock().unwrap().push(line);
+            new_line2.notify_waiters();
+        }
+        new_line2.notify_waiters();
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let startup = within("the proxy's startup line", async {
+        loop {
+            let notified = new_line.notified();
+            if let Some(line) = lines.lock().unwrap().iter().find(|l| l.contains("\"listen\"")) {
+                return Ok(line.clone());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut text = String::new();
+                let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
+                return Err((status.code().unwrap_or(-1), text));
+            }
+            // Either a new line or the end of stdout (the process exiting) wakes us.
+            notified.await;
+        }
+    })
+    .await?;
+    let startup: serde_json::Value = serde_json::from_str(&startup).unwrap();
+    let listen: SocketAddr = startup["config"]["listen"].as_str().unwrap().parse().unwrap();
+    Ok(Proxy {
+        addr: SocketAddr::from(([127, 0, 0, 1], listen.port())),
+        child,
+        lines,
+        new_line,
+    })
+}
+
+pub async fn spawn(env: &HashMap<String, String>) -> Proxy {
+    try_spawn(&[], env)
+        .await
+        .unwrap_or_else(|(code, stderr)| panic!("proxy exited with {code}: {stderr}"))
+}
+
+impl Proxy {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits for a log line that satisfies `predicate`, and returns it parsed.
+    pub async fn wait_for_line(&self, what: &str, predicate: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        within(what, async {
+            loop {
+                let notified = self.new_line.notified();
+                for line in self.lines() {
+                    if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                        && predicate(&json)
+                    {
+                        return json;
+                    }
+                }
+                notified.await;
+            }
+        })
+        .await
+    }
+
+    /// The request log line for `path` with `status`, once the response has ended.
+    pub async fn request_line(&self, path: &str, status: u16) -> serde_json::Value {
+        self.wait_for_line(&format!("the log line of {path} {status}"), |l| {
+            l["httpRequest"]["requestUrl"] == path && l["httpRequest"]["status"] == status
+        })
+        .await
+    }
+
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("the proxy is running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+}
+
+// ------------------------------------------------------------------ clients
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The message of an OpenAI-shaped error, checking the shape on the way.
+    pub fn error_message(&self) -> String {
+        let json = self.json();
+        let error = &json["error"];
+        assert!(error["type"].is_string(), "not OpenAI-shaped: {json}");
+        assert!(error["code"].is_string(), "not OpenAI-shaped: {json}");
+        error["message"].as_str().expect("a message").to_owned()
+    }
+}
+
+/// Starts a request and returns the response head with its body still streaming.
+pub async fn start_request(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Response<Incoming> {
+    let uri: http::Uri = url.parse().unwrap();
+    let stream = tokio::net::TcpStream::connect(format!(
+        "{}:{}",
+        uri.host().unwrap(),
+        uri.port_u16().unwrap()
+    ))
+    .await
+    .expect("connect to the proxy");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut request = Request::builder().method(method).uri(uri.path_and_query().unwrap().as_str());
+    request = request.header("host", uri.authority().unwrap().as_str());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(body.into())).unwrap();
+    within("the response head", sender.send_request(request))
+        .await
+        .expect("a response")
+}
+
+pub async fn request(method: Method, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Answer {
+    let response = start_request(method, url, headers, body).await;
+    let (parts, body) = response.into_parts();
+    let body = within("the response body", body.collect())
+        .await
+        .expect("a complete body")
+        .to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn post(proxy: &Proxy, path: &str, key: &str, body: &str) -> Answer {
+    request(Method::POST, &proxy.url(path), &[("x-api-key", key), ("content-type", "application/json")], body.to_owned()).await
+}
+
+pub async fn get(proxy: &Proxy, path: &str, key: &str) -> Answer {
+    request(Method::GET, &proxy.url(path), &[("x-api-key", key)], Bytes::new()).await
+}
+
+pub const CHAT: &str = r#"{"model":"flash","messages":[{"role":"user","content":"hi"}]}"#;
