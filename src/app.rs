@@ -76,22 +76,25 @@ pub async fn prepare(env: &dyn Env, mode: Mode) -> Result<(State, TcpListener), 
         .var("GOOGLE_CLOUD_PROJECT")
         .is_some_and(|p| !p.trim().is_empty());
     let project = match (&parsed, mode) {
-        (Ok(Config { project: Some(p), .. }), _) => Some(p.clone()),
+        (
+            Ok(Config {
+                project: Some(p), ..
+            }),
+            _,
+        ) => Some(p.clone()),
         (_, Mode::Demo) => Some(demo::PROJECT.to_owned()),
-        (_, Mode::Vertex) if !project_set => {
-            match upstream::project_from_metadata(&client).await {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    errors.push(ConfigError {
+        (_, Mode::Vertex) if !project_set => match upstream::project_from_metadata(&client).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                errors.push(ConfigError {
                         var: "GOOGLE_CLOUD_PROJECT",
                         message: format!(
                             "is not set, and the project could not be read from the metadata server ({e})"
                         ),
                     });
-                    None
-                }
+                None
             }
-        }
+        },
         _ => None,
     };
 
@@ -123,7 +126,9 @@ pub async fn prepare(env: &dyn Env, mode: Mode) -> Result<(State, TcpListener), 
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| StartupError::Bind(addr, e))?;
-    let local = listener.local_addr().map_err(|e| StartupError::Bind(addr, e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| StartupError::Bind(addr, e))?;
 
     let mut summary = config.summary(&project);
     summary["listen"] = local.to_string().into();

@@ -110,16 +110,24 @@ impl Config {
             0
         });
         let max_body_bytes = number(get("MAX_BODY_BYTES"), DEFAULT_MAX_BODY_BYTES)
-            .and_then(|n| if n == 0 { Err("must be at least 1".into()) } else { Ok(n) })
+            .and_then(|n| {
+                if n == 0 {
+                    Err("must be at least 1".into())
+                } else {
+                    Ok(n)
+                }
+            })
             .unwrap_or_else(|e| {
                 fail("MAX_BODY_BYTES", e);
                 DEFAULT_MAX_BODY_BYTES
             });
         let mut seconds = |var: &'static str, default: u64| {
-            number(get(var), default).map(Duration::from_secs).unwrap_or_else(|e| {
-                fail(var, e);
-                Duration::from_secs(default)
-            })
+            number(get(var), default)
+                .map(Duration::from_secs)
+                .unwrap_or_else(|e| {
+                    fail(var, e);
+                    Duration::from_secs(default)
+                })
         };
         let shutdown_grace = seconds("SHUTDOWN_GRACE_SECS", 8);
         let connect_timeout = seconds("UPSTREAM_CONNECT_TIMEOUT_SECS", 10);
@@ -287,9 +295,7 @@ fn parse_base_url(url: &str) -> Result<Uri, String> {
         .trim_end_matches('/')
         .parse()
         .map_err(|_| format!("{url:?} is not a URL"))?;
-    let host = uri
-        .host()
-        .ok_or_else(|| format!("{url:?} has no host"))?;
+    let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
     if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
         return Err(format!(
             "{url:?} must be an origin only (scheme://host[:port]), with no path"
@@ -384,12 +390,18 @@ mod tests {
             ("ALLOW_RAW_MODEL_IDS", "TRUE"),
         ])
         .unwrap();
-        assert_eq!(config.aliases.get("flash").unwrap().model, "google/gemini-2.5-flash-lite");
+        assert_eq!(
+            config.aliases.get("flash").unwrap().model,
+            "google/gemini-2.5-flash-lite"
+        );
         assert_eq!(
             config.aliases.get("pro-preview").unwrap().model,
             "google/gemini-3-pro-preview"
         );
-        assert_eq!(config.base_url.unwrap().to_string(), "http://127.0.0.1:9000/");
+        assert_eq!(
+            config.base_url.unwrap().to_string(),
+            "http://127.0.0.1:9000/"
+        );
 
         // A key limited to a model that is not configured is a startup error.
         let errors = parse(&[(

@@ -42,7 +42,11 @@ impl Env for DemoEnv<'_> {
 }
 
 pub fn print_banner(listen: SocketAddr, demo_key: bool) {
-    let key = if demo_key { KEY } else { "<one of your API_KEYS_JSON keys>" };
+    let key = if demo_key {
+        KEY
+    } else {
+        "<one of your API_KEYS_JSON keys>"
+    };
     let base = format!("http://{listen}");
     eprintln!(
         r#"
@@ -75,7 +79,8 @@ pub async fn start_stand_in() -> std::io::Result<SocketAddr> {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let service = service_fn(|request| async { Ok::<_, Infallible>(answer(request).await) });
+                let service =
+                    service_fn(|request| async { Ok::<_, Infallible>(answer(request).await) });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -89,17 +94,24 @@ fn google_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
     let payload = json!({"error": {"code": status.as_u16(), "message": message, "status": status.canonical_reason()}});
     let mut response = Response::new(body::full(payload.to_string()));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
 async fn answer(request: Request<Incoming>) -> Response<ProxyBody> {
-    if request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes())
+    if request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes())
         != Some(TOKEN_HEADER.as_bytes())
     {
-        return google_error(StatusCode::UNAUTHORIZED, "Request had invalid authentication credentials.");
+        return google_error(
+            StatusCode::UNAUTHORIZED,
+            "Request had invalid authentication credentials.",
+        );
     }
     let path = request.uri().path().to_owned();
     let Ok(collected) = request.into_body().collect().await else {
@@ -113,7 +125,10 @@ async fn answer(request: Request<Incoming>) -> Response<ProxyBody> {
     } else if path.ends_with("/endpoints/openapi/embeddings") {
         embeddings(&body)
     } else {
-        google_error(StatusCode::NOT_FOUND, "The requested URL was not found on this server.")
+        google_error(
+            StatusCode::NOT_FOUND,
+            "The requested URL was not found on this server.",
+        )
     }
 }
 
@@ -144,9 +159,16 @@ fn reply(body: &Value) -> (Option<Value>, String) {
         .map(|m| text_of(&m["content"]))
         .unwrap_or_default();
     if last["role"] == "tool" {
-        return (None, format!("The tool said: {}", text_of(&last["content"])));
+        return (
+            None,
+            format!("The tool said: {}", text_of(&last["content"])),
+        );
     }
-    if let Some(function) = body["tools"].as_array().and_then(|t| t.first()).map(|t| &t["function"]) {
+    if let Some(function) = body["tools"]
+        .as_array()
+        .and_then(|t| t.first())
+        .map(|t| &t["function"])
+    {
         let mut arguments = serde_json::Map::new();
         if let Some(properties) = function["parameters"]["properties"].as_object() {
             for (name, schema) in properties {
@@ -177,7 +199,11 @@ fn chat(body: &Value) -> Response<ProxyBody> {
         .unwrap_or(1);
     let completion_tokens = words(&text);
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
-    let finish = if tool_call.is_some() { "tool_calls" } else { "stop" };
+    let finish = if tool_call.is_some() {
+        "tool_calls"
+    } else {
+        "stop"
+    };
     let created = 1_700_000_000u64;
     let id = "chatcmpl-demo";
 
@@ -192,9 +218,10 @@ fn chat(body: &Value) -> Response<ProxyBody> {
             "usage": usage,
         });
         let mut response = Response::new(body::full(payload.to_string()));
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
         return response;
     }
 
@@ -202,7 +229,10 @@ fn chat(body: &Value) -> Response<ProxyBody> {
         json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     if let Some(call) = tool_call {
         let mut call = call;
         call["index"] = json!(0);
@@ -234,17 +264,26 @@ fn chat(body: &Value) -> Response<ProxyBody> {
         }
     });
     let mut response = Response::new(ChannelBody(receiver).boxed());
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
     response
 }
 
 fn embeddings(body: &Value) -> Response<ProxyBody> {
     let inputs: Vec<String> = match &body["input"] {
         Value::String(s) => vec![s.clone()],
-        Value::Array(items) => items.iter().map(|i| i.as_str().unwrap_or_default().to_owned()).collect(),
-        _ => return google_error(StatusCode::BAD_REQUEST, "\"input\" must be a string or an array of strings."),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().unwrap_or_default().to_owned())
+            .collect(),
+        _ => {
+            return google_error(
+                StatusCode::BAD_REQUEST,
+                "\"input\" must be a string or an array of strings.",
+            );
+        }
     };
     let data: Vec<Value> = inputs
         .iter()
@@ -259,9 +298,10 @@ fn embeddings(body: &Value) -> Response<ProxyBody> {
     let payload = json!({"object": "list", "data": data, "model": body["model"],
                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}});
     let mut response = Response::new(body::full(payload.to_string()));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -276,7 +316,9 @@ impl Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.0.poll_recv(cx).map(|bytes| bytes.map(|b| Ok(Frame::data(b))))
+        self.0
+            .poll_recv(cx)
+            .map(|bytes| bytes.map(|b| Ok(Frame::data(b))))
     }
 }
 
@@ -293,12 +335,16 @@ mod tests {
     #[test]
     fn calls_the_first_tool_then_reads_its_result() {
         let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}}}]);
-        let (call, _) = reply(&json!({"tools": tools, "messages": [{"role": "user", "content": "Paris"}]}));
+        let (call, _) =
+            reply(&json!({"tools": tools, "messages": [{"role": "user", "content": "Paris"}]}));
         let call = call.expect("a tool call");
         assert_eq!(call["function"]["name"], "get_weather");
-        let arguments: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        let arguments: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
         assert_eq!(arguments, json!({"city": "Paris", "days": 1}));
-        let (call, text) = reply(&json!({"tools": tools, "messages": [{"role": "user", "content": "Paris"}, {"role": "tool", "tool_call_id": "call_demo_1", "content": "sunny"}]}));
+        let (call, text) = reply(
+            &json!({"tools": tools, "messages": [{"role": "user", "content": "Paris"}, {"role": "tool", "tool_call_id": "call_demo_1", "content": "sunny"}]}),
+        );
         assert!(call.is_none());
         assert_eq!(text, "The tool said: sunny");
     }

@@ -117,10 +117,7 @@ impl ProxyError {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             ProxyError::Unauthorized(_) => {
-                headers.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer"),
-                );
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             _ => {}
         }

@@ -196,9 +196,7 @@ fn parse_entry(item: &Value, is_model: &impl Fn(&str) -> bool) -> Result<KeyEntr
             Some(sha256(key.as_bytes()))
         }
         (Some(Value::String(_)), None) => {
-            errors.push(format!(
-                "\"key\" is shorter than {MIN_KEY_LEN} characters"
-            ));
+            errors.push(format!("\"key\" is shorter than {MIN_KEY_LEN} characters"));
             None
         }
         (Some(_), None) => {
@@ -336,7 +334,10 @@ mod tests {
     fn x_api_key_decides_when_both_headers_are_present() {
         let keys = two_keys();
         let valid_bearer = format!("Bearer {KEY_A}");
-        let placeholder = headers(&[("authorization", "Bearer placeholder"), ("x-api-key", KEY_B)]);
+        let placeholder = headers(&[
+            ("authorization", "Bearer placeholder"),
+            ("x-api-key", KEY_B),
+        ]);
         assert_eq!(keys.authenticate(&placeholder).unwrap().id, "b");
         let wrong = headers(&[("authorization", &valid_bearer), ("x-api-key", "nope")]);
         assert!(matches!(
@@ -372,8 +373,12 @@ mod tests {
     #[test]
     fn per_key_model_lists() {
         let keys = two_keys();
-        let a = keys.authenticate(&headers(&[("x-api-key", KEY_A)])).unwrap();
-        let b = keys.authenticate(&headers(&[("x-api-key", KEY_B)])).unwrap();
+        let a = keys
+            .authenticate(&headers(&[("x-api-key", KEY_A)]))
+            .unwrap();
+        let b = keys
+            .authenticate(&headers(&[("x-api-key", KEY_B)]))
+            .unwrap();
         assert!(a.may_use("pro") && a.may_use("flash"));
         assert!(b.may_use("flash") && !b.may_use("pro"));
     }
@@ -415,7 +420,9 @@ mod tests {
     fn refuses_lists_that_would_run_open_or_are_not_arrays() {
         assert!(errors("[]")[0].contains("no enabled key"));
         assert!(
-            errors(&format!(r#"[{{"id":"a","key":"{KEY_A}","enabled":false}}]"#))[0]
+            errors(&format!(
+                r#"[{{"id":"a","key":"{KEY_A}","enabled":false}}]"#
+            ))[0]
                 .contains("no enabled key")
         );
         assert!(errors("{}")[0].contains("JSON array"));

@@ -104,8 +104,14 @@ impl RequestLog {
         http_request.insert("requestMethod".into(), json!(self.method.as_str()));
         http_request.insert("requestUrl".into(), json!(self.path));
         http_request.insert("status".into(), json!(status));
-        http_request.insert("latency".into(), json!(format!("{:.6}s", latency.as_secs_f64())));
-        http_request.insert("responseSize".into(), json!(self.response_bytes.to_string()));
+        http_request.insert(
+            "latency".into(),
+            json!(format!("{:.6}s", latency.as_secs_f64())),
+        );
+        http_request.insert(
+            "responseSize".into(),
+            json!(self.response_bytes.to_string()),
+        );
         http_request.insert("protocol".into(), json!(format!("{:?}", self.protocol)));
         if let Some(ua) = &self.user_agent {
             http_request.insert("userAgent".into(), json!(ua));
@@ -230,7 +236,12 @@ mod tests {
     use super::*;
 
     fn log() -> RequestLog {
-        RequestLog::new(&Method::POST, "/v1/chat/completions", Some("curl/8"), Version::HTTP_11)
+        RequestLog::new(
+            &Method::POST,
+            "/v1/chat/completions",
+            Some("curl/8"),
+            Version::HTTP_11,
+        )
     }
 
     #[test]
@@ -252,7 +263,12 @@ mod tests {
         assert_eq!(line["httpRequest"]["requestMethod"], "POST");
         assert_eq!(line["httpRequest"]["requestUrl"], "/v1/chat/completions");
         assert_eq!(line["httpRequest"]["userAgent"], "curl/8");
-        assert!(line["httpRequest"]["latency"].as_str().unwrap().ends_with('s'));
+        assert!(
+            line["httpRequest"]["latency"]
+                .as_str()
+                .unwrap()
+                .ends_with('s')
+        );
         assert_eq!(line["key_id"], "raj");
         assert_eq!(line["upstream_status"], 503);
         assert!(line.get("cancelled").is_none() && line.get("alias").is_none());

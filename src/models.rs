@@ -244,9 +244,8 @@ pub fn find_model(body: &[u8]) -> Result<ModelField, ProxyError> {
             "request body has no \"model\" field",
         ));
     };
-    let name: String = serde_json::from_str(raw.get()).map_err(|_| {
-        ProxyError::bad_request("invalid_model", "\"model\" must be a string")
-    })?;
+    let name: String = serde_json::from_str(raw.get())
+        .map_err(|_| ProxyError::bad_request("invalid_model", "\"model\" must be a string"))?;
     // The raw value borrows from `text`, so its offset is the distance between the pointers.
     let start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
     Ok(ModelField {
@@ -402,7 +401,11 @@ mod tests {
 
     #[test]
     fn refuses_broken_bodies_with_a_reason() {
-        let deep = format!("{{\"model\":\"flash\",\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        let deep = format!(
+            "{{\"model\":\"flash\",\"a\":{}{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
         let at_limit = format!(
             "{{\"model\":\"flash\",\"a\":{}{}}}",
             "[".repeat(MAX_DEPTH - 1),
@@ -438,7 +441,11 @@ mod tests {
 
     #[test]
     fn nesting_ignores_brackets_inside_strings() {
-        let body = format!(r#"{{"model":"flash","s":"{}\"{}"}}"#, "[".repeat(500), "{".repeat(500));
+        let body = format!(
+            r#"{{"model":"flash","s":"{}\"{}"}}"#,
+            "[".repeat(500),
+            "{".repeat(500)
+        );
         assert!(find_model(body.as_bytes()).is_ok());
     }
 
@@ -453,8 +460,14 @@ mod tests {
             aliases.get("llama").unwrap().location.as_deref(),
             Some("us-central1")
         );
-        assert_eq!(aliases.get("bare").unwrap().model, "google/gemini-2.0-flash");
-        assert_eq!(aliases.names().collect::<Vec<_>>(), ["bare", "flash", "llama"]);
+        assert_eq!(
+            aliases.get("bare").unwrap().model,
+            "google/gemini-2.0-flash"
+        );
+        assert_eq!(
+            aliases.names().collect::<Vec<_>>(),
+            ["bare", "flash", "llama"]
+        );
 
         let errors = Aliases::parse(
             r#"{"a":"x/y/z","b":{"model":"p/m","location":"US central"},"c":3,"d e":"p/m","f":{"model":"p/m","zone":"x"}}"#,
@@ -484,10 +497,16 @@ mod tests {
 
     #[test]
     fn raw_model_ids_are_exactly_publisher_slash_model() {
-        for ok in ["meta/llama-3.3-70b-instruct-maas", "google/gemini-2.5-flash", "a/b@001"] {
+        for ok in [
+            "meta/llama-3.3-70b-instruct-maas",
+            "google/gemini-2.5-flash",
+            "a/b@001",
+        ] {
             assert!(is_raw_model_id(ok), "{ok}");
         }
-        for bad in ["flash", "a/b/c", "../x", "a/..", "./b", "a/", "/b", "a b/c", "a/b?x", "a/b#", "a%2f/b"] {
+        for bad in [
+            "flash", "a/b/c", "../x", "a/..", "./b", "a/", "/b", "a b/c", "a/b?x", "a/b#", "a%2f/b",
+        ] {
             assert!(!is_raw_model_id(bad), "{bad}");
         }
     }

@@ -326,7 +326,15 @@ mod tests {
             route(&Method::DELETE, "/v1/models"),
             Err(ProxyError::MethodNotAllowed { allow: GET })
         );
-        for path in ["/", "/v1", "/v1/", "/v1x/models", "//v1/chat/completions", "/v1/models/", "/v1/v1/models"] {
+        for path in [
+            "/",
+            "/v1",
+            "/v1/",
+            "/v1x/models",
+            "//v1/chat/completions",
+            "/v1/models/",
+            "/v1/v1/models",
+        ] {
             assert_eq!(
                 route(&Method::GET, path).unwrap_err().status(),
                 StatusCode::NOT_FOUND,

@@ -102,9 +102,8 @@ impl Endpoints {
             operation.path()
         );
         // Project and location were validated at startup; this cannot fail for them.
-        uri.parse().map_err(|_| {
-            ProxyError::bad_gateway("upstream_url", "could not build the Vertex URL")
-        })
+        uri.parse()
+            .map_err(|_| ProxyError::bad_gateway("upstream_url", "could not build the Vertex URL"))
     }
 }
 
@@ -206,7 +205,7 @@ pub async fn project_from_metadata(client: &HttpClient) -> Result<String, String
         .body(Full::new(Bytes::new()))
         .map_err(|_| format!("GCE_METADATA_HOST {host:?} does not make a valid URL"))?;
     let fetch = async {
-        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        let response = client.request(request).await.map_err(|e| error_chain(&e))?;
         let status = response.status();
         let body = response
             .into_body()
@@ -227,6 +226,18 @@ pub async fn project_from_metadata(client: &HttpClient) -> Result<String, String
     }
 }
 
+/// An error with its causes, for startup messages: "client error (Connect)" alone says little.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,12 +252,16 @@ mod tests {
 
     #[test]
     fn urls_for_global_regional_and_override() {
-        let global = endpoints(None).uri("global", Operation::ChatCompletions).unwrap();
+        let global = endpoints(None)
+            .uri("global", Operation::ChatCompletions)
+            .unwrap();
         assert_eq!(
             global,
             "https://aiplatform.googleapis.com/v1/projects/my-proj/locations/global/endpoints/openapi/chat/completions"
         );
-        let regional = endpoints(None).uri("us-central1", Operation::Embeddings).unwrap();
+        let regional = endpoints(None)
+            .uri("us-central1", Operation::Embeddings)
+            .unwrap();
         assert_eq!(
             regional,
             "https://us-central1-aiplatform.googleapis.com/v1/projects/my-proj/locations/us-central1/endpoints/openapi/embeddings"
@@ -283,7 +298,13 @@ mod tests {
         let headers = request_headers(&client, credential);
         assert_eq!(headers["authorization"], "Bearer google");
         assert_eq!(headers.get_all("authorization").iter().count(), 1);
-        for gone in ["x-api-key", "cookie", "connection", "x-goog-user-project", "x-forwarded-for"] {
+        for gone in [
+            "x-api-key",
+            "cookie",
+            "connection",
+            "x-goog-user-project",
+            "x-forwarded-for",
+        ] {
             assert!(headers.get(gone).is_none(), "{gone} was forwarded");
         }
         assert_eq!(headers.len(), 6);

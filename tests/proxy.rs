@@ -14,7 +14,10 @@ async fn setup() -> (FakeVertex, FakeMetadata, Proxy) {
     setup_with(FakeVertex::start().await, &[]).await
 }
 
-async fn setup_with(vertex: FakeVertex, extra: &[(&str, &str)]) -> (FakeVertex, FakeMetadata, Proxy) {
+async fn setup_with(
+    vertex: FakeVertex,
+    extra: &[(&str, &str)],
+) -> (FakeVertex, FakeMetadata, Proxy) {
     let metadata = FakeMetadata::start().await;
     let mut env = env(&vertex, &metadata);
     for (name, value) in extra {
@@ -24,7 +27,8 @@ async fn setup_with(vertex: FakeVertex, extra: &[(&str, &str)]) -> (FakeVertex, 
     (vertex, metadata, proxy)
 }
 
-const CHAT_PATH: &str = "/v1/projects/test-proj/locations/global/endpoints/openapi/chat/completions";
+const CHAT_PATH: &str =
+    "/v1/projects/test-proj/locations/global/endpoints/openapi/chat/completions";
 
 #[tokio::test]
 async fn authentication_cases() {
@@ -36,7 +40,10 @@ async fn authentication_cases() {
         vec![("authorization", bearer(KEY))],
         vec![("authorization", bearer(KEY_HASHED))],
         // Some SDKs always send a placeholder Bearer; x-api-key decides.
-        vec![("authorization", bearer("placeholder")), ("x-api-key", KEY.into())],
+        vec![
+            ("authorization", bearer("placeholder")),
+            ("x-api-key", KEY.into()),
+        ],
     ];
     for (n, headers) in ok_cases.iter().enumerate() {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -46,10 +53,22 @@ async fn authentication_cases() {
     }
     let refused: Vec<(Vec<(&str, String)>, &str)> = vec![
         (vec![], "missing API key"),
-        (vec![("x-api-key", "sk_test_wrong_key_000000".into())], "invalid API key"),
+        (
+            vec![("x-api-key", "sk_test_wrong_key_000000".into())],
+            "invalid API key",
+        ),
         (vec![("x-api-key", KEY_DISABLED.into())], "disabled"),
-        (vec![("authorization", bearer(KEY)), ("x-api-key", "wrong-key-0000000000".into())], "invalid API key"),
-        (vec![("authorization", format!("Basic {KEY}"))], "Bearer KEY"),
+        (
+            vec![
+                ("authorization", bearer(KEY)),
+                ("x-api-key", "wrong-key-0000000000".into()),
+            ],
+            "invalid API key",
+        ),
+        (
+            vec![("authorization", format!("Basic {KEY}"))],
+            "Bearer KEY",
+        ),
     ];
     for (headers, reason) in refused {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -76,7 +95,10 @@ async fn vertex_receives_the_rewritten_model_and_the_google_token_only() {
             ("cookie", "session=secret"),
             ("content-type", "application/json"),
             ("user-agent", "OpenAI/Python 2.0"),
-            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
             ("x-request-id", "req-42"),
             ("x-forwarded-for", "203.0.113.9"),
             ("x-goog-user-project", "not-yours"),
@@ -97,10 +119,18 @@ async fn vertex_receives_the_rewritten_model_and_the_google_token_only() {
     assert_eq!(h["authorization"], format!("Bearer {GOOGLE_TOKEN}"));
     assert_eq!(h.get_all("authorization").iter().count(), 1);
     assert_eq!(h["user-agent"], "OpenAI/Python 2.0");
-    assert_eq!(h["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    assert_eq!(
+        h["traceparent"],
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    );
     assert_eq!(h["x-request-id"], "req-42");
     assert_eq!(h["content-type"], "application/json");
-    for gone in ["x-api-key", "cookie", "x-forwarded-for", "x-goog-user-project"] {
+    for gone in [
+        "x-api-key",
+        "cookie",
+        "x-forwarded-for",
+        "x-goog-user-project",
+    ] {
         assert!(h.get(gone).is_none(), "{gone} reached Vertex");
     }
     for (_, value) in h {
@@ -123,14 +153,42 @@ async fn aliases_locations_embeddings_and_raw_ids() {
     let aliases = r#"{"flash":"google/gemini-2.5-flash","llama":{"model":"meta/llama-3.3-70b-instruct-maas","location":"us-central1"}}"#;
     let (vertex, _metadata, proxy) = setup_with(
         vertex,
-        &[("MODEL_ALIASES_JSON", aliases), ("VERTEX_LOCATION", "europe-west4"), ("ALLOW_RAW_MODEL_IDS", "true")],
+        &[
+            ("MODEL_ALIASES_JSON", aliases),
+            ("VERTEX_LOCATION", "europe-west4"),
+            ("ALLOW_RAW_MODEL_IDS", "true"),
+        ],
     )
     .await;
     let cases = [
-        ("/v1/chat/completions", "flash", "europe-west4", "chat/completions", "google/gemini-2.5-flash"),
-        ("/chat/completions", "llama", "us-central1", "chat/completions", "meta/llama-3.3-70b-instruct-maas"),
-        ("/v1/embeddings", "flash", "europe-west4", "embeddings", "google/gemini-2.5-flash"),
-        ("/v1/chat/completions", "google/gemini-2.0-flash", "europe-west4", "chat/completions", "google/gemini-2.0-flash"),
+        (
+            "/v1/chat/completions",
+            "flash",
+            "europe-west4",
+            "chat/completions",
+            "google/gemini-2.5-flash",
+        ),
+        (
+            "/chat/completions",
+            "llama",
+            "us-central1",
+            "chat/completions",
+            "meta/llama-3.3-70b-instruct-maas",
+        ),
+        (
+            "/v1/embeddings",
+            "flash",
+            "europe-west4",
+            "embeddings",
+            "google/gemini-2.5-flash",
+        ),
+        (
+            "/v1/chat/completions",
+            "google/gemini-2.0-flash",
+            "europe-west4",
+            "chat/completions",
+            "google/gemini-2.0-flash",
+        ),
     ];
     for (n, (path, model, location, operation, vertex_id)) in cases.into_iter().enumerate() {
         let body = format!(r#"{{"model":"{model}","input":"x"}}"#);
@@ -144,7 +202,13 @@ async fn aliases_locations_embeddings_and_raw_ids() {
         assert_eq!(received.json()["model"], vertex_id);
     }
     // Not an alias and not publisher/model: refused even with raw ids allowed.
-    let answer = post(&proxy, "/v1/chat/completions", KEY, r#"{"model":"../../x"}"#).await;
+    let answer = post(
+        &proxy,
+        "/v1/chat/completions",
+        KEY,
+        r#"{"model":"../../x"}"#,
+    )
+    .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert_eq!(vertex.count(), 4);
 }
@@ -152,18 +216,46 @@ async fn aliases_locations_embeddings_and_raw_ids() {
 #[tokio::test]
 async fn unknown_and_forbidden_models() {
     let (vertex, _metadata, proxy) = setup().await;
-    let answer = post(&proxy, "/v1/chat/completions", KEY_FLASH_ONLY, r#"{"model":"gpt-4o"}"#).await;
+    let answer = post(
+        &proxy,
+        "/v1/chat/completions",
+        KEY_FLASH_ONLY,
+        r#"{"model":"gpt-4o"}"#,
+    )
+    .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     let message = answer.error_message();
-    assert!(message.contains("\"gpt-4o\"") && message.contains("may use: flash"), "{message}");
-    assert!(!message.contains("pro-preview"), "lists aliases the key may not use: {message}");
+    assert!(
+        message.contains("\"gpt-4o\"") && message.contains("may use: flash"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("pro-preview"),
+        "lists aliases the key may not use: {message}"
+    );
 
-    let answer = post(&proxy, "/v1/chat/completions", KEY_FLASH_ONLY, r#"{"model":"pro-preview"}"#).await;
+    let answer = post(
+        &proxy,
+        "/v1/chat/completions",
+        KEY_FLASH_ONLY,
+        r#"{"model":"pro-preview"}"#,
+    )
+    .await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
     assert!(answer.error_message().contains("pro-preview"));
 
-    let answer = post(&proxy, "/v1/chat/completions", KEY, r#"{"model":"meta/llama"}"#).await;
-    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "raw ids are off by default");
+    let answer = post(
+        &proxy,
+        "/v1/chat/completions",
+        KEY,
+        r#"{"model":"meta/llama"}"#,
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::BAD_REQUEST,
+        "raw ids are off by default"
+    );
     assert_eq!(vertex.count(), 0);
 }
 
@@ -172,7 +264,9 @@ async fn a_large_body_arrives_byte_for_byte() {
     let (vertex, _metadata, proxy) = setup().await;
     // 6 MiB of base64 "image", unicode, escapes and fields the proxy knows nothing about.
     let image: String = (0..6 * 1024 * 1024)
-        .map(|i| b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[i % 64] as char)
+        .map(|i| {
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[i % 64] as char
+        })
         .collect();
     let body = format!(
         concat!(
@@ -189,15 +283,24 @@ async fn a_large_body_arrives_byte_for_byte() {
     let received = vertex.wait_for(1).await.remove(0);
     let expected = body.replacen(r#":"flash" ,"#, r#":"google/gemini-2.5-flash" ,"#, 1);
     assert!(received.body.len() > 6 * 1024 * 1024);
-    assert!(received.body == expected.as_bytes(), "the body changed beyond the model value");
+    assert!(
+        received.body == expected.as_bytes(),
+        "the body changed beyond the model value"
+    );
 }
 
 #[tokio::test]
 async fn duplicate_model_keys_and_broken_bodies_are_refused() {
     let (vertex, _metadata, proxy) = setup().await;
     let cases = [
-        (r#"{"model":"flash","model":"pro-preview"}"#, "more than one"),
-        (r#"{"model":"flash","mod\u0065l":"pro-preview"}"#, "more than one"),
+        (
+            r#"{"model":"flash","model":"pro-preview"}"#,
+            "more than one",
+        ),
+        (
+            r#"{"model":"flash","mod\u0065l":"pro-preview"}"#,
+            "more than one",
+        ),
         (r#"{"model":"flash""#, "not valid JSON"),
         (r#"["model","flash"]"#, "JSON object"),
         (r#"{"messages":[]}"#, "no \"model\""),
@@ -214,8 +317,12 @@ async fn duplicate_model_keys_and_broken_bodies_are_refused() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_get_413_declared_or_not() {
-    let (vertex, _metadata, proxy) = setup_with(FakeVertex::start().await, &[("MAX_BODY_BYTES", "64")]).await;
-    let at_limit = format!(r#"{{"model":"flash","pad":"{}"}}"#, "x".repeat(64 - r#"{"model":"flash","pad":""}"#.len()));
+    let (vertex, _metadata, proxy) =
+        setup_with(FakeVertex::start().await, &[("MAX_BODY_BYTES", "64")]).await;
+    let at_limit = format!(
+        r#"{{"model":"flash","pad":"{}"}}"#,
+        "x".repeat(64 - r#"{"model":"flash","pad":""}"#.len())
+    );
     assert_eq!(at_limit.len(), 64);
     let answer = post(&proxy, "/v1/chat/completions", KEY, &at_limit).await;
     assert_eq!(answer.status, StatusCode::OK);
@@ -240,7 +347,9 @@ async fn bodies_over_the_limit_get_413_declared_or_not() {
     tx.send(Bytes::from(over[..40].to_owned())).await.unwrap();
     tx.send(Bytes::from(over[40..].to_owned())).await.unwrap();
     drop(tx);
-    let response = within("413 for a chunked body", sender.send_request(request)).await.unwrap();
+    let response = within("413 for a chunked body", sender.send_request(request))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(vertex.count(), 1);
 }
@@ -250,7 +359,11 @@ async fn sse_chunks_reach_the_client_while_vertex_is_still_sending() {
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     let rx = std::sync::Mutex::new(Some(rx));
     let vertex = FakeVertex::start_with(move |_| {
-        Reply::Channel(StatusCode::OK, "text/event-stream", rx.lock().unwrap().take().expect("one stream"))
+        Reply::Channel(
+            StatusCode::OK,
+            "text/event-stream",
+            rx.lock().unwrap().take().expect("one stream"),
+        )
     })
     .await;
     let (_vertex, _metadata, proxy) = setup_with(vertex, &[]).await;
@@ -273,17 +386,26 @@ async fn sse_chunks_reach_the_client_while_vertex_is_still_sending() {
     for chunk in chunks {
         // The fake has not sent the next chunk yet: this one must already be here.
         tx.send(Bytes::from(chunk)).await.unwrap();
-        let frame = within("one SSE chunk", body.frame()).await.unwrap().unwrap();
+        let frame = within("one SSE chunk", body.frame())
+            .await
+            .unwrap()
+            .unwrap();
         let data = frame.into_data().unwrap();
         assert_eq!(data, chunk);
         seen.extend_from_slice(&data);
     }
     tx.send(Bytes::from("data: [DONE]\n\n")).await.unwrap();
     drop(tx);
-    let rest = within("the end of the stream", body.collect()).await.unwrap().to_bytes();
+    let rest = within("the end of the stream", body.collect())
+        .await
+        .unwrap()
+        .to_bytes();
     assert_eq!(rest, "data: [DONE]\n\n");
     let line = proxy.request_line("/v1/chat/completions", 200).await;
-    assert_eq!(line["httpRequest"]["responseSize"], (seen.len() + rest.len()).to_string());
+    assert_eq!(
+        line["httpRequest"]["responseSize"],
+        (seen.len() + rest.len()).to_string()
+    );
     assert!(line.get("cancelled").is_none());
 }
 
@@ -292,7 +414,11 @@ async fn a_client_that_leaves_cancels_the_upstream_request() {
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     let rx = std::sync::Mutex::new(Some(rx));
     let vertex = FakeVertex::start_with(move |_| {
-        Reply::Channel(StatusCode::OK, "text/event-stream", rx.lock().unwrap().take().expect("one stream"))
+        Reply::Channel(
+            StatusCode::OK,
+            "text/event-stream",
+            rx.lock().unwrap().take().expect("one stream"),
+        )
     })
     .await;
     let (_vertex, _metadata, proxy) = setup_with(vertex, &[]).await;
@@ -305,13 +431,18 @@ async fn a_client_that_leaves_cancels_the_upstream_request() {
     .await;
     let mut body = response.into_body();
     tx.send(Bytes::from("data: first\n\n")).await.unwrap();
-    within("the first chunk", body.frame()).await.unwrap().unwrap();
+    within("the first chunk", body.frame())
+        .await
+        .unwrap()
+        .unwrap();
     // The client goes away mid-stream.
     drop(body);
     // The proxy must drop its upstream request, which closes the fake's response stream.
     within("the upstream request to be cancelled", tx.closed()).await;
     let line = proxy
-        .wait_for_line("the cancelled request's log line", |l| l["cancelled"] == true)
+        .wait_for_line("the cancelled request's log line", |l| {
+            l["cancelled"] == true
+        })
         .await;
     assert_eq!(line["httpRequest"]["status"], 200);
 }
@@ -325,7 +456,9 @@ async fn upstream_errors_pass_through_unchanged() {
             r#"[{{"error":{{"code":{status},"message":"upstream says no","status":"RESOURCE_EXHAUSTED","details":[]}}}}]"#
         );
         let body = google.clone();
-        vertex.set_behaviour(move |_| Reply::Json(StatusCode::from_u16(status).unwrap(), body.clone()));
+        vertex.set_behaviour(move |_| {
+            Reply::Json(StatusCode::from_u16(status).unwrap(), body.clone())
+        });
         let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
         assert_eq!(answer.status.as_u16(), status);
         assert_eq!(answer.body, google);
@@ -340,7 +473,12 @@ async fn models_endpoints_follow_each_keys_list() {
     let (vertex, _metadata, proxy) = setup().await;
     let all = get(&proxy, "/v1/models", KEY).await.json();
     assert_eq!(all["object"], "list");
-    let ids: Vec<&str> = all["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["flash", "pro-preview"]);
     assert_eq!(all["data"][0]["vertex_id"], "google/gemini-2.5-flash");
     assert_eq!(all["data"][0]["object"], "model");
@@ -348,17 +486,30 @@ async fn models_endpoints_follow_each_keys_list() {
     assert!(all["data"][0]["created"].is_u64());
 
     let limited = get(&proxy, "/models", KEY_FLASH_ONLY).await.json();
-    let ids: Vec<&str> = limited["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = limited["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["flash"]);
 
     let one = get(&proxy, "/v1/models/pro-preview", KEY).await;
     assert_eq!(one.status, StatusCode::OK);
     assert_eq!(one.json()["vertex_id"], "google/gemini-3.1-pro-preview");
-    assert_eq!(get(&proxy, "/v1/models/pro-preview", KEY_FLASH_ONLY).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&proxy, "/v1/models/pro-preview", KEY_FLASH_ONLY)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
     let missing = get(&proxy, "/v1/models/gpt-4", KEY).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert!(missing.error_message().contains("gpt-4"));
-    assert_eq!(get(&proxy, "/v1/models", "").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&proxy, "/v1/models", "").await.status,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(vertex.count(), 0);
 }
 
@@ -367,13 +518,28 @@ async fn health_unknown_paths_and_wrong_methods() {
     let (vertex, metadata, proxy) = setup().await;
     let health = request(Method::GET, &proxy.url("/healthz"), &[], Bytes::new()).await;
     assert_eq!(health.status, StatusCode::OK);
-    assert_eq!(health.json(), serde_json::json!({"ok": true, "mode": "vertex", "models": ["flash", "pro-preview"]}));
+    assert_eq!(
+        health.json(),
+        serde_json::json!({"ok": true, "mode": "vertex", "models": ["flash", "pro-preview"]})
+    );
 
-    let missing = request(Method::GET, &proxy.url("/v2/chat"), &[("x-api-key", KEY)], Bytes::new()).await;
+    let missing = request(
+        Method::GET,
+        &proxy.url("/v2/chat"),
+        &[("x-api-key", KEY)],
+        Bytes::new(),
+    )
+    .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert!(missing.error_message().contains("/v2/chat"));
 
-    let wrong = request(Method::GET, &proxy.url("/v1/chat/completions"), &[("x-api-key", KEY)], Bytes::new()).await;
+    let wrong = request(
+        Method::GET,
+        &proxy.url("/v1/chat/completions"),
+        &[("x-api-key", KEY)],
+        Bytes::new(),
+    )
+    .await;
     assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(wrong.headers["allow"], "POST");
     assert!(wrong.error_message().contains("POST"));
@@ -397,18 +563,27 @@ async fn h2c_requests_work() {
         .header("authorization", format!("Bearer {KEY}"))
         .body(http_body_util::Full::new(Bytes::from(CHAT)))
         .unwrap();
-    let response = within("an h2c response", sender.send_request(request)).await.unwrap();
+    let response = within("an h2c response", sender.send_request(request))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.version(), http::Version::HTTP_2);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, completion("google/gemini-2.5-flash"));
-    assert_eq!(vertex.wait_for(1).await[0].json()["model"], "google/gemini-2.5-flash");
+    assert_eq!(
+        vertex.wait_for(1).await[0].json()["model"],
+        "google/gemini-2.5-flash"
+    );
 }
 
 #[tokio::test]
 async fn unreachable_upstream_is_a_502_that_says_so() {
     // Bind and drop a listener: nothing listens on that port any more.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let metadata = FakeMetadata::start().await;
     let mut env: HashMap<String, String> = HashMap::from([
         ("API_KEYS_JSON".into(), keys_json()),

@@ -106,7 +106,9 @@ impl FakeVertex {
         .await
     }
 
-    pub async fn start_with(behaviour: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> FakeVertex {
+    pub async fn start_with(
+        behaviour: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> FakeVertex {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let fake = FakeVertex {
             addr: listener.local_addr().unwrap(),
@@ -114,17 +116,28 @@ impl FakeVertex {
             arrived: Arc::default(),
             behaviour: Arc::new(Mutex::new(Arc::new(behaviour))),
         };
-        let (received, arrived, behaviour) =
-            (fake.received.clone(), fake.arrived.clone(), fake.behaviour.clone());
+        let (received, arrived, behaviour) = (
+            fake.received.clone(),
+            fake.arrived.clone(),
+            fake.behaviour.clone(),
+        );
         serve(listener, move |request: Request<Incoming>| {
             let (received, arrived, behaviour) =
                 (received.clone(), arrived.clone(), behaviour.clone());
             async move {
                 let (parts, body) = request.into_parts();
-                let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
                 let recorded = Recorded {
                     method: parts.method,
-                    path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                    path: parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
                     headers: parts.headers,
                     body,
                 };
@@ -242,6 +255,8 @@ pub struct FakeMetadata {
     pub token_requests: Arc<AtomicUsize>,
     pub token_fetched: Arc<Notify>,
     mode: Arc<Mutex<MetadataMode>>,
+    /// While false, token requests wait: concurrent callers pile up behind one fetch.
+    open: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl FakeMetadata {
@@ -252,26 +267,39 @@ impl FakeMetadata {
             token_requests: Arc::default(),
             token_fetched: Arc::default(),
             mode: Arc::new(Mutex::new(MetadataMode::Ok)),
+            open: Arc::new(tokio::sync::watch::channel(true).0),
         };
-        let (count, fetched, mode) = (
+        let (count, fetched, mode, open) = (
             fake.token_requests.clone(),
             fake.token_fetched.clone(),
             fake.mode.clone(),
+            fake.open.clone(),
         );
         serve(listener, move |request: Request<Incoming>| {
             let (count, fetched, mode) = (count.clone(), fetched.clone(), mode.clone());
+            let mut open = open.subscribe();
             async move {
-                if request.headers().get("metadata-flavor").map(|v| v.as_bytes()) != Some(b"Google") {
-                    return response(StatusCode::FORBIDDEN, "text/plain", full("missing Metadata-Flavor"));
+                if request
+                    .headers()
+                    .get("metadata-flavor")
+                    .map(|v| v.as_bytes())
+                    != Some(b"Google")
+                {
+                    return response(
+                        StatusCode::FORBIDDEN,
+                        "text/plain",
+                        full("missing Metadata-Flavor"),
+                    );
                 }
                 let path = request.uri().path();
-                let mode = *mode.lock().unwrap();
                 if path == "/computeMetadata/v1/project/project-id" {
                     return response(StatusCode::OK, "application/text", full(PROJECT));
                 }
                 if path == "/computeMetadata/v1/instance/service-accounts/default/token" {
                     count.fetch_add(1, Ordering::SeqCst);
                     fetched.notify_waiters();
+                    let _ = open.wait_for(|open| *open).await;
+                    let mode = *mode.lock().unwrap();
                     return match mode {
                         MetadataMode::Ok => response(
                             StatusCode::OK,
@@ -280,15 +308,40 @@ impl FakeMetadata {
                                 r#"{{"access_token":"{GOOGLE_TOKEN}","expires_in":3599,"token_type":"Bearer"}}"#
                             )),
                         ),
-                        MetadataMode::Fail => {
-                            response(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", full("broken"))
-                        }
+                        MetadataMode::Fail => response(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "text/plain",
+                            full("broken"),
+                        ),
                     };
                 }
                 response(StatusCode::NOT_FOUND, "text/plain", full("not found"))
             }
         });
         fake
+    }
+
+    /// Token requests wait until [`FakeMetadata::release`].
+    pub fn hold(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn release(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// Waits until at least `n` token requests have arrived.
+    pub async fn wait_for_token_requests(&self, n: usize) {
+        within("token requests at the fake metadata server", async {
+            loop {
+                let notified = self.token_fetched.notified();
+                if self.token_requests() >= n {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
     }
 
     pub fn set_mode(&self, mode: MetadataMode) {
@@ -326,7 +379,10 @@ pub fn env(vertex: &FakeVertex, metadata: &FakeMetadata) -> HashMap<String, Stri
 
 /// Starts the binary with `args` and `env` (and nothing else of ours: no Google credentials of
 /// the developer's leak in), and returns what it printed if it exits instead of listening.
-pub async fn try_spawn(args: &[&str], env: &HashMap<String, String>) -> Result<Proxy, (i32, String)> {
+pub async fn try_spawn(
+    args: &[&str],
+    env: &HashMap<String, String>,
+) -> Result<Proxy, (i32, String)> {
     let home = std::env::temp_dir().join(format!("vertex-proxy-test-home-{}", std::process::id()));
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_vertex-proxy"));
     command
@@ -357,21 +413,31 @@ pub async fn try_spawn(args: &[&str], env: &HashMap<String, String>) -> Result<P
     let startup = within("the proxy's startup line", async {
         loop {
             let notified = new_line.notified();
-            if let Some(line) = lines.lock().unwrap().iter().find(|l| l.contains("\"listen\"")) {
+            if let Some(line) = lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains("\"listen\""))
+            {
                 return Ok(line.clone());
             }
-            if let Ok(Some(status)) = child.try_wait() {
-                let mut text = String::new();
-                let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
-                return Err((status.code().unwrap_or(-1), text));
+            tokio::select! {
+                () = notified => {}
+                status = child.wait() => {
+                    let mut text = String::new();
+                    let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
+                    return Err((status.map(|s| s.code().unwrap_or(-1)).unwrap_or(-1), text));
+                }
             }
-            // Either a new line or the end of stdout (the process exiting) wakes us.
-            notified.await;
         }
     })
     .await?;
     let startup: serde_json::Value = serde_json::from_str(&startup).unwrap();
-    let listen: SocketAddr = startup["config"]["listen"].as_str().unwrap().parse().unwrap();
+    let listen: SocketAddr = startup["config"]["listen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     Ok(Proxy {
         addr: SocketAddr::from(([127, 0, 0, 1], listen.port())),
         child,
@@ -396,7 +462,11 @@ impl Proxy {
     }
 
     /// Waits for a log line that satisfies `predicate`, and returns it parsed.
-    pub async fn wait_for_line(&self, what: &str, predicate: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub async fn wait_for_line(
+        &self,
+        what: &str,
+        predicate: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         within(what, async {
             loop {
                 let notified = self.new_line.notified();
@@ -474,7 +544,9 @@ pub async fn start_request(
         .await
         .unwrap();
     tokio::spawn(connection);
-    let mut request = Request::builder().method(method).uri(uri.path_and_query().unwrap().as_str());
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().unwrap().as_str());
     request = request.header("host", uri.authority().unwrap().as_str());
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -485,7 +557,12 @@ pub async fn start_request(
         .expect("a response")
 }
 
-pub async fn request(method: Method, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Answer {
+pub async fn request(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
     let response = start_request(method, url, headers, body).await;
     let (parts, body) = response.into_parts();
     let body = within("the response body", body.collect())
@@ -500,11 +577,23 @@ pub async fn request(method: Method, url: &str, headers: &[(&str, &str)], body: 
 }
 
 pub async fn post(proxy: &Proxy, path: &str, key: &str, body: &str) -> Answer {
-    request(Method::POST, &proxy.url(path), &[("x-api-key", key), ("content-type", "application/json")], body.to_owned()).await
+    request(
+        Method::POST,
+        &proxy.url(path),
+        &[("x-api-key", key), ("content-type", "application/json")],
+        body.to_owned(),
+    )
+    .await
 }
 
 pub async fn get(proxy: &Proxy, path: &str, key: &str) -> Answer {
-    request(Method::GET, &proxy.url(path), &[("x-api-key", key)], Bytes::new()).await
+    request(
+        Method::GET,
+        &proxy.url(path),
+        &[("x-api-key", key)],
+        Bytes::new(),
+    )
+    .await
 }
 
 pub const CHAT: &str = r#"{"model":"flash","messages":[{"role":"user","content":"hi"}]}"#;

@@ -1,0 +1,403 @@
+//! Startup, credentials, shutdown and demo mode: the binary as an operator runs it.
+
+mod support;
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use support::*;
+use tokio::sync::mpsc;
+
+fn owned(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect()
+}
+
+#[tokio::test]
+async fn configuration_errors_name_every_variable_at_once() {
+    // Nothing listens here, so the project cannot come from a metadata server either.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let env = owned(&[
+        ("GCE_METADATA_HOST", &closed.to_string()),
+        ("PORT_IS_NOT_READ", "x"),
+        ("MODEL_ALIASES_JSON", r#"{"flash": 42}"#),
+        ("VERTEX_BASE_URL", "http://vertex.example.com"),
+        ("MAX_BODY_BYTES", "lots"),
+        ("SHUTDOWN_GRACE_SECS", "-3"),
+        ("VERTEX_LOCATION", "Mars"),
+    ]);
+    let (code, stderr) = match try_spawn(&[], &env).await {
+        Ok(_) => panic!("started with a broken configuration"),
+        Err(failure) => failure,
+    };
+    assert_eq!(code, 1, "{stderr}");
+    for var in [
+        "API_KEYS_JSON",
+        "MODEL_ALIASES_JSON",
+        "VERTEX_BASE_URL",
+        "MAX_BODY_BYTES",
+        "SHUTDOWN_GRACE_SECS",
+        "VERTEX_LOCATION",
+        "GOOGLE_CLOUD_PROJECT",
+    ] {
+        assert!(
+            stderr.contains(&format!("{var}: ")),
+            "{var} not named in:\n{stderr}"
+        );
+    }
+
+    let keys = format!(r#"[{{"id":"a","key":"{KEY}"}},{{"id":"b","key":"{KEY}"}}]"#);
+    let env = owned(&[
+        ("API_KEYS_JSON", &keys),
+        ("GOOGLE_CLOUD_PROJECT", PROJECT),
+        ("PORT", "70000"),
+    ]);
+    let (_, stderr) = try_spawn(&[], &env).await.err().expect("refused");
+    assert!(
+        stderr.contains("API_KEYS_JSON: entry 1 (\"b\"): same key as entry \"a\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("PORT: "), "{stderr}");
+    assert!(!stderr.contains(KEY), "a key was printed: {stderr}");
+}
+
+#[tokio::test]
+async fn project_comes_from_the_metadata_server_when_unset() {
+    let vertex = FakeVertex::start().await;
+    let metadata = FakeMetadata::start().await;
+    let mut env = env(&vertex, &metadata);
+    env.remove("GOOGLE_CLOUD_PROJECT");
+    let proxy = spawn(&env).await;
+    let startup = proxy
+        .wait_for_line("the startup line", |l| l.get("config").is_some())
+        .await;
+    assert_eq!(startup["config"]["project"], PROJECT);
+    assert_eq!(
+        post(&proxy, "/v1/chat/completions", KEY, CHAT).await.status,
+        StatusCode::OK
+    );
+    let received = vertex.wait_for(1).await;
+    assert!(
+        received[0]
+            .path
+            .starts_with(&format!("/v1/projects/{PROJECT}/locations/global/"))
+    );
+    let text = proxy.lines().join("\n");
+    assert!(
+        !text.contains(KEY) && !text.contains(GOOGLE_TOKEN),
+        "a secret was logged"
+    );
+}
+
+#[tokio::test]
+async fn the_token_is_warmed_at_startup_and_shared_by_concurrent_requests() {
+    let vertex = FakeVertex::start().await;
+    let metadata = FakeMetadata::start().await;
+    metadata.hold();
+    let proxy = spawn(&env(&vertex, &metadata)).await;
+    // The warm-up asks for a token before any request arrives.
+    metadata.wait_for_token_requests(1).await;
+    // Twenty requests arrive while that fetch is still in flight ...
+    let requests: Vec<_> = (0..20)
+        .map(|_| {
+            let url = proxy.url("/v1/chat/completions");
+            tokio::spawn(
+                async move { request(Method::POST, &url, &[("x-api-key", KEY)], CHAT).await },
+            )
+        })
+        .collect();
+    // ... and none of them reaches Vertex without a token.
+    assert_eq!(vertex.count(), 0);
+    metadata.release();
+    for handle in requests {
+        assert_eq!(
+            within("a request", handle).await.unwrap().status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        metadata.token_requests(),
+        1,
+        "concurrent requests must share one token fetch"
+    );
+    for received in vertex.received() {
+        assert_eq!(
+            received.headers["authorization"],
+            format!("Bearer {GOOGLE_TOKEN}")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_that_cannot_be_had_is_a_502_that_says_so() {
+    let vertex = FakeVertex::start().await;
+    let metadata = FakeMetadata::start().await;
+    metadata.set_mode(MetadataMode::Fail);
+    let mut env = env(&vertex, &metadata);
+    env.insert("TOKEN_TIMEOUT_SECS".into(), "2".into());
+    let proxy = spawn(&env).await;
+    let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        answer.error_message().contains("Google access token"),
+        "{}",
+        answer.error_message()
+    );
+    assert_eq!(answer.json()["error"]["code"], "token_unavailable");
+    assert_eq!(vertex.count(), 0);
+}
+
+#[tokio::test]
+async fn a_service_account_file_signs_its_own_token() {
+    let dir = std::env::temp_dir().join(format!("vertex-proxy-sa-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pem_path = dir.join("key.pem");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&pem_path)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(status.success());
+    let account = serde_json::json!({
+        "type": "service_account",
+        "project_id": PROJECT,
+        "private_key_id": "test-key-id",
+        "private_key": std::fs::read_to_string(&pem_path).unwrap(),
+        "client_email": "proxy@test-proj.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": "http://127.0.0.1:9/token",
+    });
+    let account_path = dir.join("sa.json");
+    std::fs::write(&account_path, account.to_string()).unwrap();
+
+    let vertex = FakeVertex::start().await;
+    let metadata = FakeMetadata::start().await;
+    let mut env = env(&vertex, &metadata);
+    env.insert(
+        "GOOGLE_APPLICATION_CREDENTIALS".into(),
+        account_path.to_string_lossy().into(),
+    );
+    let proxy = spawn(&env).await;
+    assert_eq!(
+        post(&proxy, "/v1/chat/completions", KEY, CHAT).await.status,
+        StatusCode::OK
+    );
+    let received = vertex.wait_for(1).await.remove(0);
+    let bearer = received.headers["authorization"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let jwt = bearer.strip_prefix("Bearer ").expect("a bearer token");
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3, "a signed JWT");
+    let decode = |part: &str| -> serde_json::Value {
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(decode(parts[0])["alg"], "RS256");
+    assert_eq!(decode(parts[0])["kid"], "test-key-id");
+    assert_eq!(
+        decode(parts[1])["iss"],
+        "proxy@test-proj.iam.gserviceaccount.com"
+    );
+    // The metadata server was not needed.
+    assert_eq!(metadata.token_requests(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_a_stream_finish_whole() {
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    let rx = std::sync::Mutex::new(Some(rx));
+    let vertex = FakeVertex::start_with(move |_| {
+        Reply::Channel(
+            StatusCode::OK,
+            "text/event-stream",
+            rx.lock().unwrap().take().expect("one stream"),
+        )
+    })
+    .await;
+    let metadata = FakeMetadata::start().await;
+    let mut proxy = spawn(&env(&vertex, &metadata)).await;
+    let response = start_request(
+        Method::POST,
+        &proxy.url("/v1/chat/completions"),
+        &[("x-api-key", KEY)],
+        r#"{"model":"flash","stream":true}"#,
+    )
+    .await;
+    let mut body = response.into_body();
+    tx.send(Bytes::from("data: one\n\n")).await.unwrap();
+    let first = within("the first chunk", body.frame())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "data: one\n\n");
+
+    proxy.terminate();
+    proxy
+        .wait_for_line("the shutdown line", |l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no longer accepting"))
+        })
+        .await;
+    // New connections are refused once the signal has been handled.
+    assert!(tokio::net::TcpStream::connect(proxy.addr).await.is_err());
+
+    // The stream in flight carries on to its end.
+    tx.send(Bytes::from("data: two\n\n")).await.unwrap();
+    tx.send(Bytes::from("data: [DONE]\n\n")).await.unwrap();
+    drop(tx);
+    let rest = within("the rest of the stream", body.collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(rest, "data: two\n\ndata: [DONE]\n\n");
+    let status = within("the proxy to exit", proxy.child.wait())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let line = proxy.request_line("/v1/chat/completions", 200).await;
+    assert!(line.get("cancelled").is_none(), "{line}");
+    assert!(
+        proxy
+            .lines()
+            .iter()
+            .any(|l| l.contains("all requests finished"))
+    );
+}
+
+#[tokio::test]
+async fn a_stream_still_running_at_the_deadline_is_cut() {
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    let rx = std::sync::Mutex::new(Some(rx));
+    let vertex = FakeVertex::start_with(move |_| {
+        Reply::Channel(
+            StatusCode::OK,
+            "text/event-stream",
+            rx.lock().unwrap().take().expect("one stream"),
+        )
+    })
+    .await;
+    let metadata = FakeMetadata::start().await;
+    let mut env = env(&vertex, &metadata);
+    env.insert("SHUTDOWN_GRACE_SECS".into(), "1".into());
+    let mut proxy = spawn(&env).await;
+    let response = start_request(
+        Method::POST,
+        &proxy.url("/v1/chat/completions"),
+        &[("x-api-key", KEY)],
+        r#"{"model":"flash","stream":true}"#,
+    )
+    .await;
+    let mut body = response.into_body();
+    tx.send(Bytes::from("data: one\n\n")).await.unwrap();
+    within("the first chunk", body.frame())
+        .await
+        .unwrap()
+        .unwrap();
+    proxy.terminate();
+    // Vertex never finishes; the proxy must still exit, and the client sees a cut stream.
+    let status = within("the proxy to exit", proxy.child.wait())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let end = within("the client's stream to end", body.collect()).await;
+    assert!(end.is_err(), "a cut stream must not look complete");
+    assert!(
+        proxy
+            .lines()
+            .iter()
+            .any(|l| l.contains("grace period over"))
+    );
+    drop(tx);
+}
+
+#[tokio::test]
+async fn demo_mode_answers_curl() {
+    let proxy = try_spawn(&["demo"], &HashMap::new())
+        .await
+        .unwrap_or_else(|(code, stderr)| panic!("demo exited {code}: {stderr}"));
+    let startup = proxy
+        .wait_for_line("the startup line", |l| l.get("config").is_some())
+        .await;
+    assert_eq!(startup["config"]["mode"], "demo");
+    let curl = |args: Vec<String>| async move {
+        let output = tokio::process::Command::new("curl")
+            .args(args)
+            .output()
+            .await
+            .expect("curl runs");
+        assert!(
+            output.status.success(),
+            "curl failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let url = proxy.url("/v1/chat/completions");
+    let auth = format!("Authorization: Bearer {}", vertex_proxy::demo::KEY);
+    let json = curl(vec![
+        "-sS".into(),
+        url.clone(),
+        "-H".into(),
+        auth.clone(),
+        "-d".into(),
+        r#"{"model":"flash","messages":[{"role":"user","content":"Hello there"}]}"#.into(),
+    ])
+    .await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        json["choices"][0]["message"]["content"],
+        "You said: Hello there"
+    );
+    assert_eq!(json["model"], "google/gemini-2.5-flash");
+
+    let sse = curl(vec![
+        "-sSN".into(), url, "-H".into(), auth,
+        "-d".into(), r#"{"model":"flash","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"one two three"}]}"#.into(),
+    ])
+    .await;
+    let events: Vec<&str> = sse.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert!(events.len() >= 5, "{sse}");
+    assert_eq!(*events.last().unwrap(), "data: [DONE]");
+    let text: String = events
+        .iter()
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(text, "You said: one two three");
+    assert!(sse.contains("\"usage\""));
+
+    let health = curl(vec!["-sS".into(), proxy.url("/healthz")]).await;
+    assert!(health.contains("\"mode\":\"demo\""));
+    let line = proxy.request_line("/v1/chat/completions", 200).await;
+    assert_eq!(line["key_id"], "demo");
+}
