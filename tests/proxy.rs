@@ -598,3 +598,35 @@ async fn unreachable_upstream_is_a_502_that_says_so() {
     assert!(message.contains("could not connect to Vertex"), "{message}");
     assert_eq!(answer.json()["error"]["code"], "upstream_unreachable");
 }
+
+#[tokio::test]
+async fn an_upstream_that_never_accepts_is_a_504() {
+    // A listener whose accept queue is full drops further SYNs, so connecting hangs until
+    // the proxy's connect timeout: a black hole on loopback.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => fillers.push(stream),
+            _ => break,
+        }
+        assert!(fillers.len() < 64, "the accept queue never filled");
+    }
+    let metadata = FakeMetadata::start().await;
+    let env: HashMap<String, String> = HashMap::from([
+        ("API_KEYS_JSON".into(), keys_json()),
+        ("GOOGLE_CLOUD_PROJECT".into(), PROJECT.into()),
+        ("GCE_METADATA_HOST".into(), metadata.host()),
+        ("VERTEX_BASE_URL".into(), format!("http://{addr}")),
+        ("UPSTREAM_CONNECT_TIMEOUT_SECS".into(), "1".into()),
+    ]);
+    let proxy = spawn(&env).await;
+    let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT, "{}", String::from_utf8_lossy(&answer.body));
+    assert!(answer.error_message().contains("timed out after 1s"));
+    assert_eq!(answer.json()["error"]["code"], "upstream_timeout");
+    drop(listener);
+}
