@@ -609,7 +609,12 @@ async fn an_upstream_that_never_accepts_is_a_504() {
     let addr = listener.local_addr().unwrap();
     let mut fillers = Vec::new();
     loop {
-        match tokio::time::timeout(std::time::Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await {
+        match tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
             Ok(Ok(stream)) => fillers.push(stream),
             _ => break,
         }
@@ -625,7 +630,12 @@ async fn an_upstream_that_never_accepts_is_a_504() {
     ]);
     let proxy = spawn(&env).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
-    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     assert!(answer.error_message().contains("timed out after 1s"));
     assert_eq!(answer.json()["error"]["code"], "upstream_timeout");
     drop(listener);
