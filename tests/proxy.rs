@@ -2,8 +2,6 @@
 
 mod support;
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
@@ -356,24 +354,9 @@ async fn bodies_over_the_limit_get_413_declared_or_not() {
 
 #[tokio::test]
 async fn sse_chunks_reach_the_client_while_vertex_is_still_sending() {
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
-    let rx = std::sync::Mutex::new(Some(rx));
-    let vertex = FakeVertex::start_with(move |_| {
-        Reply::Channel(
-            StatusCode::OK,
-            "text/event-stream",
-            rx.lock().unwrap().take().expect("one stream"),
-        )
-    })
-    .await;
+    let (vertex, tx) = FakeVertex::streaming().await;
     let (_vertex, _metadata, proxy) = setup_with(vertex, &[]).await;
-    let response = start_request(
-        Method::POST,
-        &proxy.url("/v1/chat/completions"),
-        &[("x-api-key", KEY)],
-        r#"{"model":"flash","stream":true}"#,
-    )
-    .await;
+    let response = start_stream(&proxy).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.into_body();
@@ -411,24 +394,9 @@ async fn sse_chunks_reach_the_client_while_vertex_is_still_sending() {
 
 #[tokio::test]
 async fn a_client_that_leaves_cancels_the_upstream_request() {
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
-    let rx = std::sync::Mutex::new(Some(rx));
-    let vertex = FakeVertex::start_with(move |_| {
-        Reply::Channel(
-            StatusCode::OK,
-            "text/event-stream",
-            rx.lock().unwrap().take().expect("one stream"),
-        )
-    })
-    .await;
+    let (vertex, tx) = FakeVertex::streaming().await;
     let (_vertex, _metadata, proxy) = setup_with(vertex, &[]).await;
-    let response = start_request(
-        Method::POST,
-        &proxy.url("/v1/chat/completions"),
-        &[("x-api-key", KEY)],
-        r#"{"model":"flash","stream":true}"#,
-    )
-    .await;
+    let response = start_stream(&proxy).await;
     let mut body = response.into_body();
     tx.send(Bytes::from("data: first\n\n")).await.unwrap();
     within("the first chunk", body.frame())
@@ -585,12 +553,7 @@ async fn unreachable_upstream_is_a_502_that_says_so() {
         .local_addr()
         .unwrap();
     let metadata = FakeMetadata::start().await;
-    let mut env: HashMap<String, String> = HashMap::from([
-        ("API_KEYS_JSON".into(), keys_json()),
-        ("GOOGLE_CLOUD_PROJECT".into(), PROJECT.into()),
-        ("GCE_METADATA_HOST".into(), metadata.host()),
-    ]);
-    env.insert("VERTEX_BASE_URL".into(), format!("http://{closed}"));
+    let env = env_with_base_url(&metadata, &format!("http://{closed}"));
     let proxy = spawn(&env).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
@@ -621,13 +584,8 @@ async fn an_upstream_that_never_accepts_is_a_504() {
         assert!(fillers.len() < 64, "the accept queue never filled");
     }
     let metadata = FakeMetadata::start().await;
-    let env: HashMap<String, String> = HashMap::from([
-        ("API_KEYS_JSON".into(), keys_json()),
-        ("GOOGLE_CLOUD_PROJECT".into(), PROJECT.into()),
-        ("GCE_METADATA_HOST".into(), metadata.host()),
-        ("VERTEX_BASE_URL".into(), format!("http://{addr}")),
-        ("UPSTREAM_CONNECT_TIMEOUT_SECS".into(), "1".into()),
-    ]);
+    let mut env = env_with_base_url(&metadata, &format!("http://{addr}"));
+    env.insert("UPSTREAM_CONNECT_TIMEOUT_SECS".into(), "1".into());
     let proxy = spawn(&env).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
     assert_eq!(

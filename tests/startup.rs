@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use support::*;
-use tokio::sync::mpsc;
 
 fn owned(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
@@ -228,25 +227,10 @@ async fn a_service_account_file_signs_its_own_token() {
 
 #[tokio::test]
 async fn graceful_shutdown_lets_a_stream_finish_whole() {
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
-    let rx = std::sync::Mutex::new(Some(rx));
-    let vertex = FakeVertex::start_with(move |_| {
-        Reply::Channel(
-            StatusCode::OK,
-            "text/event-stream",
-            rx.lock().unwrap().take().expect("one stream"),
-        )
-    })
-    .await;
+    let (vertex, tx) = FakeVertex::streaming().await;
     let metadata = FakeMetadata::start().await;
     let mut proxy = spawn(&env(&vertex, &metadata)).await;
-    let response = start_request(
-        Method::POST,
-        &proxy.url("/v1/chat/completions"),
-        &[("x-api-key", KEY)],
-        r#"{"model":"flash","stream":true}"#,
-    )
-    .await;
+    let response = start_stream(&proxy).await;
     let mut body = response.into_body();
     tx.send(Bytes::from("data: one\n\n")).await.unwrap();
     let first = within("the first chunk", body.frame())
@@ -291,27 +275,12 @@ async fn graceful_shutdown_lets_a_stream_finish_whole() {
 
 #[tokio::test]
 async fn a_stream_still_running_at_the_deadline_is_cut() {
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
-    let rx = std::sync::Mutex::new(Some(rx));
-    let vertex = FakeVertex::start_with(move |_| {
-        Reply::Channel(
-            StatusCode::OK,
-            "text/event-stream",
-            rx.lock().unwrap().take().expect("one stream"),
-        )
-    })
-    .await;
+    let (vertex, tx) = FakeVertex::streaming().await;
     let metadata = FakeMetadata::start().await;
     let mut env = env(&vertex, &metadata);
     env.insert("SHUTDOWN_GRACE_SECS".into(), "1".into());
     let mut proxy = spawn(&env).await;
-    let response = start_request(
-        Method::POST,
-        &proxy.url("/v1/chat/completions"),
-        &[("x-api-key", KEY)],
-        r#"{"model":"flash","stream":true}"#,
-    )
-    .await;
+    let response = start_stream(&proxy).await;
     let mut body = response.into_body();
     tx.send(Bytes::from("data: one\n\n")).await.unwrap();
     within("the first chunk", body.frame())

@@ -156,6 +156,23 @@ impl FakeVertex {
         fake
     }
 
+    /// A fake that answers its one request with an SSE stream the test feeds, chunk by chunk;
+    /// the stream ends when the sender is dropped.
+    pub async fn streaming() -> (FakeVertex, mpsc::Sender<Bytes>) {
+        let (tx, rx) = mpsc::channel::<Bytes>(8);
+        let rx = Mutex::new(Some(rx));
+        let fake = FakeVertex::start_with(move |_| {
+            let rx = rx
+                .lock()
+                .unwrap()
+                .take()
+                .expect("the streaming fake serves one request");
+            Reply::Channel(StatusCode::OK, "text/event-stream", rx)
+        })
+        .await;
+        (fake, tx)
+    }
+
     pub fn set_behaviour(&self, behaviour: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) {
         *self.behaviour.lock().unwrap() = Arc::new(behaviour);
     }
@@ -369,10 +386,15 @@ pub struct Proxy {
 
 /// The environment for a proxy in front of `vertex` and `metadata`.
 pub fn env(vertex: &FakeVertex, metadata: &FakeMetadata) -> HashMap<String, String> {
+    env_with_base_url(metadata, &vertex.base_url())
+}
+
+/// The environment for a proxy whose Vertex is `base_url`, with nothing fake behind it.
+pub fn env_with_base_url(metadata: &FakeMetadata, base_url: &str) -> HashMap<String, String> {
     HashMap::from([
         ("API_KEYS_JSON".into(), keys_json()),
         ("GOOGLE_CLOUD_PROJECT".into(), PROJECT.into()),
-        ("VERTEX_BASE_URL".into(), vertex.base_url()),
+        ("VERTEX_BASE_URL".into(), base_url.into()),
         ("GCE_METADATA_HOST".into(), metadata.host()),
     ])
 }
@@ -555,6 +577,17 @@ pub async fn start_request(
     within("the response head", sender.send_request(request))
         .await
         .expect("a response")
+}
+
+/// Starts a streaming chat completion and returns the response with its body still open.
+pub async fn start_stream(proxy: &Proxy) -> Response<Incoming> {
+    start_request(
+        Method::POST,
+        &proxy.url("/v1/chat/completions"),
+        &[("x-api-key", KEY)],
+        r#"{"model":"flash","stream":true}"#,
+    )
+    .await
 }
 
 pub async fn request(
