@@ -11,7 +11,7 @@ use crate::config::{Config, ConfigError, ConfigErrors, Env, Mode};
 use crate::routes::State;
 use crate::token::TokenSource;
 use crate::upstream::{self, Endpoints};
-use crate::{demo, log, server};
+use crate::{demo, keys, log, server};
 
 /// Why the proxy did not start.
 #[derive(Debug)]
@@ -34,7 +34,17 @@ impl std::fmt::Display for StartupError {
 /// Reads the configuration, prepares credentials and serves until SIGTERM or SIGINT.
 pub async fn run(env: &dyn Env, mode: Mode) -> Result<(), StartupError> {
     let (state, listener) = prepare(env, mode).await?;
-    server::run(listener, Arc::new(state), server::shutdown_signal()).await;
+    let state = Arc::new(state);
+    if let Some(path) = state.config.keys_file.clone() {
+        let watched = state.clone();
+        tokio::spawn(keys::watch_file(
+            path,
+            state.config.keys_reload,
+            state.keys.clone(),
+            move |json| watched.config.parse_keys(json),
+        ));
+    }
+    server::run(listener, state, server::shutdown_signal()).await;
     Ok(())
 }
 

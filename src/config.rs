@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::Uri;
@@ -80,7 +81,11 @@ impl Mode {
 pub struct Config {
     pub mode: Mode,
     pub port: u16,
+    /// The key set at startup; see `keys_file` for later ones.
     pub keys: KeySet,
+    /// `API_KEYS_FILE`: re-read every `keys_reload`, so a rotated secret applies without a redeploy.
+    pub keys_file: Option<PathBuf>,
+    pub keys_reload: Duration,
     pub aliases: Aliases,
     /// `None`: ask the metadata server once at startup.
     pub project: Option<String>,
@@ -132,6 +137,7 @@ impl Config {
         let shutdown_grace = seconds("SHUTDOWN_GRACE_SECS", 8);
         let connect_timeout = seconds("UPSTREAM_CONNECT_TIMEOUT_SECS", 10);
         let token_timeout = seconds("TOKEN_TIMEOUT_SECS", 15);
+        let keys_reload = seconds("KEYS_RELOAD_SECS", 30);
 
         let allow_raw_model_ids = match get("ALLOW_RAW_MODEL_IDS").as_deref().map(str::trim) {
             None => false,
@@ -194,26 +200,44 @@ impl Config {
             }
         }
 
-        let keys = match get("API_KEYS_JSON") {
-            None => {
+        if keys_reload.is_zero() {
+            fail("KEYS_RELOAD_SECS", "must be at least 1".into());
+        }
+        let parse_keys = |json: &str| key_set(json, &aliases, allow_raw_model_ids);
+        let (keys, keys_file) = match (get("API_KEYS_JSON"), get("API_KEYS_FILE")) {
+            (Some(_), Some(_)) => {
                 fail(
-                    "API_KEYS_JSON",
-                    "is required: a JSON array such as [{\"id\": \"me\", \"key\": \"<at least 16 characters>\"}]".into(),
+                    "API_KEYS_FILE",
+                    "and API_KEYS_JSON are both set; set only one of them".into(),
                 );
-                None
+                (None, None)
             }
-            Some(json) => {
-                let is_model = |name: &str| {
-                    aliases.get(name).is_some()
-                        || (allow_raw_model_ids && models::is_raw_model_id(name))
-                };
-                KeySet::parse(&json, is_model)
+            (Some(json), None) => {
+                let keys = parse_keys(&json).map_err(|errs| {
+                    for e in errs {
+                        fail("API_KEYS_JSON", e);
+                    }
+                });
+                (keys.ok(), None)
+            }
+            (None, Some(path)) => {
+                let path = PathBuf::from(path.trim());
+                let keys = std::fs::read_to_string(&path)
+                    .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])
+                    .and_then(|json| parse_keys(&json))
                     .map_err(|errs| {
                         for e in errs {
-                            fail("API_KEYS_JSON", e);
+                            fail("API_KEYS_FILE", e);
                         }
-                    })
-                    .ok()
+                    });
+                (keys.ok(), Some(path))
+            }
+            (None, None) => {
+                fail(
+                    "API_KEYS_JSON",
+                    "is required (or API_KEYS_FILE): a JSON array such as [{\"id\": \"me\", \"key\": \"<at least 16 characters>\"}]".into(),
+                );
+                (None, None)
             }
         };
 
@@ -222,6 +246,8 @@ impl Config {
                 mode,
                 port,
                 keys,
+                keys_file,
+                keys_reload,
                 aliases,
                 project,
                 location,
@@ -234,6 +260,11 @@ impl Config {
             }),
             _ => Err(ConfigErrors(errors)),
         }
+    }
+
+    /// Parses a key list against this configuration's models, as at startup.
+    pub fn parse_keys(&self, json: &str) -> Result<KeySet, Vec<String>> {
+        key_set(json, &self.aliases, self.allow_raw_model_ids)
     }
 
     /// The location an alias is served from.
@@ -261,11 +292,20 @@ impl Config {
             "base_url": self.base_url.as_ref().map(ToString::to_string),
             "aliases": aliases,
             "keys_enabled": self.keys.enabled_count(),
+            "keys_source": if self.keys_file.is_some() { "API_KEYS_FILE" } else { "API_KEYS_JSON" },
+            "keys_file": self.keys_file.as_ref().map(|p| p.display().to_string()),
+            "keys_reload_secs": self.keys_file.as_ref().map(|_| self.keys_reload.as_secs()),
             "allow_raw_model_ids": self.allow_raw_model_ids,
             "max_body_bytes": self.max_body_bytes,
             "shutdown_grace_secs": self.shutdown_grace.as_secs(),
         })
     }
+}
+
+fn key_set(json: &str, aliases: &Aliases, allow_raw: bool) -> Result<KeySet, Vec<String>> {
+    KeySet::parse(json, |name| {
+        aliases.get(name).is_some() || (allow_raw && models::is_raw_model_id(name))
+    })
 }
 
 fn number<T: std::str::FromStr>(value: Option<String>, default: T) -> Result<T, String> {

@@ -1,5 +1,9 @@
 //! The issued keys: parsing `API_KEYS_JSON`, and authenticating a request's headers against them.
 
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
 use http::HeaderMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -117,6 +121,72 @@ impl KeySet {
             Some(_) => Err(ProxyError::Unauthorized("this API key is disabled")),
             None => Err(ProxyError::Unauthorized("invalid API key")),
         }
+    }
+}
+
+/// The key set in force. A reload swaps it whole; a request holds the `Arc` it started with,
+/// so it is judged by one consistent set.
+pub struct LiveKeys(RwLock<Arc<KeySet>>);
+
+impl LiveKeys {
+    pub fn new(keys: KeySet) -> LiveKeys {
+        LiveKeys(RwLock::new(Arc::new(keys)))
+    }
+
+    pub fn current(&self) -> Arc<KeySet> {
+        // A poisoned lock still holds a whole key set: it is only ever replaced, never edited.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn replace(&self, keys: KeySet) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+    }
+}
+
+/// Re-reads `path` every `interval` and swaps in the keys it holds. A file that cannot be read
+/// or parsed leaves the keys in force and logs the problem once (never key material).
+pub async fn watch_file(
+    path: PathBuf,
+    interval: Duration,
+    live: Arc<LiveKeys>,
+    parse: impl Fn(&str) -> Result<KeySet, Vec<String>>,
+) {
+    // What was last seen, so an unchanged file (good or bad) is not logged every interval.
+    let mut last_seen: Option<Result<[u8; 32], String>> = None;
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await; // the first tick is immediate, and startup has just read the file
+    loop {
+        ticks.tick().await;
+        // Cloud Run fetches a mounted `latest` secret on every read, so this read sees a rotation.
+        let read = tokio::fs::read_to_string(&path).await;
+        let seen = match &read {
+            Ok(text) => Ok(sha256(text.as_bytes())),
+            Err(e) => Err(e.to_string()),
+        };
+        if last_seen.as_ref() == Some(&seen) {
+            continue;
+        }
+        last_seen = Some(seen);
+        let problem = match read
+            .map_err(|e| vec![format!("cannot read it: {e}")])
+            .and_then(|t| parse(&t))
+        {
+            Ok(keys) => {
+                let enabled = keys.enabled_count();
+                live.replace(keys);
+                crate::log::info(&format!(
+                    "API_KEYS_FILE {}: keys reloaded, {enabled} enabled",
+                    path.display()
+                ));
+                continue;
+            }
+            Err(problems) => problems.join("; "),
+        };
+        crate::log::error(&format!(
+            "API_KEYS_FILE {}: {problem}; the previous keys stay in force",
+            path.display()
+        ));
     }
 }
 

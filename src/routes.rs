@@ -22,7 +22,7 @@ use serde_json::json;
 use crate::body::{self, BoxError, ProxyBody};
 use crate::config::Config;
 use crate::error::{ProxyError, json_response};
-use crate::keys::KeyEntry;
+use crate::keys::{KeyEntry, LiveKeys};
 use crate::log::{LogGuard, LoggedBody, RequestLog};
 use crate::models::{self, Target};
 use crate::token::TokenSource;
@@ -31,6 +31,8 @@ use crate::upstream::{self, Endpoints, HttpClient, Operation};
 /// Everything a request needs, shared by all connections.
 pub struct State {
     pub config: Config,
+    /// The key set in force, swapped when `API_KEYS_FILE` changes.
+    pub keys: Arc<LiveKeys>,
     pub endpoints: Endpoints,
     pub client: HttpClient,
     pub tokens: TokenSource,
@@ -50,6 +52,7 @@ impl State {
             .map(|d| d.as_secs())
             .unwrap_or_default();
         State {
+            keys: Arc::new(LiveKeys::new(config.keys.clone())),
             config,
             endpoints,
             client,
@@ -144,7 +147,8 @@ where
         return Ok(health(config));
     }
     // No upstream I/O of any kind happens before this line succeeds.
-    let key = config.keys.authenticate(request.headers())?;
+    let keys = state.keys.current();
+    let key = keys.authenticate(request.headers())?;
     guard.get().key_id = Some(key.id.clone());
     match route {
         Route::Health => Ok(health(config)),

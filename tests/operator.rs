@@ -1,0 +1,145 @@
+//! The operator's surface: keys from a file, command-line tools, pages and usage logs.
+
+mod support;
+
+use std::collections::HashMap;
+
+use http::StatusCode;
+use support::*;
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vertex-proxy-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const OLD_KEY: &str = "sk_test_old_key_000000000";
+const NEW_KEY: &str = "sk_test_new_key_000000000";
+
+#[tokio::test]
+async fn keys_file_is_reloaded_without_a_restart() {
+    let dir = temp_dir("keys-file");
+    let file = dir.join("keys.json");
+    std::fs::write(&file, format!(r#"[{{"id":"old","key":"{OLD_KEY}"}}]"#)).unwrap();
+    let vertex = FakeVertex::start().await;
+    let metadata = FakeMetadata::start().await;
+    let mut env = env(&vertex, &metadata);
+    env.remove("API_KEYS_JSON");
+    env.insert("API_KEYS_FILE".into(), file.to_string_lossy().into());
+    env.insert("KEYS_RELOAD_SECS".into(), "1".into());
+    let proxy = spawn(&env).await;
+    assert_eq!(
+        post(&proxy, "/v1/chat/completions", OLD_KEY, CHAT)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        post(&proxy, "/v1/chat/completions", NEW_KEY, CHAT)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Rotate: the new key in, the old one out. Written whole, then renamed, as a secret mount does.
+    let staged = dir.join("keys.json.new");
+    std::fs::write(
+        &staged,
+        format!(r#"[{{"id":"new","key_sha256":"{}"}}]"#, sha256_hex(NEW_KEY)),
+    )
+    .unwrap();
+    std::fs::rename(&staged, &file).unwrap();
+    proxy
+        .wait_for_line("the reload", |l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("keys reloaded"))
+        })
+        .await;
+    assert_eq!(
+        post(&proxy, "/v1/chat/completions", NEW_KEY, CHAT)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        post(&proxy, "/v1/chat/completions", OLD_KEY, CHAT)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A broken file changes nothing, and the log says what is wrong without quoting keys.
+    std::fs::write(&staged, format!(r#"[{{"id":"broken","key":"{OLD_KEY}"#)).unwrap();
+    std::fs::rename(&staged, &file).unwrap();
+    let error = proxy
+        .wait_for_line("the reload error", |l| {
+            l["severity"] == "ERROR"
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("API_KEYS_FILE"))
+        })
+        .await;
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("not valid JSON") && message.contains("previous keys stay"),
+        "{message}"
+    );
+    assert!(!message.contains(OLD_KEY));
+    assert_eq!(
+        post(&proxy, "/v1/chat/completions", NEW_KEY, CHAT)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // An empty file, likewise.
+    std::fs::write(&staged, "").unwrap();
+    std::fs::rename(&staged, &file).unwrap();
+    proxy
+        .wait_for_line("the empty-file error", |l| {
+            l["severity"] == "ERROR"
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("line 1 column 0"))
+        })
+        .await;
+    assert_eq!(
+        post(&proxy, "/v1/chat/completions", NEW_KEY, CHAT)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let log = proxy.lines().join("\n");
+    for secret in [OLD_KEY, NEW_KEY, &sha256_hex(NEW_KEY)] {
+        assert!(!log.contains(secret), "a key or hash was logged");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn keys_file_and_keys_json_together_are_refused() {
+    let dir = temp_dir("keys-both");
+    let file = dir.join("keys.json");
+    std::fs::write(&file, format!(r#"[{{"id":"a","key":"{OLD_KEY}"}}]"#)).unwrap();
+    let env: HashMap<String, String> = HashMap::from([
+        ("API_KEYS_JSON".into(), keys_json()),
+        ("API_KEYS_FILE".into(), file.to_string_lossy().into()),
+        ("GOOGLE_CLOUD_PROJECT".into(), PROJECT.into()),
+    ]);
+    let (code, stderr) = try_spawn(&[], &env).await.err().expect("refused");
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("API_KEYS_FILE: and API_KEYS_JSON are both set"),
+        "{stderr}"
+    );
+    let missing = HashMap::from([
+        (
+            "API_KEYS_FILE".to_owned(),
+            dir.join("nope.json").to_string_lossy().into_owned(),
+        ),
+        ("GOOGLE_CLOUD_PROJECT".to_owned(), PROJECT.to_owned()),
+    ]);
+    let (_, stderr) = try_spawn(&[], &missing).await.err().expect("refused");
+    assert!(stderr.contains("API_KEYS_FILE: cannot read"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
