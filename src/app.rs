@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use crate::config::{Config, ConfigError, ConfigErrors, Env, Mode};
 use crate::routes::State;
 use crate::token::TokenSource;
-use crate::upstream::{self, Endpoints};
+use crate::upstream::{self, Endpoints, HttpClient};
 use crate::{demo, keys, log, server};
 
 /// Why the proxy did not start.
@@ -48,8 +48,24 @@ pub async fn run(env: &dyn Env, mode: Mode) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// Everything up to the first accept: exposed so that the order of startup is in one place.
-pub async fn prepare(env: &dyn Env, mode: Mode) -> Result<(State, TcpListener), StartupError> {
+/// A configuration checked as far as it can be without serving: what `check` reports.
+pub struct Loaded {
+    pub config: Config,
+    pub project: String,
+    pub tokens: TokenSource,
+    pub client: HttpClient,
+}
+
+/// `vertex-proxy check`: validates exactly as startup does, and returns the configuration
+/// summary (no secrets) or every problem.
+pub async fn check(env: &dyn Env) -> Result<serde_json::Value, ConfigErrors> {
+    let loaded = load(env, Mode::Vertex).await?;
+    Ok(loaded.config.summary(&loaded.project))
+}
+
+/// Reads and validates the configuration, builds the credential and finds the project,
+/// collecting every problem before giving up.
+pub async fn load(env: &dyn Env, mode: Mode) -> Result<Loaded, ConfigErrors> {
     let demo_env = demo::DemoEnv(env);
     let parsed = match mode {
         Mode::Demo => Config::from_env(&demo_env, mode),
@@ -77,10 +93,6 @@ pub async fn prepare(env: &dyn Env, mode: Mode) -> Result<(State, TcpListener), 
             }
         },
     };
-    // Start the token fetch now: it runs while the project id and the socket are sorted out.
-    if let (Some(tokens), Ok(config)) = (&tokens, &parsed) {
-        tokens.warm_up(config.token_timeout);
-    }
 
     let project_set = env
         .var("GOOGLE_CLOUD_PROJECT")
@@ -108,16 +120,34 @@ pub async fn prepare(env: &dyn Env, mode: Mode) -> Result<(State, TcpListener), 
         _ => None,
     };
 
-    let mut config = match parsed {
+    let config = match parsed {
         Ok(config) => config,
         Err(ConfigErrors(mut parse_errors)) => {
             parse_errors.append(&mut errors);
-            return Err(StartupError::Config(ConfigErrors(parse_errors)));
+            return Err(ConfigErrors(parse_errors));
         }
     };
     let (Some(tokens), Some(project), true) = (tokens, project, errors.is_empty()) else {
-        return Err(StartupError::Config(ConfigErrors(errors)));
+        return Err(ConfigErrors(errors));
     };
+    Ok(Loaded {
+        config,
+        project,
+        tokens,
+        client,
+    })
+}
+
+/// Everything up to the first accept, so that the order of startup is in one place.
+pub async fn prepare(env: &dyn Env, mode: Mode) -> Result<(State, TcpListener), StartupError> {
+    let Loaded {
+        mut config,
+        project,
+        tokens,
+        client,
+    } = load(env, mode).await.map_err(StartupError::Config)?;
+    // The first token fetch runs while the socket is bound and the first request travels.
+    tokens.warm_up(config.token_timeout);
 
     let host = match mode {
         // The demo has a well-known key: keep it off the network.

@@ -11,12 +11,13 @@
 //! - [`error`]: the proxy's own errors and their one mapping to OpenAI-shaped responses;
 //! - [`log`]: one Cloud Logging JSON line per request, written when its response ends.
 //!
-//! [`config`] reads the environment and [`app`] wires it all up at startup; [`demo`] is the
-//! stand-in for Vertex behind `vertex-proxy demo`.
+//! [`cli`] parses the command line; [`config`] reads the environment and [`app`] wires it all
+//! up at startup; [`demo`] is the stand-in for Vertex behind `vertex-proxy demo`.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod body;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;

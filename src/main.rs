@@ -1,58 +1,69 @@
 //! The `vertex-proxy` binary: parses the command line and runs the library.
 
+use std::io::Read;
 use std::process::ExitCode;
 
-use vertex_proxy::config::{Mode, ProcessEnv};
-
-const USAGE: &str = "\
-vertex-proxy: an OpenAI-compatible proxy in front of Vertex AI
-
-Usage:
-  vertex-proxy          serve, configured from the environment (see README.md)
-  vertex-proxy demo     serve in front of a built-in stand-in for Vertex; no Google account needed
-  vertex-proxy --help   show this help
-  vertex-proxy --version
-";
+use vertex_proxy::cli::{self, Command, USAGE};
+use vertex_proxy::config::ProcessEnv;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mode = match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        [] => Mode::Vertex,
-        ["demo"] => Mode::Demo,
-        ["-h" | "--help" | "help"] => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        ["-V" | "--version"] => {
-            println!("vertex-proxy {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        other => {
-            eprintln!("vertex-proxy: unknown arguments {other:?}\n\n{USAGE}");
+    let command = match cli::parse(&args) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("vertex-proxy: {e}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };
-    vertex_proxy::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("vertex-proxy: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+    match command {
+        Command::Help => print!("{USAGE}"),
+        Command::Version => println!("vertex-proxy {}", env!("CARGO_PKG_VERSION")),
+        Command::Keygen { id } => match cli::new_key() {
+            Ok(key) => print!("{}", cli::keygen_text(&key, id.as_deref())),
+            Err(e) => return fail(&format!("cannot read the OS random source: {e}")),
+        },
+        Command::HashKey => {
+            let mut input = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+                return fail(&format!("cannot read stdin: {e}"));
+            }
+            match cli::hash_key(&input) {
+                Ok(hash) => println!("{hash}"),
+                Err(e) => return fail(&e),
+            }
         }
-    };
-    match runtime.block_on(vertex_proxy::app::run(&ProcessEnv, mode)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("vertex-proxy: {e}");
-            ExitCode::FAILURE
+        Command::Check => {
+            let checked = runtime().map(|rt| rt.block_on(vertex_proxy::app::check(&ProcessEnv)));
+            match checked {
+                Ok(Ok(summary)) => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).unwrap_or_default()
+                ),
+                Ok(Err(errors)) => return fail(&errors.to_string()),
+                Err(e) => return fail(&e),
+            }
+        }
+        Command::Serve(mode) => {
+            let served = runtime().map(|rt| rt.block_on(vertex_proxy::app::run(&ProcessEnv, mode)));
+            match served {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return fail(&e.to_string()),
+                Err(e) => return fail(&e),
+            }
         }
     }
+    ExitCode::SUCCESS
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    vertex_proxy::install_crypto_provider();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("vertex-proxy: {}", message.trim_end());
+    ExitCode::FAILURE
 }

@@ -143,3 +143,109 @@ async fn keys_file_and_keys_json_together_are_refused() {
     assert!(stderr.contains("API_KEYS_FILE: cannot read"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vertex-proxy"))
+        .args(args)
+        .env_clear()
+        .env("HOME", std::env::temp_dir())
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn keygen_prints_a_key_and_entries_that_hash_key_agrees_with() {
+    let (code, out, _) = run(&["keygen", "--id", "raj-laptop"], &[], "");
+    assert_eq!(code, 0);
+    let key = out.lines().next().unwrap();
+    assert!(key.starts_with("sk_live_") && key.len() >= 8 + 43, "{key}");
+    let entries: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l.trim()).ok())
+        .collect();
+    assert_eq!(entries.len(), 2, "{out}");
+    assert_eq!(
+        entries[0],
+        serde_json::json!({"id": "raj-laptop", "key": key})
+    );
+    let (code, hash, _) = run(&["hash-key"], &[], &format!("{key}\n"));
+    assert_eq!(code, 0);
+    assert_eq!(
+        entries[1],
+        serde_json::json!({"id": "raj-laptop", "key_sha256": hash.trim()})
+    );
+    assert_eq!(hash.trim(), sha256_hex(key));
+    // A second key is a different key.
+    let (_, again, _) = run(&["keygen"], &[], "");
+    assert_ne!(again.lines().next().unwrap(), key);
+    let (code, _, err) = run(&["hash-key"], &[], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("no key on stdin"), "{err}");
+}
+
+#[test]
+fn check_validates_like_startup_and_prints_no_secret() {
+    let keys = keys_json();
+    let env = [
+        ("API_KEYS_JSON", keys.as_str()),
+        ("GOOGLE_CLOUD_PROJECT", PROJECT),
+        ("VERTEX_LOCATION", "us-central1"),
+    ];
+    let (code, out, err) = run(&["check"], &env, "");
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["project"], PROJECT);
+    assert_eq!(summary["aliases"]["flash"]["location"], "us-central1");
+    assert_eq!(summary["keys_enabled"], 3);
+    for secret in [KEY, KEY_HASHED, &sha256_hex(KEY_HASHED)] {
+        assert!(!out.contains(secret) && !err.contains(secret));
+    }
+    let (code, _, err) = run(
+        &["check"],
+        &[
+            ("API_KEYS_JSON", "[]"),
+            ("GOOGLE_CLOUD_PROJECT", PROJECT),
+            ("PORT", "x"),
+        ],
+        "",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("API_KEYS_JSON: has no enabled key") && err.contains("PORT: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_version_and_unknown_arguments() {
+    let (code, out, _) = run(&["--version"], &[], "");
+    assert_eq!(
+        (code, out.trim()),
+        (0, concat!("vertex-proxy ", env!("CARGO_PKG_VERSION")))
+    );
+    let (code, out, _) = run(&["--help"], &[], "");
+    assert_eq!(code, 0);
+    for word in ["demo", "check", "keygen", "hash-key"] {
+        assert!(out.contains(word), "{word} missing from --help");
+    }
+    let (code, _, err) = run(&["--frobnicate"], &[], "");
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown arguments: --frobnicate"), "{err}");
+}
