@@ -9,6 +9,7 @@ use http::Uri;
 
 use crate::keys::KeySet;
 use crate::models::{self, Aliases};
+use crate::usage::{self, Price};
 
 /// Where configuration is read from. Tests pass a `HashMap` and never touch the process
 /// environment, which is shared by every test thread.
@@ -93,6 +94,8 @@ pub struct Config {
     /// `VERTEX_BASE_URL`: one origin for every location, instead of Google's hosts.
     pub base_url: Option<Uri>,
     pub allow_raw_model_ids: bool,
+    /// `PRICES_JSON`: alias or model id → USD per million tokens, for `cost_usd` in the log.
+    pub prices: HashMap<String, Price>,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub connect_timeout: Duration,
@@ -203,6 +206,15 @@ impl Config {
         if keys_reload.is_zero() {
             fail("KEYS_RELOAD_SECS", "must be at least 1".into());
         }
+        let prices = match get("PRICES_JSON") {
+            None => HashMap::new(),
+            Some(json) => usage::parse_prices(&json).unwrap_or_else(|errs| {
+                for e in errs {
+                    fail("PRICES_JSON", e);
+                }
+                HashMap::new()
+            }),
+        };
         let parse_keys = |json: &str| key_set(json, &aliases, allow_raw_model_ids);
         let (keys, keys_file) = match (get("API_KEYS_JSON"), get("API_KEYS_FILE")) {
             (Some(_), Some(_)) => {
@@ -253,6 +265,7 @@ impl Config {
                 location,
                 base_url,
                 allow_raw_model_ids,
+                prices,
                 max_body_bytes,
                 shutdown_grace,
                 connect_timeout,
@@ -296,6 +309,7 @@ impl Config {
             "keys_file": self.keys_file.as_ref().map(|p| p.display().to_string()),
             "keys_reload_secs": self.keys_file.as_ref().map(|_| self.keys_reload.as_secs()),
             "allow_raw_model_ids": self.allow_raw_model_ids,
+            "priced_models": self.prices.keys().collect::<std::collections::BTreeSet<_>>(),
             "max_body_bytes": self.max_body_bytes,
             "shutdown_grace_secs": self.shutdown_grace.as_secs(),
         })

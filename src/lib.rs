@@ -9,7 +9,8 @@
 //! - [`token`]: supplies the service account's Google token (google-cloud-auth);
 //! - [`upstream`]: builds the Vertex URL, filters headers and streams the response back;
 //! - [`error`]: the proxy's own errors and their one mapping to OpenAI-shaped responses;
-//! - [`log`]: one Cloud Logging JSON line per request, written when its response ends.
+//! - [`log`]: one Cloud Logging JSON line per request, written when its response ends, with
+//!   the token [`usage`] read from the response's tail and its cost.
 //!
 //! [`cli`] parses the command line; [`config`] reads the environment and [`app`] wires it all
 //! up at startup; [`demo`] is the stand-in for Vertex behind `vertex-proxy demo`.
@@ -28,6 +29,7 @@ pub mod routes;
 pub mod server;
 pub mod token;
 pub mod upstream;
+pub mod usage;
 
 /// google-cloud-auth and hyper-rustls both use the process-wide rustls provider; the crate is
 /// built with `ring` only, and google-cloud-auth panics if none is installed.

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Version};
@@ -15,6 +15,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use serde_json::{Map, Value, json};
 
 use crate::body::{BoxError, ProxyBody};
+use crate::usage::{Price, Tail};
 
 /// Writes one line. A closed stdout must not take a request down with it, so errors are
 /// ignored rather than panicking as `println!` would.
@@ -66,6 +67,14 @@ pub struct RequestLog {
     pub status: Option<u16>,
     /// The proxy's own error message, which is written for clients and so holds no secret.
     pub error: Option<String>,
+    /// `projects/P/traces/ID`, so Cloud Logging groups this line with Cloud Run's own.
+    pub trace: Option<String>,
+    pub span_id: Option<String>,
+    /// When Vertex's response head arrived.
+    ttfb: Option<Duration>,
+    /// Set when the response's usage should be read and priced.
+    usage_tail: Option<Tail>,
+    pub price: Option<Price>,
     response_bytes: u64,
     outcome: Outcome,
 }
@@ -85,8 +94,49 @@ impl RequestLog {
             upstream_status: None,
             status: None,
             error: None,
+            trace: None,
+            span_id: None,
+            ttfb: None,
+            usage_tail: None,
+            price: None,
             response_bytes: 0,
             outcome: Outcome::Open,
+        }
+    }
+
+    /// Vertex has answered: records the time to first byte and whether to look for usage in
+    /// the body (only in a success that is not compressed).
+    pub fn upstream_answered(&mut self, status: u16, compressed: bool) {
+        self.ttfb = Some(self.start.elapsed());
+        self.upstream_status = Some(status);
+        if (200..300).contains(&status) && !compressed {
+            self.usage_tail = Some(Tail::default());
+        }
+    }
+
+    /// Takes the trace id from `X-Cloud-Trace-Context` (`TRACE/SPAN;o=1`, span in decimal) or
+    /// W3C `traceparent` (`00-TRACE-SPAN-01`, span in hex).
+    pub fn set_trace(&mut self, headers: &http::HeaderMap, project: &str) {
+        let cloud = headers
+            .get("x-cloud-trace-context")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                let (trace, rest) = v.split_once('/').unwrap_or((v, ""));
+                let span = rest.split(';').next().and_then(|s| s.parse::<u64>().ok());
+                (trace, span.map(|s| format!("{s:016x}")))
+            });
+        let w3c = || {
+            let value = headers.get("traceparent")?.to_str().ok()?;
+            let mut parts = value.split('-');
+            let (_, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
+            Some((trace, Some(span.to_owned())))
+        };
+        let Some((trace, span)) = cloud.filter(|(t, _)| is_hex(t, 32)).or_else(w3c) else {
+            return;
+        };
+        if is_hex(trace, 32) {
+            self.trace = Some(format!("projects/{project}/traces/{trace}"));
+            self.span_id = span.filter(|s| is_hex(s, 16));
         }
     }
 
@@ -138,6 +188,30 @@ impl RequestLog {
         if let Some(upstream) = self.upstream_status {
             line.insert("upstream_status".into(), json!(upstream));
         }
+        if let Some(trace) = &self.trace {
+            line.insert("logging.googleapis.com/trace".into(), json!(trace));
+        }
+        if let Some(span) = &self.span_id {
+            line.insert("logging.googleapis.com/spanId".into(), json!(span));
+        }
+        if let Some(ttfb) = self.ttfb {
+            line.insert("ttfb_ms".into(), json!(millis(ttfb)));
+        }
+        line.insert("duration_ms".into(), json!(millis(latency)));
+        line.insert("response_bytes".into(), json!(self.response_bytes));
+        if let Some(usage) = self.usage_tail.as_ref().and_then(Tail::usage) {
+            line.insert(
+                "usage".into(),
+                json!({
+                    "prompt_tokens": usage.prompt_tokens,
+                    "completion_tokens": usage.completion_tokens,
+                    "total_tokens": usage.total_tokens,
+                }),
+            );
+            if let Some(price) = &self.price {
+                line.insert("cost_usd".into(), json!(price.cost(&usage)));
+            }
+        }
         match &self.outcome {
             Outcome::Open => {
                 line.insert("cancelled".into(), json!(true));
@@ -149,6 +223,15 @@ impl RequestLog {
         }
         Value::Object(line)
     }
+}
+
+fn is_hex(text: &str, len: usize) -> bool {
+    text.len() == len && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Milliseconds with microsecond precision.
+fn millis(duration: Duration) -> f64 {
+    (duration.as_micros() as f64) / 1000.0
 }
 
 /// Owns a [`RequestLog`] and writes it when dropped, wherever that happens: after the last
@@ -210,6 +293,9 @@ impl Body for LoggedBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     log.response_bytes += data.len() as u64;
+                    if let Some(tail) = &mut log.usage_tail {
+                        tail.push(data);
+                    }
                 }
                 if ended {
                     log.outcome = Outcome::Complete;

@@ -120,6 +120,9 @@ where
         user_agent,
         request.version(),
     ));
+    guard
+        .get()
+        .set_trace(request.headers(), &state.endpoints.project);
     let response = match dispatch(&state, request, &mut guard).await {
         Ok(response) => response,
         Err(error) => {
@@ -268,6 +271,11 @@ where
     log.alias = Some(field.name.clone());
     log.model = Some(target.model.clone());
     log.location = Some(location.clone());
+    log.price = config
+        .prices
+        .get(&field.name)
+        .or_else(|| config.prices.get(&target.model))
+        .copied();
 
     let upstream_body = models::splice_model(&body, &field.span, &target.model);
     drop(body);
@@ -286,7 +294,10 @@ where
     *upstream_request.headers_mut() = headers;
 
     let response = upstream::send(&state.client, upstream_request, config.connect_timeout).await?;
-    guard.get().upstream_status = Some(response.status().as_u16());
+    guard.get().upstream_answered(
+        response.status().as_u16(),
+        response.headers().contains_key(header::CONTENT_ENCODING),
+    );
     let (parts, incoming) = response.into_parts();
     let mut response = Response::new(body::stream(incoming));
     *response.status_mut() = parts.status;

@@ -249,3 +249,126 @@ fn help_version_and_unknown_arguments() {
     assert_eq!(code, 2);
     assert!(err.contains("unknown arguments: --frobnicate"), "{err}");
 }
+
+#[tokio::test]
+async fn the_request_log_carries_trace_timing_usage_and_cost() {
+    let usage = r#"{"prompt_tokens":1000,"completion_tokens":2000,"total_tokens":3000}"#;
+    let json_body = format!(
+        r#"{{"choices":[{{"message":{{"content":"{}"}}}}],"usage":{usage}}}"#,
+        "y".repeat(40_000)
+    );
+    let sse_body = format!(
+        "data: {{\"choices\":[{{\"delta\":{{\"content\":\"hi\"}}}}],\"usage\":null}}\n\ndata: {{\"choices\":[],\"usage\":{usage}}}\n\ndata: [DONE]\n\n"
+    );
+    let vertex = FakeVertex::start_with(move |r: &Recorded| {
+        if r.json()["stream"] == true {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            for chunk in sse_body.split_inclusive("\n\n") {
+                tx.try_send(bytes::Bytes::from(chunk.to_owned())).unwrap();
+            }
+            Reply::Channel(StatusCode::OK, "text/event-stream", rx)
+        } else {
+            Reply::Json(StatusCode::OK, json_body.clone())
+        }
+    })
+    .await;
+    let metadata = FakeMetadata::start().await;
+    let mut env = env(&vertex, &metadata);
+    env.insert(
+        "PRICES_JSON".into(),
+        r#"{"flash":{"input":0.30,"output":2.50},"google/gemini-3.1-pro-preview":{"input":2,"output":12}}"#.into(),
+    );
+    let proxy = spawn(&env).await;
+
+    let answer = request(
+        http::Method::POST,
+        &proxy.url("/v1/chat/completions"),
+        &[
+            ("x-api-key", KEY),
+            (
+                "x-cloud-trace-context",
+                "105445aa7843bc8bf206b12000100000/1;o=1",
+            ),
+        ],
+        CHAT,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let line = proxy.request_line("/v1/chat/completions", 200).await;
+    assert_eq!(
+        line["logging.googleapis.com/trace"],
+        "projects/test-proj/traces/105445aa7843bc8bf206b12000100000"
+    );
+    assert_eq!(line["logging.googleapis.com/spanId"], "0000000000000001");
+    assert_eq!(
+        line["usage"],
+        serde_json::json!({"prompt_tokens":1000,"completion_tokens":2000,"total_tokens":3000})
+    );
+    let cost = line["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - (1000.0 * 0.30 + 2000.0 * 2.50) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+    assert_eq!(line["response_bytes"], answer.body.len());
+    assert!(line["ttfb_ms"].as_f64().unwrap() <= line["duration_ms"].as_f64().unwrap());
+
+    // Streamed, priced by the Vertex model id, traced by traceparent.
+    let answer = request(
+        http::Method::POST,
+        &proxy.url("/v1/chat/completions"),
+        &[
+            ("x-api-key", KEY),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+        ],
+        r#"{"model":"pro-preview","stream":true}"#,
+    )
+    .await;
+    assert!(answer.body.ends_with(b"data: [DONE]\n\n"));
+    let line = proxy
+        .wait_for_line("the streamed request's line", |l| {
+            l["alias"] == "pro-preview"
+        })
+        .await;
+    assert_eq!(
+        line["logging.googleapis.com/trace"],
+        "projects/test-proj/traces/4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(line["logging.googleapis.com/spanId"], "00f067aa0ba902b7");
+    assert_eq!(line["usage"]["total_tokens"], 3000);
+    let cost = line["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - (1000.0 * 2.0 + 2000.0 * 12.0) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+
+    // No usage in the body: no usage field, no cost.
+    vertex.set_behaviour(|_| Reply::Json(StatusCode::OK, r#"{"choices":[]}"#.into()));
+    post(&proxy, "/v1/embeddings", KEY, CHAT).await;
+    let line = proxy.request_line("/v1/embeddings", 200).await;
+    assert!(
+        line.get("usage").is_none() && line.get("cost_usd").is_none(),
+        "{line}"
+    );
+    assert!(line.get("logging.googleapis.com/trace").is_none());
+}
+
+#[tokio::test]
+async fn an_invalid_price_table_is_a_startup_error() {
+    let env: HashMap<String, String> = HashMap::from([
+        ("API_KEYS_JSON".into(), keys_json()),
+        ("GOOGLE_CLOUD_PROJECT".into(), PROJECT.into()),
+        (
+            "PRICES_JSON".into(),
+            r#"{"flash": {"input": "cheap"}}"#.into(),
+        ),
+    ]);
+    let (code, stderr) = try_spawn(&[], &env).await.err().expect("refused");
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("PRICES_JSON: \"flash\" must be"),
+        "{stderr}"
+    );
+}
