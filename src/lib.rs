@@ -4,6 +4,7 @@
 //! A request flows through the modules in this order:
 //! - [`server`]: accepts HTTP/1.1 and h2c connections and shuts down gracefully;
 //! - [`routes`]: maps `(method, path)` to a handler; its docs list every endpoint;
+//! - [`pages`]: the public splash and `/docs` runbook;
 //! - [`keys`]: authenticates the issued key from `x-api-key` or `Authorization: Bearer`;
 //! - [`models`]: resolves the alias and splices the Vertex id into the body;
 //! - [`token`]: supplies the service account's Google token (google-cloud-auth);
@@ -25,6 +26,7 @@ pub mod error;
 pub mod keys;
 pub mod log;
 pub mod models;
+pub mod pages;
 pub mod routes;
 pub mod server;
 pub mod token;

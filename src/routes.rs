@@ -2,6 +2,8 @@
 //!
 //! | method   | path                   | key | does                                              |
 //! |----------|------------------------|-----|---------------------------------------------------|
+//! | GET/HEAD | `/`                    | no  | a splash page                                     |
+//! | GET/HEAD | `/docs`                | no  | this deployment's runbook (HTML or plain text)    |
 //! | GET/HEAD | `/healthz`, `/health`  | no  | liveness and the alias names; never waits on I/O  |
 //! | GET/HEAD | `/v1/models`           | yes | the models this key may use                       |
 //! | GET/HEAD | `/v1/models/{model}`   | yes | one of them, or 404                               |
@@ -25,6 +27,7 @@ use crate::error::{ProxyError, json_response};
 use crate::keys::{KeyEntry, LiveKeys};
 use crate::log::{LogGuard, LoggedBody, RequestLog};
 use crate::models::{self, Target};
+use crate::pages;
 use crate::token::TokenSource;
 use crate::upstream::{self, Endpoints, HttpClient, Operation};
 
@@ -64,7 +67,21 @@ impl State {
 
 #[derive(Debug, PartialEq, Eq)]
 enum Route<'a> {
+    /// No key needed, nothing upstream.
+    Public(Public),
+    /// Authenticated first.
+    Keyed(Keyed<'a>),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Public {
+    Splash,
+    Docs,
     Health,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Keyed<'a> {
     Models,
     Model(&'a str),
     Forward(Operation),
@@ -75,16 +92,22 @@ const POST: &str = "POST";
 
 fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ProxyError> {
     let bare = match path.strip_prefix("/v1") {
-        Some(rest) if rest.starts_with('/') => rest,
+        // `/v1/` alone is not the splash page.
+        Some(rest) if rest.starts_with('/') && rest.len() > 1 => rest,
         _ => path,
     };
     let (route, allow) = match bare {
-        "/healthz" | "/health" => (Route::Health, GET),
-        "/models" => (Route::Models, GET),
-        "/chat/completions" => (Route::Forward(Operation::ChatCompletions), POST),
-        "/embeddings" => (Route::Forward(Operation::Embeddings), POST),
+        "/" => (Route::Public(Public::Splash), GET),
+        "/docs" => (Route::Public(Public::Docs), GET),
+        "/healthz" | "/health" => (Route::Public(Public::Health), GET),
+        "/models" => (Route::Keyed(Keyed::Models), GET),
+        "/chat/completions" => (
+            Route::Keyed(Keyed::Forward(Operation::ChatCompletions)),
+            POST,
+        ),
+        "/embeddings" => (Route::Keyed(Keyed::Forward(Operation::Embeddings)), POST),
         _ => match bare.strip_prefix("/models/") {
-            Some(model) if !model.is_empty() => (Route::Model(model), GET),
+            Some(model) if !model.is_empty() => (Route::Keyed(Keyed::Model(model)), GET),
             _ => {
                 return Err(ProxyError::NotFound(format!(
                     "no such endpoint: {path}; see /v1/chat/completions, /v1/embeddings, /v1/models"
@@ -145,21 +168,25 @@ where
     B::Error: Into<BoxError>,
 {
     let config = &state.config;
-    let route = route(request.method(), request.uri().path())?;
-    if route == Route::Health {
-        return Ok(health(config));
-    }
+    let keyed = match route(request.method(), request.uri().path())? {
+        Route::Public(Public::Health) => return Ok(health(config)),
+        Route::Public(Public::Splash) => return Ok(pages::splash(config, request.headers())),
+        Route::Public(Public::Docs) => {
+            let authority = request.uri().authority().map(|a| a.as_str());
+            return Ok(pages::docs(config, request.headers(), authority));
+        }
+        Route::Keyed(keyed) => keyed,
+    };
     // No upstream I/O of any kind happens before this line succeeds.
     let keys = state.keys.current();
     let key = keys.authenticate(request.headers())?;
     guard.get().key_id = Some(key.id.clone());
-    match route {
-        Route::Health => Ok(health(config)),
-        Route::Models => Ok(json_response(StatusCode::OK, &models_list(state, key))),
-        Route::Model(name) => model_object(state, key, name)
+    match keyed {
+        Keyed::Models => Ok(json_response(StatusCode::OK, &models_list(state, key))),
+        Keyed::Model(name) => model_object(state, key, name)
             .map(|model| json_response(StatusCode::OK, &model))
             .ok_or_else(|| ProxyError::NotFound(format!("model {name:?} not found"))),
-        Route::Forward(operation) => forward(state, key, operation, request, guard).await,
+        Keyed::Forward(operation) => forward(state, key, operation, request, guard).await,
     }
 }
 
@@ -313,21 +340,26 @@ mod tests {
     fn routes_with_and_without_v1() {
         let get = Method::GET;
         let post = Method::POST;
-        assert_eq!(route(&get, "/healthz"), Ok(Route::Health));
-        assert_eq!(route(&get, "/v1/models"), Ok(Route::Models));
-        assert_eq!(route(&get, "/models"), Ok(Route::Models));
-        assert_eq!(route(&get, "/v1/models/flash"), Ok(Route::Model("flash")));
+        assert_eq!(route(&get, "/healthz"), Ok(Route::Public(Public::Health)));
+        assert_eq!(route(&get, "/docs"), Ok(Route::Public(Public::Docs)));
+        assert_eq!(route(&get, "/"), Ok(Route::Public(Public::Splash)));
+        assert_eq!(route(&get, "/v1/models"), Ok(Route::Keyed(Keyed::Models)));
+        assert_eq!(route(&get, "/models"), Ok(Route::Keyed(Keyed::Models)));
+        assert_eq!(
+            route(&get, "/v1/models/flash"),
+            Ok(Route::Keyed(Keyed::Model("flash")))
+        );
         assert_eq!(
             route(&get, "/v1/models/meta/llama"),
-            Ok(Route::Model("meta/llama"))
+            Ok(Route::Keyed(Keyed::Model("meta/llama")))
         );
         assert_eq!(
             route(&post, "/v1/chat/completions"),
-            Ok(Route::Forward(Operation::ChatCompletions))
+            Ok(Route::Keyed(Keyed::Forward(Operation::ChatCompletions)))
         );
         assert_eq!(
             route(&post, "/embeddings"),
-            Ok(Route::Forward(Operation::Embeddings))
+            Ok(Route::Keyed(Keyed::Forward(Operation::Embeddings)))
         );
     }
 
@@ -342,7 +374,7 @@ mod tests {
             Err(ProxyError::MethodNotAllowed { allow: GET })
         );
         for path in [
-            "/",
+            "/index.html",
             "/v1",
             "/v1/",
             "/v1x/models",

@@ -372,3 +372,134 @@ async fn an_invalid_price_table_is_a_startup_error() {
         "{stderr}"
     );
 }
+
+/// The pi `models.json` block as `/docs` shows it in plain text.
+fn pi_block(docs: &str) -> serde_json::Value {
+    let section = &docs[docs.find("pi coding agent\n").expect("a pi section")..];
+    let lines: Vec<&str> = section.lines().skip_while(|l| *l != "    {").collect();
+    let end = lines
+        .iter()
+        .position(|l| *l == "    }")
+        .expect("the block ends");
+    let json: String = lines[..=end]
+        .iter()
+        .map(|l| l.trim_start_matches("    "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    serde_json::from_str(&json).expect("the pi block is valid JSON")
+}
+
+#[tokio::test]
+async fn docs_and_splash_pages_describe_this_deployment_and_hold_no_secret() {
+    let vertex = FakeVertex::start().await;
+    let metadata = FakeMetadata::start().await;
+    let mut env = env(&vertex, &metadata);
+    env.insert(
+        "MODEL_ALIASES_JSON".into(),
+        r#"{"flash":"google/gemini-2.5-flash","llama":{"model":"meta/llama-3.3-70b-instruct-maas","location":"us-central1"}}"#.into(),
+    );
+    env.insert(
+        "PRICES_JSON".into(),
+        r#"{"flash":{"input":0.3,"output":2.5}}"#.into(),
+    );
+    let proxy = spawn(&env).await;
+    let secrets = [
+        KEY,
+        KEY_FLASH_ONLY,
+        KEY_HASHED,
+        &sha256_hex(KEY_HASHED),
+        &sha256_hex(KEY),
+        GOOGLE_TOKEN,
+    ];
+
+    // A terminal: plain text, this service's own URL from Host and X-Forwarded-Proto.
+    let text = request(
+        http::Method::GET,
+        &proxy.url("/docs"),
+        &[
+            ("host", "llm.example.com"),
+            ("x-forwarded-proto", "https"),
+            ("accept", "*/*"),
+        ],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(text.status, StatusCode::OK);
+    assert_eq!(text.headers["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(text.headers["x-content-type-options"], "nosniff");
+    assert!(
+        text.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'none'")
+    );
+    let docs = String::from_utf8(text.body.to_vec()).unwrap();
+    for expected in [
+        "https://llm.example.com/v1",
+        "google/gemini-2.5-flash",
+        "meta/llama-3.3-70b-instruct-maas",
+        "us-central1",
+        "x-api-key: $VERTEX_PROXY_KEY",
+        "Authorization: Bearer $VERTEX_PROXY_KEY",
+        "OpenAIChatCompletionsModel",
+        "set_tracing_disabled(True)",
+        "new OpenAI(",
+        "./deploy.sh keys",
+    ] {
+        assert!(docs.contains(expected), "/docs lacks {expected:?}:\n{docs}");
+    }
+    let pi = pi_block(&docs);
+    let provider = &pi["providers"]["vertex-proxy"];
+    assert_eq!(provider["api"], "openai-completions");
+    assert_eq!(provider["baseUrl"], "https://llm.example.com/v1");
+    assert_eq!(provider["apiKey"], "VERTEX_PROXY_KEY");
+    assert_eq!(provider["headers"]["x-api-key"], "VERTEX_PROXY_KEY");
+    let ids: Vec<&str> = provider["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["flash", "llama"]);
+    assert_eq!(provider["models"][0]["cost"]["output"], 2.5);
+
+    // A browser: HTML with the same content, escaped, and no script.
+    let html = request(
+        http::Method::GET,
+        &proxy.url("/docs"),
+        &[
+            ("host", "127.0.0.1:8080"),
+            ("accept", "text/html,application/xhtml+xml,*/*;q=0.8"),
+        ],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(html.headers["content-type"], "text/html; charset=utf-8");
+    let page = String::from_utf8(html.body.to_vec()).unwrap();
+    assert!(page.starts_with("<!doctype html>"));
+    assert!(
+        page.contains("http://127.0.0.1:8080/v1")
+            && page.contains("&quot;openai-completions&quot;")
+    );
+    assert!(!page.contains("<script"));
+
+    let splash = request(
+        http::Method::GET,
+        &proxy.url("/"),
+        &[("accept", "text/html")],
+        bytes::Bytes::new(),
+    )
+    .await;
+    let splash = String::from_utf8(splash.body.to_vec()).unwrap();
+    assert!(
+        splash.contains("href=\"/docs\"") && splash.contains("href=\"/healthz\""),
+        "{splash}"
+    );
+
+    for body in [&docs, &page, &splash] {
+        for secret in secrets {
+            assert!(!body.contains(secret), "a page holds a secret");
+        }
+    }
+    assert_eq!(vertex.count(), 0);
+}

@@ -569,7 +569,12 @@ pub async fn start_request(
     let mut request = Request::builder()
         .method(method)
         .uri(uri.path_and_query().unwrap().as_str());
-    request = request.header("host", uri.authority().unwrap().as_str());
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request = request.header("host", uri.authority().unwrap().as_str());
+    }
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
