@@ -178,7 +178,7 @@ pub async fn prepare(env: &dyn Env, mode: Mode) -> Result<(State, TcpListener), 
         "config": summary,
     }));
     if mode == Mode::Demo {
-        demo::print_banner(local, env.var("API_KEYS_JSON").is_none());
+        demo::print_banner(local, !demo::DemoEnv(env).has_own_keys());
     }
 
     let endpoints = Endpoints {

@@ -33,11 +33,21 @@ pub const TOKEN_HEADER: &str = "Bearer demo-google-token";
 /// Supplies the demo key when the user has not configured their own.
 pub struct DemoEnv<'a>(pub &'a dyn Env);
 
+impl DemoEnv<'_> {
+    /// Whether the user brought keys of their own; otherwise the demo key is the only one.
+    pub fn has_own_keys(&self) -> bool {
+        ["API_KEYS_JSON", "API_KEYS_FILE"]
+            .iter()
+            .any(|name| self.0.var(name).is_some_and(|v| !v.trim().is_empty()))
+    }
+}
+
 impl Env for DemoEnv<'_> {
     fn var(&self, name: &str) -> Option<String> {
-        self.0.var(name).or_else(|| {
-            (name == "API_KEYS_JSON").then(|| format!(r#"[{{"id":"demo","key":"{KEY}"}}]"#))
-        })
+        if name == "API_KEYS_JSON" && !self.has_own_keys() {
+            return Some(format!(r#"[{{"id":"demo","key":"{KEY}"}}]"#));
+        }
+        self.0.var(name)
     }
 }
 
