@@ -95,7 +95,7 @@ pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Respons
         Block::Table(aliases),
         Block::Heading("Endpoints".into()),
         Block::Table(vec![
-            vec!["method".into(), "path".into(), "".into()],
+            vec!["method".into(), "path".into(), "what".into()],
             vec!["POST".into(), "/v1/chat/completions".into(), "chat, with \"stream\": true for SSE".into()],
             vec!["POST".into(), "/v1/embeddings".into(), "embeddings".into()],
             vec!["GET".into(), "/v1/models".into(), "the aliases your key may use".into()],
@@ -136,7 +136,9 @@ fn python_snippet(base: &str, model: &str) -> String {
         r#"import os
 from openai import OpenAI
 
-client = OpenAI(base_url="{base}", api_key=os.environ["{KEY_VAR}"])
+client = OpenAI(
+    base_url="{base}", api_key=os.environ["{KEY_VAR}"]
+)
 reply = client.chat.completions.create(
     model="{model}", messages=[{{"role": "user", "content": "Hello"}}]
 )
@@ -154,7 +156,10 @@ fn node_snippet(base: &str, model: &str) -> String {
     format!(
         r#"import OpenAI from "openai";
 
-const client = new OpenAI({{ baseURL: "{base}", apiKey: process.env.{KEY_VAR} }});
+const client = new OpenAI({{
+  baseURL: "{base}",
+  apiKey: process.env.{KEY_VAR},
+}});
 const reply = await client.chat.completions.create({{
   model: "{model}",
   messages: [{{ role: "user", content: "Hello" }}],
@@ -170,7 +175,9 @@ from openai import AsyncOpenAI
 from agents import Agent, OpenAIChatCompletionsModel, Runner, set_tracing_disabled
 
 set_tracing_disabled(True)  # traces would go to OpenAI, which has no key here
-client = AsyncOpenAI(base_url="{base}", api_key=os.environ["{KEY_VAR}"])
+client = AsyncOpenAI(
+    base_url="{base}", api_key=os.environ["{KEY_VAR}"]
+)
 agent = Agent(
     name="Assistant",
     instructions="You are a helpful assistant.",
@@ -359,7 +366,11 @@ fn plain(page: &Page) -> String {
             }
             Block::Code(text) => {
                 for line in text.lines() {
-                    out.push_str(&format!("    {line}\n"));
+                    if line.is_empty() {
+                        out.push('\n');
+                    } else {
+                        out.push_str(&format!("    {line}\n"));
+                    }
                 }
                 out.push('\n');
             }
