@@ -1,0 +1,302 @@
+#!/usr/bin/env bash
+# Deploys vertex-proxy to Cloud Run in one go, or rotates its keys.
+#
+#   ./deploy.sh [options]        enable APIs, create the service account, grant it Vertex,
+#                                deploy from source, map the domain, smoke-test
+#   ./deploy.sh keys [options]   push the keys file again (as SHA-256 hashes) and nothing else
+#
+# Every option can also come from the environment variable in brackets. Run with --help for
+# the list. Plaintext keys never leave this machine: the service gets SHA-256 hashes only.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: ./deploy.sh [keys] [options]
+
+  --project ID            Google Cloud project        [PROJECT]  (default: gcloud config)
+  --region REGION         Cloud Run region            [REGION]   (default: us-central1)
+  --service NAME          Cloud Run service name      [SERVICE]  (default: vertex-proxy)
+  --service-account NAME  service account name        [SERVICE_ACCOUNT] (default: the service name)
+  --location LOC          Vertex location             [VERTEX_LOCATION] (default: global)
+  --aliases JSON          MODEL_ALIASES_JSON          [MODEL_ALIASES_JSON] (default: the proxy's)
+  --keys-file FILE        your plaintext keys         [KEYS_FILE] (default: api-keys.json)
+  --keys-secret NAME      keep the keys in this Secret Manager secret, mounted as a file
+                                                      [KEYS_SECRET]
+  --domain DOMAIN         map this custom domain      [DOMAIN]
+  --max-instances N       [MAX_INSTANCES] (default: 4)
+  --concurrency N         [CONCURRENCY] (default: 250)
+  --memory SIZE           [MEMORY] (default: 256Mi)
+  -h, --help              this help
+EOF
+}
+
+die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 1; }
+say() { printf '==> %s\n' "$*"; }
+
+COMMAND=deploy
+if [[ ${1:-} == keys ]]; then COMMAND=keys; shift; fi
+
+PROJECT=${PROJECT:-}
+REGION=${REGION:-us-central1}
+SERVICE=${SERVICE:-vertex-proxy}
+SERVICE_ACCOUNT=${SERVICE_ACCOUNT:-}
+VERTEX_LOCATION=${VERTEX_LOCATION:-global}
+MODEL_ALIASES_JSON=${MODEL_ALIASES_JSON:-}
+KEYS_FILE=${KEYS_FILE:-api-keys.json}
+KEYS_SECRET=${KEYS_SECRET:-}
+DOMAIN=${DOMAIN:-}
+MAX_INSTANCES=${MAX_INSTANCES:-4}
+CONCURRENCY=${CONCURRENCY:-250}
+MEMORY=${MEMORY:-256Mi}
+
+while [[ $# -gt 0 ]]; do
+  flag=$1
+  case $flag in
+    -h|--help) usage; exit 0 ;;
+    --*=*) value=${flag#*=}; flag=${flag%%=*}; shift ;;
+    --*) [[ $# -ge 2 ]] || die "$flag needs a value"; value=$2; shift 2 ;;
+    *) die "unknown argument: $flag (see --help)" ;;
+  esac
+  case $flag in
+    --project) PROJECT=$value ;;
+    --region) REGION=$value ;;
+    --service) SERVICE=$value ;;
+    --service-account) SERVICE_ACCOUNT=$value ;;
+    --location) VERTEX_LOCATION=$value ;;
+    --aliases) MODEL_ALIASES_JSON=$value ;;
+    --keys-file) KEYS_FILE=$value ;;
+    --keys-secret) KEYS_SECRET=$value ;;
+    --domain) DOMAIN=$value ;;
+    --max-instances) MAX_INSTANCES=$value ;;
+    --concurrency) CONCURRENCY=$value ;;
+    --memory) MEMORY=$value ;;
+    *) die "unknown option: $flag (see --help)" ;;
+  esac
+done
+SERVICE_ACCOUNT=${SERVICE_ACCOUNT:-$SERVICE}
+
+# --- 1. Pre-flight: everything is checked before anything is changed. ---------------------
+missing=()
+for tool in gcloud jq sha256sum curl; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+[[ ${#missing[@]} -eq 0 ]] || die "missing tools: ${missing[*]}. Install them (gcloud: https://cloud.google.com/sdk/docs/install; jq, sha256sum, curl: your package manager) and run again."
+
+account=$(gcloud auth list --filter=status:ACTIVE --format='value(account)' 2>/dev/null | head -n 1)
+[[ -n $account ]] || die "no active gcloud account: run 'gcloud auth login' first."
+if [[ -z $PROJECT ]]; then
+  PROJECT=$(gcloud config get-value project 2>/dev/null || true)
+fi
+[[ -n $PROJECT && $PROJECT != "(unset)" ]] || die "no project: pass --project ID, set PROJECT, or run 'gcloud config set project ID'."
+[[ -f $KEYS_FILE ]] || die "keys file '$KEYS_FILE' not found: copy api-keys.example.json to api-keys.json and put real keys in it (vertex-proxy keygen makes them), or pass --keys-file."
+
+# The keys file with every plaintext "key" replaced by its "key_sha256". Keys are read from the
+# file and hashed here; they are never put on a command line.
+hash_keys() {
+  jq -e 'type == "array"' "$KEYS_FILE" >/dev/null 2>&1 || die "$KEYS_FILE must be a JSON array of key entries (see api-keys.example.json)."
+  local hashed count i key digest
+  hashed=$(jq -c '.' "$KEYS_FILE")
+  count=$(jq 'length' <<<"$hashed")
+  for ((i = 0; i < count; i++)); do
+    key=$(jq -r --argjson i "$i" '.[$i].key // empty' <<<"$hashed")
+    [[ -n $key ]] || continue
+    digest=$(printf '%s' "$key" | sha256sum | cut -d' ' -f1)
+    hashed=$(jq -c --argjson i "$i" --arg digest "$digest" '.[$i] |= (del(.key) + {key_sha256: $digest})' <<<"$hashed")
+  done
+  printf '%s' "$hashed"
+}
+KEYS_HASHED=$(hash_keys)
+
+# gcloud's alternate-delimiter syntax, with a delimiter that appears in no value.
+delimiter_for() {
+  local d
+  for d in '@@' '##' '~~' '%%' '||'; do
+    if [[ $* != *"$d"* ]]; then printf '%s' "$d"; return; fi
+  done
+  die "cannot find a delimiter for the environment variables"
+}
+
+SA_EMAIL="$SERVICE_ACCOUNT@$PROJECT.iam.gserviceaccount.com"
+SECRET_PATH=/secrets/api-keys.json
+G=(--project="$PROJECT" --quiet)
+
+cat <<EOF
+vertex-proxy $COMMAND
+  project          $PROJECT   (account $account)
+  region           $REGION
+  service          $SERVICE
+  service account  $SA_EMAIL
+  Vertex location  $VERTEX_LOCATION
+  model aliases    ${MODEL_ALIASES_JSON:-the proxy defaults}
+  keys file        $KEYS_FILE ($(jq 'length' <<<"$KEYS_HASHED") entries, sent as SHA-256 hashes)
+  keys secret      ${KEYS_SECRET:-none, keys go in the service environment}
+  domain           ${DOMAIN:-none}
+  max instances    $MAX_INSTANCES, concurrency $CONCURRENCY, memory $MEMORY
+EOF
+
+# The environment the service runs with (keys excepted; they depend on the mode).
+service_env() {
+  local -a vars=("GOOGLE_CLOUD_PROJECT=$PROJECT" "VERTEX_LOCATION=$VERTEX_LOCATION")
+  [[ -z $MODEL_ALIASES_JSON ]] || vars+=("MODEL_ALIASES_JSON=$MODEL_ALIASES_JSON")
+  if [[ -n $KEYS_SECRET ]]; then
+    vars+=("API_KEYS_FILE=$SECRET_PATH")
+  else
+    vars+=("API_KEYS_JSON=$KEYS_HASHED")
+  fi
+  printf '%s\n' "${vars[@]}"
+}
+
+env_flag() {
+  local -a vars
+  mapfile -t vars < <(service_env)
+  local d
+  d=$(delimiter_for "${vars[@]}")
+  local joined
+  joined=$(printf "%s$d" "${vars[@]}")
+  printf '^%s^%s' "$d" "${joined%"$d"}"
+}
+
+# Catches configuration errors before anything is built, when a local binary is at hand.
+preflight_check() {
+  local bin=""
+  if [[ -x target/release/vertex-proxy ]]; then bin=target/release/vertex-proxy
+  elif command -v vertex-proxy >/dev/null 2>&1; then bin=vertex-proxy
+  else return 0; fi
+  say "checking the configuration with $bin check"
+  # The keys file itself, plaintext keys included, so short keys are caught too; it stays on
+  # this machine.
+  local -a env_args=("GOOGLE_CLOUD_PROJECT=$PROJECT" "VERTEX_LOCATION=$VERTEX_LOCATION" "API_KEYS_FILE=$KEYS_FILE")
+  [[ -z $MODEL_ALIASES_JSON ]] || env_args+=("MODEL_ALIASES_JSON=$MODEL_ALIASES_JSON")
+  env -u API_KEYS_JSON -u MODEL_ALIASES_JSON "${env_args[@]}" "$bin" check >/dev/null \
+    || die "the configuration above is invalid (see the errors from vertex-proxy check); nothing was changed."
+}
+
+ensure_secret_version() {
+  if ! gcloud secrets describe "$KEYS_SECRET" "${G[@]}" >/dev/null 2>&1; then
+    say "creating secret $KEYS_SECRET"
+    gcloud secrets create "$KEYS_SECRET" --replication-policy=automatic "${G[@]}"
+  fi
+  local current
+  current=$(gcloud secrets versions access latest --secret="$KEYS_SECRET" "${G[@]}" 2>/dev/null || true)
+  if [[ $current == "$KEYS_HASHED" ]]; then
+    say "secret $KEYS_SECRET already holds these keys"
+  else
+    say "adding a version to secret $KEYS_SECRET"
+    printf '%s' "$KEYS_HASHED" | gcloud secrets versions add "$KEYS_SECRET" --data-file=- "${G[@]}"
+  fi
+}
+
+if [[ $COMMAND == keys ]]; then
+  preflight_check
+  if [[ -n $KEYS_SECRET ]]; then
+    ensure_secret_version
+    say "done: the service picks up the new keys at its next reload (KEYS_RELOAD_SECS, 30 s by default); no new revision."
+  else
+    d=$(delimiter_for "$KEYS_HASHED")
+    say "updating API_KEYS_JSON on $SERVICE (a new revision; nothing else changes)"
+    gcloud run services update "$SERVICE" --region="$REGION" "${G[@]}" \
+      --update-env-vars="^$d^API_KEYS_JSON=$KEYS_HASHED"
+    say "done."
+  fi
+  exit 0
+fi
+
+preflight_check
+
+# --- 2. APIs. ------------------------------------------------------------------------------
+apis=(run.googleapis.com aiplatform.googleapis.com artifactregistry.googleapis.com cloudbuild.googleapis.com)
+[[ -z $KEYS_SECRET ]] || apis+=(secretmanager.googleapis.com)
+enabled=$(gcloud services list --enabled --format='value(config.name)' "${G[@]}")
+to_enable=()
+for api in "${apis[@]}"; do
+  grep -qx "$api" <<<"$enabled" || to_enable+=("$api")
+done
+if [[ ${#to_enable[@]} -gt 0 ]]; then
+  say "enabling ${to_enable[*]}"
+  gcloud services enable "${to_enable[@]}" "${G[@]}"
+fi
+
+# --- 3. The service account, and its right to call Vertex. ---------------------------------
+if ! gcloud iam service-accounts describe "$SA_EMAIL" "${G[@]}" >/dev/null 2>&1; then
+  say "creating service account $SA_EMAIL"
+  gcloud iam service-accounts create "$SERVICE_ACCOUNT" --display-name="vertex-proxy ($SERVICE)" "${G[@]}"
+fi
+roles=$(gcloud projects get-iam-policy "$PROJECT" --flatten='bindings[].members' \
+  --filter="bindings.members:serviceAccount:$SA_EMAIL" --format='value(bindings.role)')
+if ! grep -qx roles/aiplatform.user <<<"$roles"; then
+  say "granting roles/aiplatform.user to $SA_EMAIL"
+  gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$SA_EMAIL" \
+    --role=roles/aiplatform.user --condition=None "${G[@]}" >/dev/null
+fi
+
+# --- 4. Keys in Secret Manager, when asked. --------------------------------------------------
+secret_flags=()
+if [[ -n $KEYS_SECRET ]]; then
+  ensure_secret_version
+  members=$(gcloud secrets get-iam-policy "$KEYS_SECRET" --flatten='bindings[].members' \
+    --filter='bindings.role:roles/secretmanager.secretAccessor' --format='value(bindings.members)' "${G[@]}")
+  if ! grep -qx "serviceAccount:$SA_EMAIL" <<<"$members"; then
+    say "letting $SA_EMAIL read secret $KEYS_SECRET"
+    gcloud secrets add-iam-policy-binding "$KEYS_SECRET" --member="serviceAccount:$SA_EMAIL" \
+      --role=roles/secretmanager.secretAccessor "${G[@]}" >/dev/null
+  fi
+  secret_flags=(--set-secrets="$SECRET_PATH=$KEYS_SECRET:latest")
+else
+  secret_flags=(--clear-secrets)
+fi
+
+# --- 5. Deploy. -------------------------------------------------------------------------------
+say "deploying $SERVICE from source (Cloud Build builds the Dockerfile)"
+gcloud run deploy "$SERVICE" --source=. --region="$REGION" "${G[@]}" \
+  --service-account="$SA_EMAIL" \
+  --allow-unauthenticated \
+  --min-instances=0 \
+  --max-instances="$MAX_INSTANCES" \
+  --concurrency="$CONCURRENCY" \
+  --memory="$MEMORY" \
+  --use-http2 \
+  --cpu-boost \
+  --timeout=3600 \
+  --set-env-vars="$(env_flag)" \
+  "${secret_flags[@]}"
+
+URL=$(gcloud run services describe "$SERVICE" --region="$REGION" --format='value(status.url)' "${G[@]}")
+[[ -n $URL ]] || die "deployed, but Cloud Run reported no URL for $SERVICE"
+
+# --- 6. Custom domain. ------------------------------------------------------------------------
+if [[ -n $DOMAIN ]]; then
+  if ! gcloud beta run domain-mappings describe --domain="$DOMAIN" --region="$REGION" "${G[@]}" >/dev/null 2>&1; then
+    say "mapping $DOMAIN to $SERVICE"
+    gcloud beta run domain-mappings create --service="$SERVICE" --domain="$DOMAIN" --region="$REGION" "${G[@]}" >/dev/null
+  fi
+  say "DNS records to set for $DOMAIN (the certificate follows about 15 minutes after they resolve):"
+  gcloud beta run domain-mappings describe --domain="$DOMAIN" --region="$REGION" --format=json "${G[@]}" \
+    | jq -r '.status.resourceRecords[]? | "    \(.name // "@")  \(.type)  \(.rrdata)"'
+fi
+
+# --- 7. Smoke test, with the first plaintext key of the keys file. --------------------------
+say "smoke test: $URL/healthz"
+curl -fsS --max-time 30 "$URL/healthz" >/dev/null || die "$URL/healthz did not answer 200"
+first_key=$(jq -r '[.[] | select(.key and (.enabled != false))][0].key // empty' "$KEYS_FILE")
+if [[ -n $first_key ]]; then
+  say "smoke test: $URL/v1/models with the first key"
+  # The key goes to curl on stdin, not on its command line.
+  printf 'x-api-key: %s\n' "$first_key" | curl -fsS --max-time 30 -H @- "$URL/v1/models" >/dev/null \
+    || die "$URL/v1/models refused the first key of $KEYS_FILE"
+else
+  say "no plaintext key in $KEYS_FILE: skipping the /v1/models smoke test"
+fi
+
+# --- 8. How to use it. ------------------------------------------------------------------------
+BASE=$URL
+[[ -z $DOMAIN ]] || BASE="https://$DOMAIN"
+cat <<EOF
+
+Deployed. Base URL for the OpenAI SDKs:
+
+    $BASE/v1
+
+The runbook, with snippets for curl, Python, Node, the Agents SDK and pi's
+~/.pi/agent/models.json block, is at $BASE/docs.
+Rotate keys: edit $KEYS_FILE, then ./deploy.sh keys${KEYS_SECRET:+ --keys-secret $KEYS_SECRET}
+EOF
