@@ -275,8 +275,10 @@ if [[ -n $DOMAIN ]]; then
 fi
 
 # --- 7. Smoke test, with the first plaintext key of the keys file. --------------------------
-say "smoke test: $URL/healthz"
-curl -fsS --max-time 30 "$URL/healthz" >/dev/null || die "$URL/healthz did not answer 200"
+# /health is /healthz under a name Cloud Run's front end does not claim: it reserves some
+# paths ending in "z", and /healthz may never reach the container there.
+say "smoke test: $URL/health"
+curl -fsS --max-time 30 "$URL/health" >/dev/null || die "$URL/health did not answer 200"
 first_key=$(jq -r '[.[] | select(.key and (.enabled != false))][0].key // empty' "$KEYS_FILE")
 if [[ -n $first_key ]]; then
   say "smoke test: $URL/v1/models with the first key"
@@ -295,7 +297,9 @@ cat <<EOF
 Deployed. Base URL for the OpenAI SDKs:
 
     $BASE/v1
-
+${DOMAIN:+
+(until the DNS records resolve, use $URL/v1)
+}
 The runbook, with snippets for curl, Python, Node, the Agents SDK and pi's
 ~/.pi/agent/models.json block, is at $BASE/docs.
 Rotate keys: edit $KEYS_FILE, then ./deploy.sh keys${KEYS_SECRET:+ --keys-secret $KEYS_SECRET}

@@ -100,7 +100,7 @@ pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Respons
             vec!["POST".into(), "/v1/embeddings".into(), "embeddings".into()],
             vec!["GET".into(), "/v1/models".into(), "the aliases your key may use".into()],
             vec!["GET".into(), "/v1/models/{alias}".into(), "one of them".into()],
-            vec!["GET".into(), "/healthz".into(), "health, no key needed".into()],
+            vec!["GET".into(), "/health, /healthz".into(), "health, no key needed".into()],
         ]),
         Block::Heading("Authentication".into()),
         Block::Para("Send your key in either header. If both are present, x-api-key is the one checked.".into()),
