@@ -16,19 +16,36 @@ struct Scratch {
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("vertex-proxy-deploy-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("vertex-proxy-deploy-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("work")).unwrap();
         std::fs::create_dir_all(dir.join("bin")).unwrap();
         std::fs::create_dir_all(dir.join("state")).unwrap();
-        std::os::unix::fs::symlink(Path::new(ROOT).join("tests/deploy/gcloud"), dir.join("bin/gcloud")).unwrap();
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_vertex-proxy"), dir.join("bin/vertex-proxy")).unwrap();
-        std::fs::copy(Path::new(ROOT).join("api-keys.example.json"), dir.join("work/api-keys.json")).unwrap();
+        std::os::unix::fs::symlink(
+            Path::new(ROOT).join("tests/deploy/gcloud"),
+            dir.join("bin/gcloud"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            env!("CARGO_BIN_EXE_vertex-proxy"),
+            dir.join("bin/vertex-proxy"),
+        )
+        .unwrap();
+        std::fs::copy(
+            Path::new(ROOT).join("api-keys.example.json"),
+            dir.join("work/api-keys.json"),
+        )
+        .unwrap();
         Scratch { dir }
     }
 
     fn path(&self) -> String {
-        format!("{}:{}", self.dir.join("bin").display(), std::env::var("PATH").unwrap_or_default())
+        format!(
+            "{}:{}",
+            self.dir.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
     }
 
     fn run(&self, script: &str, args: &[&str], path: &str, project: &str) -> Output {
@@ -93,10 +110,23 @@ impl Drop for Scratch {
 
 /// Mutating gcloud calls: none may happen before the pre-flight checks pass.
 fn is_mutation(call: &[String]) -> bool {
-    let words: Vec<&str> = call.iter().map(String::as_str).filter(|a| !a.starts_with("--")).collect();
-    ["create", "enable", "add-iam-policy-binding", "remove-iam-policy-binding", "deploy", "update", "delete", "add"]
+    let words: Vec<&str> = call
         .iter()
-        .any(|verb| words.contains(verb))
+        .map(String::as_str)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    [
+        "create",
+        "enable",
+        "add-iam-policy-binding",
+        "remove-iam-policy-binding",
+        "deploy",
+        "update",
+        "delete",
+        "add",
+    ]
+    .iter()
+    .any(|verb| words.contains(verb))
 }
 
 fn has(call: &[String], flag: &str) -> bool {
@@ -104,25 +134,49 @@ fn has(call: &[String], flag: &str) -> bool {
 }
 
 fn calls_with<'a>(calls: &'a [Vec<String>], words: &[&str]) -> Vec<&'a Vec<String>> {
-    calls.iter().filter(|c| c.len() >= words.len() && c[..words.len()] == *words).collect()
+    calls
+        .iter()
+        .filter(|c| c.len() >= words.len() && c[..words.len()] == *words)
+        .collect()
 }
 
 fn plaintext_keys(file: &Path) -> Vec<String> {
-    let entries: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
-    entries.iter().filter_map(|e| e["key"].as_str().map(str::to_owned)).collect()
+    let entries: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    entries
+        .iter()
+        .filter_map(|e| e["key"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// The HTTP status of GET /v1/models with `key`, sent through curl's stdin like deploy.sh does.
 fn models_status(url: &str, key: &str) -> u16 {
     use std::io::Write;
     let mut child = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "@-", &format!("{url}/v1/models")])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "@-",
+            &format!("{url}/v1/models"),
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(format!("x-api-key: {key}\n").as_bytes()).unwrap();
-    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap().parse().unwrap()
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("x-api-key: {key}\n").as_bytes())
+        .unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout)
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// Waits, with a deadline, for the service to answer `expected` for `key`: a mounted secret is
@@ -140,7 +194,8 @@ fn wait_for_status(url: &str, key: &str, expected: u16) {
 }
 
 fn add_key(file: &Path, id: &str, key: &str, drop_id: &str) {
-    let mut entries: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let mut entries: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
     entries.retain(|e| e["id"] != drop_id);
     entries.push(serde_json::json!({"id": id, "key": key}));
     std::fs::write(file, serde_json::to_string_pretty(&entries).unwrap()).unwrap();
@@ -158,14 +213,29 @@ fn deploy_redeploy_rotate_and_tear_down_with_keys_in_the_environment() {
     // What the first run made.
     let enable = calls_with(&first, &["services", "enable"]);
     assert_eq!(enable.len(), 1);
-    for api in ["run.googleapis.com", "aiplatform.googleapis.com", "artifactregistry.googleapis.com", "cloudbuild.googleapis.com"] {
+    for api in [
+        "run.googleapis.com",
+        "aiplatform.googleapis.com",
+        "artifactregistry.googleapis.com",
+        "cloudbuild.googleapis.com",
+    ] {
         assert!(has(enable[0], api), "{api} not enabled");
     }
-    assert_eq!(calls_with(&first, &["iam", "service-accounts", "create", "vertex-proxy"]).len(), 1);
+    assert_eq!(
+        calls_with(
+            &first,
+            &["iam", "service-accounts", "create", "vertex-proxy"]
+        )
+        .len(),
+        1
+    );
     let binding = calls_with(&first, &["projects", "add-iam-policy-binding", "test-proj"]);
     assert_eq!(binding.len(), 1);
     assert!(has(binding[0], "--role=roles/aiplatform.user"));
-    assert!(has(binding[0], "--member=serviceAccount:vertex-proxy@test-proj.iam.gserviceaccount.com"));
+    assert!(has(
+        binding[0],
+        "--member=serviceAccount:vertex-proxy@test-proj.iam.gserviceaccount.com"
+    ));
     let deploy = calls_with(&first, &["run", "deploy", "vertex-proxy"]);
     assert_eq!(deploy.len(), 1);
     for flag in [
@@ -184,18 +254,33 @@ fn deploy_redeploy_rotate_and_tear_down_with_keys_in_the_environment() {
     ] {
         assert!(has(deploy[0], flag), "deploy lacks {flag}: {:?}", deploy[0]);
     }
-    let env_flag = deploy[0].iter().find(|a| a.starts_with("--set-env-vars=")).expect("env vars");
+    let env_flag = deploy[0]
+        .iter()
+        .find(|a| a.starts_with("--set-env-vars="))
+        .expect("env vars");
     assert!(env_flag.starts_with("--set-env-vars=^@@^"), "{env_flag}");
-    assert!(env_flag.contains("GOOGLE_CLOUD_PROJECT=test-proj") && env_flag.contains("VERTEX_LOCATION=global"));
+    assert!(
+        env_flag.contains("GOOGLE_CLOUD_PROJECT=test-proj")
+            && env_flag.contains("VERTEX_LOCATION=global")
+    );
     assert!(env_flag.contains("\"key_sha256\""));
-    assert_eq!(calls_with(&first, &["beta", "run", "domain-mappings", "create"]).len(), 1);
-    assert!(out.contains("216.239.32.21") && out.contains("ghs.googlehosted.com."), "DNS records not printed:\n{out}");
+    assert_eq!(
+        calls_with(&first, &["beta", "run", "domain-mappings", "create"]).len(),
+        1
+    );
+    assert!(
+        out.contains("216.239.32.21") && out.contains("ghs.googlehosted.com."),
+        "DNS records not printed:\n{out}"
+    );
     assert!(out.contains("https://llm.example.com/v1"), "{out}");
 
     // Plaintext keys never reach gcloud, in any argument of any call.
     let everything = std::fs::read_to_string(scratch.dir.join("state/calls.jsonl")).unwrap();
     for key in &keys {
-        assert!(!everything.contains(key.as_str()), "a plaintext key reached gcloud");
+        assert!(
+            !everything.contains(key.as_str()),
+            "a plaintext key reached gcloud"
+        );
     }
     // The deployed proxy (a real one) accepts the plaintext key by its hash.
     let url = scratch.service_url("vertex-proxy").expect("a service URL");
@@ -205,7 +290,11 @@ fn deploy_redeploy_rotate_and_tear_down_with_keys_in_the_environment() {
     scratch.ok("deploy.sh", &["--domain", "llm.example.com"]);
     let second: Vec<Vec<String>> = scratch.calls()[first.len()..].to_vec();
     let mutations: Vec<&Vec<String>> = second.iter().filter(|c| is_mutation(c)).collect();
-    assert_eq!(mutations.len(), 1, "the second run changed more than the revision: {mutations:?}");
+    assert_eq!(
+        mutations.len(),
+        1,
+        "the second run changed more than the revision: {mutations:?}"
+    );
     assert_eq!(mutations[0][..2], ["run", "deploy"]);
 
     // Rotation: a new key in, the first one out, with one command.
@@ -215,9 +304,20 @@ fn deploy_redeploy_rotate_and_tear_down_with_keys_in_the_environment() {
     let rotation: Vec<Vec<String>> = scratch.calls()[before..].to_vec();
     let mutations: Vec<&Vec<String>> = rotation.iter().filter(|c| is_mutation(c)).collect();
     assert_eq!(mutations.len(), 1, "{mutations:?}");
-    assert_eq!(mutations[0][..4], ["run", "services", "update", "vertex-proxy"]);
-    assert!(mutations[0].iter().any(|a| a.starts_with("--update-env-vars=^") && a.contains("API_KEYS_JSON=")));
-    assert!(!std::fs::read_to_string(scratch.dir.join("state/calls.jsonl")).unwrap().contains(NEW_KEY));
+    assert_eq!(
+        mutations[0][..4],
+        ["run", "services", "update", "vertex-proxy"]
+    );
+    assert!(
+        mutations[0]
+            .iter()
+            .any(|a| a.starts_with("--update-env-vars=^") && a.contains("API_KEYS_JSON="))
+    );
+    assert!(
+        !std::fs::read_to_string(scratch.dir.join("state/calls.jsonl"))
+            .unwrap()
+            .contains(NEW_KEY)
+    );
     let url = scratch.service_url("vertex-proxy").unwrap();
     assert_eq!(models_status(&url, NEW_KEY), 200);
     assert_eq!(models_status(&url, &keys[0]), 401);
@@ -230,16 +330,35 @@ fn deploy_redeploy_rotate_and_tear_down_with_keys_in_the_environment() {
         &["beta", "run", "domain-mappings", "delete"][..],
         &["run", "services", "delete", "vertex-proxy"],
         &["projects", "remove-iam-policy-binding", "test-proj"],
-        &["iam", "service-accounts", "delete", "vertex-proxy@test-proj.iam.gserviceaccount.com"],
+        &[
+            "iam",
+            "service-accounts",
+            "delete",
+            "vertex-proxy@test-proj.iam.gserviceaccount.com",
+        ],
     ] {
-        assert_eq!(calls_with(&teardown, words).len(), 1, "teardown did not {words:?}");
+        assert_eq!(
+            calls_with(&teardown, words).len(),
+            1,
+            "teardown did not {words:?}"
+        );
     }
-    assert!(!teardown.iter().any(|c| c.iter().any(|a| a.contains("services") && c.contains(&"disable".to_owned()))));
+    assert!(!teardown.iter().any(|c| {
+        c.iter()
+            .any(|a| a.contains("services") && c.contains(&"disable".to_owned()))
+    }));
     assert!(scratch.service_url("vertex-proxy").is_none());
-    assert_eq!(models_status(&url, NEW_KEY), 0, "the service still answers after teardown");
+    assert_eq!(
+        models_status(&url, NEW_KEY),
+        0,
+        "the service still answers after teardown"
+    );
     let before = scratch.calls().len();
     scratch.ok("teardown.sh", &["--yes", "--domain", "llm.example.com"]);
-    assert!(!scratch.calls()[before..].iter().any(|c| is_mutation(c)), "a second teardown deleted something");
+    assert!(
+        !scratch.calls()[before..].iter().any(|c| is_mutation(c)),
+        "a second teardown deleted something"
+    );
 }
 
 #[test]
@@ -248,16 +367,37 @@ fn deploy_and_rotate_with_keys_in_secret_manager() {
     let keys = plaintext_keys(&scratch.keys_file());
     scratch.ok("deploy.sh", &["--keys-secret", "vp-keys"]);
     let calls = scratch.calls();
-    assert!(has(calls_with(&calls, &["services", "enable"])[0], "secretmanager.googleapis.com"));
-    assert_eq!(calls_with(&calls, &["secrets", "create", "vp-keys"]).len(), 1);
-    assert_eq!(calls_with(&calls, &["secrets", "versions", "add", "vp-keys"]).len(), 1);
+    assert!(has(
+        calls_with(&calls, &["services", "enable"])[0],
+        "secretmanager.googleapis.com"
+    ));
+    assert_eq!(
+        calls_with(&calls, &["secrets", "create", "vp-keys"]).len(),
+        1
+    );
+    assert_eq!(
+        calls_with(&calls, &["secrets", "versions", "add", "vp-keys"]).len(),
+        1
+    );
     let access = calls_with(&calls, &["secrets", "add-iam-policy-binding", "vp-keys"]);
     assert_eq!(access.len(), 1);
     assert!(has(access[0], "--role=roles/secretmanager.secretAccessor"));
     let deploy = calls_with(&calls, &["run", "deploy", "vertex-proxy"])[0];
-    assert!(has(deploy, "--set-secrets=/secrets/api-keys.json=vp-keys:latest"), "{deploy:?}");
-    let env_flag = deploy.iter().find(|a| a.starts_with("--set-env-vars=")).unwrap();
-    assert!(env_flag.contains("API_KEYS_FILE=/secrets/api-keys.json") && !env_flag.contains("API_KEYS_JSON"));
+    assert!(
+        has(
+            deploy,
+            "--set-secrets=/secrets/api-keys.json=vp-keys:latest"
+        ),
+        "{deploy:?}"
+    );
+    let env_flag = deploy
+        .iter()
+        .find(|a| a.starts_with("--set-env-vars="))
+        .unwrap();
+    assert!(
+        env_flag.contains("API_KEYS_FILE=/secrets/api-keys.json")
+            && !env_flag.contains("API_KEYS_JSON")
+    );
     // The secret holds hashes, never the plaintext keys.
     let stored = std::fs::read_to_string(scratch.dir.join("state/secrets/vp-keys/latest")).unwrap();
     assert!(stored.contains("key_sha256"));
@@ -279,7 +419,10 @@ fn deploy_and_rotate_with_keys_in_secret_manager() {
     assert_eq!(models_status(&url, &keys[0]), 401);
 
     scratch.ok("teardown.sh", &["--yes", "--keys-secret", "vp-keys"]);
-    assert_eq!(calls_with(&scratch.calls(), &["secrets", "delete", "vp-keys"]).len(), 1);
+    assert_eq!(
+        calls_with(&scratch.calls(), &["secrets", "delete", "vp-keys"]).len(),
+        1
+    );
 }
 
 #[test]
@@ -289,11 +432,18 @@ fn missing_tool_project_or_keys_file_fail_before_any_change() {
     let bin = scratch.dir.join("nojq");
     std::fs::create_dir_all(&bin).unwrap();
     for tool in ["bash", "env", "sha256sum", "curl", "head", "cat"] {
-        let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap();
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
         let target = String::from_utf8(found.stdout).unwrap();
         std::os::unix::fs::symlink(target.trim(), bin.join(tool)).unwrap();
     }
-    std::os::unix::fs::symlink(Path::new(ROOT).join("tests/deploy/gcloud"), bin.join("gcloud")).unwrap();
+    std::os::unix::fs::symlink(
+        Path::new(ROOT).join("tests/deploy/gcloud"),
+        bin.join("gcloud"),
+    )
+    .unwrap();
     let output = scratch.run("deploy.sh", &[], bin.to_str().unwrap(), "test-proj");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1));
@@ -309,17 +459,30 @@ fn missing_tool_project_or_keys_file_fail_before_any_change() {
     let output = scratch.run("deploy.sh", &[], &scratch.path(), "test-proj");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr.contains("keys file 'api-keys.json' not found"), "{stderr}");
+    assert!(
+        stderr.contains("keys file 'api-keys.json' not found"),
+        "{stderr}"
+    );
 
     // An invalid configuration is caught by `vertex-proxy check` before anything changes.
     std::fs::write(scratch.keys_file(), r#"[{"id": "a", "key": "short"}]"#).unwrap();
     let output = scratch.run("deploy.sh", &[], &scratch.path(), "test-proj");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr.contains("shorter than 16") && stderr.contains("nothing was changed"), "{stderr}");
+    assert!(
+        stderr.contains("shorter than 16") && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
 
-    let mutations: Vec<Vec<String>> = scratch.calls().into_iter().filter(|c| is_mutation(c)).collect();
-    assert!(mutations.is_empty(), "changed something before failing: {mutations:?}");
+    let mutations: Vec<Vec<String>> = scratch
+        .calls()
+        .into_iter()
+        .filter(|c| is_mutation(c))
+        .collect();
+    assert!(
+        mutations.is_empty(),
+        "changed something before failing: {mutations:?}"
+    );
 }
 
 #[test]
@@ -342,18 +505,37 @@ fn the_dockerfile_builds_like_ci_and_runs_as_nonroot() {
     let runtime = stages.last().unwrap();
     assert!(runtime.contains("linux/amd64") && runtime.contains(":nonroot"));
     assert!(runtime.lines().any(|l| l.starts_with("USER nonroot")));
-    assert!(runtime.contains("ENTRYPOINT [\"/usr/local/bin/vertex-proxy\"]") && runtime.contains("EXPOSE 8080"));
+    assert!(
+        runtime.contains("ENTRYPOINT [\"/usr/local/bin/vertex-proxy\"]")
+            && runtime.contains("EXPOSE 8080")
+    );
     let rust_version = std::fs::read_to_string(Path::new(ROOT).join("Cargo.toml"))
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("rust-version = \"").map(|v| v.trim_end_matches('"').to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("rust-version = \"")
+                .map(|v| v.trim_end_matches('"').to_owned())
+        })
         .unwrap();
-    let image = stages[1].split_whitespace().find(|w| w.starts_with("rust:")).expect("a rust builder image");
+    let image = stages[1]
+        .split_whitespace()
+        .find(|w| w.starts_with("rust:"))
+        .expect("a rust builder image");
     let pinned = image.trim_start_matches("rust:").split('-').next().unwrap();
-    let version = |v: &str| v.split('.').map(|p| p.parse::<u32>().unwrap()).collect::<Vec<_>>();
-    assert!(version(pinned) >= version(&rust_version), "{pinned} < rust-version {rust_version}");
+    let version = |v: &str| {
+        v.split('.')
+            .map(|p| p.parse::<u32>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        version(pinned) >= version(&rust_version),
+        "{pinned} < rust-version {rust_version}"
+    );
     let ignore = std::fs::read_to_string(Path::new(ROOT).join(".dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l == "target/") && ignore.lines().any(|l| l == ".git/"));
     let gcloudignore = std::fs::read_to_string(Path::new(ROOT).join(".gcloudignore")).unwrap();
-    assert!(gcloudignore.lines().any(|l| l == "api-keys.json"), "deploy --source would upload the keys");
+    assert!(
+        gcloudignore.lines().any(|l| l == "api-keys.json"),
+        "deploy --source would upload the keys"
+    );
 }
