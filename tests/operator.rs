@@ -503,3 +503,28 @@ async fn docs_and_splash_pages_describe_this_deployment_and_hold_no_secret() {
     }
     assert_eq!(vertex.count(), 0);
 }
+
+#[test]
+fn the_readme_pi_block_is_what_docs_serves() {
+    let env: HashMap<&str, &str> = HashMap::from([
+        (
+            "API_KEYS_JSON",
+            r#"[{"id":"a","key":"sk_test_aaaaaaaaaaaaaaaa"}]"#,
+        ),
+        ("GOOGLE_CLOUD_PROJECT", "p"),
+    ]);
+    let config =
+        vertex_proxy::config::Config::from_env(&env, vertex_proxy::config::Mode::Vertex).unwrap();
+    let served =
+        vertex_proxy::pages::pi_models_json(&config, "https://vertex-proxy-abc123-uc.a.run.app/v1");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("**pi coding agent:**").expect("a pi section");
+    let block = &readme[start..];
+    let block = &block[block.find("```json\n").unwrap() + 8..];
+    let block = &block[..block.find("\n```").unwrap()];
+    assert_eq!(
+        block, served,
+        "README's pi block differs from what /docs serves"
+    );
+}

@@ -1,0 +1,339 @@
+"""Runs stock clients against the real vertex-proxy in front of a fake Vertex.
+
+Usage: python run.py PATH_TO_VERTEX_PROXY_BINARY
+
+Clients: the OpenAI Python SDK, the OpenAI Agents SDK, the OpenAI Node SDK (clients.mjs) and
+the pi coding agent. Each step prints "ok" or what went wrong; the last line counts them.
+"""
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+import urllib.request
+
+import fake_vertex
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KEY = "sk_clients_0123456789abcdef"
+ALIASES = {
+    "flash": "google/gemini-2.5-flash",
+    "ratelimited": "google/always-429",
+    "flaky": "google/flaky-503",
+}
+RESULTS = {"passed": 0, "failed": 0}
+
+
+def step(client, name):
+    """Decorator: runs the check at once, counting and reporting it by client and step."""
+    def run(check):
+        fake_reset()
+        try:
+            check()
+        except Exception as error:  # noqa: BLE001 - every failure is reported, then counted
+            RESULTS["failed"] += 1
+            print(f"FAIL {client}: {name}: {error!r}")
+            traceback.print_exc(limit=3)
+        else:
+            RESULTS["passed"] += 1
+            print(f"ok   {client}: {name}")
+        return check
+    return run
+
+
+FAKE = None
+PROXY_URL = None
+
+
+def fake_url():
+    return f"http://127.0.0.1:{FAKE.server_address[1]}"
+
+
+def fake_reset():
+    urllib.request.urlopen(urllib.request.Request(fake_url() + "/_reset", data=b"", method="POST")).read()
+
+
+def recorded():
+    return json.loads(urllib.request.urlopen(fake_url() + "/_recorded").read())
+
+
+def assert_vertex_saw(model="google/gemini-2.5-flash", count=None, stream=None):
+    """What reached the fake Vertex: the rewritten model, the Google token, no client key."""
+    requests = recorded()
+    assert requests, "nothing reached Vertex"
+    if count is not None:
+        assert len(requests) == count, f"{len(requests)} requests reached Vertex, expected {count}"
+    for request in requests:
+        assert request["body"]["model"] == model, f"Vertex got model {request['body']['model']!r}"
+        assert request["headers"].get("authorization") == "Bearer " + fake_vertex.TOKEN, request["headers"]
+        assert KEY not in json.dumps(request["headers"]), "the client key reached Vertex"
+        assert "x-api-key" not in request["headers"]
+        if stream is not None:
+            assert bool(request["body"].get("stream")) == stream, request["body"]
+    return requests
+
+
+def start_proxy(binary):
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": tempfile.mkdtemp(),
+        "PORT": "0",
+        "API_KEYS_JSON": json.dumps([{"id": "clients", "key": KEY}]),
+        "MODEL_ALIASES_JSON": json.dumps(ALIASES),
+        "GOOGLE_CLOUD_PROJECT": fake_vertex.PROJECT,
+        "VERTEX_BASE_URL": fake_url(),
+        "GCE_METADATA_HOST": fake_url().removeprefix("http://"),
+    }
+    proxy = subprocess.Popen([binary], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proxy.stdout.readline()  # the startup line says where it listens
+    if not line:
+        raise SystemExit("the proxy did not start: " + proxy.stderr.read())
+    port = json.loads(line)["config"]["listen"].rsplit(":", 1)[1]
+    # Keep draining its log so it never blocks on a full pipe.
+    threading.Thread(target=lambda: [None for _ in proxy.stdout], daemon=True).start()
+    return proxy, f"http://127.0.0.1:{port}"
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def python_sdk():
+    import openai
+    client = openai.OpenAI(base_url=PROXY_URL + "/v1", api_key=KEY, max_retries=0)
+    assert client.base_url.path.rstrip("/").endswith("/v1")
+
+    @step("python openai", "models.list shows the aliases with vertex_id")
+    def _():
+        models = {m.id: m for m in client.models.list()}
+        assert set(models) == set(ALIASES), models
+        assert models["flash"].vertex_id == "google/gemini-2.5-flash"
+
+    @step("python openai", "models.retrieve")
+    def _():
+        model = client.models.retrieve("flash")
+        assert model.id == "flash" and model.vertex_id == "google/gemini-2.5-flash"
+
+    @step("python openai", "chat.completions.create")
+    def _():
+        reply = client.chat.completions.create(model="flash", messages=[{"role": "user", "content": "hello there"}])
+        assert reply.choices[0].message.content == "You said: hello there", reply
+        assert reply.usage.total_tokens > 0
+        assert_vertex_saw(count=1, stream=False)
+
+    @step("python openai", "streaming, with the usage chunk")
+    def _():
+        chunks = list(client.chat.completions.create(
+            model="flash", messages=[{"role": "user", "content": "one two three four"}],
+            stream=True, stream_options={"include_usage": True}))
+        texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+        assert len(texts) >= 3, f"the text came in {len(texts)} chunks"
+        assert "".join(texts) == "You said: one two three four"
+        assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+        assert_vertex_saw(count=1, stream=True)
+
+    @step("python openai", "tool-call round trip")
+    def _():
+        messages = [{"role": "user", "content": "Paris"}]
+        first = client.chat.completions.create(model="flash", messages=messages, tools=[WEATHER_TOOL])
+        call = first.choices[0].message.tool_calls[0]
+        assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+        messages += [first.choices[0].message.model_dump(exclude_none=True),
+                     {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
+        final = client.chat.completions.create(model="flash", messages=messages, tools=[WEATHER_TOOL])
+        assert final.choices[0].message.content == "The tool said: sunny"
+        requests = assert_vertex_saw(count=2)
+        assert requests[1]["body"]["messages"][1]["tool_calls"][0]["id"] == call.id
+
+    @step("python openai", "embeddings.create")
+    def _():
+        result = client.embeddings.create(model="flash", input=["a", "b"])
+        assert len(result.data) == 2 and len(result.data[0].embedding) == 8
+        assert_vertex_saw(count=1)
+
+    @step("python openai", "a bad key raises AuthenticationError")
+    def _():
+        bad = openai.OpenAI(base_url=PROXY_URL + "/v1", api_key="sk_wrong_0000000000000", max_retries=0)
+        try:
+            bad.models.list()
+        except openai.AuthenticationError as error:
+            assert "invalid API key" in str(error)
+        else:
+            raise AssertionError("no AuthenticationError")
+        assert recorded() == []
+
+    @step("python openai", "an unknown alias raises BadRequestError")
+    def _():
+        try:
+            client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+        except openai.BadRequestError as error:
+            assert "gpt-4o" in str(error) and "flash" in str(error)
+        else:
+            raise AssertionError("no BadRequestError")
+        assert recorded() == []
+
+    @step("python openai", "an upstream 429 raises RateLimitError after the SDK's retries")
+    def _():
+        retrying = openai.OpenAI(base_url=PROXY_URL + "/v1", api_key=KEY, max_retries=2)
+        try:
+            retrying.chat.completions.create(model="ratelimited", messages=[{"role": "user", "content": "x"}])
+        except openai.RateLimitError as error:
+            assert "RESOURCE_EXHAUSTED" in str(error) or "Resource exhausted" in str(error)
+        else:
+            raise AssertionError("no RateLimitError")
+        assert_vertex_saw(model="google/always-429", count=3)
+
+    @step("python openai", "the SDK's retry gets through a 503")
+    def _():
+        retrying = openai.OpenAI(base_url=PROXY_URL + "/v1", api_key=KEY, max_retries=2)
+        reply = retrying.chat.completions.create(model="flaky", messages=[{"role": "user", "content": "again"}])
+        assert reply.choices[0].message.content == "You said: again"
+        assert_vertex_saw(model="google/flaky-503", count=2)
+
+
+def agents_sdk():
+    from agents import Agent, OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
+    from openai import AsyncOpenAI
+    from openai.types.responses import ResponseTextDeltaEvent
+
+    set_tracing_disabled(True)
+    # One event loop and one client for every step, closed at the end, as an application would.
+    loop = asyncio.new_event_loop()
+    client = AsyncOpenAI(base_url=PROXY_URL + "/v1", api_key=KEY, max_retries=0)
+    model = OpenAIChatCompletionsModel(model="flash", openai_client=client)
+
+    @step("openai-agents", "Runner.run with a plain agent")
+    def _():
+        agent = Agent(name="echo", instructions="Be brief.", model=model)
+        result = loop.run_until_complete(Runner.run(agent, "good morning"))
+        assert result.final_output == "You said: good morning", result.final_output
+        assert_vertex_saw(count=1)
+
+    @step("openai-agents", "a function tool's result reaches the final output")
+    def _():
+        seen = []
+
+        @function_tool
+        def get_weather(city: str) -> str:
+            """The weather in a city."""
+            seen.append(city)
+            return f"sunny in {city}"
+
+        agent = Agent(name="weather", instructions="Use tools.", model=model, tools=[get_weather])
+        result = loop.run_until_complete(Runner.run(agent, "Lisbon"))
+        assert seen == ["Lisbon"], seen
+        assert result.final_output == "The tool said: sunny in Lisbon", result.final_output
+        assert_vertex_saw(count=2)
+
+    @step("openai-agents", "Runner.run_streamed prints text deltas")
+    def _():
+        agent = Agent(name="echo", instructions="Be brief.", model=model)
+
+        async def stream():
+            result = Runner.run_streamed(agent, "stream me please")
+            deltas = []
+            async for event in result.stream_events():
+                if event.type == "raw_response_event" and isinstance(event.data, ResponseTextDeltaEvent):
+                    deltas.append(event.data.delta)
+                    print("     delta:", repr(event.data.delta))
+            return deltas, result.final_output
+
+        deltas, final = loop.run_until_complete(stream())
+        assert len(deltas) >= 3, deltas
+        assert "".join(deltas) == "You said: stream me please" == final
+        assert_vertex_saw(count=1, stream=True)
+
+    loop.run_until_complete(client.close())
+    loop.close()
+
+
+def node_sdk():
+    env = {**os.environ, "PROXY_URL": PROXY_URL, "FAKE_URL": fake_url(), "KEY": KEY, "TOKEN": fake_vertex.TOKEN}
+    fake_reset()
+    result = subprocess.run(["node", os.path.join(HERE, "clients.mjs")], env=env, capture_output=True, text=True,
+                            timeout=120)
+    print(result.stdout, end="")
+    if result.stderr.strip():
+        print(result.stderr, end="")
+    for line in result.stdout.splitlines():
+        if line.startswith("ok   "):
+            RESULTS["passed"] += 1
+        elif line.startswith("FAIL "):
+            RESULTS["failed"] += 1
+    if result.returncode != 0 and "FAIL " not in result.stdout:
+        RESULTS["failed"] += 1
+        print(f"FAIL node openai: the script exited {result.returncode}")
+
+
+def pi_agent():
+    home = tempfile.mkdtemp()
+    pi = os.path.join(HERE, "node_modules", ".bin", "pi")
+    env = {**os.environ, "HOME": home, "VERTEX_PROXY_KEY": KEY, "PI_SKIP_VERSION_CHECK": "1"}
+    env.pop("OPENAI_API_KEY", None)
+
+    @step("pi", "models.json exactly as /docs gives it")
+    def _():
+        docs = urllib.request.urlopen(PROXY_URL + "/docs").read().decode()
+        section = docs[docs.index("pi coding agent\n"):]
+        match = re.search(r"^    \{\n.*?^    \}$", section, re.S | re.M)
+        block = json.loads("\n".join(line[4:] for line in match.group(0).splitlines()))
+        provider = block["providers"]["vertex-proxy"]
+        assert provider["api"] == "openai-completions" and provider["baseUrl"] == PROXY_URL + "/v1"
+        assert provider["apiKey"] == "VERTEX_PROXY_KEY" and provider["headers"]["x-api-key"] == "VERTEX_PROXY_KEY"
+        os.makedirs(os.path.join(home, ".pi", "agent"))
+        with open(os.path.join(home, ".pi", "agent", "models.json"), "w") as f:
+            json.dump(block, f)
+
+    @step("pi", "pi --list-models shows the provider's models")
+    def _():
+        result = subprocess.run([pi, "--list-models"], env=env, capture_output=True, text=True, timeout=60)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        assert "vertex-proxy" in output and "flash" in output and "ratelimited" in output, output
+
+    @step("pi", "pi -p streams an answer through the proxy")
+    def _():
+        result = subprocess.run([pi, "-p", "Hello from pi", "--provider", "vertex-proxy", "--model", "flash",
+                                 "--no-tools", "--no-session"],
+                                env=env, capture_output=True, text=True, timeout=120, cwd=home)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "You said: Hello from pi" in result.stdout, result.stdout + result.stderr
+        requests = assert_vertex_saw(stream=True)
+        # pi sent both headers; x-api-key decided, and neither reached Vertex.
+        assert requests[-1]["body"]["messages"][-1]["role"] == "user"
+
+
+def main():
+    global FAKE, PROXY_URL
+    binary = sys.argv[1]
+    FAKE = fake_vertex.start()
+    proxy, PROXY_URL = start_proxy(binary)
+    try:
+        for client in (python_sdk, agents_sdk, node_sdk, pi_agent):
+            print(f"--- {client.__name__}")
+            try:
+                client()
+            except Exception as error:  # noqa: BLE001 - a client that cannot even start counts as a failure
+                RESULTS["failed"] += 1
+                print(f"FAIL {client.__name__}: setup: {error!r}")
+                traceback.print_exc(limit=3)
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=15)
+    print(f"clients: {RESULTS['passed']} passed, {RESULTS['failed']} failed")
+    sys.exit(1 if RESULTS["failed"] or not RESULTS["passed"] else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the stock clients (OpenAI Python and Node SDKs, OpenAI Agents SDK, pi) against the real
+# proxy in front of a fake Vertex. Installs the pinned client versions first:
+# Python packages into .venv, npm packages into tests/clients/node_modules (both git-ignored).
+#
+#   tests/clients/run.sh [PATH_TO_VERTEX_PROXY]   (default: target/release/vertex-proxy)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+binary=${1:-$root/target/release/vertex-proxy}
+[[ -x $binary ]] || { echo "clients: no proxy binary at $binary; run cargo build --release --locked" >&2; exit 1; }
+
+if [[ ! -x $root/.venv/bin/python ]]; then
+  python3 -m venv "$root/.venv"
+fi
+"$root/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+(cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+
+cd "$here"
+exec "$root/.venv/bin/python" run.py "$binary"
