@@ -8,6 +8,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 binary=${1:-$root/target/release/vertex-proxy}
+binary=$(realpath "$binary" 2>/dev/null || echo "$binary")
 [[ -x $binary ]] || { echo "clients: no proxy binary at $binary; run cargo build --release --locked" >&2; exit 1; }
 
 if [[ ! -x $root/.venv/bin/python ]]; then
