@@ -18,10 +18,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::Body;
+use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::body::{self, BoxError, ProxyBody};
+use crate::body::{self, ProxyBody};
 use crate::config::Config;
 use crate::error::{ProxyError, json_response};
 use crate::keys::{KeyEntry, LiveKeys};
@@ -128,11 +128,7 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ProxyError> {
 
 /// Handles one request. Never fails: errors become responses here, and the request is
 /// logged once, when the response body ends or is dropped.
-pub async fn handle<B>(state: Arc<State>, request: Request<B>) -> Response<ProxyBody>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<ProxyBody> {
     let user_agent = request
         .headers()
         .get(header::USER_AGENT)
@@ -158,15 +154,11 @@ where
     response.map(|body| LoggedBody::new(body, guard).boxed())
 }
 
-async fn dispatch<B>(
+async fn dispatch(
     state: &State,
-    request: Request<B>,
+    request: Request<Incoming>,
     guard: &mut LogGuard,
-) -> Result<Response<ProxyBody>, ProxyError>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+) -> Result<Response<ProxyBody>, ProxyError> {
     let config = &state.config;
     let keyed = match route(request.method(), request.uri().path())? {
         Route::Public(Public::Health) => return Ok(health(config)),
@@ -240,17 +232,13 @@ fn resolve(config: &Config, name: &str) -> Option<Target> {
     })
 }
 
-async fn forward<B>(
+async fn forward(
     state: &State,
     key: &KeyEntry,
     operation: Operation,
-    request: Request<B>,
+    request: Request<Incoming>,
     guard: &mut LogGuard,
-) -> Result<Response<ProxyBody>, ProxyError>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+) -> Result<Response<ProxyBody>, ProxyError> {
     let config = &state.config;
     let limit = config.max_body_bytes;
     let declared = request
