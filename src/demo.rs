@@ -5,6 +5,7 @@
 //! answered with a call to the first tool, and embeddings are derived from a hash of the input.
 
 use std::convert::Infallible;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -58,7 +59,9 @@ pub fn print_banner(listen: SocketAddr, demo_key: bool) {
         "<one of your API_KEYS_JSON keys>"
     };
     let base = format!("http://{listen}");
-    eprintln!(
+    // Not eprintln!: a closed stderr must not take the demo down.
+    let _ = writeln!(
+        std::io::stderr(),
         r#"
 vertex-proxy demo: the real proxy in front of a built-in stand-in for Vertex AI.
 

@@ -306,7 +306,7 @@ async fn a_stream_still_running_at_the_deadline_is_cut() {
 
 #[tokio::test]
 async fn demo_mode_answers_curl() {
-    let proxy = try_spawn(&["demo"], &HashMap::new())
+    let mut proxy = try_spawn(&["demo"], &HashMap::new())
         .await
         .unwrap_or_else(|(code, stderr)| panic!("demo exited {code}: {stderr}"));
     let startup = proxy
@@ -369,4 +369,14 @@ async fn demo_mode_answers_curl() {
     assert!(health.contains("\"mode\":\"demo\""));
     let line = proxy.request_line("/v1/chat/completions", 200).await;
     assert_eq!(line["key_id"], "demo");
+
+    // The banner gave the demo key and ready curl commands for this very address.
+    let (code, banner) = proxy.stop().await;
+    assert_eq!(code, Some(0));
+    assert!(banner.contains(vertex_proxy::demo::KEY), "{banner}");
+    assert!(
+        banner.contains(&format!("curl -s {}/v1/models", proxy.url(""))),
+        "{banner}"
+    );
+    assert!(banner.contains("\"stream\": true"), "{banner}");
 }

@@ -382,6 +382,8 @@ pub struct Proxy {
     pub child: tokio::process::Child,
     lines: Arc<Mutex<Vec<String>>>,
     new_line: Arc<Notify>,
+    errors: Arc<Mutex<String>>,
+    stderr_done: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The environment for a proxy in front of `vertex` and `metadata`.
@@ -432,6 +434,9 @@ pub async fn try_spawn(
         new_line2.notify_waiters();
     });
     let mut stderr = child.stderr.take().unwrap();
+    // Everything the proxy writes to stderr, kept so the pipe stays open (a closed stderr
+    // would be a broken pipe for the proxy) and for failure messages.
+    let errors: Arc<Mutex<String>> = Arc::default();
     let startup = within("the proxy's startup line", async {
         loop {
             let notified = new_line.notified();
@@ -454,6 +459,16 @@ pub async fn try_spawn(
         }
     })
     .await?;
+    let errors2 = errors.clone();
+    let stderr_done = tokio::spawn(async move {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = tokio::io::AsyncReadExt::read(&mut stderr, &mut chunk).await {
+            errors2
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    });
     let startup: serde_json::Value = serde_json::from_str(&startup).unwrap();
     let listen: SocketAddr = startup["config"]["listen"]
         .as_str()
@@ -465,6 +480,8 @@ pub async fn try_spawn(
         child,
         lines,
         new_line,
+        errors,
+        stderr_done: Some(stderr_done),
     })
 }
 
@@ -477,6 +494,11 @@ pub async fn spawn(env: &HashMap<String, String>) -> Proxy {
 impl Proxy {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// What the proxy wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.errors.lock().unwrap().clone()
     }
 
     pub fn lines(&self) -> Vec<String> {
@@ -511,6 +533,18 @@ impl Proxy {
             l["httpRequest"]["requestUrl"] == path && l["httpRequest"]["status"] == status
         })
         .await
+    }
+
+    /// Stops the proxy with SIGTERM and returns its exit code and all it wrote to stderr.
+    pub async fn stop(&mut self) -> (Option<i32>, String) {
+        self.terminate();
+        let status = within("the proxy to exit", self.child.wait())
+            .await
+            .unwrap();
+        if let Some(done) = self.stderr_done.take() {
+            within("the end of the proxy's stderr", done).await.unwrap();
+        }
+        (status.code(), self.stderr())
     }
 
     pub fn terminate(&self) {
