@@ -1,7 +1,14 @@
 //! The one response body type the proxy serves, whether it made the bytes or Vertex did.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -13,7 +20,64 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         .boxed()
 }
 
-/// Vertex's body, handed on frame by frame: boxing it does not buffer.
-pub fn stream(incoming: hyper::body::Incoming) -> ProxyBody {
-    incoming.map_err(BoxError::from).boxed()
+/// Vertex's body, handed on frame by frame (boxing it does not buffer), and cut with an error
+/// if Vertex goes silent for `idle`.
+pub fn stream(incoming: Incoming, idle: Duration) -> ProxyBody {
+    IdleTimeout {
+        inner: incoming,
+        idle,
+        timer: Box::pin(tokio::time::sleep(idle)),
+    }
+    .boxed()
+}
+
+/// Fails the body when no frame has arrived for `idle`: a stalled upstream must not hold a
+/// client (and a Cloud Run instance) until the request timeout.
+struct IdleTimeout {
+    inner: Incoming,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+#[derive(Debug)]
+pub struct UpstreamIdle(pub Duration);
+
+impl std::fmt::Display for UpstreamIdle {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "Vertex sent nothing for {}s (UPSTREAM_IDLE_TIMEOUT_SECS); the stream was cut",
+            self.0.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for UpstreamIdle {}
+
+impl Body for IdleTimeout {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            let deadline = Instant::now() + self.idle;
+            self.timer.as_mut().reset(deadline);
+            return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
+        }
+        match self.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(UpstreamIdle(self.idle))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -101,6 +101,14 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// How long a request waits for a Google token before it fails with 502.
     pub token_timeout: Duration,
+    /// Longest silence from Vertex, before its response head or between two chunks.
+    pub upstream_idle_timeout: Duration,
+    /// How long a client may take to send its request headers (slowloris).
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send its whole request body.
+    pub body_read_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen queue.
+    pub max_connections: usize,
 }
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -141,6 +149,32 @@ impl Config {
         let connect_timeout = seconds("UPSTREAM_CONNECT_TIMEOUT_SECS", 10);
         let token_timeout = seconds("TOKEN_TIMEOUT_SECS", 15);
         let keys_reload = seconds("KEYS_RELOAD_SECS", 30);
+        let upstream_idle_timeout = seconds("UPSTREAM_IDLE_TIMEOUT_SECS", 300);
+        let header_read_timeout = seconds("HEADER_READ_TIMEOUT_SECS", 30);
+        let body_read_timeout = seconds("BODY_READ_TIMEOUT_SECS", 60);
+        for (var, value) in [
+            ("UPSTREAM_IDLE_TIMEOUT_SECS", upstream_idle_timeout),
+            ("HEADER_READ_TIMEOUT_SECS", header_read_timeout),
+            ("BODY_READ_TIMEOUT_SECS", body_read_timeout),
+            ("UPSTREAM_CONNECT_TIMEOUT_SECS", connect_timeout),
+            ("TOKEN_TIMEOUT_SECS", token_timeout),
+        ] {
+            if value.is_zero() {
+                fail(var, "must be at least 1".into());
+            }
+        }
+        let max_connections = number(get("MAX_CONNECTIONS"), 2000usize)
+            .and_then(|n| {
+                if n == 0 {
+                    Err("must be at least 1".into())
+                } else {
+                    Ok(n)
+                }
+            })
+            .unwrap_or_else(|e| {
+                fail("MAX_CONNECTIONS", e);
+                2000
+            });
 
         let allow_raw_model_ids = match get("ALLOW_RAW_MODEL_IDS").as_deref().map(str::trim) {
             None => false,
@@ -270,6 +304,10 @@ impl Config {
                 shutdown_grace,
                 connect_timeout,
                 token_timeout,
+                upstream_idle_timeout,
+                header_read_timeout,
+                body_read_timeout,
+                max_connections,
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -312,6 +350,8 @@ impl Config {
             "priced_models": self.prices.keys().collect::<std::collections::BTreeSet<_>>(),
             "max_body_bytes": self.max_body_bytes,
             "shutdown_grace_secs": self.shutdown_grace.as_secs(),
+            "max_connections": self.max_connections,
+            "upstream_idle_timeout_secs": self.upstream_idle_timeout.as_secs(),
         })
     }
 }

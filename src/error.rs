@@ -22,6 +22,8 @@ pub enum ProxyError {
     NotFound(String),
     /// 405: the path exists, the method does not; carries the `Allow` value.
     MethodNotAllowed { allow: &'static str },
+    /// 408: the client took longer than `BODY_READ_TIMEOUT_SECS` to send its body.
+    RequestTimeout(String),
     /// 413: the body is larger than `MAX_BODY_BYTES`.
     PayloadTooLarge { limit: usize },
     /// 502: Vertex could not be reached, TLS failed, or no Google token could be had.
@@ -52,6 +54,7 @@ impl ProxyError {
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -66,6 +69,7 @@ impl ProxyError {
             ProxyError::Forbidden(_) => ("permission_error", "model_not_allowed"),
             ProxyError::NotFound(_) => ("invalid_request_error", "not_found"),
             ProxyError::MethodNotAllowed { .. } => ("invalid_request_error", "method_not_allowed"),
+            ProxyError::RequestTimeout(_) => ("invalid_request_error", "request_timeout"),
             ProxyError::PayloadTooLarge { .. } => ("invalid_request_error", "request_too_large"),
             ProxyError::BadGateway { code, .. } => ("api_error", code),
             ProxyError::GatewayTimeout(_) => ("api_error", "upstream_timeout"),
@@ -78,6 +82,7 @@ impl ProxyError {
             | ProxyError::Forbidden(message)
             | ProxyError::NotFound(message)
             | ProxyError::BadGateway { message, .. }
+            | ProxyError::RequestTimeout(message)
             | ProxyError::GatewayTimeout(message) => message.clone(),
             ProxyError::Unauthorized(message) => (*message).to_owned(),
             ProxyError::MethodNotAllowed { allow } => {
@@ -157,6 +162,7 @@ mod tests {
             (ProxyError::NotFound("gone".into()), 404),
             (ProxyError::MethodNotAllowed { allow: "GET" }, 405),
             (ProxyError::PayloadTooLarge { limit: 10 }, 413),
+            (ProxyError::RequestTimeout("slow".into()), 408),
             (ProxyError::bad_gateway("upstream_unreachable", "down"), 502),
             (ProxyError::GatewayTimeout("slow".into()), 504),
         ];

@@ -251,9 +251,15 @@ async fn forward(
     }
     let (parts, body) = request.into_parts();
     // Read into memory only with a bound: the model must be found before anything is sent.
-    let body = Limited::new(body, limit)
-        .collect()
+    let timeout = config.body_read_timeout;
+    let body = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
         .await
+        .map_err(|_| {
+            ProxyError::RequestTimeout(format!(
+                "the request body did not arrive within {}s (BODY_READ_TIMEOUT_SECS)",
+                timeout.as_secs()
+            ))
+        })?
         .map_err(|e| {
             if e.downcast_ref::<LengthLimitError>().is_some() {
                 ProxyError::PayloadTooLarge { limit }
@@ -308,13 +314,24 @@ async fn forward(
     );
     *upstream_request.headers_mut() = headers;
 
-    let response = upstream::send(&state.client, upstream_request, config.connect_timeout).await?;
+    let idle = config.upstream_idle_timeout;
+    let response = tokio::time::timeout(
+        idle,
+        upstream::send(&state.client, upstream_request, config.connect_timeout),
+    )
+    .await
+    .map_err(|_| {
+        ProxyError::GatewayTimeout(format!(
+            "Vertex did not answer within {}s (UPSTREAM_IDLE_TIMEOUT_SECS)",
+            idle.as_secs()
+        ))
+    })??;
     guard.get().upstream_answered(
         response.status().as_u16(),
         response.headers().contains_key(header::CONTENT_ENCODING),
     );
     let (parts, incoming) = response.into_parts();
-    let mut response = Response::new(body::stream(incoming));
+    let mut response = Response::new(body::stream(incoming, idle));
     *response.status_mut() = parts.status;
     *response.headers_mut() = upstream::response_headers(&parts.headers);
     Ok(response)

@@ -10,12 +10,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::log;
 use crate::routes::{self, State};
-
-/// A client has this long to send its request headers; slowloris cannot hold a connection.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and lets in-flight
 /// requests finish for up to `SHUTDOWN_GRACE_SECS` before returning.
@@ -26,13 +24,38 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        // A client that trickles its headers (slowloris) cannot hold a connection.
+        .header_read_timeout(state.config.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let grace = state.config.shutdown_grace;
     tokio::pin!(shutdown);
 
+    // Each connection holds a permit. At the cap the loop stops accepting, so new connections
+    // wait in the kernel's listen queue instead of taking memory here.
+    let permits = Arc::new(Semaphore::new(state.config.max_connections));
+    // At most one warning a minute while the cap is reached.
+    let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                    last_warning = Some(tokio::time::Instant::now());
+                    log::warning(&format!(
+                        "connection limit reached (MAX_CONNECTIONS={}); new connections wait",
+                        state.config.max_connections
+                    ));
+                }
+                tokio::select! {
+                    permit = permits.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break, // the semaphore is never closed
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let stream = match accepted {
@@ -55,6 +78,7 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
                 tokio::spawn(async move {
                     // Connection errors (resets, bad requests) are the client's business.
                     let _ = connection.await;
+                    drop(permit);
                 });
             }
             () = &mut shutdown => break,

@@ -75,6 +75,8 @@ pub enum Reply {
     Json(StatusCode, String),
     /// Streams what the test sends, as it sends it; ends when the sender is dropped.
     Channel(StatusCode, &'static str, mpsc::Receiver<Bytes>),
+    /// Never answers: the response head does not come.
+    Stall,
 }
 
 type Behaviour = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
@@ -150,6 +152,7 @@ impl FakeVertex {
                     Reply::Channel(status, content_type, rx) => {
                         response(status, content_type, ChannelBody(rx).boxed())
                     }
+                    Reply::Stall => std::future::pending().await,
                 }
             }
         });

@@ -1,0 +1,125 @@
+//! Timeouts and limits: a stalled Vertex, slow clients, and the connection cap.
+
+mod support;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn proxy_with(vertex: &FakeVertex, extra: &[(&str, &str)]) -> (FakeMetadata, Proxy) {
+    let metadata = FakeMetadata::start().await;
+    let mut env = env(vertex, &metadata);
+    for (name, value) in extra {
+        env.insert((*name).into(), (*value).into());
+    }
+    let proxy = spawn(&env).await;
+    (metadata, proxy)
+}
+
+/// Reads until the proxy closes the connection, and returns what it sent.
+async fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    let _ = within(
+        "the proxy to close the connection",
+        stream.read_to_end(&mut received),
+    )
+    .await;
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+#[tokio::test]
+async fn a_vertex_that_goes_silent_mid_stream_is_cut_and_logged() {
+    let (vertex, tx) = FakeVertex::streaming().await;
+    let (_metadata, proxy) = proxy_with(&vertex, &[("UPSTREAM_IDLE_TIMEOUT_SECS", "1")]).await;
+    let response = start_stream(&proxy).await;
+    let mut body = response.into_body();
+    tx.send(Bytes::from("data: one\n\n")).await.unwrap();
+    within("the first chunk", body.frame())
+        .await
+        .unwrap()
+        .unwrap();
+    // Vertex now says nothing more: the client's stream must end as a cut stream.
+    let end = within("the cut", body.collect()).await;
+    assert!(end.is_err(), "a stalled stream must not end as a success");
+    // The upstream request was dropped with it.
+    within("the upstream request to be dropped", tx.closed()).await;
+    let line = proxy.request_line("/v1/chat/completions", 200).await;
+    assert!(
+        line["stream_error"]
+            .as_str()
+            .unwrap()
+            .contains("UPSTREAM_IDLE_TIMEOUT_SECS"),
+        "{line}"
+    );
+    assert_eq!(line["severity"], "ERROR");
+}
+
+#[tokio::test]
+async fn a_vertex_that_never_answers_is_a_504() {
+    let vertex = FakeVertex::start_with(|_| Reply::Stall).await;
+    let (_metadata, proxy) = proxy_with(&vertex, &[("UPSTREAM_IDLE_TIMEOUT_SECS", "1")]).await;
+    let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(answer.error_message().contains("did not answer within 1s"));
+}
+
+#[tokio::test]
+async fn slow_headers_lose_the_connection() {
+    let vertex = FakeVertex::start().await;
+    let (_metadata, proxy) = proxy_with(&vertex, &[("HEADER_READ_TIMEOUT_SECS", "1")]).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-api-key: ")
+        .await
+        .unwrap();
+    // ... and never the rest. The proxy hangs up (hyper may say 408 first).
+    let received = read_to_close(&mut stream).await;
+    assert!(
+        received.is_empty() || received.starts_with("HTTP/1.1 408"),
+        "{received}"
+    );
+    assert_eq!(vertex.count(), 0);
+}
+
+#[tokio::test]
+async fn a_trickled_body_gets_a_408() {
+    let vertex = FakeVertex::start().await;
+    let (_metadata, proxy) = proxy_with(&vertex, &[("BODY_READ_TIMEOUT_SECS", "1")]).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-api-key: {KEY}\r\ncontent-length: 100\r\n\r\n{{\"model\":"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let received = read_to_close(&mut stream).await;
+    assert!(received.starts_with("HTTP/1.1 408"), "{received}");
+    assert!(received.contains("BODY_READ_TIMEOUT_SECS"), "{received}");
+    assert_eq!(vertex.count(), 0);
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_wait_for_a_free_slot() {
+    let vertex = FakeVertex::start().await;
+    let (_metadata, proxy) = proxy_with(&vertex, &[("MAX_CONNECTIONS", "2")]).await;
+    let first = TcpStream::connect(proxy.addr).await.unwrap();
+    let _second = TcpStream::connect(proxy.addr).await.unwrap();
+    // A third client: its connection waits in the listen queue, unserved.
+    let third = tokio::spawn({
+        let url = proxy.url("/healthz");
+        async move { request(http::Method::GET, &url, &[], Bytes::new()).await }
+    });
+    proxy
+        .wait_for_line("the connection-limit warning", |l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("MAX_CONNECTIONS=2"))
+        })
+        .await;
+    assert!(!third.is_finished(), "served beyond the cap");
+    // One connection closes; the waiting client is served.
+    drop(first);
+    let answer = within("the third client", third).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+}
