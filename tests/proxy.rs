@@ -598,3 +598,15 @@ async fn an_upstream_that_never_accepts_is_a_504() {
     assert_eq!(answer.json()["error"]["code"], "upstream_timeout");
     drop(listener);
 }
+
+/// The suite-wide leak check (in `Proxy`'s drop) is not vacuous: a logged key fails the test.
+#[tokio::test]
+#[should_panic(expected = "reached the proxy's logs")]
+async fn the_leak_check_catches_a_logged_key() {
+    let (_vertex, _metadata, proxy) = setup().await;
+    assert_eq!(
+        post(&proxy, "/v1/chat/completions", KEY, CHAT).await.status,
+        StatusCode::OK
+    );
+    proxy.pretend_logged(&format!("{{\"message\":\"oops {}\"}}", sha256_hex(KEY)));
+}

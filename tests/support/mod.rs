@@ -92,7 +92,7 @@ pub struct FakeVertex {
 pub fn completion(model: &str) -> String {
     serde_json::json!({
         "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER_SENTINEL}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
     })
     .to_string()
@@ -494,9 +494,32 @@ pub async fn spawn(env: &HashMap<String, String>) -> Proxy {
         .unwrap_or_else(|(code, stderr)| panic!("proxy exited with {code}: {stderr}"))
 }
 
+impl Drop for Proxy {
+    /// Every proxy any test starts is checked here, so the whole suite runs with its logs
+    /// captured and searched for secrets and content.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let logged = format!("{}\n{}", self.lines().join("\n"), self.stderr());
+        for secret in secrets() {
+            assert!(
+                !logged.contains(&secret),
+                "a secret or content ({}…) reached the proxy's logs",
+                &secret[..6]
+            );
+        }
+    }
+}
+
 impl Proxy {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Adds a line as if the proxy had logged it: only for testing the leak check itself.
+    pub fn pretend_logged(&self, line: &str) {
+        self.lines.lock().unwrap().push(line.to_owned());
     }
 
     /// What the proxy wrote to stderr so far.
@@ -644,6 +667,21 @@ pub async fn request(
         .await
         .expect("a complete body")
         .to_bytes();
+    // The Google token never reaches a client, in a header or a body; nor does any key.
+    for (name, value) in &parts.headers {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        assert!(
+            !value.contains(GOOGLE_TOKEN),
+            "the token is in response header {name}"
+        );
+    }
+    let text = String::from_utf8_lossy(&body);
+    for credential in credentials() {
+        assert!(
+            !text.contains(&credential),
+            "a key, hash or token is in a response"
+        );
+    }
     Answer {
         status: parts.status,
         headers: parts.headers,
@@ -671,4 +709,26 @@ pub async fn get(proxy: &Proxy, path: &str, key: &str) -> Answer {
     .await
 }
 
-pub const CHAT: &str = r#"{"model":"flash","messages":[{"role":"user","content":"hi"}]}"#;
+/// A chat request whose prompt is a sentinel: it must never appear in a log line.
+pub const CHAT: &str =
+    r#"{"model":"flash","messages":[{"role":"user","content":"prompt-sentinel-1f2e"}]}"#;
+pub const PROMPT_SENTINEL: &str = "prompt-sentinel-1f2e";
+/// What the fake Vertex answers in `completion`; it must never appear in a log line either.
+pub const ANSWER_SENTINEL: &str = "answer-sentinel-9c8d";
+
+/// What must never reach a client or a log: the keys, their hashes, the Google token.
+pub fn credentials() -> Vec<String> {
+    let mut credentials: Vec<String> = [KEY, KEY_FLASH_ONLY, KEY_DISABLED, KEY_HASHED]
+        .iter()
+        .flat_map(|k| [k.to_string(), sha256_hex(k)])
+        .collect();
+    credentials.push(GOOGLE_TOKEN.into());
+    credentials
+}
+
+/// What must never appear in a log line: the credentials, and request and response content.
+pub fn secrets() -> Vec<String> {
+    let mut secrets = credentials();
+    secrets.extend([PROMPT_SENTINEL.into(), ANSWER_SENTINEL.into()]);
+    secrets
+}
