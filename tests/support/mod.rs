@@ -176,6 +176,19 @@ impl FakeVertex {
         (fake, tx)
     }
 
+    /// A fake that answers every request with an SSE stream of its own, and hands the test the
+    /// sender of each, in arrival order.
+    pub async fn streams() -> (FakeVertex, mpsc::UnboundedReceiver<mpsc::Sender<Bytes>>) {
+        let (senders_tx, senders_rx) = mpsc::unbounded_channel();
+        let fake = FakeVertex::start_with(move |_| {
+            let (tx, rx) = mpsc::channel::<Bytes>(8);
+            let _ = senders_tx.send(tx);
+            Reply::Channel(StatusCode::OK, "text/event-stream", rx)
+        })
+        .await;
+        (fake, senders_rx)
+    }
+
     pub fn set_behaviour(&self, behaviour: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) {
         *self.behaviour.lock().unwrap() = Arc::new(behaviour);
     }

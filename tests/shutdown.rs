@@ -1,0 +1,110 @@
+//! SIGTERM under load: 200 SSE streams in flight when the signal comes.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use support::*;
+
+const STREAMS: usize = 200;
+const GRACE_SECS: u64 = 3;
+
+fn chunk(stream: usize, n: usize) -> String {
+    format!("data: {{\"stream\":{stream},\"chunk\":{n}}}\n\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_200_streams_in_flight() {
+    let (vertex, mut senders) = FakeVertex::streams().await;
+    let metadata = FakeMetadata::start().await;
+    let mut env = env(&vertex, &metadata);
+    env.insert("SHUTDOWN_GRACE_SECS".into(), GRACE_SECS.to_string());
+    let mut proxy = spawn(&env).await;
+
+    // Open every stream and see its first chunk, so all are in flight at the signal.
+    let mut bodies = Vec::new();
+    let mut upstream = Vec::new();
+    for i in 0..STREAMS {
+        let response = start_stream(&proxy).await;
+        let tx = within("the fake to get the stream", senders.recv())
+            .await
+            .unwrap();
+        tx.send(Bytes::from(chunk(i, 0))).await.unwrap();
+        let mut body = response.into_body();
+        let first = within("a first chunk", body.frame())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.into_data().unwrap(), chunk(i, 0));
+        bodies.push(body);
+        upstream.push(tx);
+    }
+
+    let signalled = Instant::now();
+    proxy.terminate();
+    proxy
+        .wait_for_line("the shutdown line", |l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no longer accepting"))
+        })
+        .await;
+    assert!(
+        tokio::net::TcpStream::connect(proxy.addr).await.is_err(),
+        "a new connection was accepted after SIGTERM"
+    );
+
+    // All but the last stream finish within the grace period; the last never does.
+    let stuck = upstream.pop().unwrap();
+    let stuck_body = bodies.pop().unwrap();
+    let mut readers = Vec::new();
+    for (i, (tx, body)) in upstream.into_iter().zip(bodies).enumerate() {
+        readers.push(tokio::spawn(async move {
+            for n in 1..5 {
+                tx.send(Bytes::from(chunk(i, n))).await.unwrap();
+            }
+            drop(tx);
+            let rest = body.collect().await.map(|c| c.to_bytes());
+            (i, rest)
+        }));
+    }
+    for reader in readers {
+        let (i, rest) = within("a stream to finish", reader).await.unwrap();
+        let expected: String = (1..5).map(|n| chunk(i, n)).collect();
+        assert_eq!(
+            rest.expect("a whole stream"),
+            expected,
+            "stream {i} was not byte-exact"
+        );
+    }
+    let cut = within("the stuck stream to be cut", stuck_body.collect()).await;
+    assert!(
+        cut.is_err(),
+        "the stream still running at the deadline must be cut"
+    );
+
+    let status = within("the proxy to exit", proxy.child.wait())
+        .await
+        .unwrap();
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0));
+    // The bound: the grace period plus one second.
+    assert!(
+        took < Duration::from_secs(GRACE_SECS + 1),
+        "exited {took:?} after SIGTERM"
+    );
+    drop(stuck);
+
+    let lines = proxy.lines();
+    let requests: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["httpRequest"]["requestUrl"] == "/v1/chat/completions")
+        .collect();
+    let cancelled = requests.iter().filter(|l| l["cancelled"] == true).count();
+    assert_eq!(requests.len(), STREAMS, "every stream has its log line");
+    assert_eq!(cancelled, 1, "only the stuck stream was cut");
+    assert!(lines.iter().any(|l| l.contains("grace period over")));
+}
