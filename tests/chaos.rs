@@ -1,0 +1,579 @@
+//! A chaos run: faults from Vertex and from clients, mixed at random, with every outcome
+//! checked. `CHAOS_REQUESTS` sets the count (2,000 in CI; `scripts/chaos.sh` runs 100,000);
+//! `CHAOS_SEED` replays a run.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+/// What one request is made to go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Fault {
+    None,
+    Stream,
+    Status429,
+    Status500,
+    Status503,
+    ResetMidStream,
+    StallMidStream,
+    StallBeforeHead,
+    CloseBeforeResponse,
+    ClientAbortsBody,
+    ClientAbortsStream,
+    SlowReader,
+    TrickledBody,
+}
+
+const FAULTS: [(Fault, u32); 13] = [
+    (Fault::None, 25),
+    (Fault::Stream, 20),
+    (Fault::Status429, 5),
+    (Fault::Status500, 4),
+    (Fault::Status503, 4),
+    (Fault::ResetMidStream, 6),
+    (Fault::StallMidStream, 3),
+    (Fault::StallBeforeHead, 2),
+    (Fault::CloseBeforeResponse, 6),
+    (Fault::ClientAbortsBody, 6),
+    (Fault::ClientAbortsStream, 6),
+    (Fault::SlowReader, 3),
+    (Fault::TrickledBody, 3),
+];
+
+/// xorshift64*: small, deterministic, and enough to mix faults.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn fault(&mut self) -> Fault {
+        let total: u32 = FAULTS.iter().map(|(_, w)| w).sum();
+        let mut pick = (self.next() % u64::from(total)) as u32;
+        for (fault, weight) in FAULTS {
+            if pick < weight {
+                return fault;
+            }
+            pick -= weight;
+        }
+        Fault::None
+    }
+}
+
+fn fault_name(fault: Fault) -> String {
+    format!("{fault:?}")
+}
+
+/// The bytes the fake sends for a successful JSON answer to request `id`.
+fn json_body(id: u64, size: usize) -> String {
+    format!("{{\"id\":{id},\"pad\":\"{}\"}}", "x".repeat(size))
+}
+
+fn sse_chunk(id: u64, n: usize) -> String {
+    format!("data: {{\"id\":{id},\"n\":{n}}}\n\n")
+}
+
+const SSE_CHUNKS: usize = 6;
+
+fn error_body(id: u64, status: u16) -> String {
+    format!("{{\"error\":{{\"code\":{status},\"message\":\"chaos {id}\",\"status\":\"X\"}}}}")
+}
+
+/// The fake Vertex: raw HTTP/1.1, so it can reset and stall exactly where it is told to.
+struct ChaosVertex {
+    addr: std::net::SocketAddr,
+    /// Requests being handled right now; must return to 0.
+    in_flight: Arc<AtomicUsize>,
+    /// Ids whose request reached the fake.
+    seen: Arc<Mutex<HashMap<u64, Fault>>>,
+    /// Ids whose stream the proxy cancelled (the write failed).
+    cancelled: Arc<Mutex<Vec<u64>>>,
+}
+
+impl ChaosVertex {
+    async fn start() -> ChaosVertex {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = ChaosVertex {
+            addr: listener.local_addr().unwrap(),
+            in_flight: Arc::default(),
+            seen: Arc::default(),
+            cancelled: Arc::default(),
+        };
+        let (in_flight, seen, cancelled) = (
+            fake.in_flight.clone(),
+            fake.seen.clone(),
+            fake.cancelled.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (in_flight, seen, cancelled) =
+                    (in_flight.clone(), seen.clone(), cancelled.clone());
+                tokio::spawn(async move {
+                    let _ = serve(stream, in_flight, seen, cancelled).await;
+                });
+            }
+        });
+        fake
+    }
+}
+
+/// Serves requests on one connection until it closes or a fault ends it.
+async fn serve(
+    mut stream: TcpStream,
+    in_flight: Arc<AtomicUsize>,
+    seen: Arc<Mutex<HashMap<u64, Fault>>>,
+    cancelled: Arc<Mutex<Vec<u64>>>,
+) -> std::io::Result<()> {
+    let mut buffer = Vec::new();
+    loop {
+        // Read the head.
+        let head_end = loop {
+            if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buffer.len() < head_end + length {
+            let mut chunk = [0u8; 65536];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+        let body: serde_json::Value =
+            serde_json::from_slice(&buffer[head_end..head_end + length]).unwrap_or_default();
+        buffer.drain(..head_end + length);
+        let id = body["id"].as_u64().unwrap_or(0);
+        let size = body["size"].as_u64().unwrap_or(10) as usize;
+        let fault = FAULTS
+            .iter()
+            .map(|(f, _)| *f)
+            .find(|f| body["chaos"] == fault_name(*f))
+            .unwrap_or(Fault::None);
+        seen.lock().unwrap().insert(id, fault);
+        in_flight.fetch_add(1, Ordering::SeqCst);
+        let outcome = answer(&mut stream, id, size, fault).await;
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+        match outcome {
+            Ok(true) => {}
+            Ok(false) => return Ok(()), // the fault ends the connection
+            Err(e) => {
+                cancelled.lock().unwrap().push(id);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Answers one request; `Ok(false)` when the connection must end here.
+async fn answer(
+    stream: &mut TcpStream,
+    id: u64,
+    size: usize,
+    fault: Fault,
+) -> std::io::Result<bool> {
+    let chunked_head =
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+    let chunk = |data: &str| format!("{:x}\r\n{data}\r\n", data.len());
+    match fault {
+        Fault::None | Fault::SlowReader | Fault::TrickledBody => {
+            let body = json_body(id, size);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(body.as_bytes()).await?;
+            Ok(true)
+        }
+        Fault::Stream | Fault::ClientAbortsStream => {
+            stream.write_all(chunked_head.as_bytes()).await?;
+            let chunks = if fault == Fault::ClientAbortsStream {
+                200
+            } else {
+                SSE_CHUNKS
+            };
+            for n in 0..chunks {
+                stream
+                    .write_all(chunk(&sse_chunk(id, n)).as_bytes())
+                    .await?;
+                stream.flush().await?;
+                tokio::time::sleep(Duration::from_millis(if fault == Fault::Stream {
+                    1
+                } else {
+                    10
+                }))
+                .await;
+            }
+            stream.write_all(b"0\r\n\r\n").await?;
+            Ok(true)
+        }
+        Fault::Status429 | Fault::Status500 | Fault::Status503 => {
+            let status = match fault {
+                Fault::Status429 => 429,
+                Fault::Status500 => 500,
+                _ => 503,
+            };
+            let body = error_body(id, status);
+            let head = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(body.as_bytes()).await?;
+            Ok(true)
+        }
+        Fault::ResetMidStream => {
+            stream.write_all(chunked_head.as_bytes()).await?;
+            stream
+                .write_all(chunk(&sse_chunk(id, 0)).as_bytes())
+                .await?;
+            stream.flush().await?;
+            // An abrupt reset, not a clean close. (Linger zero does not block on drop.)
+            #[allow(deprecated)]
+            stream.set_linger(Some(Duration::ZERO))?;
+            Ok(false)
+        }
+        Fault::StallMidStream => {
+            stream.write_all(chunked_head.as_bytes()).await?;
+            stream
+                .write_all(chunk(&sse_chunk(id, 0)).as_bytes())
+                .await?;
+            stream.flush().await?;
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            Ok(false)
+        }
+        Fault::StallBeforeHead => {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            Ok(false)
+        }
+        Fault::CloseBeforeResponse | Fault::ClientAbortsBody => Ok(false),
+    }
+}
+
+/// What the client saw, checked against what the fault should produce.
+async fn run_one(
+    proxy_addr: std::net::SocketAddr,
+    id: u64,
+    fault: Fault,
+    size: usize,
+) -> Result<(), String> {
+    let body = format!(
+        "{{\"model\":\"flash\",\"chaos\":\"{}\",\"id\":{id},\"size\":{size}}}",
+        fault_name(fault)
+    );
+    let mut tcp = TcpStream::connect(proxy_addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    if fault == Fault::ClientAbortsBody {
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: p\r\nx-api-key: {KEY}\r\ncontent-length: {}\r\n\r\n",
+            body.len() + 100
+        );
+        tcp.write_all(head.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        tcp.write_all(&body.as_bytes()[..10])
+            .await
+            .map_err(|e| e.to_string())?;
+        drop(tcp);
+        return Ok(());
+    }
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, ChannelBody>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(connection);
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let request = http::Request::post("/v1/chat/completions")
+        .header("host", "p")
+        .header("x-api-key", KEY)
+        .header("content-length", body.len())
+        .body(ChannelBody(rx))
+        .unwrap();
+    let feeding = tokio::spawn(async move {
+        if fault == Fault::TrickledBody {
+            for piece in body.as_bytes().chunks(body.len().div_ceil(8)) {
+                let _ = tx.send(Bytes::copy_from_slice(piece)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } else {
+            let _ = tx.send(Bytes::from(body)).await;
+        }
+    });
+    let response = match sender.send_request(request).await {
+        Ok(response) => response,
+        // A reset can reach the proxy before Vertex's head does, or cut the response before its
+        // head was written: either way the client sees a failure, never a success.
+        Err(_) if fault == Fault::ResetMidStream => return Ok(()),
+        Err(e) => return Err(format!("request: {e}")),
+    };
+    let _ = feeding.await;
+    let status = response.status();
+    let mut incoming = response.into_body();
+    let expect_status = |expected: StatusCode| {
+        if status == expected {
+            Ok(())
+        } else {
+            Err(format!("status {status}, expected {expected}"))
+        }
+    };
+    match fault {
+        Fault::None | Fault::TrickledBody | Fault::SlowReader => {
+            expect_status(StatusCode::OK)?;
+            let mut got = Vec::new();
+            while let Some(frame) = incoming.frame().await {
+                let frame = frame.map_err(|e| format!("body: {e}"))?;
+                if let Some(data) = frame.data_ref() {
+                    got.extend_from_slice(data);
+                }
+                if fault == Fault::SlowReader {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            (got == json_body(id, size).as_bytes())
+                .then_some(())
+                .ok_or("body not byte-exact".into())
+        }
+        Fault::Stream => {
+            expect_status(StatusCode::OK)?;
+            let got = incoming
+                .collect()
+                .await
+                .map_err(|e| format!("stream: {e}"))?
+                .to_bytes();
+            let expected: String = (0..SSE_CHUNKS).map(|n| sse_chunk(id, n)).collect();
+            (got == expected.as_bytes())
+                .then_some(())
+                .ok_or("stream not byte-exact".into())
+        }
+        Fault::Status429 | Fault::Status500 | Fault::Status503 => {
+            let code = match fault {
+                Fault::Status429 => 429,
+                Fault::Status500 => 500,
+                _ => 503,
+            };
+            expect_status(StatusCode::from_u16(code).unwrap())?;
+            let got = incoming
+                .collect()
+                .await
+                .map_err(|e| format!("error body: {e}"))?
+                .to_bytes();
+            (got == error_body(id, code).as_bytes())
+                .then_some(())
+                .ok_or("error body changed".into())
+        }
+        Fault::ResetMidStream if status == StatusCode::BAD_GATEWAY => Ok(()),
+        Fault::ResetMidStream | Fault::StallMidStream => {
+            expect_status(StatusCode::OK)?;
+            match incoming.collect().await {
+                Err(_) => Ok(()),
+                Ok(_) => Err("a cut stream ended as a success".into()),
+            }
+        }
+        Fault::StallBeforeHead => expect_status(StatusCode::GATEWAY_TIMEOUT),
+        Fault::CloseBeforeResponse => expect_status(StatusCode::BAD_GATEWAY),
+        Fault::ClientAbortsStream => {
+            expect_status(StatusCode::OK)?;
+            incoming
+                .frame()
+                .await
+                .ok_or("no first chunk")?
+                .map_err(|e| e.to_string())?;
+            drop(incoming); // the client leaves mid-stream
+            Ok(())
+        }
+        Fault::ClientAbortsBody => unreachable!("handled above"),
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn run_batch(
+    proxy_addr: std::net::SocketAddr,
+    rng: &mut Rng,
+    first_id: u64,
+    count: u64,
+) -> (HashMap<Fault, usize>, Vec<String>) {
+    let limit = Arc::new(Semaphore::new(48));
+    let mut tasks = Vec::new();
+    let mut counts = HashMap::new();
+    for id in first_id..first_id + count {
+        let fault = rng.fault();
+        *counts.entry(fault).or_insert(0) += 1;
+        let size = (rng.next() % 20_000) as usize
+            + if fault == Fault::SlowReader {
+                100_000
+            } else {
+                0
+            };
+        let permit = limit.clone().acquire_owned().await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let outcome = tokio::time::timeout(
+                Duration::from_secs(20),
+                run_one(proxy_addr, id, fault, size),
+            )
+            .await;
+            drop(permit);
+            match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("request {id} ({fault:?}): {e}")),
+                Err(_) => Some(format!("request {id} ({fault:?}): hung")),
+            }
+        }));
+    }
+    let mut failures = Vec::new();
+    for task in tasks {
+        if let Some(failure) = task.await.unwrap() {
+            failures.push(failure);
+        }
+    }
+    (counts, failures)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos() {
+    let requests: u64 = std::env::var("CHAOS_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let seed: u64 = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_1234_abcd);
+    let vertex = ChaosVertex::start().await;
+    let metadata = FakeMetadata::start().await;
+    let mut env = env_with_base_url(&metadata, &format!("http://{}", vertex.addr));
+    env.insert("UPSTREAM_IDLE_TIMEOUT_SECS".into(), "1".into());
+    env.insert("BODY_READ_TIMEOUT_SECS".into(), "5".into());
+    let mut proxy = spawn(&env).await;
+    let pid = proxy.child.id().unwrap();
+    let mut rng = Rng(seed);
+
+    // Warm up with the same mix, then take the baseline.
+    let warm_up = (requests / 4).max(200);
+    let (_, failures) = run_batch(proxy.addr, &mut rng, 1_000_000, warm_up).await;
+    assert!(failures.is_empty(), "warm-up: {failures:?}");
+    let rss_before = rss_kib(pid);
+
+    let (counts, failures) = run_batch(proxy.addr, &mut rng, 0, requests).await;
+    assert!(
+        failures.is_empty(),
+        "{} of {requests} requests went wrong (seed {seed}):\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .take(30)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // Vertex saw no request whose client gave up before sending its body.
+    let seen = vertex.seen.lock().unwrap().clone();
+    let aborted_seen = seen
+        .values()
+        .filter(|f| **f == Fault::ClientAbortsBody)
+        .count();
+    assert_eq!(aborted_seen, 0, "an incomplete request was forwarded");
+    // Every stream a client left was cancelled upstream, and nothing is left in flight.
+    let left = counts.get(&Fault::ClientAbortsStream).copied().unwrap_or(0);
+    within("upstream work to drain", async {
+        loop {
+            let cancelled_streams = vertex
+                .cancelled
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|id| seen.get(id) == Some(&Fault::ClientAbortsStream) && **id < 1_000_000)
+                .count();
+            if vertex.in_flight.load(Ordering::SeqCst) == 0 && cancelled_streams == left {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    let rss_after = rss_kib(pid);
+    println!("chaos: seed {seed}, {requests} requests after {warm_up} of warm-up");
+    let mut sorted: Vec<_> = counts.iter().collect();
+    sorted.sort_by_key(|(f, _)| format!("{f:?}"));
+    for (fault, count) in sorted {
+        println!("  {fault:?}: {count}");
+    }
+    println!("  RSS after warm-up {rss_before} KiB, after the run {rss_after} KiB");
+    assert!(
+        rss_after * 10 <= rss_before * 11,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    let health = request(http::Method::GET, &proxy.url("/healthz"), &[], Bytes::new()).await;
+    assert_eq!(health.status, StatusCode::OK);
+    let (code, stderr) = proxy.stop().await;
+    assert_eq!(code, Some(0));
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    println!("chaos: {requests} passed, 0 failed");
+}
+
+#[tokio::test]
+async fn a_failing_token_source_is_a_502_and_service_resumes_when_it_recovers() {
+    let vertex = FakeVertex::start().await;
+    let metadata = FakeMetadata::start().await;
+    metadata.set_mode(MetadataMode::Fail);
+    let mut env = env(&vertex, &metadata);
+    env.insert("TOKEN_TIMEOUT_SECS".into(), "2".into());
+    let proxy = spawn(&env).await;
+    let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert!(answer.error_message().contains("Google access token"));
+    // The source recovers; the proxy gets a token by itself (google-cloud-auth retries
+    // transient failures every 10 s), with no restart.
+    metadata.set_mode(MetadataMode::Ok);
+    let recovered = within("service to resume", async {
+        loop {
+            let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
+            if answer.status == StatusCode::OK {
+                return answer;
+            }
+            assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    assert_eq!(recovered.json()["model"], "google/gemini-2.5-flash");
+    assert_eq!(vertex.count(), 1);
+}
