@@ -1,0 +1,21 @@
+//! `MODEL_ALIASES_JSON` parsing: any input is an alias table of valid ids and locations, or
+//! a list of errors. Never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use vertex_proxy::models::{Aliases, is_location, is_raw_model_id};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match Aliases::parse(text) {
+        Ok(aliases) => {
+            for (_, target) in aliases.iter() {
+                assert!(is_raw_model_id(&target.model), "{}", target.model);
+                assert!(target.location.as_deref().is_none_or(is_location));
+            }
+        }
+        Err(errors) => assert!(!errors.is_empty()),
+    }
+});
