@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 
+use bytes::Bytes;
+
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -263,34 +265,41 @@ fn syntax_reason(error: &serde_json::Error) -> String {
     }
 }
 
-/// The body with the `model` value replaced by `model`, every other byte unchanged.
-pub fn splice_model(body: &[u8], span: &Range<usize>, model: &str) -> Vec<u8> {
+/// The body with the `model` value replaced by `model`, every other byte unchanged, as three
+/// pieces that share the original buffer: nothing of a large body is copied.
+pub fn splice_model(body: &Bytes, span: &Range<usize>, model: &str) -> [Bytes; 3] {
     let value = serde_json::to_string(model).expect("a string always serialises");
-    let mut out = Vec::with_capacity(body.len() - span.len() + value.len());
-    out.extend_from_slice(&body[..span.start]);
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(&body[span.end..]);
-    out
+    [
+        body.slice(..span.start),
+        Bytes::from(value),
+        body.slice(span.end..),
+    ]
 }
 
-/// serde_json skips values without a depth limit, so nesting is measured here first.
+/// serde_json skips values without a depth limit, so nesting is measured here first. Strings
+/// (a base64 image is one long string) are jumped over with memchr rather than walked.
 fn nesting_exceeds(body: &[u8], limit: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in body {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                // To the closing quote, skipping escaped characters.
+                i += 1;
+                loop {
+                    let Some(rest) = body.get(i..) else {
+                        return false; // ends inside an escape: the parser reports it
+                    };
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        Some(at) if body[i + at] == b'\\' => i += at + 2,
+                        Some(at) => {
+                            i += at;
+                            break;
+                        }
+                        None => return false, // unterminated: the parser reports it
+                    }
+                }
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
             b'{' | b'[' => {
                 depth += 1;
                 if depth > limit {
@@ -300,6 +309,7 @@ fn nesting_exceeds(body: &[u8], limit: usize) -> bool {
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     false
 }
@@ -360,7 +370,8 @@ mod tests {
 
     fn rewrite(body: &str, model: &str) -> Result<(String, String), ProxyError> {
         let field = find_model(body.as_bytes())?;
-        let out = splice_model(body.as_bytes(), &field.span, model);
+        let out =
+            splice_model(&Bytes::copy_from_slice(body.as_bytes()), &field.span, model).concat();
         Ok((field.name, String::from_utf8(out).unwrap()))
     }
 
@@ -436,6 +447,18 @@ mod tests {
                 String::from_utf8_lossy(&body),
                 error.message()
             );
+        }
+    }
+
+    #[test]
+    fn unterminated_strings_and_escapes_are_refused_not_panicked_on() {
+        for body in [
+            &b"{\"model\":\"a\\"[..],
+            b"{\"model\":\"a",
+            b"{\"\\",
+            b"{\"a\":\"\\\"\\",
+        ] {
+            assert_eq!(refusal(body).status(), 400);
         }
     }
 

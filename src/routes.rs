@@ -15,13 +15,13 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::body::{self, ProxyBody};
+use crate::body::{self, Pieces, ProxyBody};
 use crate::config::Config;
 use crate::error::{ProxyError, json_response};
 use crate::keys::{KeyEntry, LiveKeys};
@@ -252,22 +252,14 @@ async fn forward(
     let (parts, body) = request.into_parts();
     // Read into memory only with a bound: the model must be found before anything is sent.
     let timeout = config.body_read_timeout;
-    let body = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+    let body = tokio::time::timeout(timeout, read_body(body, limit, declared))
         .await
         .map_err(|_| {
             ProxyError::RequestTimeout(format!(
                 "the request body did not arrive within {}s (BODY_READ_TIMEOUT_SECS)",
                 timeout.as_secs()
             ))
-        })?
-        .map_err(|e| {
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                ProxyError::PayloadTooLarge { limit }
-            } else {
-                ProxyError::bad_request("invalid_body", "the request body could not be read")
-            }
-        })?
-        .to_bytes();
+        })??;
 
     let field = models::find_model(&body)?;
     let target = resolve(config, &field.name).ok_or_else(|| {
@@ -298,11 +290,10 @@ async fn forward(
         .or_else(|| config.prices.get(&target.model))
         .copied();
 
-    let upstream_body = models::splice_model(&body, &field.span, &target.model);
-    drop(body);
+    let upstream_body = Pieces::new(models::splice_model(&body, &field.span, &target.model));
     let credential = state.tokens.headers(config.token_timeout).await?;
     let uri = state.endpoints.uri(&location, operation)?;
-    let mut upstream_request = Request::new(Full::new(Bytes::from(upstream_body)));
+    let mut upstream_request = Request::new(upstream_body);
     *upstream_request.method_mut() = Method::POST;
     *upstream_request.uri_mut() = uri;
     let mut headers = upstream::request_headers(&parts.headers, credential);
@@ -335,6 +326,29 @@ async fn forward(
     *response.status_mut() = parts.status;
     *response.headers_mut() = upstream::response_headers(&parts.headers);
     Ok(response)
+}
+
+/// Reads the whole body into one buffer, sized from `Content-Length` when there is one, and
+/// never past `limit`: the model must be found before anything goes upstream.
+async fn read_body(
+    mut body: Incoming,
+    limit: usize,
+    declared: Option<u64>,
+) -> Result<Bytes, ProxyError> {
+    let capacity = declared.map_or(0, |len| len.min(limit as u64) as usize);
+    let mut buffer = BytesMut::with_capacity(capacity);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| {
+            ProxyError::bad_request("invalid_body", "the request body could not be read")
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buffer.len() + data.len() > limit {
+                return Err(ProxyError::PayloadTooLarge { limit });
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer.freeze())
 }
 
 #[cfg(test)]

@@ -4,15 +4,15 @@
 use std::error::Error as _;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response, Uri, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::body::Pieces;
 use crate::error::ProxyError;
 
 /// The Vertex endpoints we forward to, under `…/endpoints/openapi/`.
@@ -53,7 +53,7 @@ const FORWARDED_RESPONSE_HEADERS: [HeaderName; 6] = [
     HeaderName::from_static("x-request-id"),
 ];
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Pieces>;
 
 /// One pooled client for every upstream call: HTTP/2 when ALPN offers it, else HTTP/1.1.
 /// There is a connect timeout but no total timeout: Cloud Run's request timeout bounds streams.
@@ -138,7 +138,7 @@ fn copy_allowed(from: &HeaderMap, to: &mut HeaderMap, allowed: &[HeaderName]) {
 /// Sends one request and turns connection failures into the proxy's 502/504.
 pub async fn send(
     client: &HttpClient,
-    request: Request<Full<Bytes>>,
+    request: Request<Pieces>,
     connect_timeout: Duration,
 ) -> Result<Response<Incoming>, ProxyError> {
     let host = request.uri().host().unwrap_or_default().to_owned();
@@ -202,7 +202,7 @@ pub async fn project_from_metadata(client: &HttpClient) -> Result<String, String
     let uri = format!("http://{host}/computeMetadata/v1/project/project-id");
     let request = Request::get(&uri)
         .header("metadata-flavor", "Google")
-        .body(Full::new(Bytes::new()))
+        .body(Pieces::default())
         .map_err(|_| format!("GCE_METADATA_HOST {host:?} does not make a valid URL"))?;
     let fetch = async {
         let response = client.request(request).await.map_err(|e| error_chain(&e))?;

@@ -11,7 +11,7 @@ fuzz_target!(|body: &[u8]| {
     let Ok(field) = find_model(body) else {
         return;
     };
-    let out = splice_model(body, &field.span, MODEL);
+    let out = splice_model(&bytes::Bytes::copy_from_slice(body), &field.span, MODEL).concat();
     // Every byte outside the value is unchanged.
     assert_eq!(&out[..field.span.start], &body[..field.span.start]);
     let tail = &body[field.span.end..];

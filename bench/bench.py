@@ -1,0 +1,452 @@
+"""The vertex-proxy benchmark: run by bench/run.sh, which builds the release binary first.
+
+Everything runs on loopback. The fake Vertex is nginx serving fixed responses (and the
+metadata token); the SSE figures use a small asyncio upstream of our own, since they need
+timed chunks. Each figure is measured for the proxy and, where it applies, for two baselines
+in the same run: "direct" (client straight to the fake) and "nginx" (nginx as a reverse proxy
+that checks a key with a map, sets Authorization, and does not buffer).
+
+Writes bench/results/latest.json and prints a Markdown table.
+"""
+
+import asyncio
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import http.client
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARY = os.path.join(ROOT, "target", "release", "vertex-proxy")
+KEY = "sk_bench_0123456789abcdef"
+PROJECT = "bench"
+CHAT_PATH = f"/v1/projects/{PROJECT}/locations/global/endpoints/openapi/chat/completions"
+COMPLETION = json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": "google/gemini-2.5-flash",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the bench."},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
+})
+CHAT_BODY = json.dumps({"model": "flash", "messages": [{"role": "user", "content": "Hello"}]})
+TMP = tempfile.mkdtemp(prefix="vertex-proxy-bench-")
+PROCESSES = []
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log(message):
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------- nginx
+
+NGINX_CONF = """
+worker_processes 2;
+{user}
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    client_max_body_size 64m;
+    keepalive_requests 1000000;
+
+    # The fake Vertex, and the metadata server's token.
+    server {{
+        listen 127.0.0.1:{upstream};
+        location ~ /chat/completions$ {{ default_type application/json; return 200 '{completion}'; }}
+        location = /computeMetadata/v1/instance/service-accounts/default/token {{
+            default_type application/json;
+            return 200 '{{"access_token":"ya29.bench","expires_in":3599,"token_type":"Bearer"}}';
+        }}
+        location = /computeMetadata/v1/project/project-id {{ return 200 '{project}'; }}
+    }}
+
+    # The nginx baseline: the nearest same job as the proxy.
+    map $http_x_api_key $key_ok {{ "{key}" 1; default 0; }}
+    upstream vertex {{ server 127.0.0.1:{upstream}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{nginx};
+        location / {{
+            if ($key_ok = 0) {{ return 401; }}
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header x-api-key "";
+            proxy_set_header Authorization "Bearer ya29.bench";
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_pass http://vertex;
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(upstream, nginx):
+    for sub in ("body", "proxy"):
+        os.makedirs(os.path.join(TMP, sub), exist_ok=True)
+    conf = NGINX_CONF.format(tmp=TMP, upstream=upstream, nginx=nginx, key=KEY, project=PROJECT,
+                             completion=COMPLETION.replace("'", ""),
+                             user="user root;" if os.geteuid() == 0 else "")
+    path = os.path.join(TMP, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    process = subprocess.Popen(["nginx", "-p", TMP, "-c", path, "-g", "daemon off;"])
+    PROCESSES.append(process)
+    wait_for_port(upstream)
+    wait_for_port(nginx)
+
+
+def wait_for_port(port, deadline=10.0):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.01)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+# ---------------------------------------------------------------------------- the proxy
+
+def proxy_env(port, upstream_url, metadata_port):
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": TMP,
+        "PORT": str(port),
+        "API_KEYS_JSON": json.dumps([{"id": "bench", "key": KEY}]),
+        "GOOGLE_CLOUD_PROJECT": PROJECT,
+        "VERTEX_BASE_URL": upstream_url,
+        "GCE_METADATA_HOST": f"127.0.0.1:{metadata_port}",
+        "MAX_BODY_BYTES": str(64 * 1024 * 1024),
+    }
+
+
+def start_proxy(port, upstream_url, metadata_port):
+    process = subprocess.Popen([BINARY], env=proxy_env(port, upstream_url, metadata_port),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    PROCESSES.append(process)
+    wait_for_port(port)
+    return process
+
+
+def stop(process):
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=15)
+    if process in PROCESSES:
+        PROCESSES.remove(process)
+
+
+def status_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def http_status(port, method, path, body=None, headers=None):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+# ---------------------------------------------------------------------------- figures
+
+def cold_start(metadata_port, upstream_url, runs=10):
+    """exec → first 200 on /healthz, and exec → first proxied completion (token included)."""
+    health, completion = [], []
+    for _ in range(runs):
+        for kind, series in (("health", health), ("completion", completion)):
+            port = free_port()
+            started = time.perf_counter()
+            process = subprocess.Popen([BINARY], env=proxy_env(port, upstream_url, metadata_port),
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            while True:
+                try:
+                    if kind == "health":
+                        status = http_status(port, "GET", "/healthz")
+                    else:
+                        status = http_status(port, "POST", "/v1/chat/completions", CHAT_BODY,
+                                             {"x-api-key": KEY, "content-type": "application/json"})
+                    if status == 200:
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.0002)
+            series.append((time.perf_counter() - started) * 1000)
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=15)
+    return statistics.median(health), statistics.median(completion)
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{body}'
+wrk.headers["content-type"] = "application/json"
+wrk.headers["x-api-key"] = "{key}"
+"""
+
+
+def wrk(url, connections, seconds, threads):
+    script = os.path.join(TMP, "post.lua")
+    with open(script, "w") as f:
+        f.write(WRK_SCRIPT.format(body=CHAT_BODY, key=KEY))
+    output = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
+                             "-s", script, url], capture_output=True, text=True, check=True).stdout
+
+    def latency(label):
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    errors = 0
+    for pattern in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"):
+        match = re.search(pattern, output)
+        if match:
+            errors += sum(int(g) for g in match.groups())
+    return {"p50_ms": latency("50"), "p99_ms": latency("99"),
+            "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+            "requests": requests, "errors": errors}
+
+
+# A tiny SSE upstream: each request gets CHUNKS events, one every INTERVAL, each carrying the
+# monotonic time it was sent, so the client can measure the delay of every chunk.
+async def sse_upstream(port, chunks, interval):
+    async def handle(reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1)) if b"ontent-" in head.lower() else 0
+                if length:
+                    await reader.readexactly(length)
+                if b"/computeMetadata/" in head.split(b"\r\n", 1)[0]:
+                    body = b'{"access_token":"ya29.bench","expires_in":3599,"token_type":"Bearer"}'
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+                    await writer.drain()
+                    continue
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+                for _ in range(chunks):
+                    data = b"data: {\"t\":%d}\n\n" % time.monotonic_ns()
+                    writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    await writer.drain()
+                    await asyncio.sleep(interval)
+                done = b"data: [DONE]\n\n"
+                writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096)
+
+
+async def read_stream(port, path, headers, delays):
+    """One SSE request; appends each chunk's delay in ms. Returns True if it ended cleanly."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = f"POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: {len(CHAT_BODY)}\r\n"
+    request += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n" + CHAT_BODY
+    writer.write(request.encode())
+    await writer.drain()
+    buffer = b""
+    done = False
+    try:
+        while not done:
+            data = await reader.read(65536)
+            if not data:
+                break
+            now = time.monotonic_ns()
+            buffer += data
+            for match in re.finditer(rb'data: \{"t":(\d+)\}', buffer):
+                delays.append((now - int(match.group(1))) / 1e6)
+            done = b"[DONE]" in buffer
+            buffer = buffer[buffer.rfind(b"\n\n") + 2:] if b"\n\n" in buffer else buffer
+    finally:
+        writer.close()
+    return done
+
+
+async def streaming(sse_port, proxy_port, streams, chunks_each):
+    results = {}
+    for name, port, path, headers in (("direct", sse_port, CHAT_PATH, {}),
+                                      ("proxy", proxy_port, "/v1/chat/completions", {"x-api-key": KEY})):
+        delays = []
+        ok = await asyncio.gather(*(read_stream(port, path, headers, delays) for _ in range(streams)))
+        results[name] = {"p50_ms": statistics.median(delays), "p99_ms": percentile(delays, 99),
+                         "chunks": len(delays), "failures": ok.count(False)}
+    return results
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
+
+
+def large_request(port_direct, port_proxy, runs=5):
+    import base64
+    image = base64.b64encode(os.urandom(15 * 1024 * 1024)).decode()  # about 20 MiB of base64
+    body = json.dumps({"model": "flash", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + image}}]}]}).encode()
+    timings = {}
+    for name, port, path in (("direct", port_direct, CHAT_PATH), ("proxy", port_proxy, "/v1/chat/completions")):
+        series = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            status = http_status(port, "POST", path, body, {"x-api-key": KEY, "content-type": "application/json"})
+            series.append((time.perf_counter() - started) * 1000)
+            assert status == 200, f"{name}: {status}"
+        timings[name] = statistics.median(series)
+    return len(body), timings
+
+
+# ---------------------------------------------------------------------------- main
+
+def main():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    upstream, nginx_port = free_port(), free_port()
+    start_nginx(upstream, nginx_port)
+    upstream_url = f"http://127.0.0.1:{upstream}"
+    results = {"machine": {"cores": os.cpu_count(), "cpu": cpu_model(), "kernel": platform.release()}}
+
+    log("cold start")
+    health_ms, completion_ms = cold_start(upstream, upstream_url)
+    results["cold_start_ms"] = health_ms
+    results["cold_first_completion_ms"] = completion_ms
+
+    log("memory, latency and throughput")
+    port = free_port()
+    proxy = start_proxy(port, upstream_url, upstream)
+    http_status(port, "GET", "/healthz")
+    rss_start = status_kib(proxy.pid, "VmRSS")
+    warm = wrk(f"http://127.0.0.1:{port}/v1/chat/completions", 4, 3, 1)
+    rss_warm = status_kib(proxy.pid, "VmRSS")
+    more = wrk(f"http://127.0.0.1:{port}/v1/chat/completions", 4, 3, 1)
+    rss_after = status_kib(proxy.pid, "VmRSS")
+    results["memory"] = {"rss_start_kib": rss_start, "rss_after_warmup_kib": rss_warm,
+                         "rss_after_more_kib": rss_after, "requests": warm["requests"] + more["requests"]}
+    latency, throughput = {}, {}
+    for name, url in (("direct", f"{upstream_url}{CHAT_PATH}"),
+                      ("nginx", f"http://127.0.0.1:{nginx_port}{CHAT_PATH}"),
+                      ("proxy", f"http://127.0.0.1:{port}/v1/chat/completions")):
+        latency[name] = wrk(url, 1, 10, 1)
+        throughput[name] = wrk(url, 64, 10, 2)
+    results["latency"] = latency
+    results["throughput"] = throughput
+    stop(proxy)
+
+    log("streaming relay and many streams")
+    sse_port = free_port()
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(sse_upstream(sse_port, 20, 0.05))
+    stream_port = free_port()
+    proxy = start_proxy(stream_port, f"http://127.0.0.1:{sse_port}", upstream)
+    results["streaming"] = loop.run_until_complete(streaming(sse_port, stream_port, 20, 20))
+    stop(proxy)
+    many_port = free_port()
+    many_sse = free_port()
+    loop.run_until_complete(sse_upstream(many_sse, 100, 0.05))  # about 5 s per stream
+    proxy = start_proxy(many_port, f"http://127.0.0.1:{many_sse}", upstream)
+    many = loop.run_until_complete(streaming(many_sse, many_port, 1000, 100))["proxy"]
+    results["many_streams"] = {"streams": 1000, "failures": many["failures"],
+                               "peak_rss_kib": status_kib(proxy.pid, "VmHWM")}
+    stop(proxy)
+
+    log("large request")
+    port = free_port()
+    proxy = start_proxy(port, upstream_url, upstream)
+    size, timings = large_request(upstream, port)
+    results["large_request"] = {"body_bytes": size, "direct_ms": timings["direct"], "proxy_ms": timings["proxy"],
+                                "peak_rss_kib": status_kib(proxy.pid, "VmHWM")}
+    stop(proxy)
+    results["binary_bytes"] = os.path.getsize(BINARY)
+
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench", "results", "latest.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print(table(results))
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
+def table(r):
+    lat, thr, st = r["latency"], r["throughput"], r["streaming"]
+    mib = lambda kib: kib / 1024
+    added_p50 = lat["proxy"]["p50_ms"] - lat["direct"]["p50_ms"]
+    added_p99 = lat["proxy"]["p99_ms"] - lat["direct"]["p99_ms"]
+    nginx_p50 = lat["nginx"]["p50_ms"] - lat["direct"]["p50_ms"]
+    nginx_p99 = lat["nginx"]["p99_ms"] - lat["direct"]["p99_ms"]
+    stream_added = st["proxy"]["p99_ms"] - st["direct"]["p99_ms"]
+    large = r["large_request"]
+    large_added = large["proxy_ms"] - large["direct_ms"]
+    mem = r["memory"]
+    rows = [
+        ("cold start (exec → /healthz 200, median of 10)", f"{r['cold_start_ms']:.1f} ms", "—", "≤ 10 ms",
+         r["cold_start_ms"] <= 10),
+        ("cold first completion (token included)", f"{r['cold_first_completion_ms']:.1f} ms", "—", "≤ 50 ms",
+         r["cold_first_completion_ms"] <= 50),
+        ("idle memory (start / after warm-up / after more)",
+         f"{mib(mem['rss_start_kib']):.1f} / {mib(mem['rss_after_warmup_kib']):.1f} / {mib(mem['rss_after_more_kib']):.1f} MiB",
+         f"{mem['requests']} requests", "≤ 10 MiB, no growth",
+         max(mem["rss_start_kib"], mem["rss_after_more_kib"]) <= 10 * 1024
+         and mem["rss_after_more_kib"] <= mem["rss_after_warmup_kib"] * 1.05),
+        ("added latency p50 (c=1, 10 s)", f"{added_p50 * 1000:.0f} µs",
+         f"direct {lat['direct']['p50_ms'] * 1000:.0f} µs; nginx adds {nginx_p50 * 1000:.0f} µs", "≤ 150 µs", added_p50 <= 0.15),
+        ("added latency p99 (c=1, 10 s)", f"{added_p99 * 1000:.0f} µs",
+         f"direct {lat['direct']['p99_ms'] * 1000:.0f} µs; nginx adds {nginx_p99 * 1000:.0f} µs", "≤ 500 µs", added_p99 <= 0.5),
+        ("throughput (c=64, 10 s)", f"{thr['proxy']['rps']:.0f} req/s, {thr['proxy']['errors']} errors",
+         f"direct {thr['direct']['rps']:.0f}; nginx {thr['nginx']['rps']:.0f} ({thr['proxy']['rps'] / thr['nginx']['rps']:.2f}× nginx)",
+         "≥ 0.8× nginx, 0 errors", thr["proxy"]["rps"] >= 0.8 * thr["nginx"]["rps"] and thr["proxy"]["errors"] == 0),
+        ("streaming relay: added delay per chunk, p99", f"{stream_added:.2f} ms",
+         f"direct p99 {st['direct']['p99_ms']:.2f} ms, proxy p99 {st['proxy']['p99_ms']:.2f} ms", "≤ 1 ms", stream_added <= 1),
+        ("1000 concurrent SSE streams, ~5 s", f"{r['many_streams']['failures']} failures, peak {mib(r['many_streams']['peak_rss_kib']):.1f} MiB",
+         "—", "0 failures, ≤ 64 MiB",
+         r["many_streams"]["failures"] == 0 and r["many_streams"]["peak_rss_kib"] <= 64 * 1024),
+        (f"large request ({large['body_bytes'] / 1048576:.1f} MiB body)",
+         f"+{large_added:.1f} ms, peak {mib(large['peak_rss_kib']):.1f} MiB",
+         f"direct {large['direct_ms']:.1f} ms", "≤ 25 ms, ≤ 3× body",
+         large_added <= 25 and large["peak_rss_kib"] * 1024 <= 3 * large["body_bytes"]),
+        ("stripped binary", f"{r['binary_bytes'] / 1048576:.1f} MiB", "—", "≤ 10 MiB", r["binary_bytes"] <= 10 * 1048576),
+    ]
+    lines = ["| figure | proxy | baselines | target | met |", "|---|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} | {'yes' if e else '**no**'} |" for a, b, c, d, e in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for process in PROCESSES:
+            process.terminate()
+        shutil.rmtree(TMP, ignore_errors=True)
