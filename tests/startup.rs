@@ -380,3 +380,22 @@ async fn demo_mode_answers_curl() {
     );
     assert!(banner.contains("\"stream\": true"), "{banner}");
 }
+
+#[tokio::test]
+async fn a_hanging_token_source_is_bounded_by_token_timeout() {
+    let vertex = FakeVertex::start().await;
+    let metadata = FakeMetadata::start().await;
+    metadata.hold();
+    let mut env = env(&vertex, &metadata);
+    env.insert("TOKEN_TIMEOUT_SECS".into(), "1".into());
+    let proxy = spawn(&env).await;
+    let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        answer.error_message().contains("within 1s"),
+        "{}",
+        answer.error_message()
+    );
+    assert_eq!(vertex.count(), 0);
+    metadata.release();
+}
