@@ -12,17 +12,26 @@ use bytes::Bytes;
 use http::{Method, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::body::{BoxError, ProxyBody};
-use crate::usage::{Price, Tail};
+use crate::usage::{Price, Tail, Usage};
 
 /// Writes one line. A closed stdout must not take a request down with it, so errors are
 /// ignored rather than panicking as `println!` would.
 pub fn emit(line: &Value) {
-    let mut text = line.to_string();
-    text.push('\n');
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    write_line(line);
+}
+
+/// Serialises `line` and writes it with one call, so lines from concurrent requests never
+/// interleave.
+fn write_line(line: &impl Serialize) {
+    let mut text = Vec::with_capacity(512);
+    if serde_json::to_writer(&mut text, line).is_ok() {
+        text.push(b'\n');
+        let _ = std::io::stdout().lock().write_all(&text);
+    }
 }
 
 fn message(severity: &str, message: &str) {
@@ -140,7 +149,9 @@ impl RequestLog {
         }
     }
 
-    fn to_json(&self) -> Value {
+    /// The line, borrowing from the log: built once per request on the hot path, so it is a
+    /// struct serialised straight to bytes rather than a tree of `Value`s.
+    fn line(&self) -> Line<'_> {
         // 499 is nginx's "client closed request": there was no status to send.
         let status = self.status.unwrap_or(499);
         let severity = match (&self.outcome, status) {
@@ -150,78 +161,49 @@ impl RequestLog {
             _ => "INFO",
         };
         let latency = self.start.elapsed();
-        let mut http_request = Map::new();
-        http_request.insert("requestMethod".into(), json!(self.method.as_str()));
-        http_request.insert("requestUrl".into(), json!(self.path));
-        http_request.insert("status".into(), json!(status));
-        http_request.insert(
-            "latency".into(),
-            json!(format!("{:.6}s", latency.as_secs_f64())),
-        );
-        http_request.insert(
-            "responseSize".into(),
-            json!(self.response_bytes.to_string()),
-        );
-        http_request.insert("protocol".into(), json!(format!("{:?}", self.protocol)));
-        if let Some(ua) = &self.user_agent {
-            http_request.insert("userAgent".into(), json!(ua));
+        let usage = self.usage_tail.as_ref().and_then(Tail::usage);
+        Line {
+            severity,
+            message: format!("{} {} {}", self.method, self.path, status),
+            http_request: HttpRequest {
+                request_method: self.method.as_str(),
+                request_url: &self.path,
+                status,
+                latency: format!("{:.6}s", latency.as_secs_f64()),
+                response_size: self.response_bytes.to_string(),
+                protocol: match self.protocol {
+                    Version::HTTP_2 => "HTTP/2.0",
+                    Version::HTTP_10 => "HTTP/1.0",
+                    _ => "HTTP/1.1",
+                },
+                user_agent: self.user_agent.as_deref(),
+            },
+            key_id: self.key_id.as_deref(),
+            alias: self.alias.as_deref(),
+            model: self.model.as_deref(),
+            location: self.location.as_deref(),
+            error: self.error.as_deref(),
+            upstream_status: self.upstream_status,
+            trace: self.trace.as_deref(),
+            span_id: self.span_id.as_deref(),
+            ttfb_ms: self.ttfb.map(millis),
+            duration_ms: millis(latency),
+            response_bytes: self.response_bytes,
+            cost_usd: usage
+                .zip(self.price)
+                .map(|(usage, price)| price.cost(&usage)),
+            usage,
+            cancelled: (self.outcome == Outcome::Open).then_some(true),
+            stream_error: match &self.outcome {
+                Outcome::UpstreamFailed(reason) => Some(reason),
+                _ => None,
+            },
         }
-        let mut line = Map::new();
-        line.insert("severity".into(), json!(severity));
-        line.insert(
-            "message".into(),
-            json!(format!("{} {} {}", self.method, self.path, status)),
-        );
-        line.insert("httpRequest".into(), Value::Object(http_request));
-        let optional = [
-            ("key_id", &self.key_id),
-            ("alias", &self.alias),
-            ("model", &self.model),
-            ("location", &self.location),
-            ("error", &self.error),
-        ];
-        for (name, value) in optional {
-            if let Some(value) = value {
-                line.insert(name.into(), json!(value));
-            }
-        }
-        if let Some(upstream) = self.upstream_status {
-            line.insert("upstream_status".into(), json!(upstream));
-        }
-        if let Some(trace) = &self.trace {
-            line.insert("logging.googleapis.com/trace".into(), json!(trace));
-        }
-        if let Some(span) = &self.span_id {
-            line.insert("logging.googleapis.com/spanId".into(), json!(span));
-        }
-        if let Some(ttfb) = self.ttfb {
-            line.insert("ttfb_ms".into(), json!(millis(ttfb)));
-        }
-        line.insert("duration_ms".into(), json!(millis(latency)));
-        line.insert("response_bytes".into(), json!(self.response_bytes));
-        if let Some(usage) = self.usage_tail.as_ref().and_then(Tail::usage) {
-            line.insert(
-                "usage".into(),
-                json!({
-                    "prompt_tokens": usage.prompt_tokens,
-                    "completion_tokens": usage.completion_tokens,
-                    "total_tokens": usage.total_tokens,
-                }),
-            );
-            if let Some(price) = &self.price {
-                line.insert("cost_usd".into(), json!(price.cost(&usage)));
-            }
-        }
-        match &self.outcome {
-            Outcome::Open => {
-                line.insert("cancelled".into(), json!(true));
-            }
-            Outcome::UpstreamFailed(reason) => {
-                line.insert("stream_error".into(), json!(reason));
-            }
-            Outcome::Complete => {}
-        }
-        Value::Object(line)
+    }
+
+    #[cfg(test)]
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self.line()).expect("a log line serialises")
     }
 }
 
@@ -232,6 +214,63 @@ fn is_hex(text: &str, len: usize) -> bool {
 /// Milliseconds with microsecond precision.
 fn millis(duration: Duration) -> f64 {
     (duration.as_micros() as f64) / 1000.0
+}
+
+/// One request's line, in Cloud Logging's structured format.
+#[derive(Serialize)]
+struct Line<'a> {
+    severity: &'static str,
+    message: String,
+    #[serde(rename = "httpRequest")]
+    http_request: HttpRequest<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alias: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    location: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_status: Option<u16>,
+    #[serde(
+        rename = "logging.googleapis.com/trace",
+        skip_serializing_if = "Option::is_none"
+    )]
+    trace: Option<&'a str>,
+    #[serde(
+        rename = "logging.googleapis.com/spanId",
+        skip_serializing_if = "Option::is_none"
+    )]
+    span_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttfb_ms: Option<f64>,
+    duration_ms: f64,
+    response_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancelled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpRequest<'a> {
+    request_method: &'a str,
+    request_url: &'a str,
+    status: u16,
+    latency: String,
+    /// A string, as Cloud Logging's `HttpRequest.responseSize` (int64 in JSON) expects.
+    response_size: String,
+    protocol: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<&'a str>,
 }
 
 /// Owns a [`RequestLog`] and writes it when dropped, wherever that happens: after the last
@@ -251,7 +290,7 @@ impl LogGuard {
 impl Drop for LogGuard {
     fn drop(&mut self) {
         if let Some(log) = self.0.take() {
-            emit(&log.to_json());
+            write_line(&log.line());
         }
     }
 }
