@@ -116,72 +116,47 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 impl Config {
     pub fn from_env(env: &dyn Env, mode: Mode) -> Result<Config, ConfigErrors> {
         let mut errors = Vec::new();
-        let mut fail = |var: &'static str, message: String| {
-            errors.push(ConfigError { var, message });
-        };
         let get = |name: &str| env.var(name).filter(|v| !v.trim().is_empty());
 
-        let port = number(get("PORT"), 8080u16).unwrap_or_else(|e| {
-            fail("PORT", e);
-            0
-        });
-        let max_body_bytes = number(get("MAX_BODY_BYTES"), DEFAULT_MAX_BODY_BYTES)
-            .and_then(|n| {
-                if n == 0 {
-                    Err("must be at least 1".into())
-                } else {
-                    Ok(n)
-                }
-            })
-            .unwrap_or_else(|e| {
-                fail("MAX_BODY_BYTES", e);
-                DEFAULT_MAX_BODY_BYTES
-            });
-        let mut seconds = |var: &'static str, default: u64| {
-            number(get(var), default)
-                .map(Duration::from_secs)
-                .unwrap_or_else(|e| {
-                    fail(var, e);
-                    Duration::from_secs(default)
-                })
+        let port = or_report(&mut errors, "PORT", number(get("PORT"), 8080u16), 0);
+        let max_body_bytes = or_report(
+            &mut errors,
+            "MAX_BODY_BYTES",
+            positive(get("MAX_BODY_BYTES"), DEFAULT_MAX_BODY_BYTES),
+            DEFAULT_MAX_BODY_BYTES,
+        );
+        let max_connections = or_report(
+            &mut errors,
+            "MAX_CONNECTIONS",
+            positive(get("MAX_CONNECTIONS"), 2000),
+            2000,
+        );
+        let mut seconds = |var: &'static str, default: u64, at_least_one: bool| {
+            let parsed = if at_least_one {
+                positive(get(var), default)
+            } else {
+                number(get(var), default)
+            };
+            Duration::from_secs(or_report(&mut errors, var, parsed, default))
         };
-        let shutdown_grace = seconds("SHUTDOWN_GRACE_SECS", 8);
-        let connect_timeout = seconds("UPSTREAM_CONNECT_TIMEOUT_SECS", 10);
-        let token_timeout = seconds("TOKEN_TIMEOUT_SECS", 15);
-        let keys_reload = seconds("KEYS_RELOAD_SECS", 30);
-        let upstream_idle_timeout = seconds("UPSTREAM_IDLE_TIMEOUT_SECS", 300);
-        let header_read_timeout = seconds("HEADER_READ_TIMEOUT_SECS", 30);
-        let body_read_timeout = seconds("BODY_READ_TIMEOUT_SECS", 60);
-        for (var, value) in [
-            ("UPSTREAM_IDLE_TIMEOUT_SECS", upstream_idle_timeout),
-            ("HEADER_READ_TIMEOUT_SECS", header_read_timeout),
-            ("BODY_READ_TIMEOUT_SECS", body_read_timeout),
-            ("UPSTREAM_CONNECT_TIMEOUT_SECS", connect_timeout),
-            ("TOKEN_TIMEOUT_SECS", token_timeout),
-        ] {
-            if value.is_zero() {
-                fail(var, "must be at least 1".into());
-            }
-        }
-        let max_connections = number(get("MAX_CONNECTIONS"), 2000usize)
-            .and_then(|n| {
-                if n == 0 {
-                    Err("must be at least 1".into())
-                } else {
-                    Ok(n)
-                }
-            })
-            .unwrap_or_else(|e| {
-                fail("MAX_CONNECTIONS", e);
-                2000
-            });
+        let shutdown_grace = seconds("SHUTDOWN_GRACE_SECS", 8, false);
+        let connect_timeout = seconds("UPSTREAM_CONNECT_TIMEOUT_SECS", 10, true);
+        let token_timeout = seconds("TOKEN_TIMEOUT_SECS", 15, true);
+        let keys_reload = seconds("KEYS_RELOAD_SECS", 30, true);
+        let upstream_idle_timeout = seconds("UPSTREAM_IDLE_TIMEOUT_SECS", 300, true);
+        let header_read_timeout = seconds("HEADER_READ_TIMEOUT_SECS", 30, true);
+        let body_read_timeout = seconds("BODY_READ_TIMEOUT_SECS", 60, true);
 
         let allow_raw_model_ids = match get("ALLOW_RAW_MODEL_IDS").as_deref().map(str::trim) {
             None => false,
             Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
             Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
             Some(_) => {
-                fail("ALLOW_RAW_MODEL_IDS", "must be true or false".into());
+                report(
+                    &mut errors,
+                    "ALLOW_RAW_MODEL_IDS",
+                    "must be true or false".into(),
+                );
                 false
             }
         };
@@ -190,7 +165,8 @@ impl Config {
             None => "global".to_owned(),
             Some(loc) if models::is_location(loc.trim()) => loc.trim().to_owned(),
             Some(_) => {
-                fail(
+                report(
+                    &mut errors,
                     "VERTEX_LOCATION",
                     "must be a Vertex location such as \"global\" or \"us-central1\"".into(),
                 );
@@ -202,7 +178,7 @@ impl Config {
             None => None,
             Some(p) if is_project_id(p.trim()) => Some(p.trim().to_owned()),
             Some(_) => {
-                fail(
+                report(&mut errors, 
                     "GOOGLE_CLOUD_PROJECT",
                     "must be a project id: lowercase letters, digits, '-' (and 'domain:' if scoped)"
                         .into(),
@@ -213,7 +189,7 @@ impl Config {
 
         let base_url = get("VERTEX_BASE_URL").and_then(|url| {
             parse_base_url(url.trim())
-                .map_err(|e| fail("VERTEX_BASE_URL", e))
+                .map_err(|e| report(&mut errors, "VERTEX_BASE_URL", e))
                 .ok()
         });
 
@@ -221,7 +197,7 @@ impl Config {
             None => Aliases::default_table(),
             Some(json) => Aliases::parse(&json).unwrap_or_else(|errs| {
                 for e in errs {
-                    fail("MODEL_ALIASES_JSON", e);
+                    report(&mut errors, "MODEL_ALIASES_JSON", e);
                 }
                 Aliases::default()
             }),
@@ -233,18 +209,15 @@ impl Config {
             if let Some(id) = get(var)
                 && let Err(e) = aliases.set_model(alias, &id)
             {
-                fail(var, e);
+                report(&mut errors, var, e);
             }
         }
 
-        if keys_reload.is_zero() {
-            fail("KEYS_RELOAD_SECS", "must be at least 1".into());
-        }
         let prices = match get("PRICES_JSON") {
             None => HashMap::new(),
             Some(json) => usage::parse_prices(&json).unwrap_or_else(|errs| {
                 for e in errs {
-                    fail("PRICES_JSON", e);
+                    report(&mut errors, "PRICES_JSON", e);
                 }
                 HashMap::new()
             }),
@@ -252,7 +225,8 @@ impl Config {
         let parse_keys = |json: &str| key_set(json, &aliases, allow_raw_model_ids);
         let (keys, keys_file) = match (get("API_KEYS_JSON"), get("API_KEYS_FILE")) {
             (Some(_), Some(_)) => {
-                fail(
+                report(
+                    &mut errors,
                     "API_KEYS_FILE",
                     "and API_KEYS_JSON are both set; set only one of them".into(),
                 );
@@ -261,7 +235,7 @@ impl Config {
             (Some(json), None) => {
                 let keys = parse_keys(&json).map_err(|errs| {
                     for e in errs {
-                        fail("API_KEYS_JSON", e);
+                        report(&mut errors, "API_KEYS_JSON", e);
                     }
                 });
                 (keys.ok(), None)
@@ -273,13 +247,13 @@ impl Config {
                     .and_then(|json| parse_keys(&json))
                     .map_err(|errs| {
                         for e in errs {
-                            fail("API_KEYS_FILE", e);
+                            report(&mut errors, "API_KEYS_FILE", e);
                         }
                     });
                 (keys.ok(), Some(path))
             }
             (None, None) => {
-                fail(
+                report(&mut errors, 
                     "API_KEYS_JSON",
                     "is required (or API_KEYS_FILE): a JSON array such as [{\"id\": \"me\", \"key\": \"<at least 16 characters>\"}]".into(),
                 );
@@ -359,6 +333,37 @@ impl Config {
 fn key_set(json: &str, aliases: &Aliases, allow_raw: bool) -> Result<KeySet, Vec<String>> {
     KeySet::parse(json, |name| {
         aliases.get(name).is_some() || (allow_raw && models::is_raw_model_id(name))
+    })
+}
+
+fn report(errors: &mut Vec<ConfigError>, var: &'static str, message: String) {
+    errors.push(ConfigError { var, message });
+}
+
+/// The parsed value, or `default` with the problem reported against `var`.
+fn or_report<T>(
+    errors: &mut Vec<ConfigError>,
+    var: &'static str,
+    parsed: Result<T, String>,
+    default: T,
+) -> T {
+    parsed.unwrap_or_else(|e| {
+        report(errors, var, e);
+        default
+    })
+}
+
+/// A whole number of at least 1.
+fn positive<T: std::str::FromStr + PartialEq + From<u8>>(
+    value: Option<String>,
+    default: T,
+) -> Result<T, String> {
+    number(value, default).and_then(|n| {
+        if n == T::from(0) {
+            Err("must be at least 1".into())
+        } else {
+            Ok(n)
+        }
     })
 }
 
