@@ -178,7 +178,7 @@ impl Config {
             None => None,
             Some(p) if is_project_id(p.trim()) => Some(p.trim().to_owned()),
             Some(_) => {
-                report(&mut errors, 
+                report(&mut errors,
                     "GOOGLE_CLOUD_PROJECT",
                     "must be a project id: lowercase letters, digits, '-' (and 'domain:' if scoped)"
                         .into(),
@@ -253,7 +253,7 @@ impl Config {
                 (keys.ok(), Some(path))
             }
             (None, None) => {
-                report(&mut errors, 
+                report(&mut errors,
                     "API_KEYS_JSON",
                     "is required (or API_KEYS_FILE): a JSON array such as [{\"id\": \"me\", \"key\": \"<at least 16 characters>\"}]".into(),
                 );
