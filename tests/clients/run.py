@@ -94,9 +94,20 @@ def start_proxy(binary):
     if not line:
         raise SystemExit("the proxy did not start: " + proxy.stderr.read())
     port = json.loads(line)["config"]["listen"].rsplit(":", 1)[1]
-    # Keep draining its log so it never blocks on a full pipe.
-    threading.Thread(target=lambda: [None for _ in proxy.stdout], daemon=True).start()
+    # Keep draining its log so it never blocks on a full pipe, and keep it for the leak check.
+    threading.Thread(target=lambda: PROXY_LOG.extend(proxy.stdout), daemon=True).start()
     return proxy, f"http://127.0.0.1:{port}"
+
+
+PROXY_LOG = []
+
+
+def check_log():
+    """No key and no Google token in anything the proxy logged while the clients ran."""
+    text = "".join(PROXY_LOG)
+    assert PROXY_LOG, "the proxy logged nothing"
+    for secret in (KEY, fake_vertex.TOKEN, "hello there", "You said"):
+        assert secret not in text, f"{secret[:8]}… reached the proxy's log"
 
 
 WEATHER_TOOL = {
@@ -331,6 +342,7 @@ def main():
     finally:
         proxy.terminate()
         proxy.wait(timeout=15)
+    step("proxy", "its log holds no key, token or content")(check_log)
     print(f"clients: {RESULTS['passed']} passed, {RESULTS['failed']} failed")
     sys.exit(1 if RESULTS["failed"] or not RESULTS["passed"] else 0)
 
