@@ -268,7 +268,7 @@ async fn forward(
             "model_not_found",
             format!(
                 "unknown model {:?}; this key may use: {}",
-                field.name,
+                shorten(&field.name),
                 usable.join(", ")
             ),
         )
@@ -276,7 +276,7 @@ async fn forward(
     if !key.may_use(&field.name) {
         return Err(ProxyError::Forbidden(format!(
             "this API key may not use model {:?}",
-            field.name
+            shorten(&field.name)
         )));
     }
     let location = config.location_of(&target).to_owned();
@@ -328,6 +328,14 @@ async fn forward(
     Ok(response)
 }
 
+/// A client's model name as quoted back in an error: bounded, since it can be any size.
+fn shorten(name: &str) -> String {
+    match name.char_indices().nth(100) {
+        Some((at, _)) => format!("{}…", &name[..at]),
+        None => name.to_owned(),
+    }
+}
+
 /// Reads the whole body into one buffer, sized from `Content-Length` when there is one, and
 /// never past `limit`: the model must be found before anything goes upstream.
 async fn read_body(
@@ -354,6 +362,13 @@ async fn read_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_model_names_are_bounded() {
+        assert_eq!(shorten("flash"), "flash");
+        let long = "é".repeat(500);
+        assert_eq!(shorten(&long).chars().count(), 101);
+    }
 
     #[test]
     fn routes_with_and_without_v1() {
