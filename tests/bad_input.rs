@@ -315,17 +315,7 @@ async fn every_bad_request_is_refused_clearly_and_never_reaches_vertex() {
     assert_eq!(vertex.count(), 0, "a bad request reached Vertex");
 
     // Still serving, and no panic on the way.
-    let health = request(
-        http::Method::GET,
-        &proxy.url("/healthz"),
-        &[],
-        bytes::Bytes::new(),
-    )
-    .await;
-    assert_eq!(health.status, 200);
-    let (code, stderr) = proxy.stop().await;
-    assert_eq!(code, Some(0));
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    proxy.assert_healthy_and_stop().await;
     println!("bad input: {} cases, 0 reached Vertex", cases.len());
 }
 
@@ -409,16 +399,6 @@ async fn bad_h2c_frames_do_not_hurt_the_proxy() {
         )
         .await;
     }
-    let health = request(
-        http::Method::GET,
-        &proxy.url("/healthz"),
-        &[],
-        bytes::Bytes::new(),
-    )
-    .await;
-    assert_eq!(health.status, 200);
     assert_eq!(vertex.count(), 0);
-    let (code, stderr) = proxy.stop().await;
-    assert_eq!(code, Some(0));
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    proxy.assert_healthy_and_stop().await;
 }

@@ -541,11 +541,7 @@ async fn chaos() {
         rss_after * 10 <= rss_before * 11,
         "RSS grew from {rss_before} KiB to {rss_after} KiB"
     );
-    let health = request(http::Method::GET, &proxy.url("/healthz"), &[], Bytes::new()).await;
-    assert_eq!(health.status, StatusCode::OK);
-    let (code, stderr) = proxy.stop().await;
-    assert_eq!(code, Some(0));
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    proxy.assert_healthy_and_stop().await;
     println!("chaos: {requests} passed, 0 failed");
 }
 

@@ -28,18 +28,8 @@ async fn keys_file_is_reloaded_without_a_restart() {
     env.insert("API_KEYS_FILE".into(), file.to_string_lossy().into());
     env.insert("KEYS_RELOAD_SECS".into(), "1".into());
     let proxy = spawn(&env).await;
-    assert_eq!(
-        post(&proxy, "/v1/chat/completions", OLD_KEY, CHAT)
-            .await
-            .status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        post(&proxy, "/v1/chat/completions", NEW_KEY, CHAT)
-            .await
-            .status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(chat_status(&proxy, OLD_KEY).await, StatusCode::OK);
+    assert_eq!(chat_status(&proxy, NEW_KEY).await, StatusCode::UNAUTHORIZED);
 
     // Rotate: the new key in, the old one out. Written whole, then renamed, as a secret mount does.
     let staged = dir.join("keys.json.new");
@@ -56,18 +46,8 @@ async fn keys_file_is_reloaded_without_a_restart() {
                 .is_some_and(|m| m.contains("keys reloaded"))
         })
         .await;
-    assert_eq!(
-        post(&proxy, "/v1/chat/completions", NEW_KEY, CHAT)
-            .await
-            .status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        post(&proxy, "/v1/chat/completions", OLD_KEY, CHAT)
-            .await
-            .status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(chat_status(&proxy, NEW_KEY).await, StatusCode::OK);
+    assert_eq!(chat_status(&proxy, OLD_KEY).await, StatusCode::UNAUTHORIZED);
 
     // A broken file changes nothing, and the log says what is wrong without quoting keys.
     std::fs::write(&staged, format!(r#"[{{"id":"broken","key":"{OLD_KEY}"#)).unwrap();
@@ -86,12 +66,7 @@ async fn keys_file_is_reloaded_without_a_restart() {
         "{message}"
     );
     assert!(!message.contains(OLD_KEY));
-    assert_eq!(
-        post(&proxy, "/v1/chat/completions", NEW_KEY, CHAT)
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(chat_status(&proxy, NEW_KEY).await, StatusCode::OK);
     // An empty file, likewise.
     std::fs::write(&staged, "").unwrap();
     std::fs::rename(&staged, &file).unwrap();
@@ -103,12 +78,7 @@ async fn keys_file_is_reloaded_without_a_restart() {
                     .is_some_and(|m| m.contains("line 1 column 0"))
         })
         .await;
-    assert_eq!(
-        post(&proxy, "/v1/chat/completions", NEW_KEY, CHAT)
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(chat_status(&proxy, NEW_KEY).await, StatusCode::OK);
     let log = proxy.lines().join("\n");
     for secret in [OLD_KEY, NEW_KEY, &sha256_hex(NEW_KEY)] {
         assert!(!log.contains(secret), "a key or hash was logged");

@@ -604,9 +604,6 @@ async fn an_upstream_that_never_accepts_is_a_504() {
 #[should_panic(expected = "reached the proxy's logs")]
 async fn the_leak_check_catches_a_logged_key() {
     let (_vertex, _metadata, proxy) = setup().await;
-    assert_eq!(
-        post(&proxy, "/v1/chat/completions", KEY, CHAT).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(chat_status(&proxy, KEY).await, StatusCode::OK);
     proxy.pretend_logged(&format!("{{\"message\":\"oops {}\"}}", sha256_hex(KEY)));
 }

@@ -80,10 +80,7 @@ async fn project_comes_from_the_metadata_server_when_unset() {
         .wait_for_line("the startup line", |l| l.get("config").is_some())
         .await;
     assert_eq!(startup["config"]["project"], PROJECT);
-    assert_eq!(
-        post(&proxy, "/v1/chat/completions", KEY, CHAT).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(chat_status(&proxy, KEY).await, StatusCode::OK);
     let received = vertex.wait_for(1).await;
     assert!(
         received[0]
@@ -194,10 +191,7 @@ async fn a_service_account_file_signs_its_own_token() {
         account_path.to_string_lossy().into(),
     );
     let proxy = spawn(&env).await;
-    assert_eq!(
-        post(&proxy, "/v1/chat/completions", KEY, CHAT).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(chat_status(&proxy, KEY).await, StatusCode::OK);
     let received = vertex.wait_for(1).await.remove(0);
     let bearer = received.headers["authorization"]
         .to_str()

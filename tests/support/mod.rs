@@ -586,6 +586,15 @@ impl Proxy {
         (status.code(), self.stderr())
     }
 
+    /// Checks the proxy still serves, then stops it and checks it exited 0 without a panic.
+    pub async fn assert_healthy_and_stop(&mut self) {
+        let health = request(Method::GET, &self.url("/healthz"), &[], Bytes::new()).await;
+        assert_eq!(health.status, StatusCode::OK);
+        let (code, stderr) = self.stop().await;
+        assert_eq!(code, Some(0));
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+
     pub fn terminate(&self) {
         let pid = self.child.id().expect("the proxy is running");
         let status = std::process::Command::new("kill")
@@ -710,6 +719,11 @@ pub async fn post(proxy: &Proxy, path: &str, key: &str, body: &str) -> Answer {
         body.to_owned(),
     )
     .await
+}
+
+/// The status of a chat completion with `key`.
+pub async fn chat_status(proxy: &Proxy, key: &str) -> StatusCode {
+    post(proxy, "/v1/chat/completions", key, CHAT).await.status
 }
 
 pub async fn get(proxy: &Proxy, path: &str, key: &str) -> Answer {
