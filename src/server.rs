@@ -26,7 +26,12 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
         .timer(TokioTimer::new())
         // A client that trickles its headers (slowloris) cannot hold a connection.
         .header_read_timeout(state.config.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // With `--use-http2`, Cloud Run may multiplex up to its maximum concurrency (1000) on
+        // one connection; hyper's default of 200 streams would queue the rest.
+        .max_concurrent_streams(1000);
     let graceful = GracefulShutdown::new();
     let grace = state.config.shutdown_grace;
     tokio::pin!(shutdown);
