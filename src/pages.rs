@@ -222,7 +222,7 @@ fn rotation_text(config: &Config) -> String {
     let common = "Make a new key with `vertex-proxy keygen --id NAME`, add its entry to your keys file (api-keys.json), hand the key out, and remove the old entry once its holder has switched.";
     match &config.keys_file {
         Some(_) => format!(
-            "{common} This service reads its keys from a mounted file (API_KEYS_FILE) and re-reads it every {} s: run `./deploy.sh keys` to push the file to its secret, and the change applies without a redeploy.",
+            "{common} This service reads its keys from a mounted file (API_KEYS_FILE) and re-reads it every {} s: run `./deploy.sh keys --keys-secret NAME` to add a secret version, and the change applies without a redeploy.",
             config.keys_reload.as_secs()
         ),
         None => format!(
