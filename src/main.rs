@@ -56,6 +56,10 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    // Each stream holds two sockets (client and Vertex); a soft limit of 1024 descriptors would
+    // refuse connections near Cloud Run's 1000 concurrent requests. Raise it to the hard limit,
+    // as Go programs do by default; failing that, carry on with what there is.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     vertex_proxy::install_crypto_provider();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -123,3 +123,44 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
     let answer = within("the third client", third).await.unwrap();
     assert_eq!(answer.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_descriptor_limit_is_raised_to_the_hard_limit() {
+    // Start the proxy under a low soft limit, as on many hosts (1024), and read its limits.
+    let vertex = FakeVertex::start().await;
+    let metadata = FakeMetadata::start().await;
+    let env = env(&vertex, &metadata);
+    let mut child = tokio::process::Command::new("bash")
+        .args([
+            "-c",
+            "ulimit -Sn 256 && exec \"$0\"",
+            env!("CARGO_BIN_EXE_vertex-proxy"),
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PORT", "0")
+        .envs(&env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    within(
+        "the startup line",
+        tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut first),
+    )
+    .await
+    .unwrap();
+    assert!(first.contains("\"listen\""), "{first}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id().unwrap())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers[0], numbers[1], "soft limit not raised: {line}");
+    assert_ne!(numbers[0], "256", "{line}");
+    child.kill().await.unwrap();
+}
