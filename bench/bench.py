@@ -6,7 +6,8 @@ timed chunks. Each figure is measured for the proxy and, where it applies, for t
 in the same run: "direct" (client straight to the fake) and "nginx" (nginx as a reverse proxy
 that checks a key with a map, sets Authorization, and does not buffer).
 
-Writes bench/results/latest.json and prints a Markdown table.
+Writes bench/results/latest.json and prints a Markdown table. With --peers it also installs
+LiteLLM's proxy (pinned, into bench/.venv-peers) and measures it against the same fake.
 """
 
 import asyncio
@@ -205,14 +206,15 @@ WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = '{body}'
 wrk.headers["content-type"] = "application/json"
-wrk.headers["x-api-key"] = "{key}"
+wrk.headers["{header}"] = "{value}"
 """
 
 
-def wrk(url, connections, seconds, threads):
+def wrk(url, connections, seconds, threads, bearer=False):
     script = os.path.join(TMP, "post.lua")
+    header, value = ("authorization", f"Bearer {KEY}") if bearer else ("x-api-key", KEY)
     with open(script, "w") as f:
-        f.write(WRK_SCRIPT.format(body=CHAT_BODY, key=KEY))
+        f.write(WRK_SCRIPT.format(body=CHAT_BODY, header=header, value=value))
     output = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
                              "-s", script, url], capture_output=True, text=True, check=True).stdout
 
@@ -325,6 +327,56 @@ def large_request(port_direct, port_proxy, runs=5):
 
 # ---------------------------------------------------------------------------- main
 
+LITELLM_VERSION = "1.106.2"
+LITELLM_CONFIG = """model_list:
+  - model_name: flash
+    litellm_params:
+      model: openai/google/gemini-2.5-flash
+      api_base: {upstream}/v1/projects/{project}/locations/global/endpoints/openapi
+      api_key: ya29.bench
+general_settings:
+  master_key: {key}
+"""
+
+
+def peers(upstream_url):
+    """LiteLLM's proxy in front of the same fake, measured the same way (--peers)."""
+    venv = os.path.join(ROOT, "bench", ".venv-peers")
+    if not os.path.exists(os.path.join(venv, "bin", "litellm")):
+        log(f"installing litellm[proxy]=={LITELLM_VERSION} into bench/.venv-peers")
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"],
+                       check=True)
+    config = os.path.join(TMP, "litellm.yaml")
+    with open(config, "w") as f:
+        f.write(LITELLM_CONFIG.format(upstream=upstream_url, project=PROJECT, key=KEY))
+    env = {"PATH": os.path.join(venv, "bin") + ":" + os.environ.get("PATH", ""), "HOME": TMP}
+    cold = []
+    for _ in range(3):
+        port = free_port()
+        started = time.perf_counter()
+        process = subprocess.Popen([os.path.join(venv, "bin", "litellm"), "--config", config, "--port", str(port)],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        PROCESSES.append(process)
+        while True:
+            try:
+                if http_status(port, "GET", "/health/liveliness") == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.01)
+        cold.append((time.perf_counter() - started) * 1000)
+        if len(cold) < 3:
+            stop(process)
+    rss_start = status_kib(process.pid, "VmRSS")
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    result = {"version": LITELLM_VERSION, "cold_start_ms": statistics.median(cold), "rss_start_kib": rss_start,
+              "latency": wrk(url, 1, 10, 1, bearer=True), "throughput": wrk(url, 64, 10, 2, bearer=True),
+              "rss_after_kib": status_kib(process.pid, "VmRSS")}
+    stop(process)
+    return result
+
+
 def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -384,11 +436,34 @@ def main():
                                 "peak_rss_kib": status_kib(proxy.pid, "VmHWM")}
     stop(proxy)
     results["binary_bytes"] = os.path.getsize(BINARY)
+    if "--peers" in sys.argv[1:]:
+        log("peers: LiteLLM")
+        results["peers"] = {"litellm": peers(upstream_url)}
 
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results", "latest.json"), "w") as f:
         json.dump(results, f, indent=2)
     print(table(results))
+    if "peers" in results:
+        print()
+        print(peer_table(results))
+
+
+def peer_table(r):
+    lite = r["peers"]["litellm"]
+    lat, thr, mem = r["latency"], r["throughput"], r["memory"]
+    rows = [
+        ("cold start (exec → health 200)", f"{r['cold_start_ms']:.0f} ms", f"{lite['cold_start_ms']:.0f} ms"),
+        ("memory after start", f"{mem['rss_start_kib'] / 1024:.1f} MiB", f"{lite['rss_start_kib'] / 1024:.0f} MiB"),
+        ("memory after load", f"{mem['rss_after_more_kib'] / 1024:.1f} MiB", f"{lite['rss_after_kib'] / 1024:.0f} MiB"),
+        ("latency p50 / p99 (c=1)", f"{lat['proxy']['p50_ms']:.2f} / {lat['proxy']['p99_ms']:.2f} ms",
+         f"{lite['latency']['p50_ms']:.2f} / {lite['latency']['p99_ms']:.2f} ms"),
+        ("throughput (c=64)", f"{thr['proxy']['rps']:.0f} req/s, {thr['proxy']['errors']} errors",
+         f"{lite['throughput']['rps']:.0f} req/s, {lite['throughput']['errors']} errors"),
+    ]
+    lines = [f"| figure | vertex-proxy | LiteLLM {lite['version']} |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
 
 
 def cpu_model():
