@@ -291,6 +291,24 @@ async def read_stream(port, path, headers, delays):
     return done
 
 
+def start_sse_upstream(port, chunks, interval):
+    process = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--sse-upstream",
+                                str(port), str(chunks), str(interval)])
+    PROCESSES.append(process)
+    wait_for_port(port)
+
+
+def serve_sse_upstream(port, chunks, interval):
+    resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
+
+    async def forever():
+        server = await sse_upstream(port, chunks, interval)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(forever())
+
+
 async def streaming(sse_port, proxy_port, streams, chunks_each):
     results = {}
     for name, port, path, headers in (("direct", sse_port, CHAT_PATH, {}),
@@ -414,14 +432,16 @@ def main():
     log("streaming relay and many streams")
     sse_port = free_port()
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(sse_upstream(sse_port, 20, 0.05))
+    # The upstream runs in a process of its own, so the client's event loop does not delay
+    # the upstream's sends (or the other way round) and skew the per-chunk delays.
+    start_sse_upstream(sse_port, 30, 0.05)
     stream_port = free_port()
     proxy = start_proxy(stream_port, f"http://127.0.0.1:{sse_port}", upstream)
-    results["streaming"] = loop.run_until_complete(streaming(sse_port, stream_port, 20, 20))
+    results["streaming"] = loop.run_until_complete(streaming(sse_port, stream_port, 40, 30))
     stop(proxy)
     many_port = free_port()
     many_sse = free_port()
-    loop.run_until_complete(sse_upstream(many_sse, 100, 0.05))  # about 5 s per stream
+    start_sse_upstream(many_sse, 100, 0.05)  # about 5 s per stream
     proxy = start_proxy(many_port, f"http://127.0.0.1:{many_sse}", upstream)
     many = loop.run_until_complete(streaming(many_sse, many_port, 1000, 100))["proxy"]
     results["many_streams"] = {"streams": 1000, "failures": many["failures"],
@@ -519,6 +539,10 @@ def table(r):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--sse-upstream"]:
+        shutil.rmtree(TMP, ignore_errors=True)  # made at import; this process needs none
+        serve_sse_upstream(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+        sys.exit(0)
     try:
         main()
     finally:
