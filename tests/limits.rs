@@ -34,13 +34,7 @@ async fn read_to_close(stream: &mut TcpStream) -> String {
 async fn a_vertex_that_goes_silent_mid_stream_is_cut_and_logged() {
     let (vertex, tx) = FakeVertex::streaming().await;
     let (_metadata, proxy) = proxy_with(&vertex, &[("UPSTREAM_IDLE_TIMEOUT_SECS", "1")]).await;
-    let response = start_stream(&proxy).await;
-    let mut body = response.into_body();
-    tx.send(Bytes::from("data: one\n\n")).await.unwrap();
-    within("the first chunk", body.frame())
-        .await
-        .unwrap()
-        .unwrap();
+    let body = stream_in_flight(&proxy, &tx).await;
     // Vertex now says nothing more: the client's stream must end as a cut stream.
     let end = within("the cut", body.collect()).await;
     assert!(end.is_err(), "a stalled stream must not end as a success");

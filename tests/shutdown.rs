@@ -43,14 +43,7 @@ async fn sigterm_with_200_streams_in_flight() {
     }
 
     let signalled = Instant::now();
-    proxy.terminate();
-    proxy
-        .wait_for_line("the shutdown line", |l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("no longer accepting"))
-        })
-        .await;
+    proxy.terminate_and_wait_for_drain().await;
     assert!(
         tokio::net::TcpStream::connect(proxy.addr).await.is_err(),
         "a new connection was accepted after SIGTERM"

@@ -134,14 +134,14 @@ async fn the_token_is_warmed_at_startup_and_shared_by_concurrent_requests() {
 }
 
 #[tokio::test]
-async fn a_token_that_cannot_be_had_is_a_502_that_says_so() {
+async fn a_failing_token_source_is_a_502_that_says_so_until_it_recovers() {
     let vertex = FakeVertex::start().await;
     let metadata = FakeMetadata::start().await;
     metadata.set_mode(MetadataMode::Fail);
     let mut env = env(&vertex, &metadata);
     env.insert("TOKEN_TIMEOUT_SECS".into(), "2".into());
     let proxy = spawn(&env).await;
-    let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
+    let answer = chat(&proxy).await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
     assert!(
         answer.error_message().contains("Google access token"),
@@ -150,6 +150,26 @@ async fn a_token_that_cannot_be_had_is_a_502_that_says_so() {
     );
     assert_eq!(answer.json()["error"]["code"], "token_unavailable");
     assert_eq!(vertex.count(), 0);
+    // The source recovers; the proxy gets a token by itself (google-cloud-auth retries
+    // transient failures every 10 s), with no restart.
+    metadata.set_mode(MetadataMode::Ok);
+    let recovered = within("service to resume", async {
+        loop {
+            let answer = chat(&proxy).await;
+            if answer.status == StatusCode::OK {
+                return answer;
+            }
+            assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    assert_eq!(recovered.json()["model"], "google/gemini-2.5-flash");
+    assert_eq!(vertex.count(), 1);
+}
+
+async fn chat(proxy: &Proxy) -> Answer {
+    post(proxy, "/v1/chat/completions", KEY, CHAT).await
 }
 
 #[tokio::test]
@@ -224,23 +244,9 @@ async fn graceful_shutdown_lets_a_stream_finish_whole() {
     let (vertex, tx) = FakeVertex::streaming().await;
     let metadata = FakeMetadata::start().await;
     let mut proxy = spawn(&env(&vertex, &metadata)).await;
-    let response = start_stream(&proxy).await;
-    let mut body = response.into_body();
-    tx.send(Bytes::from("data: one\n\n")).await.unwrap();
-    let first = within("the first chunk", body.frame())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(first.into_data().unwrap(), "data: one\n\n");
+    let body = stream_in_flight(&proxy, &tx).await;
 
-    proxy.terminate();
-    proxy
-        .wait_for_line("the shutdown line", |l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("no longer accepting"))
-        })
-        .await;
+    proxy.terminate_and_wait_for_drain().await;
     // New connections are refused once the signal has been handled.
     assert!(tokio::net::TcpStream::connect(proxy.addr).await.is_err());
 
@@ -274,13 +280,7 @@ async fn a_stream_still_running_at_the_deadline_is_cut() {
     let mut env = env(&vertex, &metadata);
     env.insert("SHUTDOWN_GRACE_SECS".into(), "1".into());
     let mut proxy = spawn(&env).await;
-    let response = start_stream(&proxy).await;
-    let mut body = response.into_body();
-    tx.send(Bytes::from("data: one\n\n")).await.unwrap();
-    within("the first chunk", body.frame())
-        .await
-        .unwrap()
-        .unwrap();
+    let body = stream_in_flight(&proxy, &tx).await;
     proxy.terminate();
     // Vertex never finishes; the proxy must still exit, and the client sees a cut stream.
     let status = within("the proxy to exit", proxy.child.wait())

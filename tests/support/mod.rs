@@ -595,6 +595,17 @@ impl Proxy {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 
+    /// Sends SIGTERM and waits until the proxy says it stopped accepting.
+    pub async fn terminate_and_wait_for_drain(&self) {
+        self.terminate();
+        self.wait_for_line("the shutdown line", |l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no longer accepting"))
+        })
+        .await;
+    }
+
     pub fn terminate(&self) {
         let pid = self.child.id().expect("the proxy is running");
         let status = std::process::Command::new("kill")
@@ -675,6 +686,19 @@ pub async fn start_stream(proxy: &Proxy) -> Response<Incoming> {
         r#"{"model":"flash","stream":true}"#,
     )
     .await
+}
+
+/// Starts a stream through the proxy, has the fake send its first chunk, and returns the body
+/// once the client holds that chunk: a stream provably in flight.
+pub async fn stream_in_flight(proxy: &Proxy, tx: &mpsc::Sender<Bytes>) -> Incoming {
+    let mut body = start_stream(proxy).await.into_body();
+    tx.send(Bytes::from("data: one\n\n")).await.unwrap();
+    let first = within("the first chunk", body.frame())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "data: one\n\n");
+    body
 }
 
 pub async fn request(
