@@ -109,6 +109,8 @@ pub struct Config {
     pub body_read_timeout: Duration,
     /// Connections served at once; further ones wait in the listen queue.
     pub max_connections: usize,
+    /// Threads serving requests, each with its own runtime and upstream pool.
+    pub worker_threads: usize,
 }
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -130,6 +132,14 @@ impl Config {
             "MAX_CONNECTIONS",
             positive(get("MAX_CONNECTIONS"), 2000),
             2000,
+        );
+        // What the process may use: a Cloud Run CPU limit counts.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let worker_threads = or_report(
+            &mut errors,
+            "WORKER_THREADS",
+            positive(get("WORKER_THREADS"), cores),
+            cores,
         );
         let mut seconds = |var: &'static str, default: u64, at_least_one: bool| {
             let parsed = if at_least_one {
@@ -282,6 +292,7 @@ impl Config {
                 header_read_timeout,
                 body_read_timeout,
                 max_connections,
+                worker_threads,
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -325,6 +336,7 @@ impl Config {
             "max_body_bytes": self.max_body_bytes,
             "shutdown_grace_secs": self.shutdown_grace.as_secs(),
             "max_connections": self.max_connections,
+            "worker_threads": self.worker_threads,
             "upstream_idle_timeout_secs": self.upstream_idle_timeout.as_secs(),
         })
     }
@@ -459,6 +471,7 @@ mod tests {
             ("VERTEX_BASE_URL", "http://vertex.example.com"),
             ("MODEL_ALIASES_JSON", "{nope"),
             ("MODEL_FLASH_ID", "not an id"),
+            ("WORKER_THREADS", "0"),
         ])
         .unwrap_err();
         let vars: Vec<&str> = errors.0.iter().map(|e| e.var).collect();
@@ -472,6 +485,7 @@ mod tests {
             "VERTEX_BASE_URL",
             "MODEL_ALIASES_JSON",
             "MODEL_FLASH_ID",
+            "WORKER_THREADS",
             "API_KEYS_JSON",
         ] {
             assert!(vars.contains(&var), "{var} not reported: {errors}");

@@ -61,7 +61,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
     // as Go programs do by default; failing that, carry on with what there is.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     vertex_proxy::install_crypto_provider();
-    tokio::runtime::Builder::new_multi_thread()
+    // Current-thread: the server starts one more such runtime per extra core (server.rs).
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))

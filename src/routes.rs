@@ -32,6 +32,7 @@ use crate::token::TokenSource;
 use crate::upstream::{self, Endpoints, HttpClient, Operation};
 
 /// Everything a request needs, shared by all connections.
+#[derive(Clone)]
 pub struct State {
     pub config: Config,
     /// The key set in force, swapped when `API_KEYS_FILE` changes.

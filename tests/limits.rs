@@ -96,7 +96,12 @@ async fn a_trickled_body_gets_a_408() {
 #[tokio::test]
 async fn connections_over_the_cap_wait_for_a_free_slot() {
     let vertex = FakeVertex::start().await;
-    let (_metadata, proxy) = proxy_with(&vertex, &[("MAX_CONNECTIONS", "2")]).await;
+    // Four workers share the one cap: a cap per worker would let eight in.
+    let (_metadata, proxy) = proxy_with(
+        &vertex,
+        &[("MAX_CONNECTIONS", "2"), ("WORKER_THREADS", "4")],
+    )
+    .await;
     let first = TcpStream::connect(proxy.addr).await.unwrap();
     let _second = TcpStream::connect(proxy.addr).await.unwrap();
     // A third client: its connection waits in the listen queue, unserved.

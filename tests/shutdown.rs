@@ -1,4 +1,5 @@
-//! SIGTERM under load: 200 SSE streams in flight when the signal comes.
+//! SIGTERM under load: 200 SSE streams in flight when the signal comes, over HTTP/1.1 and over
+//! one h2c connection whose streams run on several worker threads.
 
 mod support;
 
@@ -100,4 +101,86 @@ async fn sigterm_with_200_streams_in_flight() {
     assert_eq!(requests.len(), STREAMS, "every stream has its log line");
     assert_eq!(cancelled, 1, "only the stuck stream was cut");
     assert!(lines.iter().any(|l| l.contains("grace period over")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_h2c_streams_spread_over_worker_threads() {
+    const H2_STREAMS: usize = 40;
+    let (vertex, mut senders) = FakeVertex::streams().await;
+    let metadata = FakeMetadata::start().await;
+    let mut env = env(&vertex, &metadata);
+    env.insert("SHUTDOWN_GRACE_SECS".into(), "10".into());
+    // The connection lives on one worker; its streams are spread over all four. Workers
+    // with no connection of their own must keep running until those streams are done.
+    env.insert("WORKER_THREADS".into(), "4".into());
+    let mut proxy = spawn(&env).await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("an h2c handshake");
+    tokio::spawn(connection);
+
+    let mut streams = Vec::new();
+    for i in 0..H2_STREAMS {
+        let request = http::Request::post(proxy.url("/v1/chat/completions"))
+            .header("x-api-key", KEY)
+            .body(http_body_util::Full::new(Bytes::from(
+                r#"{"model":"flash","stream":true}"#,
+            )))
+            .unwrap();
+        let response = within("an h2c stream", sender.clone().send_request(request))
+            .await
+            .unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        let tx = within("the fake to get the stream", senders.recv())
+            .await
+            .unwrap();
+        tx.send(Bytes::from(chunk(i, 0))).await.unwrap();
+        let mut body = response.into_body();
+        let first = within("a first chunk", body.frame())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.into_data().unwrap(), chunk(i, 0));
+        streams.push((tx, body));
+    }
+
+    proxy.terminate_and_wait_for_drain().await;
+    let mut readers = Vec::new();
+    for (i, (tx, body)) in streams.into_iter().enumerate() {
+        readers.push(tokio::spawn(async move {
+            for n in 1..4 {
+                tx.send(Bytes::from(chunk(i, n))).await.unwrap();
+            }
+            drop(tx);
+            (i, body.collect().await.map(|c| c.to_bytes()))
+        }));
+    }
+    for reader in readers {
+        let (i, rest) = within("a stream to finish", reader).await.unwrap();
+        let expected: String = (1..4).map(|n| chunk(i, n)).collect();
+        assert_eq!(
+            rest.expect("a whole stream"),
+            expected,
+            "h2c stream {i} was not byte-exact"
+        );
+    }
+    let status = within("the proxy to exit", proxy.child.wait())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let lines = proxy.lines();
+    assert!(
+        lines.iter().any(|l| l.contains("all requests finished")),
+        "{lines:?}"
+    );
+    let cancelled = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["cancelled"] == true)
+        .count();
+    assert_eq!(cancelled, 0, "a stream was cut");
 }
