@@ -181,9 +181,11 @@ pub async fn prepare(env: &dyn Env, mode: Mode) -> Result<(State, TcpListener), 
         demo::print_banner(local, !demo::DemoEnv(env).has_own_keys());
     }
 
-    let endpoints = Endpoints {
-        base_url: config.base_url.clone(),
+    let locations = config.aliases.iter().map(|(_, t)| config.location_of(t));
+    let endpoints = Endpoints::new(
+        config.base_url.clone(),
         project,
-    };
+        locations.chain([config.location.as_str()]),
+    );
     Ok((State::new(config, endpoints, tokens, client), listener))
 }

@@ -164,14 +164,17 @@ impl RequestLog {
         let usage = self.usage_tail.as_ref().and_then(Tail::usage);
         Line {
             severity,
-            message: format!("{} {} {}", self.method, self.path, status),
+            message: Text(Message {
+                method: &self.method,
+                path: &self.path,
+                status,
+            }),
             http_request: HttpRequest {
                 request_method: self.method.as_str(),
                 request_url: &self.path,
                 status,
-                // Integer formatting: a float with a precision costs thousands of instructions.
-                latency: format!("{}.{:06}s", latency.as_secs(), latency.subsec_micros()),
-                response_size: self.response_bytes.to_string(),
+                latency: Text(Seconds(latency)),
+                response_size: Text(self.response_bytes),
                 protocol: match self.protocol {
                     Version::HTTP_2 => "HTTP/2.0",
                     Version::HTTP_10 => "HTTP/1.0",
@@ -221,7 +224,7 @@ fn millis(duration: Duration) -> f64 {
 #[derive(Serialize)]
 struct Line<'a> {
     severity: &'static str,
-    message: String,
+    message: Text<Message<'a>>,
     #[serde(rename = "httpRequest")]
     http_request: HttpRequest<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -266,12 +269,45 @@ struct HttpRequest<'a> {
     request_method: &'a str,
     request_url: &'a str,
     status: u16,
-    latency: String,
+    latency: Text<Seconds>,
     /// A string, as Cloud Logging's `HttpRequest.responseSize` (int64 in JSON) expects.
-    response_size: String,
+    response_size: Text<u64>,
     protocol: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_agent: Option<&'a str>,
+}
+
+/// Serialises as a JSON string through `Display`, with no `String` built on the way: the line
+/// is written for every request.
+struct Text<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Text<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+/// `POST /v1/chat/completions 200`.
+struct Message<'a> {
+    method: &'a Method,
+    path: &'a str,
+    status: u16,
+}
+
+impl std::fmt::Display for Message<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.method, self.path, self.status)
+    }
+}
+
+/// A duration as Cloud Logging's `latency` wants it: `"0.001234s"`.
+struct Seconds(Duration);
+
+impl std::fmt::Display for Seconds {
+    // Integer formatting: a float with a precision costs thousands of instructions.
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}.{:06}s", self.0.as_secs(), self.0.subsec_micros())
+    }
 }
 
 /// Owns a [`RequestLog`] and writes it when dropped, wherever that happens: after the last

@@ -142,7 +142,7 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<P
     ));
     guard
         .get()
-        .set_trace(request.headers(), &state.endpoints.project);
+        .set_trace(request.headers(), state.endpoints.project());
     let response = match dispatch(&state, request, &mut guard).await {
         Ok(response) => response,
         Err(error) => {

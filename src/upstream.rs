@@ -18,8 +18,8 @@ use crate::error::ProxyError;
 /// The Vertex endpoints we forward to, under `…/endpoints/openapi/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
-    ChatCompletions,
-    Embeddings,
+    ChatCompletions = 0,
+    Embeddings = 1,
 }
 
 impl Operation {
@@ -80,12 +80,50 @@ pub fn client(connect_timeout: Duration) -> HttpClient {
 #[derive(Debug, Clone)]
 pub struct Endpoints {
     /// `VERTEX_BASE_URL`, used for every location when set.
-    pub base_url: Option<Uri>,
-    pub project: String,
+    base_url: Option<Uri>,
+    project: String,
+    /// The URLs of the configured locations, built once: building one costs more than the
+    /// rest of the routing.
+    built: Vec<(String, [Uri; 2])>,
 }
 
 impl Endpoints {
+    pub fn new<'a>(
+        base_url: Option<Uri>,
+        project: String,
+        locations: impl IntoIterator<Item = &'a str>,
+    ) -> Endpoints {
+        let mut endpoints = Endpoints {
+            base_url,
+            project,
+            built: Vec::new(),
+        };
+        for location in locations {
+            if endpoints.built.iter().any(|(l, _)| l == location) {
+                continue;
+            }
+            let operations = [Operation::ChatCompletions, Operation::Embeddings];
+            if let [Ok(chat), Ok(embeddings)] = operations.map(|op| endpoints.build(location, op)) {
+                endpoints
+                    .built
+                    .push((location.to_owned(), [chat, embeddings]));
+            }
+        }
+        endpoints
+    }
+
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
     pub fn uri(&self, location: &str, operation: Operation) -> Result<Uri, ProxyError> {
+        match self.built.iter().find(|(l, _)| l == location) {
+            Some((_, uris)) => Ok(uris[operation as usize].clone()),
+            None => self.build(location, operation),
+        }
+    }
+
+    fn build(&self, location: &str, operation: Operation) -> Result<Uri, ProxyError> {
         let origin = match &self.base_url {
             Some(base) => format!(
                 "{}://{}",
@@ -244,9 +282,27 @@ mod tests {
     use http::HeaderValue;
 
     fn endpoints(base: Option<&str>) -> Endpoints {
-        Endpoints {
-            base_url: base.map(|b| b.parse().unwrap()),
-            project: "my-proj".into(),
+        Endpoints::new(base.map(|b| b.parse().unwrap()), "my-proj".into(), [])
+    }
+
+    #[test]
+    fn urls_built_at_startup_are_the_urls_built_on_demand() {
+        for base in [None, Some("http://127.0.0.1:9000")] {
+            let locations = ["global", "us-central1", "global"];
+            let built = Endpoints::new(
+                base.map(|b| b.parse().unwrap()),
+                "my-proj".into(),
+                locations,
+            );
+            assert_eq!(built.built.len(), 2);
+            for location in ["global", "us-central1", "europe-west4"] {
+                for op in [Operation::ChatCompletions, Operation::Embeddings] {
+                    assert_eq!(
+                        built.uri(location, op).unwrap(),
+                        endpoints(base).uri(location, op).unwrap()
+                    );
+                }
+            }
         }
     }
 
