@@ -413,20 +413,26 @@ def main():
     proxy = start_proxy(port, upstream_url, upstream)
     http_status(port, "GET", "/healthz")
     rss_start = status_kib(proxy.pid, "VmRSS")
-    warm = wrk(f"http://127.0.0.1:{port}/v1/chat/completions", 4, 3, 1)
+    # Each worker thread's allocator reaches its working size only after some 100k requests
+    # (BENCHMARKS.md), so the warm-up is 12 s; growth is then measured over 6 s more.
+    warm = [wrk(f"http://127.0.0.1:{port}/v1/chat/completions", 4, 3, 1) for _ in range(4)]
     rss_warm = status_kib(proxy.pid, "VmRSS")
-    more = wrk(f"http://127.0.0.1:{port}/v1/chat/completions", 4, 3, 1)
+    more = [wrk(f"http://127.0.0.1:{port}/v1/chat/completions", 4, 3, 1) for _ in range(2)]
     rss_after = status_kib(proxy.pid, "VmRSS")
     results["memory"] = {"rss_start_kib": rss_start, "rss_after_warmup_kib": rss_warm,
-                         "rss_after_more_kib": rss_after, "requests": warm["requests"] + more["requests"]}
-    latency, throughput = {}, {}
-    for name, url in (("direct", f"{upstream_url}{CHAT_PATH}"),
-                      ("nginx", f"http://127.0.0.1:{nginx_port}{CHAT_PATH}"),
-                      ("proxy", f"http://127.0.0.1:{port}/v1/chat/completions")):
-        latency[name] = wrk(url, 1, 10, 1)
-        throughput[name] = wrk(url, 64, 10, 2)
-    results["latency"] = latency
-    results["throughput"] = throughput
+                         "rss_after_more_kib": rss_after,
+                         "warmup_requests": sum(w["requests"] for w in warm),
+                         "more_requests": sum(m["requests"] for m in more)}
+    urls = {"direct": f"{upstream_url}{CHAT_PATH}",
+            "nginx": f"http://127.0.0.1:{nginx_port}{CHAT_PATH}",
+            "proxy": f"http://127.0.0.1:{port}/v1/chat/completions"}
+    results["latency"] = {name: wrk(url, 1, 10, 1) for name, url in urls.items()}
+    # The machine's speed drifts over seconds, so throughput is three interleaved rounds of
+    # 5 s each; the figure is the round with the median proxy-to-nginx ratio.
+    rounds = [{name: wrk(url, 64, 5, 2) for name, url in urls.items()} for _ in range(3)]
+    rounds.sort(key=lambda r: r["proxy"]["rps"] / r["nginx"]["rps"])
+    results["throughput"] = dict(rounds[1], ratios=[round(r["proxy"]["rps"] / r["nginx"]["rps"], 3) for r in rounds],
+                                 errors=sum(r[n]["errors"] for r in rounds for n in urls))
     stop(proxy)
 
     log("streaming relay and many streams")
@@ -449,9 +455,14 @@ def main():
     stop(proxy)
 
     log("large request")
+    # nginx's `return` answers before it has read a request body, so the proxy would still be
+    # sending one body when the next arrives; the asyncio upstream reads every body first, as
+    # Vertex does.
+    large_port = free_port()
+    start_sse_upstream(large_port, 0, 0)
     port = free_port()
-    proxy = start_proxy(port, upstream_url, upstream)
-    size, timings = large_request(upstream, port)
+    proxy = start_proxy(port, f"http://127.0.0.1:{large_port}", upstream)
+    size, timings = large_request(large_port, port)
     results["large_request"] = {"body_bytes": size, "direct_ms": timings["direct"], "proxy_ms": timings["proxy"],
                                 "peak_rss_kib": status_kib(proxy.pid, "VmHWM")}
     stop(proxy)
@@ -512,16 +523,18 @@ def table(r):
          r["cold_first_completion_ms"] <= 50),
         ("idle memory (start / after warm-up / after more)",
          f"{mib(mem['rss_start_kib']):.1f} / {mib(mem['rss_after_warmup_kib']):.1f} / {mib(mem['rss_after_more_kib']):.1f} MiB",
-         f"{mem['requests']} requests", "≤ 10 MiB, no growth",
+         f"{mem['warmup_requests']} requests of warm-up, then {mem['more_requests']}", "≤ 10 MiB, no growth",
          max(mem["rss_start_kib"], mem["rss_after_more_kib"]) <= 10 * 1024
          and mem["rss_after_more_kib"] <= mem["rss_after_warmup_kib"] * 1.05),
         ("added latency p50 (c=1, 10 s)", f"{added_p50 * 1000:.0f} µs",
          f"direct {lat['direct']['p50_ms'] * 1000:.0f} µs; nginx adds {nginx_p50 * 1000:.0f} µs", "≤ 150 µs", added_p50 <= 0.15),
         ("added latency p99 (c=1, 10 s)", f"{added_p99 * 1000:.0f} µs",
          f"direct {lat['direct']['p99_ms'] * 1000:.0f} µs; nginx adds {nginx_p99 * 1000:.0f} µs", "≤ 500 µs", added_p99 <= 0.5),
-        ("throughput (c=64, 10 s)", f"{thr['proxy']['rps']:.0f} req/s, {thr['proxy']['errors']} errors",
-         f"direct {thr['direct']['rps']:.0f}; nginx {thr['nginx']['rps']:.0f} ({thr['proxy']['rps'] / thr['nginx']['rps']:.2f}× nginx)",
-         "≥ 0.8× nginx, 0 errors", thr["proxy"]["rps"] >= 0.8 * thr["nginx"]["rps"] and thr["proxy"]["errors"] == 0),
+        ("throughput (c=64, median of 3 interleaved 5 s rounds)",
+         f"{thr['proxy']['rps']:.0f} req/s, {thr['errors']} errors",
+         f"direct {thr['direct']['rps']:.0f}; nginx {thr['nginx']['rps']:.0f} "
+         f"({thr['proxy']['rps'] / thr['nginx']['rps']:.2f}× nginx; rounds {', '.join(f'{x:.2f}' for x in thr['ratios'])})",
+         "≥ 0.8× nginx, 0 errors", thr["proxy"]["rps"] >= 0.8 * thr["nginx"]["rps"] and thr["errors"] == 0),
         ("streaming relay: added delay per chunk, p99", f"{stream_added:.2f} ms",
          f"direct p99 {st['direct']['p99_ms']:.2f} ms, proxy p99 {st['proxy']['p99_ms']:.2f} ms", "≤ 1 ms", stream_added <= 1),
         ("1000 concurrent SSE streams, ~5 s", f"{r['many_streams']['failures']} failures, peak {mib(r['many_streams']['peak_rss_kib']):.1f} MiB",
