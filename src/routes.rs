@@ -31,7 +31,8 @@ use crate::pages;
 use crate::token::TokenSource;
 use crate::upstream::{self, Endpoints, HttpClient, Operation};
 
-/// Everything a request needs, shared by all connections.
+/// Everything a request needs, shared by the connections of one worker thread (each worker
+/// has its own upstream `client`).
 #[derive(Clone)]
 pub struct State {
     pub config: Config,

@@ -26,7 +26,7 @@ use crate::upstream;
 /// `WORKER_THREADS - 1` more threads each run a runtime of their own, accept from the shared
 /// socket, and keep their own pool of upstream connections. A request then stays on one thread
 /// from accept to Vertex and back: no work stealing, no cross-thread wake-ups, and memory freed
-/// on the thread that allocated it, for about 1.3x the throughput of one work-stealing runtime
+/// on the thread that allocated it, for about 1.4x the throughput of one work-stealing runtime
 /// (BENCHMARKS.md). h2c streams, which may all arrive on one connection, are spread instead.
 ///
 /// The listener is bound by the caller, so tests run the real server on port 0.
@@ -49,13 +49,11 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
             }
         }
     }
-    let mut handles = vec![Handle::current()];
-    handles.extend(runtimes.iter().map(|(runtime, _)| runtime.handle().clone()));
     let (phase, phases) = watch::channel(Phase::Serving);
     let shared = Arc::new(Shared {
         permits: Arc::new(Semaphore::new(state.config.max_connections)),
         last_warning: Mutex::new(None),
-        workers: handles,
+        workers: Mutex::new(vec![Handle::current()]),
         next: AtomicUsize::new(0),
     });
 
@@ -73,6 +71,7 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
         };
         let (report, reported) = oneshot::channel();
         let mut phases = phases.clone();
+        let handle = runtime.handle().clone();
         let spawned = std::thread::Builder::new()
             .name(format!("worker-{}", index + 1))
             .spawn(move || {
@@ -87,6 +86,8 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
             Ok(thread) => {
                 threads.push(thread);
                 reports.push(reported);
+                // Only a runtime that runs gets streams.
+                lock(&shared.workers).push(handle);
             }
             Err(e) => log::warning(&format!("serving with fewer worker threads: {e}")),
         }
@@ -138,8 +139,8 @@ struct Shared {
     permits: Arc<Semaphore>,
     /// When the connection cap was last reported, so that it is at most once a minute.
     last_warning: Mutex<Option<Instant>>,
-    /// Every worker's runtime, for spreading h2c streams; the next one to use.
-    workers: Vec<Handle>,
+    /// Every running worker's runtime, for spreading h2c streams; the next one to use.
+    workers: Mutex<Vec<Handle>>,
     next: AtomicUsize,
 }
 
@@ -235,7 +236,7 @@ impl Worker {
 
 impl Shared {
     fn warn_at_cap(&self, max_connections: usize) {
-        let mut last = self.last_warning.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = lock(&self.last_warning);
         if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
             *last = Some(Instant::now());
             log::warning(&format!(
@@ -256,10 +257,15 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, future: F) {
-        let workers = &self.0.workers;
+        let workers = lock(&self.0.workers);
         let index = self.0.next.fetch_add(1, Ordering::Relaxed) % workers.len();
         workers[index].spawn(future);
     }
+}
+
+/// Locks a mutex whose data stays valid even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Resolves on SIGTERM (Cloud Run's stop signal) or SIGINT (Ctrl-C).
