@@ -16,6 +16,51 @@ fn chunk(stream: usize, n: usize) -> String {
     format!("data: {{\"stream\":{stream},\"chunk\":{n}}}\n\n")
 }
 
+/// Has the fake send stream `i`'s first chunk and checks the client got it: a stream
+/// provably in flight.
+async fn first_chunk(
+    i: usize,
+    response: http::Response<hyper::body::Incoming>,
+    senders: &mut tokio::sync::mpsc::UnboundedReceiver<tokio::sync::mpsc::Sender<Bytes>>,
+) -> (tokio::sync::mpsc::Sender<Bytes>, hyper::body::Incoming) {
+    let tx = within("the fake to get the stream", senders.recv())
+        .await
+        .unwrap();
+    tx.send(Bytes::from(chunk(i, 0))).await.unwrap();
+    let mut body = response.into_body();
+    let first = within("a first chunk", body.frame())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), chunk(i, 0));
+    (tx, body)
+}
+
+/// Sends four more chunks on every stream, ends it, and checks each client got exactly them.
+async fn finish_byte_exact(
+    streams: Vec<(tokio::sync::mpsc::Sender<Bytes>, hyper::body::Incoming)>,
+) {
+    let mut readers = Vec::new();
+    for (i, (tx, body)) in streams.into_iter().enumerate() {
+        readers.push(tokio::spawn(async move {
+            for n in 1..5 {
+                tx.send(Bytes::from(chunk(i, n))).await.unwrap();
+            }
+            drop(tx);
+            (i, body.collect().await.map(|c| c.to_bytes()))
+        }));
+    }
+    for reader in readers {
+        let (i, rest) = within("a stream to finish", reader).await.unwrap();
+        let expected: String = (1..5).map(|n| chunk(i, n)).collect();
+        assert_eq!(
+            rest.expect("a whole stream"),
+            expected,
+            "stream {i} was not byte-exact"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_200_streams_in_flight() {
     let (vertex, mut senders) = FakeVertex::streams().await;
@@ -29,16 +74,7 @@ async fn sigterm_with_200_streams_in_flight() {
     let mut upstream = Vec::new();
     for i in 0..STREAMS {
         let response = start_stream(&proxy).await;
-        let tx = within("the fake to get the stream", senders.recv())
-            .await
-            .unwrap();
-        tx.send(Bytes::from(chunk(i, 0))).await.unwrap();
-        let mut body = response.into_body();
-        let first = within("a first chunk", body.frame())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(first.into_data().unwrap(), chunk(i, 0));
+        let (tx, body) = first_chunk(i, response, &mut senders).await;
         bodies.push(body);
         upstream.push(tx);
     }
@@ -53,26 +89,7 @@ async fn sigterm_with_200_streams_in_flight() {
     // All but the last stream finish within the grace period; the last never does.
     let stuck = upstream.pop().unwrap();
     let stuck_body = bodies.pop().unwrap();
-    let mut readers = Vec::new();
-    for (i, (tx, body)) in upstream.into_iter().zip(bodies).enumerate() {
-        readers.push(tokio::spawn(async move {
-            for n in 1..5 {
-                tx.send(Bytes::from(chunk(i, n))).await.unwrap();
-            }
-            drop(tx);
-            let rest = body.collect().await.map(|c| c.to_bytes());
-            (i, rest)
-        }));
-    }
-    for reader in readers {
-        let (i, rest) = within("a stream to finish", reader).await.unwrap();
-        let expected: String = (1..5).map(|n| chunk(i, n)).collect();
-        assert_eq!(
-            rest.expect("a whole stream"),
-            expected,
-            "stream {i} was not byte-exact"
-        );
-    }
+    finish_byte_exact(upstream.into_iter().zip(bodies).collect()).await;
     let cut = within("the stuck stream to be cut", stuck_body.collect()).await;
     assert!(
         cut.is_err(),
@@ -135,39 +152,11 @@ async fn sigterm_drains_h2c_streams_spread_over_worker_threads() {
             .await
             .unwrap();
         assert_eq!(response.version(), http::Version::HTTP_2);
-        let tx = within("the fake to get the stream", senders.recv())
-            .await
-            .unwrap();
-        tx.send(Bytes::from(chunk(i, 0))).await.unwrap();
-        let mut body = response.into_body();
-        let first = within("a first chunk", body.frame())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(first.into_data().unwrap(), chunk(i, 0));
-        streams.push((tx, body));
+        streams.push(first_chunk(i, response, &mut senders).await);
     }
 
     proxy.terminate_and_wait_for_drain().await;
-    let mut readers = Vec::new();
-    for (i, (tx, body)) in streams.into_iter().enumerate() {
-        readers.push(tokio::spawn(async move {
-            for n in 1..4 {
-                tx.send(Bytes::from(chunk(i, n))).await.unwrap();
-            }
-            drop(tx);
-            (i, body.collect().await.map(|c| c.to_bytes()))
-        }));
-    }
-    for reader in readers {
-        let (i, rest) = within("a stream to finish", reader).await.unwrap();
-        let expected: String = (1..4).map(|n| chunk(i, n)).collect();
-        assert_eq!(
-            rest.expect("a whole stream"),
-            expected,
-            "h2c stream {i} was not byte-exact"
-        );
-    }
+    finish_byte_exact(streams).await;
     let status = within("the proxy to exit", proxy.child.wait())
         .await
         .unwrap();
