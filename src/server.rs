@@ -13,7 +13,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::log;
 use crate::routes::{self, State};
@@ -50,6 +50,8 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
         }
     }
     let (phase, phases) = watch::channel(Phase::Serving);
+    // Each worker holds a sender until it has closed its copy of the listening socket.
+    let (open, mut all_closed) = mpsc::channel::<()>(1);
     let shared = Arc::new(Shared {
         permits: Arc::new(Semaphore::new(state.config.max_connections)),
         last_warning: Mutex::new(None),
@@ -68,6 +70,7 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
             }),
             shared: shared.clone(),
             phases: phases.clone(),
+            open: open.clone(),
         };
         let (report, reported) = oneshot::channel();
         let mut phases = phases.clone();
@@ -98,21 +101,33 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
         state,
         shared,
         phases,
+        open,
     }
     .serve(listener);
     tokio::pin!(serving);
+    let mut ended = None;
     tokio::select! {
         // Only if this worker cannot listen at all; the others stop with it.
-        _ = &mut serving => {}
+        drained = &mut serving => ended = Some(drained),
         () = shutdown => {}
     }
-    log::info(&format!(
-        "shutdown: no longer accepting; waiting up to {}s for requests in flight",
-        grace.as_secs()
-    ));
     let _ = phase.send(Phase::Draining);
-    // Every worker drains at once, within the same grace period.
-    let mut drained = serving.await;
+    // Every worker drains at once, within the same grace period. "No longer accepting" is
+    // said only once every copy of the socket is closed and new connections are refused.
+    let closed = async {
+        while all_closed.recv().await.is_some() {}
+        log::info(&format!(
+            "shutdown: no longer accepting; waiting up to {}s for requests in flight",
+            grace.as_secs()
+        ));
+    };
+    let first = async {
+        match ended {
+            Some(drained) => drained,
+            None => serving.await,
+        }
+    };
+    let (mut drained, ()) = tokio::join!(first, closed);
     for reported in reports {
         drained &= reported.await.unwrap_or(false);
     }
@@ -149,12 +164,15 @@ struct Worker {
     state: Arc<State>,
     shared: Arc<Shared>,
     phases: watch::Receiver<Phase>,
+    /// Dropped once this worker's copy of the listening socket is closed.
+    open: mpsc::Sender<()>,
 }
 
 impl Worker {
     /// Accepts until told to stop, then drains this worker's connections for up to the grace
     /// period. True when every request finished in time.
     async fn serve(mut self, listener: std::net::TcpListener) -> bool {
+        let open = self.open;
         let listener = match TcpListener::from_std(listener) {
             Ok(listener) => listener,
             Err(e) => {
@@ -227,6 +245,7 @@ impl Worker {
         // Closing the listener (every worker's copy) makes new connections fail at once
         // instead of queueing.
         drop(listener);
+        drop(open);
         tokio::select! {
             () = graceful.shutdown() => true,
             () = tokio::time::sleep(state.config.shutdown_grace) => false,

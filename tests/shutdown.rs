@@ -67,6 +67,8 @@ async fn sigterm_with_200_streams_in_flight() {
     let metadata = FakeMetadata::start().await;
     let mut env = env(&vertex, &metadata);
     env.insert("SHUTDOWN_GRACE_SECS".into(), GRACE_SECS.to_string());
+    // Eight copies of the listening socket, all closed before the shutdown line.
+    env.insert("WORKER_THREADS".into(), "8".into());
     let mut proxy = spawn(&env).await;
 
     // Open every stream and see its first chunk, so all are in flight at the signal.
