@@ -433,7 +433,7 @@ def main():
     rounds = [{name: wrk(url, 64, 5, 2) for name, url in urls.items()} for _ in range(5)]
     rounds.sort(key=lambda r: r["proxy"]["rps"] / r["nginx"]["rps"])
     results["throughput"] = dict(rounds[2], ratios=[round(r["proxy"]["rps"] / r["nginx"]["rps"], 3) for r in rounds],
-                                 errors=sum(r[n]["errors"] for r in rounds for n in urls))
+                                 errors=sum(r["proxy"]["errors"] for r in rounds))
     stop(proxy)
 
     log("streaming relay and many streams")
