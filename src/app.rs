@@ -33,6 +33,7 @@ impl std::fmt::Display for StartupError {
 
 /// Reads the configuration, prepares credentials and serves until SIGTERM or SIGINT.
 pub async fn run(env: &dyn Env, mode: Mode) -> Result<(), StartupError> {
+    let shutdown = server::shutdown_signal();
     let (state, listener) = prepare(env, mode).await?;
     let state = Arc::new(state);
     if let Some(path) = state.config.keys_file.clone() {
@@ -44,7 +45,7 @@ pub async fn run(env: &dyn Env, mode: Mode) -> Result<(), StartupError> {
             move |json| watched.config.parse_keys(json),
         ));
     }
-    server::run(listener, state, server::shutdown_signal()).await;
+    server::run(listener, state, shutdown).await;
     Ok(())
 }
 

@@ -287,25 +287,34 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Resolves on SIGTERM (Cloud Run's stop signal) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Installs the handlers for SIGTERM (Cloud Run's stop signal) and SIGINT (Ctrl-C) now, and
+/// returns a future that resolves on either. Call it before the "listening" line: until a
+/// handler is installed, SIGTERM kills the process with no drain, and a handler installed lazily,
+/// on the future's first poll, comes after the worker threads have started.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        async fn received(signal: std::io::Result<Signal>) {
+            match signal {
+                Ok(mut signal) => drop(signal.recv().await),
+                // Without this handler the signal keeps its default action.
+                Err(_) => std::future::pending().await,
             }
-            Err(_) => {
-                let _ = interrupt.await;
+        }
+        let terminate = received(signal(SignalKind::terminate()));
+        let interrupt = received(signal(SignalKind::interrupt()));
+        async move {
+            tokio::select! {
+                () = terminate => {}
+                () = interrupt => {}
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

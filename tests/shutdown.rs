@@ -175,3 +175,25 @@ async fn sigterm_drains_h2c_streams_spread_over_worker_threads() {
         .count();
     assert_eq!(cancelled, 0, "a stream was cut");
 }
+
+/// A platform may stop an instance the moment it is up. SIGTERM must never find the process
+/// without its handler: once the "listening" line is out, it is a clean, drained exit.
+#[tokio::test]
+async fn sigterm_as_soon_as_it_listens_is_a_clean_stop() {
+    let vertex = FakeVertex::start().await;
+    let metadata = FakeMetadata::start().await;
+    let mut env = env(&vertex, &metadata);
+    // Many workers make start-up after the "listening" line long enough to hit, every time,
+    // a handler installed late.
+    env.insert("WORKER_THREADS".into(), "64".into());
+    for _ in 0..3 {
+        let mut proxy = spawn(&env).await;
+        let (code, stderr) = proxy.stop().await;
+        assert_eq!(code, Some(0), "killed by the signal, not stopped: {stderr}");
+        proxy
+            .wait_for_line("the drain's last line", |l| {
+                l["message"] == "shutdown: all requests finished"
+            })
+            .await;
+    }
+}
