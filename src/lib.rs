@@ -38,3 +38,9 @@ pub mod usage;
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// Locks a mutex whose data stays valid even if a holder panicked: none of ours is left
+/// half-updated by a panic, and a request must not fail because another one did.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

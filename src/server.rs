@@ -15,9 +15,9 @@ use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
-use crate::log;
 use crate::routes::{self, State};
 use crate::upstream;
+use crate::{lock, log};
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and lets in-flight
 /// requests finish for up to `SHUTDOWN_GRACE_SECS` before returning.
@@ -63,9 +63,11 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
     let mut threads = Vec::new();
     for (index, (runtime, listener)) in runtimes.into_iter().enumerate() {
         let worker = Worker {
-            // Each worker reaches Vertex over connections of its own.
+            // Each worker reaches Vertex over connections of its own, and reuses its own copy
+            // of the token.
             state: Arc::new(State {
                 client: upstream::client(state.config.connect_timeout),
+                tokens: state.tokens.for_worker(),
                 ..State::clone(&state)
             }),
             shared: shared.clone(),
@@ -280,11 +282,6 @@ where
         let index = self.0.next.fetch_add(1, Ordering::Relaxed) % workers.len();
         workers[index].spawn(future);
     }
-}
-
-/// Locks a mutex whose data stays valid even if a holder panicked.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Installs the handlers for SIGTERM (Cloud Run's stop signal) and SIGINT (Ctrl-C) now, and
