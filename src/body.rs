@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
+
+use crate::pool::UpstreamBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -22,7 +24,7 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
 
 /// Vertex's body, handed on frame by frame (boxing it does not buffer), and cut with an error
 /// if Vertex goes silent for `idle`.
-pub fn stream(incoming: Incoming, idle: Duration) -> ProxyBody {
+pub fn stream(incoming: UpstreamBody, idle: Duration) -> ProxyBody {
     IdleTimeout {
         inner: incoming,
         idle,
@@ -34,7 +36,7 @@ pub fn stream(incoming: Incoming, idle: Duration) -> ProxyBody {
 /// Fails the body when no frame has arrived for `idle`: a stalled upstream must not hold a
 /// client (and a Cloud Run instance) until the request timeout.
 struct IdleTimeout {
-    inner: Incoming,
+    inner: UpstreamBody,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
 }

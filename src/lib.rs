@@ -8,7 +8,8 @@
 //! - [`keys`]: authenticates the issued key from `x-api-key` or `Authorization: Bearer`;
 //! - [`models`]: resolves the alias and splices the Vertex id into the body;
 //! - [`token`]: supplies the service account's Google token (google-cloud-auth);
-//! - [`upstream`]: builds the Vertex URL, filters headers and streams the response back;
+//! - [`upstream`]: builds the Vertex URL, filters headers and streams the response back,
+//!   over the connections [`pool`] keeps;
 //! - [`error`]: the proxy's own errors and their one mapping to OpenAI-shaped responses;
 //! - [`log`]: one Cloud Logging JSON line per request, written when its response ends, with
 //!   the token [`usage`] read from the response's tail and its cost.
@@ -27,6 +28,7 @@ pub mod keys;
 pub mod log;
 pub mod models;
 pub mod pages;
+pub mod pool;
 pub mod routes;
 pub mod server;
 pub mod token;

@@ -1,19 +1,15 @@
-//! The Vertex side: the pooled HTTPS client, upstream URLs, which headers cross the proxy in
-//! each direction, and how a failed upstream call becomes a proxy error.
+//! The Vertex side: the HTTPS client, upstream URLs, which headers cross the proxy in each
+//! direction, and how a failed upstream call becomes a proxy error.
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, Request, Response, Uri, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::Pieces;
 use crate::error::ProxyError;
+pub use crate::pool::{Failure, Pool, UpstreamBody};
 
 /// The Vertex endpoints we forward to, under `…/endpoints/openapi/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +49,7 @@ const FORWARDED_RESPONSE_HEADERS: [HeaderName; 6] = [
     HeaderName::from_static("x-request-id"),
 ];
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Pieces>;
+pub type HttpClient = Pool;
 
 /// One pooled client for every upstream call: HTTP/2 when ALPN offers it, else HTTP/1.1.
 /// There is a connect timeout but no total timeout: Cloud Run's request timeout bounds streams.
@@ -66,7 +62,7 @@ pub fn client(connect_timeout: Duration) -> HttpClient {
 }
 
 /// [`client`] with a TLS configuration of the caller's: tests trust their own CA.
-fn client_with(connect_timeout: Duration, tls: rustls::ClientConfig) -> HttpClient {
+pub(crate) fn client_with(connect_timeout: Duration, tls: rustls::ClientConfig) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -77,12 +73,7 @@ fn client_with(connect_timeout: Duration, tls: rustls::ClientConfig) -> HttpClie
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        // Without a timer, idle pooled connections are never reaped.
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(https)
+    Pool::new(https)
 }
 
 /// Builds upstream URLs for one project.
@@ -190,46 +181,43 @@ pub async fn send(
     client: &HttpClient,
     request: Request<Pieces>,
     connect_timeout: Duration,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError> {
     let host = request.uri().host().unwrap_or_default().to_owned();
     client
-        .request(request)
+        .send(request)
         .await
         .map_err(|e| classify(&e, &host, connect_timeout))
 }
 
-/// Maps a client error to what the caller should be told. Messages name the host and the
-/// kind of failure, never a header.
-fn classify(
-    error: &hyper_util::client::legacy::Error,
-    host: &str,
-    connect_timeout: Duration,
-) -> ProxyError {
-    let mut source = error.source();
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+/// Maps a failure to what the caller should be told. Messages name the host and the kind of
+/// failure, never a header.
+fn classify(failure: &Failure, host: &str, connect_timeout: Duration) -> ProxyError {
+    let (error, connecting): (&(dyn std::error::Error + 'static), bool) = match failure {
+        Failure::Connect(e) => (e.as_ref(), true),
+        Failure::Send(e) => (e, false),
+    };
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut
-            && error.is_connect()
+            && connecting
         {
             return ProxyError::GatewayTimeout(format!(
                 "connecting to Vertex ({host}) timed out after {}s",
                 connect_timeout.as_secs()
             ));
         }
-        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
             return ProxyError::bad_gateway(
                 "upstream_tls_error",
                 format!("TLS with Vertex ({host}) failed: {tls}"),
             );
         }
-        source = cause.source();
+        cause = current.source();
     }
-    if error.is_connect() {
-        let reason = error
-            .source()
-            .and_then(|s| s.source())
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "connection failed".into());
+    if connecting {
+        // "tcp connect error" says little; its cause says what happened.
+        let reason = error.source().unwrap_or(error).to_string();
         ProxyError::bad_gateway(
             "upstream_unreachable",
             format!("could not connect to Vertex ({host}): {reason}"),
@@ -255,7 +243,10 @@ pub async fn project_from_metadata(client: &HttpClient) -> Result<String, String
         .body(Pieces::default())
         .map_err(|_| format!("GCE_METADATA_HOST {host:?} does not make a valid URL"))?;
     let fetch = async {
-        let response = client.request(request).await.map_err(|e| error_chain(&e))?;
+        let response = client.send(request).await.map_err(|e| match e {
+            Failure::Connect(e) => error_chain(e.as_ref()),
+            Failure::Send(e) => error_chain(&e),
+        })?;
         let status = response.status();
         let body = response
             .into_body()
@@ -376,111 +367,5 @@ mod tests {
             assert!(headers.get(gone).is_none(), "{gone} was forwarded");
         }
         assert_eq!(headers.len(), 6);
-    }
-
-    /// Production reaches Vertex over TLS, with HTTP/2 when ALPN offers it: the path the
-    /// plain-HTTP fakes of the integration tests cannot take.
-    #[tokio::test]
-    async fn vertex_over_tls_gets_http2_streams_unbuffered_and_cancels() {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-
-        use bytes::Bytes;
-        use http::Version;
-        use hyper::body::{Body, Frame};
-        use hyper_util::rt::TokioIo;
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        use tokio::sync::mpsc;
-
-        /// A response body whose chunks the test sends one at a time.
-        struct Chunks(mpsc::Receiver<Bytes>);
-        impl Body for Chunks {
-            type Data = Bytes;
-            type Error = std::convert::Infallible;
-            fn poll_frame(
-                mut self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-                self.0.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
-            }
-        }
-
-        async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-            tokio::time::timeout(Duration::from_secs(10), f)
-                .await
-                .unwrap_or_else(|_| panic!("{what} did not happen"))
-        }
-
-        crate::install_crypto_provider();
-        let pem = |bytes: &[u8]| CertificateDer::from_pem_slice(bytes).unwrap();
-        let key = PrivateKeyDer::from_pem_slice(include_bytes!("../tests/tls/leaf.key")).unwrap();
-        let mut server = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(vec![pem(include_bytes!("../tests/tls/leaf.pem"))], key)
-            .unwrap();
-        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let connections = Arc::new(AtomicUsize::new(0));
-        // Per request: the version and headers the fake saw, and the sender of its body.
-        let (seen, mut requests) = mpsc::unbounded_channel();
-        let accepted = connections.clone();
-        tokio::spawn(async move {
-            loop {
-                let (tcp, _) = listener.accept().await.unwrap();
-                accepted.fetch_add(1, Ordering::SeqCst);
-                let tls = acceptor.accept(tcp).await.unwrap();
-                let seen = seen.clone();
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let (chunks, body) = mpsc::channel(1);
-                    let _ = seen.send((request.version(), request.headers().clone(), chunks));
-                    async move { Ok::<_, std::convert::Infallible>(Response::new(Chunks(body))) }
-                });
-                tokio::spawn(
-                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service),
-                );
-            }
-        });
-
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(pem(include_bytes!("../tests/tls/ca.pem")))
-            .unwrap();
-        let tls = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let client = client_with(Duration::from_secs(5), tls);
-        let call = || {
-            let request = Request::post(format!("https://localhost:{port}/v1/chat"))
-                .header(header::AUTHORIZATION, "Bearer google")
-                .body(Pieces::new([Bytes::from_static(b"{}")]))
-                .unwrap();
-            send(&client, request, Duration::from_secs(5))
-        };
-
-        let response = within("the response head", call()).await.unwrap();
-        assert_eq!(response.version(), Version::HTTP_2);
-        let (version, headers, chunks) = requests.recv().await.unwrap();
-        assert_eq!(version, Version::HTTP_2);
-        assert_eq!(headers[header::AUTHORIZATION], "Bearer google");
-        let mut body = response.into_body();
-        // Each chunk arrives before the next exists: nothing on the way buffers.
-        for n in 1..=3 {
-            let chunk = Bytes::from(format!("data: {n}\n\n"));
-            chunks.send(chunk.clone()).await.unwrap();
-            let frame = within("a chunk", body.frame()).await.unwrap().unwrap();
-            assert_eq!(frame.into_data().unwrap(), chunk);
-        }
-        // A client that leaves resets the stream, and the fake's body is dropped.
-        drop(body);
-        within("the upstream stream to be cancelled", chunks.closed()).await;
-
-        // The next request is another stream on the same connection.
-        let _second = within("a second response", call()).await.unwrap();
-        assert_eq!(requests.recv().await.unwrap().0, Version::HTTP_2);
-        assert_eq!(connections.load(Ordering::SeqCst), 1);
     }
 }
