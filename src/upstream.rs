@@ -9,7 +9,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::body::Pieces;
 use crate::error::ProxyError;
-pub use crate::pool::{Failure, Pool, UpstreamBody};
+use crate::pool::{Failure, Pool, UpstreamBody};
 
 /// The Vertex endpoints we forward to, under `…/endpoints/openapi/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +51,9 @@ const FORWARDED_RESPONSE_HEADERS: [HeaderName; 6] = [
 
 pub type HttpClient = Pool;
 
-/// One pooled client for every upstream call: HTTP/2 when ALPN offers it, else HTTP/1.1.
-/// There is a connect timeout but no total timeout: Cloud Run's request timeout bounds streams.
+/// A worker's connections for every upstream call ([`Pool`]): HTTP/2 when ALPN offers it,
+/// else HTTP/1.1. There is a connect timeout but no total timeout: Cloud Run's request timeout
+/// bounds streams.
 pub fn client(connect_timeout: Duration) -> HttpClient {
     use hyper_rustls::ConfigBuilderExt;
     let tls = rustls::ClientConfig::builder()
