@@ -98,9 +98,7 @@ async fn sigterm_with_200_streams_in_flight() {
         "the stream still running at the deadline must be cut"
     );
 
-    let status = within("the proxy to exit", proxy.child.wait())
-        .await
-        .unwrap();
+    let status = proxy.exited().await;
     let took = signalled.elapsed();
     assert_eq!(status.code(), Some(0));
     // The bound: the grace period plus one second.
@@ -159,9 +157,7 @@ async fn sigterm_drains_h2c_streams_spread_over_worker_threads() {
 
     proxy.terminate_and_wait_for_drain().await;
     finish_byte_exact(streams).await;
-    let status = within("the proxy to exit", proxy.child.wait())
-        .await
-        .unwrap();
+    let status = proxy.exited().await;
     assert_eq!(status.code(), Some(0));
     let lines = proxy.lines();
     assert!(

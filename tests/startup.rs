@@ -259,9 +259,7 @@ async fn graceful_shutdown_lets_a_stream_finish_whole() {
         .unwrap()
         .to_bytes();
     assert_eq!(rest, "data: two\n\ndata: [DONE]\n\n");
-    let status = within("the proxy to exit", proxy.child.wait())
-        .await
-        .unwrap();
+    let status = proxy.exited().await;
     assert_eq!(status.code(), Some(0));
     let line = proxy.request_line("/v1/chat/completions", 200).await;
     assert!(line.get("cancelled").is_none(), "{line}");
@@ -283,9 +281,7 @@ async fn a_stream_still_running_at_the_deadline_is_cut() {
     let body = stream_in_flight(&proxy, &tx).await;
     proxy.terminate();
     // Vertex never finishes; the proxy must still exit, and the client sees a cut stream.
-    let status = within("the proxy to exit", proxy.child.wait())
-        .await
-        .unwrap();
+    let status = proxy.exited().await;
     assert_eq!(status.code(), Some(0));
     let end = within("the client's stream to end", body.collect()).await;
     assert!(end.is_err(), "a cut stream must not look complete");

@@ -399,7 +399,8 @@ pub struct Proxy {
     lines: Arc<Mutex<Vec<String>>>,
     new_line: Arc<Notify>,
     errors: Arc<Mutex<String>>,
-    stderr_done: Option<tokio::task::JoinHandle<()>>,
+    /// The readers of stdout and stderr, which end when the proxy's pipes close.
+    readers_done: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The environment for a proxy in front of `vertex` and `metadata`.
@@ -441,7 +442,7 @@ pub async fn try_spawn(
     let new_line: Arc<Notify> = Arc::default();
     let stdout = child.stdout.take().unwrap();
     let (lines2, new_line2) = (lines.clone(), new_line.clone());
-    tokio::spawn(async move {
+    let stdout_done = tokio::spawn(async move {
         let mut reader = BufReader::new(stdout).lines();
         while let Ok(Some(line)) = reader.next_line().await {
             lines2.lock().unwrap().push(line);
@@ -497,7 +498,7 @@ pub async fn try_spawn(
         lines,
         new_line,
         errors,
-        stderr_done: Some(stderr_done),
+        readers_done: vec![stdout_done, stderr_done],
     })
 }
 
@@ -577,13 +578,20 @@ impl Proxy {
     /// Stops the proxy with SIGTERM and returns its exit code and all it wrote to stderr.
     pub async fn stop(&mut self) -> (Option<i32>, String) {
         self.terminate();
+        let status = self.exited().await;
+        (status.code(), self.stderr())
+    }
+
+    /// Waits for the proxy to exit and for everything it wrote to be read: its last log lines
+    /// may still be in the pipe when the process is gone.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
         let status = within("the proxy to exit", self.child.wait())
             .await
             .unwrap();
-        if let Some(done) = self.stderr_done.take() {
-            within("the end of the proxy's stderr", done).await.unwrap();
+        for done in self.readers_done.drain(..) {
+            within("the end of the proxy's output", done).await.unwrap();
         }
-        (status.code(), self.stderr())
+        status
     }
 
     /// Checks the proxy still serves, then stops it and checks it exited 0 without a panic.
