@@ -12,7 +12,6 @@ use bytes::Bytes;
 use http::{Method, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::body::{BoxError, ProxyBody};
@@ -21,18 +20,14 @@ use crate::usage::{Price, Tail, Usage};
 /// Writes one line. A closed stdout must not take a request down with it, so errors are
 /// ignored rather than panicking as `println!` would.
 pub fn emit(line: &Value) {
-    write_line(line);
-}
-
-/// Serialises `line` and writes it with one call, so lines from concurrent requests never
-/// interleave.
-fn write_line(line: &impl Serialize) {
     let mut text = Vec::with_capacity(512);
     if serde_json::to_writer(&mut text, line).is_ok() {
         write_out(text);
     }
 }
 
+/// Writes `text` and a newline with one call, so lines from concurrent requests never
+/// interleave.
 fn write_out(mut text: Vec<u8>) {
     text.push(b'\n');
     let _ = std::io::stdout().lock().write_all(&text);
@@ -237,8 +232,8 @@ struct Line<'a> {
 
 impl Line<'_> {
     /// Writes the line as JSON. It is written for every request, so it is encoded by hand:
-    /// the keys are constants, and only the values are escaped (through serde, this was about
-    /// 10 k instructions per request).
+    /// the keys are constants, and only the values are escaped (about 5 k instructions per
+    /// request fewer than serde).
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"severity\":");
         json::string(out, self.severity);

@@ -95,7 +95,7 @@ impl Pool {
             let reused = pooled.is_some();
             let (conn, host) = match pooled {
                 Some(pooled) => pooled,
-                None => self.connect(&uri).await.map_err(Failure::Connect)?,
+                None => (self.connect(&uri, scheme, authority).await).map_err(Failure::Connect)?,
             };
             let sent = match conn {
                 Conn::Http2(mut sender) => {
@@ -136,9 +136,7 @@ impl Pool {
     /// A ready connection to the origin, if one is open, and the origin's `Host` header.
     fn checkout(&self, scheme: &Scheme, authority: &Authority) -> Option<(Conn, HeaderValue)> {
         let mut idle = lock(&self.0.idle);
-        let origin = idle
-            .iter_mut()
-            .find(|o| o.scheme == *scheme && o.authority == *authority)?;
+        let origin = idle.iter_mut().find(|o| o.is(scheme, authority))?;
         if let Some(sender) = &origin.http2 {
             if !sender.is_closed() {
                 return Some((Conn::Http2(sender.clone()), origin.host.clone()));
@@ -154,7 +152,12 @@ impl Pool {
     }
 
     /// Opens a connection; an HTTP/2 one is kept for every later request to the origin.
-    async fn connect(&self, uri: &Uri) -> Result<(Conn, HeaderValue), BoxError> {
+    async fn connect(
+        &self,
+        uri: &Uri,
+        scheme: &Scheme,
+        authority: &Authority,
+    ) -> Result<(Conn, HeaderValue), BoxError> {
         let io = self.0.connector.clone().call(uri.clone()).await?;
         let http2 = io.connected().is_negotiated_h2();
         let conn = if http2 {
@@ -170,10 +173,10 @@ impl Pool {
             Conn::Http1(sender)
         };
         let mut idle = lock(&self.0.idle);
-        let origin = match idle.iter().position(|o| origin_is(o, uri)) {
+        let origin = match idle.iter().position(|o| o.is(scheme, authority)) {
             Some(at) => &mut idle[at],
             None => {
-                idle.push(Idle::new(uri)?);
+                idle.push(Idle::new(scheme, authority)?);
                 idle.last_mut().expect("just pushed")
             }
         };
@@ -190,10 +193,7 @@ impl Pool {
         sender: http1::SendRequest<Pieces>,
     ) {
         let mut idle = lock(&self.0.idle);
-        if let Some(origin) = idle
-            .iter_mut()
-            .find(|o| o.scheme == *scheme && o.authority == *authority)
-        {
+        if let Some(origin) = idle.iter_mut().find(|o| o.is(scheme, authority)) {
             origin
                 .http1
                 .retain(|(since, _)| since.elapsed() < IDLE_TIMEOUT);
@@ -204,15 +204,8 @@ impl Pool {
     }
 }
 
-fn origin_is(origin: &Idle, uri: &Uri) -> bool {
-    uri.scheme() == Some(&origin.scheme) && uri.authority() == Some(&origin.authority)
-}
-
 impl Idle {
-    fn new(uri: &Uri) -> Result<Idle, BoxError> {
-        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
-            return Err("the upstream URL has no origin".into());
-        };
+    fn new(scheme: &Scheme, authority: &Authority) -> Result<Idle, BoxError> {
         let default_port = if *scheme == Scheme::HTTPS { 443 } else { 80 };
         let host = match authority.port_u16() {
             Some(port) if port != default_port => format!("{}:{port}", authority.host()),
@@ -225,6 +218,10 @@ impl Idle {
             http1: Vec::new(),
             http2: None,
         })
+    }
+
+    fn is(&self, scheme: &Scheme, authority: &Authority) -> bool {
+        self.scheme == *scheme && self.authority == *authority
     }
 }
 
