@@ -27,7 +27,8 @@ import time
 import http.client
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BINARY = os.path.join(ROOT, "target", "release", "vertex-proxy")
+# VERTEX_PROXY_BINARY measures another build, e.g. the one before a change.
+BINARY = os.environ.get("VERTEX_PROXY_BINARY") or os.path.join(ROOT, "target", "release", "vertex-proxy")
 KEY = "sk_bench_0123456789abcdef"
 PROJECT = "bench"
 CHAT_PATH = f"/v1/projects/{PROJECT}/locations/global/endpoints/openapi/chat/completions"

@@ -7,10 +7,10 @@ use std::time::Duration;
 use http::HeaderValue;
 use tokio::net::TcpListener;
 
+use crate::auth::TokenSource;
 use crate::config::{Config, ConfigError, ConfigErrors, Env, Mode};
-use crate::routes::State;
-use crate::token::TokenSource;
-use crate::upstream::{self, Endpoints, HttpClient};
+use crate::state::State;
+use crate::upstream::{self, HttpClient, Upstream};
 use crate::{demo, keys, log, server};
 
 /// Why the proxy did not start.
@@ -75,9 +75,10 @@ pub async fn load(env: &dyn Env, mode: Mode) -> Result<Loaded, ConfigErrors> {
     let mut errors = Vec::new();
     let connect_timeout = parsed
         .as_ref()
-        .map(|c| c.connect_timeout)
+        .map(|c| c.timeouts.connect)
         .unwrap_or(Duration::from_secs(10));
-    let client = upstream::client(connect_timeout);
+    let roots = parsed.as_ref().map_or(&[][..], |c| &c.upstream_roots[..]);
+    let client = upstream::client(connect_timeout, roots);
 
     let tokens = match mode {
         Mode::Demo => Some(TokenSource::Fixed(HeaderValue::from_static(
@@ -101,23 +102,26 @@ pub async fn load(env: &dyn Env, mode: Mode) -> Result<Loaded, ConfigErrors> {
     let project = match (&parsed, mode) {
         (
             Ok(Config {
-                project: Some(p), ..
+                project_from_env: Some(p),
+                ..
             }),
             _,
         ) => Some(p.clone()),
         (_, Mode::Demo) => Some(demo::PROJECT.to_owned()),
-        (_, Mode::Vertex) if !project_set => match upstream::project_from_metadata(&client).await {
-            Ok(p) => Some(p),
-            Err(e) => {
-                errors.push(ConfigError {
+        (_, Mode::Vertex) if !project_set => {
+            match upstream::project_from_metadata(&client, env).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    errors.push(ConfigError {
                         var: "GOOGLE_CLOUD_PROJECT",
                         message: format!(
                             "is not set, and the project could not be read from the metadata server ({e})"
                         ),
                     });
-                None
+                    None
+                }
             }
-        },
+        }
         _ => None,
     };
 
@@ -148,7 +152,7 @@ pub async fn prepare(env: &dyn Env, mode: Mode) -> Result<(State, TcpListener), 
         client,
     } = load(env, mode).await.map_err(StartupError::Config)?;
     // The first token fetch runs while the socket is bound and the first request travels.
-    tokens.warm_up(config.token_timeout);
+    tokens.warm_up(config.timeouts.token);
 
     let host = match mode {
         // The demo has a well-known key: keep it off the network.
@@ -182,11 +186,28 @@ pub async fn prepare(env: &dyn Env, mode: Mode) -> Result<(State, TcpListener), 
         demo::print_banner(local, !demo::DemoEnv(env).has_own_keys());
     }
 
-    let locations = config.aliases.iter().map(|(_, t)| config.location_of(t));
-    let endpoints = Endpoints::new(
+    let upstream = upstream(&config, project, tokens, client);
+    Ok((State::new(config, upstream), listener))
+}
+
+/// The way upstream for `config`, with URLs built for every location a route can take.
+pub fn upstream(
+    config: &Config,
+    project: String,
+    tokens: TokenSource,
+    client: HttpClient,
+) -> Upstream {
+    let locations = config
+        .aliases
+        .iter()
+        .flat_map(|(_, route)| route.locations.iter().map(String::as_str));
+    Upstream::new(
+        client,
+        &config.upstream_roots,
+        tokens,
         config.base_url.clone(),
         project,
         locations.chain([config.location.as_str()]),
-    );
-    Ok((State::new(config, endpoints, tokens, client), listener))
+        config.timeouts,
+    )
 }

@@ -1,19 +1,24 @@
-//! The one response body type the proxy serves, whether it made the bytes or Vertex did.
+//! Every body type and wrapper: the bounded read of a request body, the pieces of a spliced
+//! body, the upstream's response body with its idle limit, and the logged body a client gets.
+//!
+//! None of the wrappers buffers: each frame is handed on as it is polled.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::pool::UpstreamBody;
+use crate::log::LogGuard;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What the proxy serves, whether it made the bytes or the upstream did.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
@@ -22,11 +27,146 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         .boxed()
 }
 
-/// Vertex's body, handed on frame by frame (boxing it does not buffer), and cut with an error
-/// if Vertex goes silent for `idle`.
-pub fn stream(incoming: UpstreamBody, idle: Duration) -> ProxyBody {
+// ------------------------------------------------------------------ the request body
+
+/// Why a request body could not be read; `error.rs` maps each to its status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    /// Declared or sent past `MAX_BODY_BYTES`.
+    TooLarge { limit: usize },
+    /// Not all there within `BODY_READ_TIMEOUT_SECS`.
+    TooSlow { timeout: Duration },
+    /// The connection failed mid-body.
+    Broken,
+}
+
+/// Reads the whole body into one buffer, sized from `Content-Length` when there is one, never
+/// past `limit` and within `timeout`: the model must be found before anything goes upstream.
+pub async fn read_bounded(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ReadError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ReadError::TooLarge { limit });
+    }
+    let capacity = declared.map_or(0, |len| len.min(limit as u64) as usize);
+    tokio::time::timeout(timeout, read(body, limit, capacity))
+        .await
+        .map_err(|_| ReadError::TooSlow { timeout })?
+}
+
+async fn read(mut body: Incoming, limit: usize, capacity: usize) -> Result<Bytes, ReadError> {
+    let mut buffer = BytesMut::with_capacity(capacity);
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.map_err(|_| ReadError::Broken)?.into_data() {
+            if buffer.len() + data.len() > limit {
+                return Err(ReadError::TooLarge { limit });
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer.freeze())
+}
+
+/// A request body of a few pieces sent in order: the spliced body goes upstream without being
+/// copied into one buffer.
+#[derive(Debug, Default)]
+pub struct Pieces(std::collections::VecDeque<Bytes>);
+
+impl Pieces {
+    pub fn new(pieces: impl IntoIterator<Item = Bytes>) -> Pieces {
+        Pieces(pieces.into_iter().filter(|p| !p.is_empty()).collect())
+    }
+}
+
+impl Body for Pieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.0.pop_front().map(|piece| Ok(Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.iter().map(|p| p.len() as u64).sum())
+    }
+}
+
+// ----------------------------------------------------------------- the upstream's body
+
+/// Called once when an upstream body has been read to its end: the pool's way of taking an
+/// HTTP/1.1 connection back. Dropped unread, it closes the connection instead, which is how
+/// the upstream learns that the client left.
+pub type OnEnd = Box<dyn FnOnce() + Send + Sync>;
+
+/// The upstream's response body, as the pool hands it out.
+pub struct UpstreamBody {
+    inner: Incoming,
+    on_end: Option<OnEnd>,
+}
+
+impl UpstreamBody {
+    pub fn new(inner: Incoming, on_end: Option<OnEnd>) -> UpstreamBody {
+        let mut body = UpstreamBody { inner, on_end };
+        if body.inner.is_end_stream() {
+            body.ended();
+        }
+        body
+    }
+
+    fn ended(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end();
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.ended(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.ended(),
+            // An error leaves the connection unusable: it is dropped, not given back.
+            Poll::Ready(Some(Err(_))) => self.on_end = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The upstream's body, handed on frame by frame (boxing it does not buffer), and cut with an
+/// error if the upstream goes silent for `idle`.
+pub fn idle_limited(upstream: UpstreamBody, idle: Duration) -> ProxyBody {
     IdleTimeout {
-        inner: incoming,
+        inner: upstream,
         idle,
         timer: Box::pin(tokio::time::sleep(idle)),
     }
@@ -84,33 +224,56 @@ impl Body for IdleTimeout {
     }
 }
 
-/// A request body of a few pieces sent in order: the spliced body goes to Vertex without
-/// being copied into one buffer.
-#[derive(Debug, Default)]
-pub struct Pieces(std::collections::VecDeque<Bytes>);
+// ------------------------------------------------------------------- what a client gets
 
-impl Pieces {
-    pub fn new(pieces: impl IntoIterator<Item = Bytes>) -> Pieces {
-        Pieces(pieces.into_iter().filter(|p| !p.is_empty()).collect())
-    }
+/// A response body that tells the request's log what passes, and writes the log line when it
+/// ends or is dropped (the guard's drop).
+pub struct Logged {
+    inner: ProxyBody,
+    guard: LogGuard,
 }
 
-impl Body for Pieces {
+/// Wraps `inner` so that the request is logged when the client has it all, or has left.
+pub fn logged(inner: ProxyBody, mut guard: LogGuard) -> ProxyBody {
+    if inner.is_end_stream() {
+        guard.get().completed();
+    }
+    Logged { inner, guard }.boxed()
+}
+
+impl Body for Logged {
     type Data = Bytes;
-    type Error = std::convert::Infallible;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Poll::Ready(self.0.pop_front().map(|piece| Ok(Frame::data(piece))))
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        // hyper stops polling once a body says it has ended, so the end is noticed here too.
+        let ended = self.inner.is_end_stream();
+        let log = self.guard.get();
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    log.sent(data);
+                }
+                if ended {
+                    log.completed();
+                }
+            }
+            Poll::Ready(Some(Err(e))) => log.stream_failed(e.to_string()),
+            Poll::Ready(None) => log.completed(),
+            Poll::Pending => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_empty()
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.0.iter().map(|p| p.len() as u64).sum())
+        self.inner.size_hint()
     }
 }

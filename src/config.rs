@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use http::Uri;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use crate::keys::KeySet;
 use crate::models::{self, Aliases};
@@ -82,35 +84,52 @@ impl Mode {
 pub struct Config {
     pub mode: Mode,
     pub port: u16,
-    /// The key set at startup; see `keys_file` for later ones.
-    pub keys: KeySet,
+    /// The key set read at startup. The live set, which `API_KEYS_FILE` reloads, is
+    /// `State::keys`; this one only seeds it.
+    pub initial_keys: KeySet,
     /// `API_KEYS_FILE`: re-read every `keys_reload`, so a rotated secret applies without a redeploy.
     pub keys_file: Option<PathBuf>,
     pub keys_reload: Duration,
+    /// Every alias's route.
     pub aliases: Aliases,
-    /// `None`: ask the metadata server once at startup.
-    pub project: Option<String>,
+    /// `GOOGLE_CLOUD_PROJECT` as given; `None`: `app::load` asks the metadata server. The
+    /// project in use is resolved once, at startup, and held by `upstream::Upstream`.
+    pub project_from_env: Option<String>,
+    /// `VERTEX_LOCATION`: where aliases without a location of their own, and raw ids, go.
     pub location: String,
     /// `VERTEX_BASE_URL`: one origin for every location, instead of Google's hosts.
     pub base_url: Option<Uri>,
+    /// `UPSTREAM_CA_FILE`: root certificates the upstream client trusts besides the built-in
+    /// ones, for private endpoints (and TLS fakes on loopback).
+    pub upstream_roots: Vec<CertificateDer<'static>>,
     pub allow_raw_model_ids: bool,
     /// `PRICES_JSON`: alias or model id → USD per million tokens, for `cost_usd` in the log.
     pub prices: HashMap<String, Price>,
     pub max_body_bytes: usize,
-    pub shutdown_grace: Duration,
-    pub connect_timeout: Duration,
-    /// How long a request waits for a Google token before it fails with 502.
-    pub token_timeout: Duration,
-    /// Longest silence from Vertex, before its response head or between two chunks.
-    pub upstream_idle_timeout: Duration,
-    /// How long a client may take to send its request headers (slowloris).
-    pub header_read_timeout: Duration,
-    /// How long a client may take to send its whole request body.
-    pub body_read_timeout: Duration,
+    pub timeouts: Timeouts,
     /// Connections served at once; further ones wait in the listen queue.
     pub max_connections: usize,
     /// Threads serving requests, each with its own runtime and upstream pool.
     pub worker_threads: usize,
+}
+
+/// Every configured duration, in one value that each step of the pipeline reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `HEADER_READ_TIMEOUT_SECS`: how long a client may take to send its request headers
+    /// (slowloris).
+    pub header_read: Duration,
+    /// `BODY_READ_TIMEOUT_SECS`: how long a client may take to send its whole request body.
+    pub body_read: Duration,
+    /// `TOKEN_TIMEOUT_SECS`: how long a request waits for a Google token before a 502.
+    pub token: Duration,
+    /// `UPSTREAM_CONNECT_TIMEOUT_SECS`: TCP and TLS to the upstream.
+    pub connect: Duration,
+    /// `UPSTREAM_IDLE_TIMEOUT_SECS`: the longest silence from the upstream, before its
+    /// response head or between two chunks.
+    pub upstream_idle: Duration,
+    /// `SHUTDOWN_GRACE_SECS`: how long requests in flight may finish after SIGTERM.
+    pub shutdown_grace: Duration,
 }
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -149,13 +168,15 @@ impl Config {
             };
             Duration::from_secs(or_report(&mut errors, var, parsed, default))
         };
-        let shutdown_grace = seconds("SHUTDOWN_GRACE_SECS", 8, false);
-        let connect_timeout = seconds("UPSTREAM_CONNECT_TIMEOUT_SECS", 10, true);
-        let token_timeout = seconds("TOKEN_TIMEOUT_SECS", 15, true);
+        let timeouts = Timeouts {
+            shutdown_grace: seconds("SHUTDOWN_GRACE_SECS", 8, false),
+            connect: seconds("UPSTREAM_CONNECT_TIMEOUT_SECS", 10, true),
+            token: seconds("TOKEN_TIMEOUT_SECS", 15, true),
+            upstream_idle: seconds("UPSTREAM_IDLE_TIMEOUT_SECS", 300, true),
+            header_read: seconds("HEADER_READ_TIMEOUT_SECS", 30, true),
+            body_read: seconds("BODY_READ_TIMEOUT_SECS", 60, true),
+        };
         let keys_reload = seconds("KEYS_RELOAD_SECS", 30, true);
-        let upstream_idle_timeout = seconds("UPSTREAM_IDLE_TIMEOUT_SECS", 300, true);
-        let header_read_timeout = seconds("HEADER_READ_TIMEOUT_SECS", 30, true);
-        let body_read_timeout = seconds("BODY_READ_TIMEOUT_SECS", 60, true);
 
         let allow_raw_model_ids = match get("ALLOW_RAW_MODEL_IDS").as_deref().map(str::trim) {
             None => false,
@@ -184,7 +205,7 @@ impl Config {
             }
         };
 
-        let project = match get("GOOGLE_CLOUD_PROJECT") {
+        let project_from_env = match get("GOOGLE_CLOUD_PROJECT") {
             None => None,
             Some(p) if is_project_id(p.trim()) => Some(p.trim().to_owned()),
             Some(_) => {
@@ -203,9 +224,16 @@ impl Config {
                 .ok()
         });
 
+        let upstream_roots = get("UPSTREAM_CA_FILE").map_or_else(Vec::new, |path| {
+            read_roots(path.trim()).unwrap_or_else(|e| {
+                report(&mut errors, "UPSTREAM_CA_FILE", e);
+                Vec::new()
+            })
+        });
+
         let mut aliases = match get("MODEL_ALIASES_JSON") {
-            None => Aliases::default_table(),
-            Some(json) => Aliases::parse(&json).unwrap_or_else(|errs| {
+            None => Aliases::default_table(&location),
+            Some(json) => Aliases::parse(&json, &location).unwrap_or_else(|errs| {
                 for e in errs {
                     report(&mut errors, "MODEL_ALIASES_JSON", e);
                 }
@@ -217,7 +245,7 @@ impl Config {
             ("MODEL_PRO_PREVIEW_ID", "pro-preview"),
         ] {
             if let Some(id) = get(var)
-                && let Err(e) = aliases.set_model(alias, &id)
+                && let Err(e) = aliases.set_model(alias, &id, &location)
             {
                 report(&mut errors, var, e);
             }
@@ -232,7 +260,10 @@ impl Config {
                 HashMap::new()
             }),
         };
-        let parse_keys = |json: &str| key_set(json, &aliases, allow_raw_model_ids);
+        if allow_raw_model_ids {
+            aliases.allow_raw_ids(&location);
+        }
+        let parse_keys = |json: &str| key_set(json, &aliases);
         let (keys, keys_file) = match (get("API_KEYS_JSON"), get("API_KEYS_FILE")) {
             (Some(_), Some(_)) => {
                 report(
@@ -272,25 +303,21 @@ impl Config {
         };
 
         match keys {
-            Some(keys) if errors.is_empty() => Ok(Config {
+            Some(initial_keys) if errors.is_empty() => Ok(Config {
                 mode,
                 port,
-                keys,
+                initial_keys,
                 keys_file,
                 keys_reload,
                 aliases,
-                project,
+                project_from_env,
                 location,
                 base_url,
+                upstream_roots,
                 allow_raw_model_ids,
                 prices,
                 max_body_bytes,
-                shutdown_grace,
-                connect_timeout,
-                token_timeout,
-                upstream_idle_timeout,
-                header_read_timeout,
-                body_read_timeout,
+                timeouts,
                 max_connections,
                 worker_threads,
             }),
@@ -300,12 +327,15 @@ impl Config {
 
     /// Parses a key list against this configuration's models, as at startup.
     pub fn parse_keys(&self, json: &str) -> Result<KeySet, Vec<String>> {
-        key_set(json, &self.aliases, self.allow_raw_model_ids)
+        key_set(json, &self.aliases)
     }
 
-    /// The location an alias is served from.
-    pub fn location_of<'a>(&'a self, target: &'a models::Target) -> &'a str {
-        target.location.as_deref().unwrap_or(&self.location)
+    /// The price of a request to `alias`, which `PRICES_JSON` may give by alias or by model.
+    pub fn price_of(&self, alias: &str, model: &str) -> Option<Price> {
+        self.prices
+            .get(alias)
+            .or_else(|| self.prices.get(model))
+            .copied()
     }
 
     /// The resolved configuration, for the startup log line. Holds no secret.
@@ -313,10 +343,10 @@ impl Config {
         let aliases: serde_json::Map<String, serde_json::Value> = self
             .aliases
             .iter()
-            .map(|(alias, target)| {
+            .map(|(alias, route)| {
                 (
                     alias.to_owned(),
-                    serde_json::json!({"model": target.model, "location": self.location_of(target)}),
+                    serde_json::json!({"model": route.model, "location": route.location()}),
                 )
             })
             .collect();
@@ -326,26 +356,25 @@ impl Config {
             "project": project,
             "location": self.location,
             "base_url": self.base_url.as_ref().map(ToString::to_string),
+            "upstream_extra_roots": self.upstream_roots.len(),
             "aliases": aliases,
-            "keys_enabled": self.keys.enabled_count(),
+            "keys_enabled": self.initial_keys.enabled_count(),
             "keys_source": if self.keys_file.is_some() { "API_KEYS_FILE" } else { "API_KEYS_JSON" },
             "keys_file": self.keys_file.as_ref().map(|p| p.display().to_string()),
             "keys_reload_secs": self.keys_file.as_ref().map(|_| self.keys_reload.as_secs()),
             "allow_raw_model_ids": self.allow_raw_model_ids,
             "priced_models": self.prices.keys().collect::<std::collections::BTreeSet<_>>(),
             "max_body_bytes": self.max_body_bytes,
-            "shutdown_grace_secs": self.shutdown_grace.as_secs(),
+            "shutdown_grace_secs": self.timeouts.shutdown_grace.as_secs(),
             "max_connections": self.max_connections,
             "worker_threads": self.worker_threads,
-            "upstream_idle_timeout_secs": self.upstream_idle_timeout.as_secs(),
+            "upstream_idle_timeout_secs": self.timeouts.upstream_idle.as_secs(),
         })
     }
 }
 
-fn key_set(json: &str, aliases: &Aliases, allow_raw: bool) -> Result<KeySet, Vec<String>> {
-    KeySet::parse(json, |name| {
-        aliases.get(name).is_some() || (allow_raw && models::is_raw_model_id(name))
-    })
+fn key_set(json: &str, aliases: &Aliases) -> Result<KeySet, Vec<String>> {
+    KeySet::parse(json, |name| aliases.resolve(name).is_some())
 }
 
 fn report(errors: &mut Vec<ConfigError>, var: &'static str, message: String) {
@@ -391,7 +420,7 @@ fn number<T: std::str::FromStr>(value: Option<String>, default: T) -> Result<T, 
 
 /// Project ids, optionally domain-scoped (`example.com:my-project`). The id becomes part of
 /// the upstream path, so nothing that could change the path is accepted.
-fn is_project_id(id: &str) -> bool {
+pub fn is_project_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 100
         && id.bytes().all(|b| {
@@ -422,6 +451,18 @@ fn parse_base_url(url: &str) -> Result<Uri, String> {
     }
 }
 
+/// The certificates of a PEM file: at least one, and all of them valid.
+fn read_roots(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let roots = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{path} is not a valid PEM file: {e}"))?;
+    if roots.is_empty() {
+        return Err(format!("{path} holds no PEM certificate"));
+    }
+    Ok(roots)
+}
+
 fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
@@ -447,8 +488,8 @@ mod tests {
         assert_eq!(config.port, 8080);
         assert_eq!(config.location, "global");
         assert_eq!(config.max_body_bytes, 32 * 1024 * 1024);
-        assert_eq!(config.shutdown_grace, Duration::from_secs(8));
-        assert!(!config.allow_raw_model_ids && config.project.is_none());
+        assert_eq!(config.timeouts.shutdown_grace, Duration::from_secs(8));
+        assert!(!config.allow_raw_model_ids && config.project_from_env.is_none());
         assert_eq!(
             config.aliases.get("flash").unwrap().model,
             "google/gemini-2.5-flash"

@@ -1,13 +1,14 @@
 //! The proxy's own errors, and the one mapping from them to OpenAI-shaped HTTP responses.
 //!
-//! Upstream (Vertex) errors never pass through here: they are streamed back unchanged.
+//! Upstream (Vertex) answers never pass through here, errors included: they are streamed back
+//! unchanged. Failures to reach the upstream do.
 //! Every message is written for the client to read, so none may contain a key, a key hash,
 //! a token or request body content.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::body::{self, ProxyBody};
+use crate::body::{self, ProxyBody, ReadError};
 
 /// Everything the proxy itself can refuse a request for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +29,8 @@ pub enum ProxyError {
     PayloadTooLarge { limit: usize },
     /// 502: Vertex could not be reached, TLS failed, or no Google token could be had.
     BadGateway { message: String, code: &'static str },
-    /// 504: connecting to Vertex took longer than the connect timeout.
+    /// 504: connecting to the upstream took longer than `UPSTREAM_CONNECT_TIMEOUT_SECS`, or
+    /// its response head longer than `UPSTREAM_IDLE_TIMEOUT_SECS`.
     GatewayTimeout(String),
 }
 
@@ -127,6 +129,21 @@ impl ProxyError {
             _ => {}
         }
         response
+    }
+}
+
+impl From<ReadError> for ProxyError {
+    fn from(error: ReadError) -> ProxyError {
+        match error {
+            ReadError::TooLarge { limit } => ProxyError::PayloadTooLarge { limit },
+            ReadError::TooSlow { timeout } => ProxyError::RequestTimeout(format!(
+                "the request body did not arrive within {}s (BODY_READ_TIMEOUT_SECS)",
+                timeout.as_secs()
+            )),
+            ReadError::Broken => {
+                ProxyError::bad_request("invalid_body", "the request body could not be read")
+            }
+        }
     }
 }
 

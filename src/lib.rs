@@ -3,22 +3,28 @@
 //! # Layout
 //! A request flows through the modules in this order:
 //! - [`server`]: accepts HTTP/1.1 and h2c connections and shuts down gracefully;
-//! - [`routes`]: maps `(method, path)` to a handler; its docs list every endpoint;
-//! - [`pages`]: the public splash and `/docs` runbook;
-//! - [`keys`]: authenticates the issued key from `x-api-key` or `Authorization: Bearer`;
-//! - [`models`]: resolves the alias and splices the Vertex id into the body;
-//! - [`token`]: supplies the service account's Google token (google-cloud-auth);
-//! - [`upstream`]: builds the Vertex URL, filters headers and streams the response back,
-//!   over the connections [`pool`] keeps;
+//! - [`routes`]: maps `(method, path)` to a handler, and is the pipeline of a forwarded
+//!   request, step by step; its docs list every endpoint and step;
+//! - [`keys`]: step 1, authenticates the issued key from `x-api-key` or `Authorization: Bearer`;
+//! - [`body`]: step 2, reads the request body with a bound; also every body wrapper;
+//! - [`rewrite`]: step 3, finds the body's `model`, and splices into bodies;
+//! - [`models`]: step 3, resolves the model to its [`models::Route`]: kind, upstream model,
+//!   locations, authorization, defaults;
+//! - [`upstream`]: steps 4 to 6, prepares the request by the route's kind, sends it over the
+//!   connections its pool keeps, and relays the answer; one file per kind;
+//! - [`auth`]: the service account's Google token (google-cloud-auth), for step 4;
+//! - [`log`]: step 7, one Cloud Logging JSON line per request, written when its response
+//!   ends, with the token [`usage`] read from the response's tail and its cost;
 //! - [`error`]: the proxy's own errors and their one mapping to OpenAI-shaped responses;
-//! - [`log`]: one Cloud Logging JSON line per request, written when its response ends, with
-//!   the token [`usage`] read from the response's tail and its cost.
+//! - [`pages`]: the public splash and `/docs` runbook.
 //!
-//! [`cli`] parses the command line; [`config`] reads the environment and [`app`] wires it all
-//! up at startup; [`demo`] is the stand-in for Vertex behind `vertex-proxy demo`.
+//! [`cli`] parses the command line; [`config`] reads the environment; [`app`] wires it all up
+//! at startup into the [`state`] every request shares; [`demo`] is the stand-in for Vertex
+//! behind `vertex-proxy demo`.
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod config;
@@ -28,10 +34,10 @@ pub mod keys;
 pub mod log;
 pub mod models;
 pub mod pages;
-pub mod pool;
+pub mod rewrite;
 pub mod routes;
 pub mod server;
-pub mod token;
+pub mod state;
 pub mod upstream;
 pub mod usage;
 

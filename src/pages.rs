@@ -80,11 +80,11 @@ pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Respons
         "Vertex model".into(),
         "location".into(),
     ]];
-    aliases.extend(config.aliases.iter().map(|(alias, target)| {
+    aliases.extend(config.aliases.iter().map(|(alias, route)| {
         vec![
             alias.to_owned(),
-            target.model.clone(),
-            config.location_of(target).to_owned(),
+            route.model.clone(),
+            route.location().to_owned(),
         ]
     }));
     let blocks = vec![
@@ -193,12 +193,12 @@ pub fn pi_models_json(config: &Config, base: &str) -> String {
     let models: Vec<serde_json::Value> = config
         .aliases
         .iter()
-        .map(|(alias, target)| {
-            let mut model = serde_json::json!({"id": alias, "name": format!("{alias} ({})", target.model)});
-            if target.model.starts_with("google/gemini") {
+        .map(|(alias, route)| {
+            let mut model = serde_json::json!({"id": alias, "name": format!("{alias} ({})", route.model)});
+            if route.model.starts_with("google/gemini") {
                 model["input"] = serde_json::json!(["text", "image"]);
             }
-            if let Some(price) = config.prices.get(alias).or_else(|| config.prices.get(&target.model)) {
+            if let Some(price) = config.price_of(alias, &route.model) {
                 model["cost"] = serde_json::json!({"input": price.input, "output": price.output, "cacheRead": 0, "cacheWrite": 0});
             }
             model

@@ -1,4 +1,5 @@
-//! Requests to responses. Every endpoint answers with and without the `/v1` prefix:
+//! Requests to responses: the pipeline. Every endpoint answers with and without the `/v1`
+//! prefix:
 //!
 //! | method   | path                   | key | does                                              |
 //! |----------|------------------------|-----|---------------------------------------------------|
@@ -11,61 +12,29 @@
 //! | POST     | `/v1/embeddings`       | yes | forwarded to Vertex `…/openapi/embeddings`        |
 //!
 //! Anything else is 404, or 405 on a known path with the wrong method.
+//!
+//! A forwarded request goes through these steps, each in the module that owns it:
+//! 1. authenticate the key ([`crate::keys`]);
+//! 2. read the body, bounded ([`crate::body`]);
+//! 3. resolve the route of its model ([`crate::rewrite`] finds it, [`crate::models`] routes it);
+//! 4. prepare the upstream request, by the route's kind ([`crate::upstream`]);
+//! 5. send it;
+//! 6. relay the response, by kind;
+//! 7. log it, when the response ends ([`crate::body::logged`], [`crate::log`]).
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
+use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::body::{self, Pieces, ProxyBody};
-use crate::config::Config;
+use crate::body::{self, ProxyBody};
 use crate::error::{ProxyError, json_response};
-use crate::keys::{KeyEntry, LiveKeys};
-use crate::log::{LogGuard, LoggedBody, RequestLog};
-use crate::models::{self, Target};
-use crate::pages;
-use crate::token::TokenSource;
-use crate::upstream::{self, Endpoints, HttpClient, Operation};
-
-/// Everything a request needs, shared by the connections of one worker thread (each worker
-/// has its own upstream `client`).
-#[derive(Clone)]
-pub struct State {
-    pub config: Config,
-    /// The key set in force, swapped when `API_KEYS_FILE` changes.
-    pub keys: Arc<LiveKeys>,
-    pub endpoints: Endpoints,
-    pub client: HttpClient,
-    pub tokens: TokenSource,
-    /// Reported as `created` in model objects.
-    pub started_at: u64,
-}
-
-impl State {
-    pub fn new(
-        config: Config,
-        endpoints: Endpoints,
-        tokens: TokenSource,
-        client: HttpClient,
-    ) -> State {
-        let started_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        State {
-            keys: Arc::new(LiveKeys::new(config.keys.clone())),
-            config,
-            endpoints,
-            client,
-            tokens,
-            started_at,
-        }
-    }
-}
+use crate::keys::KeyEntry;
+use crate::log::{LogGuard, RequestLog};
+use crate::state::State;
+use crate::upstream::Operation;
+use crate::{pages, rewrite};
 
 #[derive(Debug, PartialEq, Eq)]
 enum Route<'a> {
@@ -141,29 +110,28 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<P
         user_agent,
         request.version(),
     ));
-    guard
-        .get()
-        .set_trace(request.headers(), state.endpoints.project());
-    let response = match dispatch(&state, request, &mut guard).await {
+    let log = guard.get();
+    log.set_trace(request.headers(), state.upstream.project());
+    let response = match dispatch(&state, request, log).await {
         Ok(response) => response,
         Err(error) => {
-            let log = guard.get();
-            log.error = Some(error.log_text());
+            log.failed(error.log_text());
             error.into_response()
         }
     };
-    guard.get().status = Some(response.status().as_u16());
-    response.map(|body| LoggedBody::new(body, guard).boxed())
+    log.responded(response.status().as_u16());
+    // 7. Log, when the client has the whole response or has left.
+    response.map(|body| body::logged(body, guard))
 }
 
 async fn dispatch(
     state: &State,
     request: Request<Incoming>,
-    guard: &mut LogGuard,
+    log: &mut RequestLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let config = &state.config;
     let keyed = match route(request.method(), request.uri().path())? {
-        Route::Public(Public::Health) => return Ok(health(config)),
+        Route::Public(Public::Health) => return Ok(health(state)),
         Route::Public(Public::Splash) => return Ok(pages::splash(config, request.headers())),
         Route::Public(Public::Docs) => {
             let authority = request.uri().authority().map(|a| a.as_str());
@@ -171,37 +139,58 @@ async fn dispatch(
         }
         Route::Keyed(keyed) => keyed,
     };
-    // No upstream I/O of any kind happens before this line succeeds.
+    // 1. Authenticate. No upstream I/O of any kind happens before this succeeds.
     let keys = state.keys.current();
     let key = keys.authenticate(request.headers())?;
-    guard.get().key_id = Some(key.id.clone());
+    log.authenticated(&key.id);
     match keyed {
         Keyed::Models => Ok(json_response(StatusCode::OK, &models_list(state, key))),
         Keyed::Model(name) => model_object(state, key, name)
             .map(|model| json_response(StatusCode::OK, &model))
             .ok_or_else(|| ProxyError::NotFound(format!("model {name:?} not found"))),
-        Keyed::Forward(operation) => forward(state, key, operation, request, guard).await,
+        Keyed::Forward(operation) => forward(state, key, operation, request, log).await,
     }
 }
 
-fn health(config: &Config) -> Response<ProxyBody> {
+/// Steps 2 to 6 of a request that goes upstream.
+async fn forward(
+    state: &State,
+    key: &KeyEntry,
+    operation: Operation,
+    request: Request<Incoming>,
+    log: &mut RequestLog,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (config, upstream) = (&state.config, &state.upstream);
+    let (parts, body) = request.into_parts();
+    // 2. Read the body, bounded: the model must be found before anything is sent.
+    let limit = config.max_body_bytes;
+    let body = body::read_bounded(&parts.headers, body, limit, config.timeouts.body_read).await?;
+    // 3. Resolve the route.
+    let model = rewrite::find_model(&body)?;
+    let route = config.aliases.route_for(&model.name, |m| key.may_use(m))?;
+    let price = config.price_of(&model.name, &route.model);
+    log.routed(&model.name, &route.model, route.location(), price);
+    // 4. Prepare the upstream request, by kind.
+    let request = upstream
+        .prepare(&route, operation, &parts.headers, &body, &model)
+        .await?;
+    // 5. Send it.
+    let response = upstream.send(request).await?;
+    log.upstream_answered(
+        response.status().as_u16(),
+        response.headers().contains_key(header::CONTENT_ENCODING),
+    );
+    // 6. Relay the response, by kind.
+    Ok(upstream.relay(&route, response))
+}
+
+fn health(state: &State) -> Response<ProxyBody> {
+    let config = &state.config;
     let models: Vec<&str> = config.aliases.names().collect();
     json_response(
         StatusCode::OK,
         &json!({"ok": true, "mode": config.mode.as_str(), "models": models}),
     )
-}
-
-fn model_json(state: &State, id: &str, target: &Target) -> serde_json::Value {
-    let owned_by = target.model.split('/').next().unwrap_or("google");
-    json!({
-        "id": id,
-        "object": "model",
-        "created": state.started_at,
-        "owned_by": owned_by,
-        "vertex_id": target.model,
-        "location": state.config.location_of(target),
-    })
 }
 
 fn models_list(state: &State, key: &KeyEntry) -> serde_json::Value {
@@ -210,7 +199,7 @@ fn models_list(state: &State, key: &KeyEntry) -> serde_json::Value {
         .aliases
         .iter()
         .filter(|(alias, _)| key.may_use(alias))
-        .map(|(alias, target)| model_json(state, alias, target))
+        .map(|(alias, route)| route.model_object(alias, state.started_at))
         .collect();
     json!({"object": "list", "data": data})
 }
@@ -219,158 +208,13 @@ fn model_object(state: &State, key: &KeyEntry, name: &str) -> Option<serde_json:
     if !key.may_use(name) {
         return None;
     }
-    let target = resolve(&state.config, name)?;
-    Some(model_json(state, name, &target))
-}
-
-/// An alias, or a raw `publisher/model` id when `ALLOW_RAW_MODEL_IDS` is on.
-fn resolve(config: &Config, name: &str) -> Option<Target> {
-    if let Some(target) = config.aliases.get(name) {
-        return Some(target.clone());
-    }
-    (config.allow_raw_model_ids && models::is_raw_model_id(name)).then(|| Target {
-        model: name.to_owned(),
-        location: None,
-    })
-}
-
-async fn forward(
-    state: &State,
-    key: &KeyEntry,
-    operation: Operation,
-    request: Request<Incoming>,
-    guard: &mut LogGuard,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let config = &state.config;
-    let limit = config.max_body_bytes;
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(ProxyError::PayloadTooLarge { limit });
-    }
-    let (parts, body) = request.into_parts();
-    // Read into memory only with a bound: the model must be found before anything is sent.
-    let timeout = config.body_read_timeout;
-    let body = tokio::time::timeout(timeout, read_body(body, limit, declared))
-        .await
-        .map_err(|_| {
-            ProxyError::RequestTimeout(format!(
-                "the request body did not arrive within {}s (BODY_READ_TIMEOUT_SECS)",
-                timeout.as_secs()
-            ))
-        })??;
-
-    let field = models::find_model(&body)?;
-    let target = resolve(config, &field.name).ok_or_else(|| {
-        let usable: Vec<&str> = config.aliases.names().filter(|a| key.may_use(a)).collect();
-        ProxyError::bad_request(
-            "model_not_found",
-            format!(
-                "unknown model {:?}; this key may use: {}",
-                shorten(&field.name),
-                usable.join(", ")
-            ),
-        )
-    })?;
-    if !key.may_use(&field.name) {
-        return Err(ProxyError::Forbidden(format!(
-            "this API key may not use model {:?}",
-            shorten(&field.name)
-        )));
-    }
-    let location = config.location_of(&target).to_owned();
-    let log = guard.get();
-    log.alias = Some(field.name.clone());
-    log.model = Some(target.model.clone());
-    log.location = Some(location.clone());
-    log.price = config
-        .prices
-        .get(&field.name)
-        .or_else(|| config.prices.get(&target.model))
-        .copied();
-
-    let upstream_body = Pieces::new(models::splice_model(&body, &field.span, &target.model));
-    let credential = state.tokens.headers(config.token_timeout).await?;
-    let uri = state.endpoints.uri(&location, operation)?;
-    let mut upstream_request = Request::new(upstream_body);
-    *upstream_request.method_mut() = Method::POST;
-    *upstream_request.uri_mut() = uri;
-    let mut headers = upstream::request_headers(&parts.headers, credential);
-    // The body was checked to be a JSON object; say so whatever the client sent (curl -d
-    // sends a form type).
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    *upstream_request.headers_mut() = headers;
-
-    let idle = config.upstream_idle_timeout;
-    let response = tokio::time::timeout(
-        idle,
-        upstream::send(&state.client, upstream_request, config.connect_timeout),
-    )
-    .await
-    .map_err(|_| {
-        ProxyError::GatewayTimeout(format!(
-            "Vertex did not answer within {}s (UPSTREAM_IDLE_TIMEOUT_SECS)",
-            idle.as_secs()
-        ))
-    })??;
-    guard.get().upstream_answered(
-        response.status().as_u16(),
-        response.headers().contains_key(header::CONTENT_ENCODING),
-    );
-    let (parts, incoming) = response.into_parts();
-    let mut response = Response::new(body::stream(incoming, idle));
-    *response.status_mut() = parts.status;
-    *response.headers_mut() = upstream::response_headers(&parts.headers);
-    Ok(response)
-}
-
-/// A client's model name as quoted back in an error: bounded, since it can be any size.
-fn shorten(name: &str) -> String {
-    match name.char_indices().nth(100) {
-        Some((at, _)) => format!("{}…", &name[..at]),
-        None => name.to_owned(),
-    }
-}
-
-/// Reads the whole body into one buffer, sized from `Content-Length` when there is one, and
-/// never past `limit`: the model must be found before anything goes upstream.
-async fn read_body(
-    mut body: Incoming,
-    limit: usize,
-    declared: Option<u64>,
-) -> Result<Bytes, ProxyError> {
-    let capacity = declared.map_or(0, |len| len.min(limit as u64) as usize);
-    let mut buffer = BytesMut::with_capacity(capacity);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| {
-            ProxyError::bad_request("invalid_body", "the request body could not be read")
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if buffer.len() + data.len() > limit {
-                return Err(ProxyError::PayloadTooLarge { limit });
-            }
-            buffer.extend_from_slice(&data);
-        }
-    }
-    Ok(buffer.freeze())
+    let route = state.config.aliases.resolve(name)?;
+    Some(route.model_object(name, state.started_at))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoted_model_names_are_bounded() {
-        assert_eq!(shorten("flash"), "flash");
-        let long = "é".repeat(500);
-        assert_eq!(shorten(&long).chars().count(), 101);
-    }
 
     #[test]
     fn routes_with_and_without_v1() {

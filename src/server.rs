@@ -15,9 +15,8 @@ use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
-use crate::routes::{self, State};
-use crate::upstream;
-use crate::{lock, log};
+use crate::state::State;
+use crate::{lock, log, routes};
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and lets in-flight
 /// requests finish for up to `SHUTDOWN_GRACE_SECS` before returning.
@@ -29,7 +28,8 @@ use crate::{lock, log};
 /// on the thread that allocated it, for about 1.4x the throughput of one work-stealing runtime
 /// (BENCHMARKS.md). h2c streams, which may all arrive on one connection, are spread instead.
 ///
-/// The listener is bound by the caller, so tests run the real server on port 0.
+/// The listener is bound by the caller, so tests run the real server on port 0, in process
+/// (`tests/support`) as well as in the binary.
 pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>) {
     let listener = match listener.into_std() {
         Ok(listener) => listener,
@@ -65,11 +65,7 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
         let worker = Worker {
             // Each worker reaches Vertex over connections of its own, and reuses its own copy
             // of the token.
-            state: Arc::new(State {
-                client: upstream::client(state.config.connect_timeout),
-                tokens: state.tokens.for_worker(),
-                ..State::clone(&state)
-            }),
+            state: Arc::new(state.for_worker()),
             shared: shared.clone(),
             phases: phases.clone(),
             open: open.clone(),
@@ -98,7 +94,7 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
         }
     }
 
-    let grace = state.config.shutdown_grace;
+    let grace = state.config.timeouts.shutdown_grace;
     let serving = Worker {
         state,
         shared,
@@ -188,7 +184,7 @@ impl Worker {
             .http1()
             .timer(TokioTimer::new())
             // A client that trickles its headers (slowloris) cannot hold a connection.
-            .header_read_timeout(state.config.header_read_timeout);
+            .header_read_timeout(state.config.timeouts.header_read);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -250,7 +246,7 @@ impl Worker {
         drop(open);
         tokio::select! {
             () = graceful.shutdown() => true,
-            () = tokio::time::sleep(state.config.shutdown_grace) => false,
+            () = tokio::time::sleep(state.config.timeouts.shutdown_grace) => false,
         }
     }
 }

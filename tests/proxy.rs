@@ -1,4 +1,5 @@
-//! The request path end to end: the real binary between a client and a fake Vertex.
+//! The request path end to end: the real server between a client and a fake Vertex, in process
+//! where the process boundary is not the point, and as the binary where its log is.
 
 mod support;
 
@@ -25,12 +26,22 @@ async fn setup_with(
     (vertex, metadata, proxy)
 }
 
+/// The server in process, in front of `vertex`.
+async fn in_process(vertex: FakeVertex, extra: &[(&str, &str)]) -> (FakeVertex, InProcess) {
+    let metadata = FakeMetadata::start().await;
+    let mut env = env(&vertex, &metadata);
+    for (name, value) in extra {
+        env.insert((*name).into(), (*value).into());
+    }
+    (vertex, InProcess::start(&env).await)
+}
+
 const CHAT_PATH: &str =
     "/v1/projects/test-proj/locations/global/endpoints/openapi/chat/completions";
 
 #[tokio::test]
 async fn authentication_cases() {
-    let (vertex, _metadata, proxy) = setup().await;
+    let (vertex, proxy) = in_process(FakeVertex::start().await, &[]).await;
     let url = proxy.url("/v1/chat/completions");
     let bearer = |k: &str| format!("Bearer {k}");
     let ok_cases: Vec<Vec<(&str, String)>> = vec![
@@ -149,7 +160,7 @@ async fn vertex_receives_the_rewritten_model_and_the_google_token_only() {
 async fn aliases_locations_embeddings_and_raw_ids() {
     let vertex = FakeVertex::start().await;
     let aliases = r#"{"flash":"google/gemini-2.5-flash","llama":{"model":"meta/llama-3.3-70b-instruct-maas","location":"us-central1"}}"#;
-    let (vertex, _metadata, proxy) = setup_with(
+    let (vertex, proxy) = in_process(
         vertex,
         &[
             ("MODEL_ALIASES_JSON", aliases),
@@ -213,7 +224,7 @@ async fn aliases_locations_embeddings_and_raw_ids() {
 
 #[tokio::test]
 async fn unknown_and_forbidden_models() {
-    let (vertex, _metadata, proxy) = setup().await;
+    let (vertex, proxy) = in_process(FakeVertex::start().await, &[]).await;
     let answer = post(
         &proxy,
         "/v1/chat/completions",
@@ -259,7 +270,7 @@ async fn unknown_and_forbidden_models() {
 
 #[tokio::test]
 async fn a_large_body_arrives_byte_for_byte() {
-    let (vertex, _metadata, proxy) = setup().await;
+    let (vertex, proxy) = in_process(FakeVertex::start().await, &[]).await;
     // 6 MiB of base64 "image", unicode, escapes and fields the proxy knows nothing about.
     let image: String = (0..6 * 1024 * 1024)
         .map(|i| {
@@ -289,7 +300,7 @@ async fn a_large_body_arrives_byte_for_byte() {
 
 #[tokio::test]
 async fn duplicate_model_keys_and_broken_bodies_are_refused() {
-    let (vertex, _metadata, proxy) = setup().await;
+    let (vertex, proxy) = in_process(FakeVertex::start().await, &[]).await;
     let cases = [
         (
             r#"{"model":"flash","model":"pro-preview"}"#,
@@ -315,8 +326,7 @@ async fn duplicate_model_keys_and_broken_bodies_are_refused() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_get_413_declared_or_not() {
-    let (vertex, _metadata, proxy) =
-        setup_with(FakeVertex::start().await, &[("MAX_BODY_BYTES", "64")]).await;
+    let (vertex, proxy) = in_process(FakeVertex::start().await, &[("MAX_BODY_BYTES", "64")]).await;
     let at_limit = format!(
         r#"{{"model":"flash","pad":"{}"}}"#,
         "x".repeat(64 - r#"{"model":"flash","pad":""}"#.len())
@@ -330,7 +340,7 @@ async fn bodies_over_the_limit_get_413_declared_or_not() {
     assert!(answer.error_message().contains("MAX_BODY_BYTES"));
     // Chunked, so the limit is found while reading rather than from Content-Length.
     let (tx, rx) = mpsc::channel(4);
-    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, ChannelBody>(
         hyper_util::rt::TokioIo::new(stream),
     )
@@ -438,7 +448,7 @@ async fn upstream_errors_pass_through_unchanged() {
 
 #[tokio::test]
 async fn models_endpoints_follow_each_keys_list() {
-    let (vertex, _metadata, proxy) = setup().await;
+    let (vertex, proxy) = in_process(FakeVertex::start().await, &[]).await;
     let all = get(&proxy, "/v1/models", KEY).await.json();
     assert_eq!(all["object"], "list");
     let ids: Vec<&str> = all["data"]
@@ -518,8 +528,8 @@ async fn health_unknown_paths_and_wrong_methods() {
 
 #[tokio::test]
 async fn h2c_requests_work() {
-    let (vertex, _metadata, proxy) = setup().await;
-    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (vertex, proxy) = in_process(FakeVertex::start().await, &[]).await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(stream),

@@ -1,5 +1,6 @@
-//! SIGTERM under load: 200 SSE streams in flight when the signal comes, over HTTP/1.1 and over
-//! one h2c connection whose streams run on several worker threads.
+//! Shutdown: a stream in flight finishes whole or is cut at the deadline, and under load 200
+//! SSE streams in flight when the signal comes, over HTTP/1.1 and over one h2c connection
+//! whose streams run on several worker threads.
 
 mod support;
 
@@ -192,4 +193,59 @@ async fn sigterm_as_soon_as_it_listens_is_a_clean_stop() {
             })
             .await;
     }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_a_stream_finish_whole() {
+    let (vertex, tx) = FakeVertex::streaming().await;
+    let metadata = FakeMetadata::start().await;
+    let mut proxy = spawn(&env(&vertex, &metadata)).await;
+    let body = stream_in_flight(&proxy, &tx).await;
+
+    proxy.terminate_and_wait_for_drain().await;
+    // New connections are refused once the signal has been handled.
+    assert!(tokio::net::TcpStream::connect(proxy.addr).await.is_err());
+
+    // The stream in flight carries on to its end.
+    tx.send(Bytes::from("data: two\n\n")).await.unwrap();
+    tx.send(Bytes::from("data: [DONE]\n\n")).await.unwrap();
+    drop(tx);
+    let rest = within("the rest of the stream", body.collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(rest, "data: two\n\ndata: [DONE]\n\n");
+    let status = proxy.exited().await;
+    assert_eq!(status.code(), Some(0));
+    let line = proxy.request_line("/v1/chat/completions", 200).await;
+    assert!(line.get("cancelled").is_none(), "{line}");
+    assert!(
+        proxy
+            .lines()
+            .iter()
+            .any(|l| l.contains("all requests finished"))
+    );
+}
+
+#[tokio::test]
+async fn a_stream_still_running_at_the_deadline_is_cut() {
+    let (vertex, tx) = FakeVertex::streaming().await;
+    let metadata = FakeMetadata::start().await;
+    let mut env = env(&vertex, &metadata);
+    env.insert("SHUTDOWN_GRACE_SECS".into(), "1".into());
+    let mut proxy = spawn(&env).await;
+    let body = stream_in_flight(&proxy, &tx).await;
+    proxy.terminate();
+    // Vertex never finishes; the proxy must still exit, and the client sees a cut stream.
+    let status = proxy.exited().await;
+    assert_eq!(status.code(), Some(0));
+    let end = within("the client's stream to end", body.collect()).await;
+    assert!(end.is_err(), "a cut stream must not look complete");
+    assert!(
+        proxy
+            .lines()
+            .iter()
+            .any(|l| l.contains("grace period over"))
+    );
+    drop(tx);
 }

@@ -5,9 +5,7 @@ mod support;
 use std::collections::HashMap;
 
 use base64::Engine;
-use bytes::Bytes;
 use http::{Method, StatusCode};
-use http_body_util::BodyExt;
 use support::*;
 
 fn owned(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -237,61 +235,6 @@ async fn a_service_account_file_signs_its_own_token() {
     // The metadata server was not needed.
     assert_eq!(metadata.token_requests(), 0);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[tokio::test]
-async fn graceful_shutdown_lets_a_stream_finish_whole() {
-    let (vertex, tx) = FakeVertex::streaming().await;
-    let metadata = FakeMetadata::start().await;
-    let mut proxy = spawn(&env(&vertex, &metadata)).await;
-    let body = stream_in_flight(&proxy, &tx).await;
-
-    proxy.terminate_and_wait_for_drain().await;
-    // New connections are refused once the signal has been handled.
-    assert!(tokio::net::TcpStream::connect(proxy.addr).await.is_err());
-
-    // The stream in flight carries on to its end.
-    tx.send(Bytes::from("data: two\n\n")).await.unwrap();
-    tx.send(Bytes::from("data: [DONE]\n\n")).await.unwrap();
-    drop(tx);
-    let rest = within("the rest of the stream", body.collect())
-        .await
-        .unwrap()
-        .to_bytes();
-    assert_eq!(rest, "data: two\n\ndata: [DONE]\n\n");
-    let status = proxy.exited().await;
-    assert_eq!(status.code(), Some(0));
-    let line = proxy.request_line("/v1/chat/completions", 200).await;
-    assert!(line.get("cancelled").is_none(), "{line}");
-    assert!(
-        proxy
-            .lines()
-            .iter()
-            .any(|l| l.contains("all requests finished"))
-    );
-}
-
-#[tokio::test]
-async fn a_stream_still_running_at_the_deadline_is_cut() {
-    let (vertex, tx) = FakeVertex::streaming().await;
-    let metadata = FakeMetadata::start().await;
-    let mut env = env(&vertex, &metadata);
-    env.insert("SHUTDOWN_GRACE_SECS".into(), "1".into());
-    let mut proxy = spawn(&env).await;
-    let body = stream_in_flight(&proxy, &tx).await;
-    proxy.terminate();
-    // Vertex never finishes; the proxy must still exit, and the client sees a cut stream.
-    let status = proxy.exited().await;
-    assert_eq!(status.code(), Some(0));
-    let end = within("the client's stream to end", body.collect()).await;
-    assert!(end.is_err(), "a cut stream must not look complete");
-    assert!(
-        proxy
-            .lines()
-            .iter()
-            .any(|l| l.contains("grace period over"))
-    );
-    drop(tx);
 }
 
 #[tokio::test]

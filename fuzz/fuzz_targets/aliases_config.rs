@@ -9,11 +9,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    match Aliases::parse(text) {
+    match Aliases::parse(text, "global") {
         Ok(aliases) => {
-            for (_, target) in aliases.iter() {
-                assert!(is_raw_model_id(&target.model), "{}", target.model);
-                assert!(target.location.as_deref().is_none_or(is_location));
+            for (_, route) in aliases.iter() {
+                assert!(is_raw_model_id(&route.model), "{}", route.model);
+                assert!(!route.locations.is_empty());
+                assert!(route.locations.iter().all(|l| is_location(l)));
             }
         }
         Err(errors) => assert!(!errors.is_empty()),

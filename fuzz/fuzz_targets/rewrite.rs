@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vertex_proxy::models::{find_model, splice_model};
+use vertex_proxy::rewrite::{find_model, splice_model};
 
 const MODEL: &str = "google/gemini-2.5-flash";
 

@@ -1,5 +1,5 @@
-//! Test support: the real proxy binary on port 0, a fake Vertex that records what it received
-//! and can be told how to answer, and a fake metadata server.
+//! Test support: the real proxy on port 0, in process or as the binary; a fake Vertex that
+//! records what it received and can be told how to answer; and a fake metadata server.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -392,6 +392,86 @@ impl FakeMetadata {
 
 // --------------------------------------------------------------- the proxy
 
+/// A proxy a test can send requests to.
+pub trait Served {
+    fn addr(&self) -> SocketAddr;
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr())
+    }
+}
+
+/// The real server (`server::run`) on port 0 in this process, on a thread of its own as the
+/// binary runs it, with a state prepared from `env` as startup prepares it, except that the
+/// Google token is fixed: for tests of the request path, where the process boundary
+/// (environment, signals, stdout) is not the point.
+pub struct InProcess {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl InProcess {
+    pub async fn start(env: &HashMap<String, String>) -> InProcess {
+        use vertex_proxy::config::{Config, Mode};
+        let mut env = env.clone();
+        env.insert("WORKER_THREADS".into(), "1".into());
+        let config = Config::from_env(&env, Mode::Vertex).expect("a valid configuration");
+        let token = http::HeaderValue::from_str(&format!("Bearer {GOOGLE_TOKEN}")).unwrap();
+        let tokens = vertex_proxy::auth::TokenSource::Fixed(token);
+        let client =
+            vertex_proxy::upstream::client(config.timeouts.connect, &config.upstream_roots);
+        let upstream = vertex_proxy::app::upstream(&config, PROJECT.into(), tokens, client);
+        let state = Arc::new(vertex_proxy::state::State::new(config, upstream));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (done, served) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = TcpListener::from_std(listener).unwrap();
+                vertex_proxy::server::run(listener, state, async {
+                    let _ = stopped.await;
+                })
+                .await;
+            });
+            let _ = done.send(());
+        });
+        InProcess {
+            addr,
+            stop: Some(stop),
+            served: Some(served),
+        }
+    }
+
+    /// Stops it as SIGTERM would, and waits for the drain to end.
+    pub async fn stop(&mut self) {
+        drop(self.stop.take());
+        if let Some(served) = self.served.take() {
+            within("the in-process server to stop", served)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+impl Served for InProcess {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Served for Proxy {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
 /// The real `vertex-proxy` binary, started with exactly the given environment.
 pub struct Proxy {
     pub addr: SocketAddr,
@@ -527,10 +607,6 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
     /// Adds a line as if the proxy had logged it: only for testing the leak check itself.
     pub fn pretend_logged(&self, line: &str) {
         self.lines.lock().unwrap().push(line.to_owned());
@@ -686,7 +762,7 @@ pub async fn start_request(
 }
 
 /// Starts a streaming chat completion and returns the response with its body still open.
-pub async fn start_stream(proxy: &Proxy) -> Response<Incoming> {
+pub async fn start_stream(proxy: &impl Served) -> Response<Incoming> {
     start_request(
         Method::POST,
         &proxy.url("/v1/chat/completions"),
@@ -698,7 +774,7 @@ pub async fn start_stream(proxy: &Proxy) -> Response<Incoming> {
 
 /// Starts a stream through the proxy, has the fake send its first chunk, and returns the body
 /// once the client holds that chunk: a stream provably in flight.
-pub async fn stream_in_flight(proxy: &Proxy, tx: &mpsc::Sender<Bytes>) -> Incoming {
+pub async fn stream_in_flight(proxy: &impl Served, tx: &mpsc::Sender<Bytes>) -> Incoming {
     let mut body = start_stream(proxy).await.into_body();
     tx.send(Bytes::from("data: one\n\n")).await.unwrap();
     let first = within("the first chunk", body.frame())
@@ -743,7 +819,7 @@ pub async fn request(
     }
 }
 
-pub async fn post(proxy: &Proxy, path: &str, key: &str, body: &str) -> Answer {
+pub async fn post(proxy: &impl Served, path: &str, key: &str, body: &str) -> Answer {
     request(
         Method::POST,
         &proxy.url(path),
@@ -754,11 +830,11 @@ pub async fn post(proxy: &Proxy, path: &str, key: &str, body: &str) -> Answer {
 }
 
 /// The status of a chat completion with `key`.
-pub async fn chat_status(proxy: &Proxy, key: &str) -> StatusCode {
+pub async fn chat_status(proxy: &impl Served, key: &str) -> StatusCode {
     post(proxy, "/v1/chat/completions", key, CHAT).await.status
 }
 
-pub async fn get(proxy: &Proxy, path: &str, key: &str) -> Answer {
+pub async fn get(proxy: &impl Served, path: &str, key: &str) -> Answer {
     request(
         Method::GET,
         &proxy.url(path),

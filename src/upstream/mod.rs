@@ -1,15 +1,29 @@
-//! The Vertex side: the HTTPS client, upstream URLs, which headers cross the proxy in each
-//! direction, and how a failed upstream call becomes a proxy error.
+//! The upstream side of the pipeline: prepare the request for the route's kind, send it, and
+//! relay the answer. Also which headers cross the proxy in each direction, and the one
+//! mapping from a failed upstream call to a proxy error.
+//!
+//! One file per kind of upstream holds what is particular to it: [`vertex_openai`].
 
+mod pool;
+pub mod vertex_openai;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, Request, Response, Uri, header};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::pki_types::CertificateDer;
 
-use crate::body::Pieces;
+use crate::auth::TokenSource;
+use crate::body::{self, Pieces, ProxyBody, UpstreamBody};
+use crate::config::{Env, Timeouts};
 use crate::error::ProxyError;
-use crate::pool::{Failure, Pool, UpstreamBody};
+use crate::models::{Auth, Kind, Route};
+use crate::rewrite::ModelField;
+use pool::{Failure, Pool};
+use vertex_openai::Endpoints;
 
 /// The Vertex endpoints we forward to, under `…/endpoints/openapi/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +38,115 @@ impl Operation {
             Operation::ChatCompletions => "chat/completions",
             Operation::Embeddings => "embeddings",
         }
+    }
+}
+
+/// One worker's way upstream: its connections, its copy of the credential, the URLs of the
+/// project resolved at startup, and the timeouts that bound each call.
+#[derive(Clone)]
+pub struct Upstream {
+    client: HttpClient,
+    /// `UPSTREAM_CA_FILE`'s certificates, for each worker's own client.
+    extra_roots: Arc<[CertificateDer<'static>]>,
+    tokens: TokenSource,
+    vertex: Endpoints,
+    timeouts: Timeouts,
+}
+
+impl Upstream {
+    /// `project` is resolved once, at startup; URLs are built for every route's locations.
+    pub fn new<'a>(
+        client: HttpClient,
+        extra_roots: &[CertificateDer<'static>],
+        tokens: TokenSource,
+        base_url: Option<http::Uri>,
+        project: String,
+        locations: impl IntoIterator<Item = &'a str>,
+        timeouts: Timeouts,
+    ) -> Upstream {
+        Upstream {
+            client,
+            extra_roots: extra_roots.into(),
+            tokens,
+            vertex: Endpoints::new(base_url, project, locations),
+            timeouts,
+        }
+    }
+
+    /// The same upstream with connections and a token slot of the calling worker's own, so
+    /// that worker threads share no lock on the request path.
+    pub fn for_worker(&self) -> Upstream {
+        Upstream {
+            client: client(self.timeouts.connect, &self.extra_roots),
+            tokens: self.tokens.for_worker(),
+            ..self.clone()
+        }
+    }
+
+    pub fn project(&self) -> &str {
+        self.vertex.project()
+    }
+
+    /// Step 4: the upstream request for `route`, by its kind: URL, body and authorization.
+    pub async fn prepare(
+        &self,
+        route: &Route,
+        operation: Operation,
+        client_headers: &HeaderMap,
+        body: &Bytes,
+        model: &ModelField,
+    ) -> Result<Request<Pieces>, ProxyError> {
+        let (uri, body) = match route.kind {
+            Kind::VertexOpenAi => (
+                self.vertex.uri(route.location(), operation)?,
+                vertex_openai::body(body, model, route),
+            ),
+        };
+        let credential = match route.auth {
+            Auth::GoogleAccessToken => self.tokens.headers(self.timeouts.token).await?,
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        let mut headers = request_headers(client_headers, credential);
+        // The body was checked to be a JSON object; say so whatever the client sent (curl -d
+        // sends a form type).
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        *request.headers_mut() = headers;
+        Ok(request)
+    }
+
+    /// Step 5: sends the request and waits for the response head, at most
+    /// `UPSTREAM_IDLE_TIMEOUT_SECS`; connection failures become the proxy's 502 and 504.
+    pub async fn send(
+        &self,
+        request: Request<Pieces>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        let host = request.uri().host().unwrap_or_default().to_owned();
+        let idle = self.timeouts.upstream_idle;
+        match tokio::time::timeout(idle, self.client.send(request)).await {
+            Ok(sent) => sent.map_err(|e| classify(&e, &host, self.timeouts.connect)),
+            Err(_) => Err(ProxyError::GatewayTimeout(format!(
+                "Vertex did not answer within {}s (UPSTREAM_IDLE_TIMEOUT_SECS)",
+                idle.as_secs()
+            ))),
+        }
+    }
+
+    /// Step 6: the response the client gets, by the route's kind. The body streams through
+    /// as it comes, cut if the upstream goes silent.
+    pub fn relay(&self, route: &Route, response: Response<UpstreamBody>) -> Response<ProxyBody> {
+        let (parts, upstream) = response.into_parts();
+        let body = match route.kind {
+            Kind::VertexOpenAi => body::idle_limited(upstream, self.timeouts.upstream_idle),
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = parts.status;
+        *response.headers_mut() = response_headers(&parts.headers);
+        response
     }
 }
 
@@ -52,18 +175,22 @@ const FORWARDED_RESPONSE_HEADERS: [HeaderName; 6] = [
 pub type HttpClient = Pool;
 
 /// A worker's connections for every upstream call ([`Pool`]): HTTP/2 when ALPN offers it,
-/// else HTTP/1.1. There is a connect timeout but no total timeout: Cloud Run's request timeout
-/// bounds streams.
-pub fn client(connect_timeout: Duration) -> HttpClient {
-    use hyper_rustls::ConfigBuilderExt;
+/// else HTTP/1.1, trusting the built-in roots and `extra_roots` (`UPSTREAM_CA_FILE`). There is
+/// a connect timeout but no total timeout: Cloud Run's request timeout bounds streams.
+pub fn client(connect_timeout: Duration, extra_roots: &[CertificateDer<'static>]) -> HttpClient {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    // Validated when the configuration was read.
+    let _ = roots.add_parsable_certificates(extra_roots.iter().cloned());
     let tls = rustls::ClientConfig::builder()
-        .with_webpki_roots()
+        .with_root_certificates(roots)
         .with_no_client_auth();
     client_with(connect_timeout, tls)
 }
 
-/// [`client`] with a TLS configuration of the caller's: tests trust their own CA.
-pub(crate) fn client_with(connect_timeout: Duration, tls: rustls::ClientConfig) -> HttpClient {
+/// [`client`] with a TLS configuration of the caller's, which may trust more roots.
+pub fn client_with(connect_timeout: Duration, tls: rustls::ClientConfig) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -75,75 +202,6 @@ pub(crate) fn client_with(connect_timeout: Duration, tls: rustls::ClientConfig) 
         .enable_http2()
         .wrap_connector(http);
     Pool::new(https)
-}
-
-/// Builds upstream URLs for one project.
-#[derive(Debug, Clone)]
-pub struct Endpoints {
-    /// `VERTEX_BASE_URL`, used for every location when set.
-    base_url: Option<Uri>,
-    project: String,
-    /// The URLs of the configured locations, built once: building one costs more than the
-    /// rest of the routing.
-    built: Vec<(String, [Uri; 2])>,
-}
-
-impl Endpoints {
-    pub fn new<'a>(
-        base_url: Option<Uri>,
-        project: String,
-        locations: impl IntoIterator<Item = &'a str>,
-    ) -> Endpoints {
-        let mut endpoints = Endpoints {
-            base_url,
-            project,
-            built: Vec::new(),
-        };
-        for location in locations {
-            if endpoints.built.iter().any(|(l, _)| l == location) {
-                continue;
-            }
-            let operations = [Operation::ChatCompletions, Operation::Embeddings];
-            if let [Ok(chat), Ok(embeddings)] = operations.map(|op| endpoints.build(location, op)) {
-                endpoints
-                    .built
-                    .push((location.to_owned(), [chat, embeddings]));
-            }
-        }
-        endpoints
-    }
-
-    pub fn project(&self) -> &str {
-        &self.project
-    }
-
-    pub fn uri(&self, location: &str, operation: Operation) -> Result<Uri, ProxyError> {
-        match self.built.iter().find(|(l, _)| l == location) {
-            Some((_, uris)) => Ok(uris[operation as usize].clone()),
-            None => self.build(location, operation),
-        }
-    }
-
-    fn build(&self, location: &str, operation: Operation) -> Result<Uri, ProxyError> {
-        let origin = match &self.base_url {
-            Some(base) => format!(
-                "{}://{}",
-                base.scheme_str().unwrap_or("https"),
-                base.authority().map(|a| a.as_str()).unwrap_or_default()
-            ),
-            // The global endpoint has no location prefix: `global-aiplatform…` answers 404.
-            None if location == "global" => "https://aiplatform.googleapis.com".to_owned(),
-            None => format!("https://{location}-aiplatform.googleapis.com"),
-        };
-        let uri = format!(
-            "{origin}/v1/projects/{}/locations/{location}/endpoints/openapi/{}",
-            self.project,
-            operation.path()
-        );
-        // Project and location were validated at startup; this cannot fail for them.
-        uri.parse()
-            .map_err(|_| ProxyError::bad_gateway("upstream_url", "could not build the Vertex URL"))
-    }
 }
 
 /// The request headers that go to Vertex: the allowlisted client headers, then the
@@ -175,19 +233,6 @@ fn copy_allowed(from: &HeaderMap, to: &mut HeaderMap, allowed: &[HeaderName]) {
             to.append(name.clone(), value.clone());
         }
     }
-}
-
-/// Sends one request and turns connection failures into the proxy's 502/504.
-pub async fn send(
-    client: &HttpClient,
-    request: Request<Pieces>,
-    connect_timeout: Duration,
-) -> Result<Response<UpstreamBody>, ProxyError> {
-    let host = request.uri().host().unwrap_or_default().to_owned();
-    client
-        .send(request)
-        .await
-        .map_err(|e| classify(&e, &host, connect_timeout))
 }
 
 /// Maps a failure to what the caller should be told. Messages name the host and the kind of
@@ -232,10 +277,11 @@ fn classify(failure: &Failure, host: &str, connect_timeout: Duration) -> ProxyEr
 }
 
 /// Reads the project id from the metadata server, as on Cloud Run. Honours
-/// `GCE_METADATA_HOST` the way google-cloud-auth does, so tests can fake it.
-pub async fn project_from_metadata(client: &HttpClient) -> Result<String, String> {
-    let host = std::env::var("GCE_METADATA_HOST")
-        .ok()
+/// `GCE_METADATA_HOST` (read through `env`) the way google-cloud-auth does, so tests can fake
+/// it.
+pub async fn project_from_metadata(client: &HttpClient, env: &dyn Env) -> Result<String, String> {
+    let host = env
+        .var("GCE_METADATA_HOST")
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "metadata.google.internal".into());
     let uri = format!("http://{host}/computeMetadata/v1/project/project-id");
@@ -283,57 +329,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    fn endpoints(base: Option<&str>) -> Endpoints {
-        Endpoints::new(base.map(|b| b.parse().unwrap()), "my-proj".into(), [])
-    }
-
-    #[test]
-    fn urls_built_at_startup_are_the_urls_built_on_demand() {
-        for base in [None, Some("http://127.0.0.1:9000")] {
-            let locations = ["global", "us-central1", "global"];
-            let built = Endpoints::new(
-                base.map(|b| b.parse().unwrap()),
-                "my-proj".into(),
-                locations,
-            );
-            assert_eq!(built.built.len(), 2);
-            for location in ["global", "us-central1", "europe-west4"] {
-                for op in [Operation::ChatCompletions, Operation::Embeddings] {
-                    assert_eq!(
-                        built.uri(location, op).unwrap(),
-                        endpoints(base).uri(location, op).unwrap()
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn urls_for_global_regional_and_override() {
-        let global = endpoints(None)
-            .uri("global", Operation::ChatCompletions)
-            .unwrap();
-        assert_eq!(
-            global,
-            "https://aiplatform.googleapis.com/v1/projects/my-proj/locations/global/endpoints/openapi/chat/completions"
-        );
-        let regional = endpoints(None)
-            .uri("us-central1", Operation::Embeddings)
-            .unwrap();
-        assert_eq!(
-            regional,
-            "https://us-central1-aiplatform.googleapis.com/v1/projects/my-proj/locations/us-central1/endpoints/openapi/embeddings"
-        );
-        let local = endpoints(Some("http://127.0.0.1:9000"))
-            .uri("europe-west4", Operation::ChatCompletions)
-            .unwrap();
-        assert_eq!(
-            local,
-            "http://127.0.0.1:9000/v1/projects/my-proj/locations/europe-west4/endpoints/openapi/chat/completions"
-        );
-    }
 
     #[test]
     fn only_allowlisted_headers_cross_and_the_credential_wins() {

@@ -1,0 +1,250 @@
+//! The request line's JSON encoder: written for every request, so encoded by hand. The keys
+//! are constants and only the values are escaped, about 5 k instructions per request fewer
+//! than serde.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::usage::Usage;
+
+/// One request's line, in Cloud Logging's structured format.
+pub(super) struct Line<'a> {
+    pub(super) severity: &'static str,
+    pub(super) method: &'a str,
+    pub(super) path: &'a str,
+    pub(super) status: u16,
+    pub(super) latency: Duration,
+    pub(super) protocol: &'static str,
+    pub(super) user_agent: Option<&'a str>,
+    pub(super) key_id: Option<&'a str>,
+    pub(super) alias: Option<&'a str>,
+    pub(super) model: Option<&'a str>,
+    pub(super) location: Option<&'a str>,
+    pub(super) error: Option<&'a str>,
+    pub(super) upstream_status: Option<u16>,
+    pub(super) trace: Option<&'a str>,
+    pub(super) span_id: Option<&'a str>,
+    pub(super) ttfb: Option<Duration>,
+    pub(super) response_bytes: u64,
+    pub(super) usage: Option<Usage>,
+    pub(super) cost_usd: Option<f64>,
+    pub(super) cancelled: bool,
+    pub(super) stream_error: Option<&'a str>,
+}
+
+impl Line<'_> {
+    /// Writes the line as JSON.
+    pub(super) fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"severity\":");
+        string(out, self.severity);
+        out.extend_from_slice(b",\"message\":\"");
+        escaped(out, self.method);
+        out.push(b' ');
+        escaped(out, self.path);
+        out.push(b' ');
+        uint(out, self.status.into());
+        out.extend_from_slice(b"\",\"httpRequest\":{\"requestMethod\":");
+        string(out, self.method);
+        out.extend_from_slice(b",\"requestUrl\":");
+        string(out, self.path);
+        out.extend_from_slice(b",\"status\":");
+        uint(out, self.status.into());
+        // Cloud Logging's `latency` is a duration string, `"0.001234s"`.
+        out.extend_from_slice(b",\"latency\":\"");
+        uint(out, self.latency.as_secs());
+        out.push(b'.');
+        padded(out, self.latency.subsec_micros().into(), 6);
+        // `responseSize` is an int64, which Cloud Logging's JSON wants as a string.
+        out.extend_from_slice(b"s\",\"responseSize\":\"");
+        uint(out, self.response_bytes);
+        out.extend_from_slice(b"\",\"protocol\":");
+        string(out, self.protocol);
+        if let Some(agent) = self.user_agent {
+            out.extend_from_slice(b",\"userAgent\":");
+            string(out, agent);
+        }
+        out.push(b'}');
+        let strings = [
+            ("key_id", self.key_id),
+            ("alias", self.alias),
+            ("model", self.model),
+            ("location", self.location),
+            ("error", self.error),
+        ];
+        for (name, value) in strings {
+            if let Some(value) = value {
+                key(out, name);
+                string(out, value);
+            }
+        }
+        if let Some(status) = self.upstream_status {
+            key(out, "upstream_status");
+            uint(out, status.into());
+        }
+        if let Some(trace) = self.trace {
+            key(out, "logging.googleapis.com/trace");
+            string(out, trace);
+        }
+        if let Some(span) = self.span_id {
+            key(out, "logging.googleapis.com/spanId");
+            string(out, span);
+        }
+        if let Some(ttfb) = self.ttfb {
+            key(out, "ttfb_ms");
+            millis(out, ttfb);
+        }
+        key(out, "duration_ms");
+        millis(out, self.latency);
+        key(out, "response_bytes");
+        uint(out, self.response_bytes);
+        if let Some(usage) = &self.usage {
+            key(out, "usage");
+            let counts = [
+                ("prompt_tokens", usage.prompt_tokens),
+                ("completion_tokens", usage.completion_tokens),
+                ("total_tokens", usage.total_tokens),
+            ];
+            for (i, (key, count)) in counts.into_iter().enumerate() {
+                out.push(if i == 0 { b'{' } else { b',' });
+                string(out, key);
+                out.push(b':');
+                match count {
+                    Some(count) => uint(out, count),
+                    None => out.extend_from_slice(b"null"),
+                }
+            }
+            out.push(b'}');
+        }
+        if let Some(cost) = self.cost_usd {
+            key(out, "cost_usd");
+            float(out, cost);
+        }
+        if self.cancelled {
+            key(out, "cancelled");
+            out.extend_from_slice(b"true");
+        }
+        if let Some(reason) = self.stream_error {
+            key(out, "stream_error");
+            string(out, reason);
+        }
+        out.push(b'}');
+    }
+}
+
+/// `,"key":` for a key that needs no escaping.
+fn key(out: &mut Vec<u8>, key: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+fn string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    escaped(out, text);
+    out.push(b'"');
+}
+
+/// `text` as the inside of a JSON string: runs of plain bytes are copied whole.
+fn escaped(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    // Almost every value needs no escaping. A check without early exit is vectorised: a
+    // few instructions per 32 bytes instead of a branch per byte.
+    let special = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    if !bytes.iter().fold(false, |found, &b| found | special(b)) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    let mut plain = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        let short = match byte {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x08 => b'b',
+            0x0c => b'f',
+            0..0x20 => b'u',
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[plain..at]);
+        plain = at + 1;
+        if short == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let (high, low) = (HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]);
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', high, low]);
+        } else {
+            out.extend_from_slice(&[b'\\', short]);
+        }
+    }
+    out.extend_from_slice(&bytes[plain..]);
+}
+
+fn uint(out: &mut Vec<u8>, value: u64) {
+    padded(out, value, 1);
+}
+
+/// `value` in decimal, with leading zeros up to `width` digits.
+fn padded(out: &mut Vec<u8>, mut value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    while value > 0 {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    start = start.min(digits.len() - width.clamp(1, 20));
+    out.extend_from_slice(&digits[start..]);
+}
+
+/// Milliseconds with microsecond precision, as a number: `12.345`.
+fn millis(out: &mut Vec<u8>, duration: Duration) {
+    let micros = duration.as_micros().min(u64::MAX.into()) as u64;
+    uint(out, micros / 1000);
+    out.push(b'.');
+    padded(out, micros % 1000, 3);
+}
+
+/// A float as JSON has it: infinity has no JSON form, so it is `null`, as serde writes it.
+fn float(out: &mut Vec<u8>, value: f64) {
+    if value.is_finite() {
+        let _ = write!(out, "{value}");
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_string_survives_the_hand_written_escaping() {
+        let mut all: String = (0u8..0x80).map(char::from).collect();
+        all.push_str("é → 😀 \u{2028}\u{7f}");
+        for text in [all.as_str(), "", "plain", "\"", "\\", "\u{1f}end"] {
+            let mut out = Vec::new();
+            string(&mut out, text);
+            let back: String = serde_json::from_slice(&out).expect("valid JSON");
+            assert_eq!(back, text);
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_exactly() {
+        let write = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut out = Vec::new();
+            f(&mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(write(&|o| uint(o, 0)), "0");
+        assert_eq!(write(&|o| uint(o, u64::MAX)), u64::MAX.to_string());
+        assert_eq!(write(&|o| padded(o, 42, 6)), "000042");
+        let ms = |micros| write(&|o| millis(o, Duration::from_micros(micros)));
+        assert_eq!(ms(0), "0.000");
+        assert_eq!(ms(129), "0.129");
+        assert_eq!(ms(61_234_567), "61234.567");
+        assert_eq!(write(&|o| float(o, 1.25e-6)), "0.00000125");
+        assert_eq!(write(&|o| float(o, f64::INFINITY)), "null");
+    }
+}
