@@ -103,7 +103,8 @@ pub async fn start_stand_in() -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-fn google_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
+/// An error in Google's envelope, as Vertex sends it.
+pub fn google_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
     let payload = json!({"error": {"code": status.as_u16(), "message": message, "status": status.canonical_reason()}});
     let mut response = Response::new(body::full(payload.to_string()));
     *response.status_mut() = status;
@@ -133,6 +134,12 @@ async fn answer(request: Request<Incoming>) -> Response<ProxyBody> {
     let Ok(body) = serde_json::from_slice::<Value>(&collected.to_bytes()) else {
         return google_error(StatusCode::BAD_REQUEST, "Invalid JSON payload received.");
     };
+    openai_answer(&path, &body)
+}
+
+/// What the stand-in answers an authorized request to Vertex's OpenAI endpoint at `path`.
+/// The test suites' fake Vertex answers the same way.
+pub fn openai_answer(path: &str, body: &Value) -> Response<ProxyBody> {
     if path.ends_with("/endpoints/openapi/chat/completions") {
         chat(&body)
     } else if path.ends_with("/endpoints/openapi/embeddings") {

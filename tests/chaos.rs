@@ -5,16 +5,15 @@
 mod support;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 /// What one request is made to go through.
@@ -94,188 +93,46 @@ fn error_body(id: u64, status: u16) -> String {
     format!("{{\"error\":{{\"code\":{status},\"message\":\"chaos {id}\",\"status\":\"X\"}}}}")
 }
 
-/// The fake Vertex: raw HTTP/1.1, so it can reset and stall exactly where it is told to.
-struct ChaosVertex {
-    addr: std::net::SocketAddr,
-    /// Requests being handled right now; must return to 0.
-    in_flight: Arc<AtomicUsize>,
-    /// Ids whose request reached the fake.
-    seen: Arc<Mutex<HashMap<u64, Fault>>>,
-    /// Ids whose stream the proxy cancelled (the write failed).
-    cancelled: Arc<Mutex<Vec<u64>>>,
-}
-
-impl ChaosVertex {
-    async fn start() -> ChaosVertex {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let fake = ChaosVertex {
-            addr: listener.local_addr().unwrap(),
-            in_flight: Arc::default(),
-            seen: Arc::default(),
-            cancelled: Arc::default(),
-        };
-        let (in_flight, seen, cancelled) = (
-            fake.in_flight.clone(),
-            fake.seen.clone(),
-            fake.cancelled.clone(),
-        );
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (in_flight, seen, cancelled) =
-                    (in_flight.clone(), seen.clone(), cancelled.clone());
-                tokio::spawn(async move {
-                    let _ = serve(stream, in_flight, seen, cancelled).await;
-                });
-            }
-        });
-        fake
-    }
-}
-
-/// Serves requests on one connection until it closes or a fault ends it.
-async fn serve(
-    mut stream: TcpStream,
-    in_flight: Arc<AtomicUsize>,
-    seen: Arc<Mutex<HashMap<u64, Fault>>>,
-    cancelled: Arc<Mutex<Vec<u64>>>,
-) -> std::io::Result<()> {
-    let mut buffer = Vec::new();
-    loop {
-        // Read the head.
-        let head_end = loop {
-            if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            let mut chunk = [0u8; 8192];
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buffer.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buffer[..head_end]).to_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buffer.len() < head_end + length {
-            let mut chunk = [0u8; 65536];
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buffer.extend_from_slice(&chunk[..n]);
-        }
-        let body: serde_json::Value =
-            serde_json::from_slice(&buffer[head_end..head_end + length]).unwrap_or_default();
-        buffer.drain(..head_end + length);
-        let id = body["id"].as_u64().unwrap_or(0);
-        let size = body["size"].as_u64().unwrap_or(10) as usize;
-        let fault = FAULTS
-            .iter()
-            .map(|(f, _)| *f)
-            .find(|f| body["chaos"] == fault_name(*f))
-            .unwrap_or(Fault::None);
-        seen.lock().unwrap().insert(id, fault);
-        in_flight.fetch_add(1, Ordering::SeqCst);
-        let outcome = answer(&mut stream, id, size, fault).await;
-        in_flight.fetch_sub(1, Ordering::SeqCst);
-        match outcome {
-            Ok(true) => {}
-            Ok(false) => return Ok(()), // the fault ends the connection
-            Err(e) => {
-                cancelled.lock().unwrap().push(id);
-                return Err(e);
-            }
-        }
-    }
-}
-
-/// Answers one request; `Ok(false)` when the connection must end here.
-async fn answer(
-    stream: &mut TcpStream,
-    id: u64,
-    size: usize,
-    fault: Fault,
-) -> std::io::Result<bool> {
-    let chunked_head =
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-    let chunk = |data: &str| format!("{:x}\r\n{data}\r\n", data.len());
+/// What the shared fake answers a chaos request: the fault named in its body, for its `id`.
+fn chaos_reply(request: &Recorded) -> Reply {
+    let (id, fault) = id_and_fault(request);
+    let size = request.json()["size"].as_u64().unwrap_or(10) as usize;
+    let sse = |chunks: usize, every_ms: u64, end: End| Reply::Paced {
+        content_type: "text/event-stream",
+        chunks: (0..chunks).map(|n| Bytes::from(sse_chunk(id, n))).collect(),
+        every: Duration::from_millis(every_ms),
+        end,
+    };
     match fault {
         Fault::None | Fault::SlowReader | Fault::TrickledBody => {
-            let body = json_body(id, size);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                body.len()
-            );
-            stream.write_all(head.as_bytes()).await?;
-            stream.write_all(body.as_bytes()).await?;
-            Ok(true)
+            Reply::Json(StatusCode::OK, json_body(id, size))
         }
-        Fault::Stream | Fault::ClientAbortsStream => {
-            stream.write_all(chunked_head.as_bytes()).await?;
-            let chunks = if fault == Fault::ClientAbortsStream {
-                200
-            } else {
-                SSE_CHUNKS
-            };
-            for n in 0..chunks {
-                stream
-                    .write_all(chunk(&sse_chunk(id, n)).as_bytes())
-                    .await?;
-                stream.flush().await?;
-                tokio::time::sleep(Duration::from_millis(if fault == Fault::Stream {
-                    1
-                } else {
-                    10
-                }))
-                .await;
-            }
-            stream.write_all(b"0\r\n\r\n").await?;
-            Ok(true)
-        }
+        Fault::Stream => sse(SSE_CHUNKS, 1, End::Complete),
+        Fault::ClientAbortsStream => sse(200, 10, End::Complete),
         Fault::Status429 | Fault::Status500 | Fault::Status503 => {
             let status = match fault {
                 Fault::Status429 => 429,
                 Fault::Status500 => 500,
                 _ => 503,
             };
-            let body = error_body(id, status);
-            let head = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                body.len()
-            );
-            stream.write_all(head.as_bytes()).await?;
-            stream.write_all(body.as_bytes()).await?;
-            Ok(true)
+            let status_code = StatusCode::from_u16(status).unwrap();
+            Reply::Json(status_code, error_body(id, status))
         }
-        Fault::ResetMidStream => {
-            stream.write_all(chunked_head.as_bytes()).await?;
-            stream
-                .write_all(chunk(&sse_chunk(id, 0)).as_bytes())
-                .await?;
-            stream.flush().await?;
-            // An abrupt reset, not a clean close. (Linger zero does not block on drop.)
-            #[allow(deprecated)]
-            stream.set_linger(Some(Duration::ZERO))?;
-            Ok(false)
-        }
-        Fault::StallMidStream => {
-            stream.write_all(chunked_head.as_bytes()).await?;
-            stream
-                .write_all(chunk(&sse_chunk(id, 0)).as_bytes())
-                .await?;
-            stream.flush().await?;
-            tokio::time::sleep(Duration::from_millis(2500)).await;
-            Ok(false)
-        }
-        Fault::StallBeforeHead => {
-            tokio::time::sleep(Duration::from_millis(2500)).await;
-            Ok(false)
-        }
-        Fault::CloseBeforeResponse | Fault::ClientAbortsBody => Ok(false),
+        Fault::ResetMidStream => sse(1, 0, End::Cut),
+        Fault::StallMidStream => sse(1, 0, End::StallThenCut(Duration::from_millis(2500))),
+        Fault::StallBeforeHead => Reply::Late(Duration::from_millis(2500), Box::new(Reply::Hangup)),
+        Fault::CloseBeforeResponse | Fault::ClientAbortsBody => Reply::Hangup,
     }
+}
+
+fn id_and_fault(request: &Recorded) -> (u64, Fault) {
+    let body = request.json();
+    let fault = FAULTS
+        .iter()
+        .map(|(f, _)| *f)
+        .find(|f| body["chaos"] == fault_name(*f))
+        .unwrap_or(Fault::None);
+    (body["id"].as_u64().unwrap_or(0), fault)
 }
 
 /// What the client saw, checked against what the fault should produce.
@@ -475,9 +332,9 @@ async fn chaos() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed_1234_abcd);
-    let vertex = ChaosVertex::start().await;
+    let vertex = FakeVertex::start_with(chaos_reply).await;
     let metadata = FakeMetadata::start().await;
-    let mut env = env_with_base_url(&metadata, &format!("http://{}", vertex.addr));
+    let mut env = env(&vertex, &metadata);
     env.insert("UPSTREAM_IDLE_TIMEOUT_SECS".into(), "1".into());
     env.insert("BODY_READ_TIMEOUT_SECS".into(), "5".into());
     let mut proxy = spawn(&env).await;
@@ -505,10 +362,10 @@ async fn chaos() {
     );
 
     // Vertex saw no request whose client gave up before sending its body.
-    let seen = vertex.seen.lock().unwrap().clone();
+    let seen: Vec<(u64, Fault)> = vertex.received().iter().map(id_and_fault).collect();
     let aborted_seen = seen
-        .values()
-        .filter(|f| **f == Fault::ClientAbortsBody)
+        .iter()
+        .filter(|(_, f)| *f == Fault::ClientAbortsBody)
         .count();
     assert_eq!(aborted_seen, 0, "an incomplete request was forwarded");
     // Every stream a client left was cancelled upstream, and nothing is left in flight.
@@ -516,13 +373,15 @@ async fn chaos() {
     within("upstream work to drain", async {
         loop {
             let cancelled_streams = vertex
-                .cancelled
-                .lock()
-                .unwrap()
+                .cancelled()
                 .iter()
-                .filter(|id| seen.get(id) == Some(&Fault::ClientAbortsStream) && **id < 1_000_000)
+                .filter(|&&at| {
+                    seen.get(at).is_some_and(|&(id, fault)| {
+                        fault == Fault::ClientAbortsStream && id < 1_000_000
+                    })
+                })
                 .count();
-            if vertex.in_flight.load(Ordering::SeqCst) == 0 && cancelled_streams == left {
+            if vertex.in_flight() == 0 && cancelled_streams == left {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,6 +1,8 @@
 """Runs stock clients against the real vertex-proxy in front of a fake Vertex.
 
-Usage: python run.py PATH_TO_VERTEX_PROXY_BINARY
+Usage: python run.py PATH_TO_VERTEX_PROXY_BINARY PATH_TO_FAKE_VERTEX_BINARY
+
+The fake is the test suite's own (tests/support), built as the example `fake_vertex`.
 
 Clients: the OpenAI Python SDK, the OpenAI Agents SDK, the OpenAI Node SDK (clients.mjs) and
 the pi coding agent. Each step prints "ok" or what went wrong; the last line counts them.
@@ -17,7 +19,6 @@ import threading
 import traceback
 import urllib.request
 
-import fake_vertex
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KEY = "sk_clients_0123456789abcdef"
@@ -46,12 +47,21 @@ def step(client, name):
     return run
 
 
-FAKE = None
+FAKE = {}  # what the fake printed: its addresses, the token and the project it serves
 PROXY_URL = None
 
 
 def fake_url():
-    return f"http://127.0.0.1:{FAKE.server_address[1]}"
+    return "http://" + FAKE["vertex"]
+
+
+def start_fake(binary):
+    fake = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = fake.stdout.readline()
+    if not line:
+        raise SystemExit("the fake Vertex did not start")
+    FAKE.update(json.loads(line))
+    return fake
 
 
 def fake_reset():
@@ -70,7 +80,7 @@ def assert_vertex_saw(model="google/gemini-2.5-flash", count=None, stream=None):
         assert len(requests) == count, f"{len(requests)} requests reached Vertex, expected {count}"
     for request in requests:
         assert request["body"]["model"] == model, f"Vertex got model {request['body']['model']!r}"
-        assert request["headers"].get("authorization") == "Bearer " + fake_vertex.TOKEN, request["headers"]
+        assert request["headers"].get("authorization") == "Bearer " + FAKE["token"], request["headers"]
         assert KEY not in json.dumps(request["headers"]), "the client key reached Vertex"
         assert "x-api-key" not in request["headers"]
         if stream is not None:
@@ -85,9 +95,9 @@ def start_proxy(binary):
         "PORT": "0",
         "API_KEYS_JSON": json.dumps([{"id": "clients", "key": KEY}]),
         "MODEL_ALIASES_JSON": json.dumps(ALIASES),
-        "GOOGLE_CLOUD_PROJECT": fake_vertex.PROJECT,
+        "GOOGLE_CLOUD_PROJECT": FAKE["project"],
         "VERTEX_BASE_URL": fake_url(),
-        "GCE_METADATA_HOST": fake_url().removeprefix("http://"),
+        "GCE_METADATA_HOST": FAKE["metadata"],
     }
     proxy = subprocess.Popen([binary], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proxy.stdout.readline()  # the startup line says where it listens
@@ -106,7 +116,7 @@ def check_log():
     """No key and no Google token in anything the proxy logged while the clients ran."""
     text = "".join(PROXY_LOG)
     assert PROXY_LOG, "the proxy logged nothing"
-    for secret in (KEY, fake_vertex.TOKEN, "hello there", "You said"):
+    for secret in (KEY, FAKE["token"], "hello there", "You said"):
         assert secret not in text, f"{secret[:8]}… reached the proxy's log"
 
 
@@ -270,7 +280,7 @@ def agents_sdk():
 
 
 def node_sdk():
-    env = {**os.environ, "PROXY_URL": PROXY_URL, "FAKE_URL": fake_url(), "KEY": KEY, "TOKEN": fake_vertex.TOKEN}
+    env = {**os.environ, "PROXY_URL": PROXY_URL, "FAKE_URL": fake_url(), "KEY": KEY, "TOKEN": FAKE["token"]}
     fake_reset()
     result = subprocess.run(["node", os.path.join(HERE, "clients.mjs")], env=env, capture_output=True, text=True,
                             timeout=120)
@@ -326,9 +336,9 @@ def pi_agent():
 
 
 def main():
-    global FAKE, PROXY_URL
-    binary = sys.argv[1]
-    FAKE = fake_vertex.start()
+    global PROXY_URL
+    binary, fake_binary = sys.argv[1], sys.argv[2]
+    fake = start_fake(fake_binary)
     proxy, PROXY_URL = start_proxy(binary)
     try:
         for client in (python_sdk, agents_sdk, node_sdk, pi_agent):
@@ -343,6 +353,8 @@ def main():
         proxy.terminate()
         proxy.wait(timeout=15)
     step("proxy", "its log holds no key, token or content")(check_log)
+    fake.stdin.close()
+    fake.wait(timeout=15)
     print(f"clients: {RESULTS['passed']} passed, {RESULTS['failed']} failed")
     sys.exit(1 if RESULTS["failed"] or not RESULTS["passed"] else 0)
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the stock clients (OpenAI Python and Node SDKs, OpenAI Agents SDK, pi) against the real
-# proxy in front of a fake Vertex. Installs the pinned client versions first:
+# proxy in front of the tests' fake Vertex (built here as the example `fake_vertex`). Installs
+# the pinned client versions first:
 # Python packages into .venv, npm packages into tests/clients/node_modules (both git-ignored).
 #
 #   tests/clients/run.sh [PATH_TO_VERTEX_PROXY]   (default: target/release/vertex-proxy)
@@ -11,6 +12,9 @@ binary=${1:-$root/target/release/vertex-proxy}
 binary=$(realpath "$binary" 2>/dev/null || echo "$binary")
 [[ -x $binary ]] || { echo "clients: no proxy binary at $binary; run cargo build --release --locked" >&2; exit 1; }
 
+(cd "$root" && cargo build --locked --quiet --example fake_vertex)
+fake=$root/target/debug/examples/fake_vertex
+
 if [[ ! -x $root/.venv/bin/python ]]; then
   python3 -m venv "$root/.venv"
 fi
@@ -18,4 +22,4 @@ fi
 (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 
 cd "$here"
-exec "$root/.venv/bin/python" run.py "$binary"
+exec "$root/.venv/bin/python" run.py "$binary" "$fake"

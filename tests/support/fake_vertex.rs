@@ -1,0 +1,480 @@
+//! The one fake upstream: Vertex as the tests need it, recording what it received.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+
+use super::*;
+
+/// One request as the fake received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    /// The request target as it arrived: origin form over HTTP/1.1, the path over HTTP/2.
+    pub path: String,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Which of the fake's connections it came on, counting from 1.
+    pub connection: usize,
+}
+
+impl Recorded {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("the fake received JSON")
+    }
+}
+
+/// How the fake answers one request.
+pub enum Reply {
+    Json(StatusCode, String),
+    /// A JSON answer with `connection: close`, after which the fake closes the connection.
+    JsonThenClose(StatusCode, String),
+    /// Streams what the test sends, as it sends it; ends when the sender is dropped.
+    Channel(StatusCode, &'static str, mpsc::Receiver<Bytes>),
+    /// `chunks`, one every `every`, then `end`.
+    Paced {
+        content_type: &'static str,
+        chunks: Vec<Bytes>,
+        every: Duration,
+        end: End,
+    },
+    /// Never answers: the response head does not come.
+    Stall,
+    /// This response, as it is (the demo stand-in's answers, say).
+    Respond(Response<vertex_proxy::body::ProxyBody>),
+    /// Waits this long, then answers as the inner reply says.
+    Late(Duration, Box<Reply>),
+    /// Closes the connection without an answer.
+    Hangup,
+}
+
+/// How a paced body ends.
+pub enum End {
+    Complete,
+    /// The connection is cut mid-body: the client sees an incomplete response.
+    Cut,
+    /// Silence for this long, then the cut.
+    StallThenCut(Duration),
+}
+
+type Behaviour = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
+
+pub struct FakeVertex {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Recorded>>>,
+    arrived: Arc<Notify>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    work: Arc<Work>,
+}
+
+/// The fake's own view of what it is doing, for tests of cancellation and leaks.
+#[derive(Default)]
+struct Work {
+    connections: AtomicUsize,
+    /// Requests arrived and not yet answered in full, nor given up.
+    in_flight: AtomicUsize,
+    /// Arrival indices of the requests whose response the other side dropped before its end.
+    cancelled: Mutex<Vec<usize>>,
+}
+
+/// An OpenAI-style completion for `model`, as Vertex would send it.
+pub fn completion(model: &str) -> String {
+    serde_json::json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER_SENTINEL}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    })
+    .to_string()
+}
+
+/// Answers every request with a completion naming the model it received.
+fn completions(r: &Recorded) -> Reply {
+    let model = r.json()["model"].as_str().unwrap_or_default().to_owned();
+    Reply::Json(StatusCode::OK, completion(&model))
+}
+
+impl FakeVertex {
+    /// Answers every request with a completion naming the model it received.
+    pub async fn start() -> FakeVertex {
+        FakeVertex::start_with(completions).await
+    }
+
+    /// Plain HTTP/1.1 and h2c, answering as `behaviour` says.
+    pub async fn start_with(
+        behaviour: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> FakeVertex {
+        FakeVertex::listen(behaviour, None).await
+    }
+
+    /// Over TLS with the test certificate for `localhost` (`tests/tls`), offering HTTP/2 and
+    /// HTTP/1.1 by ALPN, as Google's front ends do.
+    pub async fn start_tls_with(
+        behaviour: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> FakeVertex {
+        FakeVertex::listen(behaviour, Some(tls_acceptor())).await
+    }
+
+    async fn listen(
+        behaviour: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> FakeVertex {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = FakeVertex {
+            addr: listener.local_addr().unwrap(),
+            received: Arc::default(),
+            arrived: Arc::default(),
+            behaviour: Arc::new(Mutex::new(Arc::new(behaviour))),
+            work: Arc::default(),
+        };
+        let (received, arrived, behaviour, work) = (
+            fake.received.clone(),
+            fake.arrived.clone(),
+            fake.behaviour.clone(),
+            fake.work.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let connection = work.connections.fetch_add(1, Ordering::SeqCst) + 1;
+                let (received, arrived, behaviour, work) = (
+                    received.clone(),
+                    arrived.clone(),
+                    behaviour.clone(),
+                    work.clone(),
+                );
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let (received, arrived, behaviour, work) = (
+                        received.clone(),
+                        arrived.clone(),
+                        behaviour.clone(),
+                        work.clone(),
+                    );
+                    async move {
+                        let (parts, body) = request.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes())
+                            .unwrap_or_default();
+                        let recorded = Recorded {
+                            method: parts.method,
+                            path: parts
+                                .uri
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default(),
+                            version: parts.version,
+                            headers: parts.headers,
+                            body,
+                            connection,
+                        };
+                        let behaviour = behaviour.lock().unwrap().clone();
+                        let reply = behaviour(&recorded);
+                        let index = {
+                            let mut received = received.lock().unwrap();
+                            received.push(recorded);
+                            received.len() - 1
+                        };
+                        arrived.notify_waiters();
+                        answer(reply, Job::start(work, index)).await
+                    }
+                });
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        Some(tls) => match tls.accept(tcp).await {
+                            Ok(stream) => {
+                                builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await
+                            }
+                            Err(_) => return,
+                        },
+                        None => builder.serve_connection(TokioIo::new(tcp), service).await,
+                    };
+                });
+            }
+        });
+        fake
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.work.connections.load(Ordering::SeqCst)
+    }
+
+    /// Requests arrived whose answer has not yet ended or been given up.
+    pub fn in_flight(&self) -> usize {
+        self.work.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The arrival indices of the requests whose response was dropped before its end: the
+    /// upstream requests the proxy cancelled.
+    pub fn cancelled(&self) -> Vec<usize> {
+        self.work.cancelled.lock().unwrap().clone()
+    }
+
+    /// A fake that answers its one request with an SSE stream the test feeds, chunk by chunk;
+    /// the stream ends when the sender is dropped.
+    pub async fn streaming() -> (FakeVertex, mpsc::Sender<Bytes>) {
+        let (tx, rx) = mpsc::channel::<Bytes>(8);
+        let rx = Mutex::new(Some(rx));
+        let fake = FakeVertex::start_with(move |_| {
+            let rx = rx
+                .lock()
+                .unwrap()
+                .take()
+                .expect("the streaming fake serves one request");
+            Reply::Channel(StatusCode::OK, "text/event-stream", rx)
+        })
+        .await;
+        (fake, tx)
+    }
+
+    /// A fake that answers every request with an SSE stream of its own, and hands the test the
+    /// sender of each, in arrival order.
+    pub async fn streams() -> (FakeVertex, mpsc::UnboundedReceiver<mpsc::Sender<Bytes>>) {
+        let (senders_tx, senders_rx) = mpsc::unbounded_channel();
+        let fake = FakeVertex::start_with(move |_| {
+            let (tx, rx) = mpsc::channel::<Bytes>(8);
+            let _ = senders_tx.send(tx);
+            Reply::Channel(StatusCode::OK, "text/event-stream", rx)
+        })
+        .await;
+        (fake, senders_rx)
+    }
+
+    pub fn set_behaviour(&self, behaviour: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) {
+        *self.behaviour.lock().unwrap() = Arc::new(behaviour);
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Recorded> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` requests have arrived.
+    pub async fn wait_for(&self, n: usize) -> Vec<Recorded> {
+        within("requests at the fake Vertex", async {
+            loop {
+                let notified = self.arrived.notified();
+                if self.count() >= n {
+                    return self.received();
+                }
+                notified.await;
+            }
+        })
+        .await
+    }
+}
+
+/// One request's answer in progress: counted in flight until it ends or is dropped.
+struct Job {
+    work: Arc<Work>,
+    index: usize,
+    done: bool,
+}
+
+impl Job {
+    fn start(work: Arc<Work>, index: usize) -> Job {
+        work.in_flight.fetch_add(1, Ordering::SeqCst);
+        Job {
+            work,
+            index,
+            done: false,
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.work.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if !self.done {
+            self.work.cancelled.lock().unwrap().push(self.index);
+        }
+    }
+}
+
+type FakeBody = BoxBody<Bytes, std::io::Error>;
+
+async fn answer(mut reply: Reply, mut job: Job) -> Result<Response<FakeBody>, std::io::Error> {
+    while let Reply::Late(delay, inner) = reply {
+        tokio::time::sleep(delay).await;
+        reply = *inner;
+    }
+    let (status, content_type, body): (_, _, FakeBody) = match reply {
+        Reply::Json(status, text) => {
+            job.done = true;
+            (status, "application/json", full(text))
+        }
+        Reply::JsonThenClose(status, text) => {
+            job.done = true;
+            let mut response = response(status, "application/json", full(text));
+            let close = http::HeaderValue::from_static("close");
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, close);
+            return Ok(response);
+        }
+        Reply::Channel(status, content_type, rx) => {
+            let body = Tracked {
+                inner: ChannelBody(rx).map_err(|never| match never {}).boxed(),
+                job,
+            };
+            (status, content_type, body.boxed())
+        }
+        Reply::Paced {
+            content_type,
+            chunks,
+            every,
+            end,
+        } => {
+            let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+            tokio::spawn(async move {
+                for chunk in chunks {
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(every).await;
+                }
+                let cut = || std::io::Error::other("the fake cut the stream");
+                match end {
+                    End::Complete => {}
+                    End::Cut => drop(tx.send(Err(cut())).await),
+                    End::StallThenCut(silence) => {
+                        tokio::time::sleep(silence).await;
+                        drop(tx.send(Err(cut())).await);
+                    }
+                }
+            });
+            let body = Tracked {
+                inner: FallibleChannel(rx).boxed(),
+                job,
+            };
+            (StatusCode::OK, content_type, body.boxed())
+        }
+        Reply::Respond(response) => {
+            return Ok(response.map(|body| {
+                let inner = body.map_err(std::io::Error::other).boxed();
+                Tracked { inner, job }.boxed()
+            }));
+        }
+        Reply::Stall => std::future::pending().await,
+        Reply::Late(..) => unreachable!("waited for above"),
+        Reply::Hangup => {
+            job.done = true;
+            return Err(std::io::Error::other("the fake hangs up"));
+        }
+    };
+    Ok(response(status, content_type, body))
+}
+
+/// A body that marks its job done when it ends, by its own end or the fake's cut.
+struct Tracked {
+    inner: FakeBody,
+    job: Job,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.job.done = true;
+        }
+        polled
+    }
+}
+
+struct FallibleChannel(mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl Body for FallibleChannel {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.0.poll_recv(cx).map(|c| c.map(|c| c.map(Frame::data)))
+    }
+}
+
+fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    vertex_proxy::install_crypto_provider();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls");
+    let cert = CertificateDer::from_pem_file(format!("{dir}/leaf.pem")).unwrap();
+    let key = PrivateKeyDer::from_pem_file(format!("{dir}/leaf.key")).unwrap();
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// The CA that signed the TLS fake's certificate, for `UPSTREAM_CA_FILE`.
+pub const TEST_CA_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls/ca.pem");
+
+pub fn full<E>(text: impl Into<Bytes>) -> BoxBody<Bytes, E> {
+    Full::new(text.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pub fn response<E>(
+    status: StatusCode,
+    content_type: &str,
+    body: BoxBody<Bytes, E>,
+) -> Response<BoxBody<Bytes, E>> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("content-type", content_type.parse().unwrap());
+    response
+}
+
+/// A response body fed by the test, frame by frame.
+pub struct ChannelBody(pub mpsc::Receiver<Bytes>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}

@@ -1,0 +1,155 @@
+//! Google's metadata server, as google-cloud-auth and the proxy's project lookup use it.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use super::fake_vertex::{full, response};
+use super::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataMode {
+    Ok,
+    Fail,
+}
+
+/// Google's metadata server, as google-cloud-auth and the proxy's project lookup use it.
+pub struct FakeMetadata {
+    pub addr: SocketAddr,
+    pub token_requests: Arc<AtomicUsize>,
+    pub token_fetched: Arc<Notify>,
+    mode: Arc<Mutex<MetadataMode>>,
+    /// While false, token requests wait: concurrent callers pile up behind one fetch.
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl FakeMetadata {
+    pub async fn start() -> FakeMetadata {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = FakeMetadata {
+            addr: listener.local_addr().unwrap(),
+            token_requests: Arc::default(),
+            token_fetched: Arc::default(),
+            mode: Arc::new(Mutex::new(MetadataMode::Ok)),
+            open: Arc::new(tokio::sync::watch::channel(true).0),
+        };
+        let (count, fetched, mode, open) = (
+            fake.token_requests.clone(),
+            fake.token_fetched.clone(),
+            fake.mode.clone(),
+            fake.open.clone(),
+        );
+        serve(listener, move |request: Request<Incoming>| {
+            let (count, fetched, mode) = (count.clone(), fetched.clone(), mode.clone());
+            let mut open = open.subscribe();
+            async move {
+                if request
+                    .headers()
+                    .get("metadata-flavor")
+                    .map(|v| v.as_bytes())
+                    != Some(b"Google")
+                {
+                    return response(
+                        StatusCode::FORBIDDEN,
+                        "text/plain",
+                        full("missing Metadata-Flavor"),
+                    );
+                }
+                let path = request.uri().path();
+                if path == "/computeMetadata/v1/project/project-id" {
+                    return response(StatusCode::OK, "application/text", full(PROJECT));
+                }
+                if path == "/computeMetadata/v1/instance/service-accounts/default/token" {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    fetched.notify_waiters();
+                    let _ = open.wait_for(|open| *open).await;
+                    let mode = *mode.lock().unwrap();
+                    return match mode {
+                        MetadataMode::Ok => response(
+                            StatusCode::OK,
+                            "application/json",
+                            full(format!(
+                                r#"{{"access_token":"{GOOGLE_TOKEN}","expires_in":3599,"token_type":"Bearer"}}"#
+                            )),
+                        ),
+                        MetadataMode::Fail => response(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "text/plain",
+                            full("broken"),
+                        ),
+                    };
+                }
+                response(StatusCode::NOT_FOUND, "text/plain", full("not found"))
+            }
+        });
+        fake
+    }
+
+    /// Token requests wait until [`FakeMetadata::release`].
+    pub fn hold(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn release(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// Waits until at least `n` token requests have arrived.
+    pub async fn wait_for_token_requests(&self, n: usize) {
+        within("token requests at the fake metadata server", async {
+            loop {
+                let notified = self.token_fetched.notified();
+                if self.token_requests() >= n {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+    }
+
+    pub fn set_mode(&self, mode: MetadataMode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn token_requests(&self) -> usize {
+        self.token_requests.load(Ordering::SeqCst)
+    }
+}
+
+/// Serves HTTP/1.1 on `listener` with `handler` until the test ends.
+fn serve<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<BoxBody<Bytes, Infallible>>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |r| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(r).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
