@@ -141,9 +141,9 @@ async fn answer(request: Request<Incoming>) -> Response<ProxyBody> {
 /// The test suites' fake Vertex answers the same way.
 pub fn openai_answer(path: &str, body: &Value) -> Response<ProxyBody> {
     if path.ends_with("/endpoints/openapi/chat/completions") {
-        chat(&body)
+        chat(body)
     } else if path.ends_with("/endpoints/openapi/embeddings") {
-        embeddings(&body)
+        embeddings(body)
     } else {
         google_error(
             StatusCode::NOT_FOUND,
