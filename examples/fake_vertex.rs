@@ -8,33 +8,16 @@
 //!
 //! Prints one JSON line, `{"vertex": "127.0.0.1:P", "metadata": "127.0.0.1:Q", "token": …,
 //! "project": …}`, then serves until its standard input closes.
-#![allow(dead_code)]
 
-#[path = "../tests/support/fake_vertex.rs"]
-mod fake_vertex;
-#[path = "../tests/support/metadata.rs"]
-mod metadata;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use fake_vertex::{FakeVertex, Recorded, Reply};
 use http::StatusCode;
 use serde_json::{Value, json};
-
-// What the shared fakes take from the test support they normally live in.
-pub const GOOGLE_TOKEN: &str = "ya29.client-tests-token";
-pub const PROJECT: &str = "client-tests";
-pub const ANSWER_SENTINEL: &str = "answer-sentinel-9c8d";
-
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(Duration::from_secs(20), future).await {
-        Ok(value) => value,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
-}
+use support::{FakeMetadata, FakeVertex, GOOGLE_TOKEN, PROJECT, Recorded, Reply};
 
 /// What the client suite reads back: every request but the control ones, and the calls per
 /// model since the last reset.
@@ -111,7 +94,7 @@ async fn main() {
     vertex_proxy::install_crypto_provider();
     let log = Arc::new(Mutex::new(Log::default()));
     let vertex = FakeVertex::start_with(move |request: &Recorded| reply(&log, request)).await;
-    let metadata = metadata::FakeMetadata::start().await;
+    let metadata = FakeMetadata::start().await;
     println!(
         "{}",
         json!({"vertex": vertex.addr.to_string(), "metadata": metadata.host(), "token": GOOGLE_TOKEN, "project": PROJECT})

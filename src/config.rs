@@ -7,11 +7,15 @@ use std::time::Duration;
 
 use http::Uri;
 use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 
 use crate::keys::KeySet;
 use crate::models::{self, Aliases};
 use crate::usage::{self, Price};
+
+mod values;
+
+pub use values::is_project_id;
+use values::{number, parse_base_url, positive, read_roots};
 
 /// Where configuration is read from. Tests pass a `HashMap` and never touch the process
 /// environment, which is shared by every test thread.
@@ -394,83 +398,6 @@ fn or_report<T>(
     })
 }
 
-/// A whole number of at least 1.
-fn positive<T: std::str::FromStr + PartialEq + From<u8>>(
-    value: Option<String>,
-    default: T,
-) -> Result<T, String> {
-    number(value, default).and_then(|n| {
-        if n == T::from(0) {
-            Err("must be at least 1".into())
-        } else {
-            Ok(n)
-        }
-    })
-}
-
-fn number<T: std::str::FromStr>(value: Option<String>, default: T) -> Result<T, String> {
-    match value {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| format!("must be a whole number, got {:?}", v.trim())),
-    }
-}
-
-/// Project ids, optionally domain-scoped (`example.com:my-project`). The id becomes part of
-/// the upstream path, so nothing that could change the path is accepted.
-pub fn is_project_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 100
-        && id.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b':')
-        })
-}
-
-/// `VERTEX_BASE_URL` must be an origin. Plain `http://` is allowed only to loopback, so a
-/// typo cannot send the Google token across a network in clear text.
-fn parse_base_url(url: &str) -> Result<Uri, String> {
-    let uri: Uri = url
-        .trim_end_matches('/')
-        .parse()
-        .map_err(|_| format!("{url:?} is not a URL"))?;
-    let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
-    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
-        return Err(format!(
-            "{url:?} must be an origin only (scheme://host[:port]), with no path"
-        ));
-    }
-    match uri.scheme_str() {
-        Some("https") => Ok(uri),
-        Some("http") if is_loopback(host) => Ok(uri),
-        Some("http") => Err(format!(
-            "{url:?}: http:// is accepted only for loopback hosts (127.0.0.1, ::1, localhost); use https://"
-        )),
-        _ => Err(format!("{url:?} must start with https://")),
-    }
-}
-
-/// The certificates of a PEM file: at least one, and all of them valid.
-fn read_roots(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let roots = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{path} is not a valid PEM file: {e}"))?;
-    if roots.is_empty() {
-        return Err(format!("{path} holds no PEM certificate"));
-    }
-    Ok(roots)
-}
-
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,21 +492,5 @@ mod tests {
         .unwrap_err();
         assert_eq!(errors.0[0].var, "API_KEYS_JSON");
         assert!(errors.0[0].message.contains("\"gpt-4\""));
-    }
-
-    #[test]
-    fn base_url_rules() {
-        assert!(parse_base_url("https://europe-west4-aiplatform.googleapis.com").is_ok());
-        assert!(parse_base_url("http://localhost:9000").is_ok());
-        assert!(parse_base_url("http://[::1]:9000").is_ok());
-        for bad in [
-            "http://10.0.0.1",
-            "ftp://x",
-            "https://x/v1/projects",
-            "not a url",
-            "https://",
-        ] {
-            assert!(parse_base_url(bad).is_err(), "{bad}");
-        }
     }
 }

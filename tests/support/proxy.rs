@@ -126,7 +126,10 @@ pub async fn try_spawn(
     env: &HashMap<String, String>,
 ) -> Result<Proxy, (i32, String)> {
     let home = std::env::temp_dir().join(format!("vertex-proxy-test-home-{}", std::process::id()));
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_vertex-proxy"));
+    // Known to integration tests only; support is also built into the example `fake_vertex`,
+    // which never spawns the proxy.
+    let binary = option_env!("CARGO_BIN_EXE_vertex-proxy").expect("an integration test");
+    let mut command = tokio::process::Command::new(binary);
     command
         .args(args)
         .env_clear()
