@@ -128,7 +128,9 @@ pub async fn try_spawn(
     let home = std::env::temp_dir().join(format!("vertex-proxy-test-home-{}", std::process::id()));
     // Known to integration tests only; support is also built into the example `fake_vertex`,
     // which never spawns the proxy.
-    let binary = option_env!("CARGO_BIN_EXE_vertex-proxy").expect("an integration test");
+    let Some(binary) = option_env!("CARGO_BIN_EXE_vertex-proxy") else {
+        panic!("only integration tests spawn the proxy binary");
+    };
     let mut command = tokio::process::Command::new(binary);
     command
         .args(args)
