@@ -118,8 +118,9 @@ impl KeySet {
         }
         match found {
             Some(entry) if entry.enabled => Ok(entry),
-            Some(_) => Err(ProxyError::Unauthorized("this API key is disabled")),
-            None => Err(ProxyError::Unauthorized("invalid API key")),
+            // SECURITY: a disabled key is answered exactly as an unknown one, so that a leaked
+            // retired key cannot be confirmed.
+            _ => Err(ProxyError::Unauthorized("invalid API key")),
         }
     }
 }
@@ -262,6 +263,11 @@ fn parse_entry(item: &Value, is_model: &impl Fn(&str) -> bool) -> Result<KeyEntr
         }
     };
     let digest = match (fields.get("key"), fields.get("key_sha256")) {
+        // A presented key is trimmed, so one with white space around it could never match.
+        (Some(Value::String(key)), None) if key.trim() != key => {
+            errors.push("\"key\" has white space around it, so it could never match".into());
+            None
+        }
         (Some(Value::String(key)), None) if key.chars().count() >= MIN_KEY_LEN => {
             Some(sha256(key.as_bytes()))
         }
@@ -441,6 +447,25 @@ mod tests {
     }
 
     #[test]
+    fn with_x_api_key_authorization_headers_are_not_looked_at() {
+        let keys = two_keys();
+        let presented = headers(&[
+            ("x-api-key", KEY_A),
+            ("authorization", "Bearer placeholder"),
+            ("authorization", "Basic x"),
+        ]);
+        assert_eq!(keys.authenticate(&presented).unwrap().id, "a");
+    }
+
+    #[test]
+    fn a_disabled_key_is_answered_as_an_unknown_one() {
+        let keys = two_keys();
+        let disabled = keys.authenticate(&headers(&[("x-api-key", "sk_test_disabled_key_1")]));
+        let unknown = keys.authenticate(&headers(&[("x-api-key", "sk_test_unknown_key_00")]));
+        assert_eq!(disabled.unwrap_err(), unknown.unwrap_err());
+    }
+
+    #[test]
     fn per_key_model_lists() {
         let keys = two_keys();
         let a = keys
@@ -463,7 +488,8 @@ mod tests {
                 {{"id":"d","key_sha256":"xyz"}},
                 {{"id":"e","key":"{KEY_B}","key_sha256":"{}"}},
                 {{"id":"f","key":"sk_test_ffffffffffffff","models":["nope"]}},
-                {{"id":"g","key":"sk_test_gggggggggggggg","enabled":"{KEY_B}"}}]"#,
+                {{"id":"g","key":"sk_test_gggggggggggggg","enabled":"{KEY_B}"}},
+                {{"id":"h","key":" sk_test_hhhhhhhhhhhhhh"}}]"#,
             "0".repeat(64)
         );
         let errors = errors(&json);
@@ -476,6 +502,7 @@ mod tests {
             "not both",
             "unknown model \"nope\"",
             "\"enabled\" must be true or false",
+            "entry 8 (\"h\"): \"key\" has white space around it",
         ] {
             assert!(all.contains(expected), "missing {expected:?} in {all}");
         }

@@ -46,6 +46,22 @@ pub fn error(text: &str) {
     message("ERROR", text);
 }
 
+/// The most of a client's path or User-Agent a line holds: Cloud Logging drops entries over
+/// 256 KB, and a client chooses these.
+const MAX_CLIENT_TEXT: usize = 1024;
+
+/// `text`, cut at [`MAX_CLIENT_TEXT`] bytes (on a character boundary) with a marker saying so.
+fn bounded(text: &str) -> String {
+    if text.len() <= MAX_CLIENT_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_CLIENT_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[truncated from {} bytes]", &text[..end], text.len())
+}
+
 /// How a response ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
@@ -89,8 +105,8 @@ impl RequestLog {
         RequestLog {
             start: Instant::now(),
             method: method.clone(),
-            path: path.to_owned(),
-            user_agent: user_agent.map(str::to_owned),
+            path: bounded(path),
+            user_agent: user_agent.map(bounded),
             protocol,
             key_id: None,
             alias: None,
@@ -259,6 +275,18 @@ mod tests {
     }
 
     #[test]
+    fn client_text_is_bounded_on_a_character_boundary() {
+        let agent = "é".repeat(300_000);
+        let entry = RequestLog::new(&Method::GET, "/health", Some(&agent), Version::HTTP_11);
+        let line = entry.to_json();
+        let logged = line["httpRequest"]["userAgent"].as_str().unwrap();
+        assert!(logged.starts_with(&"é".repeat(512)), "{logged}");
+        assert!(logged.ends_with("…[truncated from 600000 bytes]"), "{logged}");
+        assert!(logged.len() < MAX_CLIENT_TEXT + 40);
+        assert_eq!(bounded("/v1/models"), "/v1/models");
+    }
+
+    #[test]
     fn a_dropped_request_is_logged_as_cancelled() {
         let line = log().to_json();
         assert_eq!(line["cancelled"], true);
@@ -313,7 +341,7 @@ mod tests {
         let line = entry.to_json();
         let expected = serde_json::json!({
             "severity": "ERROR",
-            "message": "POST /v1/chat/completions 200",
+            "message": "POST 200",
             "key_id": "k\"1",
             "alias": "flash",
             "model": "google/gemini-2.5-flash",

@@ -59,7 +59,7 @@ pub fn splash(config: &Config, headers: &HeaderMap) -> Response<ProxyBody> {
                 ("How to use it: ".into(), None),
                 ("/docs".into(), Some("/docs".into())),
                 (" · Health: ".into(), None),
-                ("/healthz".into(), Some("/healthz".into())),
+                ("/health".into(), Some("/health".into())),
             ]),
         ],
     };
@@ -100,7 +100,7 @@ pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Respons
             vec!["POST".into(), "/v1/embeddings".into(), "embeddings".into()],
             vec!["GET".into(), "/v1/models".into(), "the aliases your key may use".into()],
             vec!["GET".into(), "/v1/models/{alias}".into(), "one of them".into()],
-            vec!["GET".into(), "/health, /healthz".into(), "health, no key needed".into()],
+            vec!["GET".into(), "/health".into(), "health, no key needed (also /healthz, except on Cloud Run)".into()],
         ]),
         Block::Heading("Authentication".into()),
         Block::Para("Send your key in either header. If both are present, x-api-key is the one checked.".into()),
@@ -282,6 +282,8 @@ fn render(page: &Page, headers: &HeaderMap) -> Response<ProxyBody> {
         HeaderValue::from_static("no-referrer"),
     );
     headers.insert(header::VARY, HeaderValue::from_static("accept"));
+    // The page depends on Host and X-Forwarded-Proto as well as Accept: no cache may keep it.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

@@ -5,7 +5,7 @@
 //! |----------|------------------------|-----|---------------------------------------------------|
 //! | GET/HEAD | `/`                    | no  | a splash page                                     |
 //! | GET/HEAD | `/docs`                | no  | this deployment's runbook (HTML or plain text)    |
-//! | GET/HEAD | `/healthz`, `/health`  | no  | liveness and the alias names; never waits on I/O  |
+//! | GET/HEAD | `/health`, `/healthz`  | no  | liveness and the alias names; never waits on I/O  |
 //! | GET/HEAD | `/v1/models`           | yes | the models this key may use                       |
 //! | GET/HEAD | `/v1/models/{model}`   | yes | one of them, or 404                               |
 //! | POST     | `/v1/chat/completions` | yes | forwarded to Vertex `…/openapi/chat/completions`  |

@@ -163,3 +163,24 @@ async fn the_descriptor_limit_is_raised_to_the_hard_limit() {
     assert_ne!(numbers[0], "256", "{line}");
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_huge_user_agent_makes_a_short_log_line() {
+    let vertex = FakeVertex::start().await;
+    let (_metadata, proxy) = proxy_with(&vertex, &[]).await;
+    let agent = "a".repeat(300 * 1024);
+    let answer = request(
+        http::Method::GET,
+        &proxy.url("/health"),
+        &[("user-agent", &agent)],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let line = proxy.request_line("/health", 200).await;
+    let text = line.to_string();
+    assert!(text.len() < 4 * 1024, "a {} byte log line", text.len());
+    let logged = line["httpRequest"]["userAgent"].as_str().unwrap();
+    assert!(logged.ends_with("…[truncated from 307200 bytes]"), "{logged}");
+    assert_eq!(line["message"], "GET 200");
+}

@@ -397,6 +397,8 @@ async fn docs_and_splash_pages_describe_this_deployment_and_hold_no_secret() {
     assert_eq!(text.status, StatusCode::OK);
     assert_eq!(text.headers["content-type"], "text/plain; charset=utf-8");
     assert_eq!(text.headers["x-content-type-options"], "nosniff");
+    // It depends on Host, X-Forwarded-Proto and Accept: never cached.
+    assert_eq!(text.headers["cache-control"], "no-store");
     assert!(
         text.headers["content-security-policy"]
             .to_str()
@@ -462,7 +464,7 @@ async fn docs_and_splash_pages_describe_this_deployment_and_hold_no_secret() {
     .await;
     let splash = String::from_utf8(splash.body.to_vec()).unwrap();
     assert!(
-        splash.contains("href=\"/docs\"") && splash.contains("href=\"/healthz\""),
+        splash.contains("href=\"/docs\"") && splash.contains("href=\"/health\""),
         "{splash}"
     );
 

@@ -66,7 +66,7 @@ async fn authentication_cases() {
             vec![("x-api-key", "sk_test_wrong_key_000000".into())],
             "invalid API key",
         ),
-        (vec![("x-api-key", KEY_DISABLED.into())], "disabled"),
+        (vec![("x-api-key", KEY_DISABLED.into())], "invalid API key"),
         (
             vec![
                 ("authorization", bearer(KEY)),

@@ -93,6 +93,26 @@ async fn project_comes_from_the_metadata_server_when_unset() {
 }
 
 #[tokio::test]
+async fn a_project_id_from_the_metadata_server_is_checked_before_it_is_used() {
+    let metadata = FakeMetadata::start().await;
+    // Read through the configuration's environment, so it needs no process of its own.
+    let mut env = env_with_base_url(&metadata, "http://127.0.0.1:9");
+    env.remove("GOOGLE_CLOUD_PROJECT");
+    let checked = vertex_proxy::app::check(&env).await.unwrap();
+    assert_eq!(checked["project"], PROJECT);
+
+    let escape = "p1/../../v1/projects/other/x?";
+    metadata.set_project(escape);
+    let errors = vertex_proxy::app::check(&env).await.unwrap_err().to_string();
+    assert!(
+        errors.contains("GOOGLE_CLOUD_PROJECT: is not set, and the project could not be read")
+            && errors.contains("not a valid project id"),
+        "{errors}"
+    );
+    assert!(!errors.contains(escape), "{errors}");
+}
+
+#[tokio::test]
 async fn the_token_is_warmed_at_startup_and_shared_by_concurrent_requests() {
     let vertex = FakeVertex::start().await;
     let metadata = FakeMetadata::start().await;

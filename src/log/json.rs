@@ -37,10 +37,10 @@ impl Line<'_> {
     pub(super) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"severity\":");
         string(out, self.severity);
+        // The path is in `requestUrl` only: it can be long, and Cloud Logging shows it with
+        // the line anyway.
         out.extend_from_slice(b",\"message\":\"");
         escaped(out, self.method);
-        out.push(b' ');
-        escaped(out, self.path);
         out.push(b' ');
         uint(out, self.status.into());
         out.extend_from_slice(b"\",\"httpRequest\":{\"requestMethod\":");

@@ -304,9 +304,12 @@ pub async fn project_from_metadata(client: &HttpClient, env: &dyn Env) -> Result
         if !status.is_success() {
             return Err(format!("the metadata server answered {status}"));
         }
-        String::from_utf8(body.to_vec())
-            .map(|s| s.trim().to_owned())
-            .map_err(|_| "the metadata server's project id is not text".to_owned())
+        // SECURITY: the id becomes part of every upstream path; it is checked as
+        // GOOGLE_CLOUD_PROJECT is, and not quoted back, since it could be anything.
+        match std::str::from_utf8(&body).map(str::trim) {
+            Ok(id) if crate::config::is_project_id(id) => Ok(id.to_owned()),
+            _ => Err("the metadata server's answer is not a valid project id".to_owned()),
+        }
     };
     match tokio::time::timeout(Duration::from_secs(3), fetch).await {
         Ok(result) => result.map_err(|e| format!("{uri}: {e}")),

@@ -30,6 +30,8 @@ pub struct FakeMetadata {
     pub token_requests: Arc<AtomicUsize>,
     pub token_fetched: Arc<Notify>,
     mode: Arc<Mutex<MetadataMode>>,
+    /// What it answers for the project id.
+    project: Arc<Mutex<String>>,
     /// While false, token requests wait: concurrent callers pile up behind one fetch.
     open: Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -42,16 +44,19 @@ impl FakeMetadata {
             token_requests: Arc::default(),
             token_fetched: Arc::default(),
             mode: Arc::new(Mutex::new(MetadataMode::Ok)),
+            project: Arc::new(Mutex::new(PROJECT.into())),
             open: Arc::new(tokio::sync::watch::channel(true).0),
         };
-        let (count, fetched, mode, open) = (
+        let (count, fetched, mode, open, project) = (
             fake.token_requests.clone(),
             fake.token_fetched.clone(),
             fake.mode.clone(),
             fake.open.clone(),
+            fake.project.clone(),
         );
         serve(listener, move |request: Request<Incoming>| {
             let (count, fetched, mode) = (count.clone(), fetched.clone(), mode.clone());
+            let project = project.lock().unwrap().clone();
             let mut open = open.subscribe();
             async move {
                 if request
@@ -68,7 +73,7 @@ impl FakeMetadata {
                 }
                 let path = request.uri().path();
                 if path == "/computeMetadata/v1/project/project-id" {
-                    return response(StatusCode::OK, "application/text", full(PROJECT));
+                    return response(StatusCode::OK, "application/text", full(project));
                 }
                 if path == "/computeMetadata/v1/instance/service-accounts/default/token" {
                     count.fetch_add(1, Ordering::SeqCst);
@@ -117,6 +122,10 @@ impl FakeMetadata {
             }
         })
         .await
+    }
+
+    pub fn set_project(&self, project: &str) {
+        *self.project.lock().unwrap() = project.to_owned();
     }
 
     pub fn set_mode(&self, mode: MetadataMode) {
