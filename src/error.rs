@@ -29,6 +29,9 @@ pub enum ProxyError {
     PayloadTooLarge { limit: usize },
     /// 502: Vertex could not be reached, TLS failed, or no Google token could be had.
     BadGateway { message: String, code: &'static str },
+    /// 502: the upstream answered 401 or 403 to the proxy's own credentials; `cause` is its
+    /// Google error, for the log only.
+    UpstreamRefused { status: u16, cause: String },
     /// 504: connecting to the upstream took longer than `UPSTREAM_CONNECT_TIMEOUT_SECS`, or
     /// its response head longer than `UPSTREAM_IDLE_TIMEOUT_SECS`.
     GatewayTimeout(String),
@@ -58,7 +61,9 @@ impl ProxyError {
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::BadGateway { .. } | ProxyError::UpstreamRefused { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -74,6 +79,7 @@ impl ProxyError {
             ProxyError::RequestTimeout(_) => ("invalid_request_error", "request_timeout"),
             ProxyError::PayloadTooLarge { .. } => ("invalid_request_error", "request_too_large"),
             ProxyError::BadGateway { code, .. } => ("api_error", code),
+            ProxyError::UpstreamRefused { .. } => ("api_error", "upstream_refused_credentials"),
             ProxyError::GatewayTimeout(_) => ("api_error", "upstream_timeout"),
         }
     }
@@ -90,6 +96,10 @@ impl ProxyError {
             ProxyError::MethodNotAllowed { allow } => {
                 format!("method not allowed on this path; allowed: {allow}")
             }
+            ProxyError::UpstreamRefused { status, .. } => format!(
+                "Vertex refused the proxy's own credentials (HTTP {status}): your API key was accepted, \
+                 and the deployment's service account needs fixing; the proxy's log has the cause"
+            ),
             ProxyError::PayloadTooLarge { limit } => {
                 format!("request body is larger than the limit of {limit} bytes (MAX_BODY_BYTES)")
             }
@@ -102,6 +112,11 @@ impl ProxyError {
     pub fn log_text(&self) -> String {
         match self {
             ProxyError::BadGateway { .. } | ProxyError::GatewayTimeout(_) => self.message(),
+            // Google's own words: what the operator needs, and nothing of the request.
+            ProxyError::UpstreamRefused { status, cause } => {
+                let cause: String = cause.chars().take(500).collect();
+                format!("Vertex refused the proxy's credentials (HTTP {status}): {cause}")
+            }
             _ => self.kind().1.to_owned(),
         }
     }
@@ -182,6 +197,13 @@ mod tests {
             (ProxyError::RequestTimeout("slow".into()), 408),
             (ProxyError::bad_gateway("upstream_unreachable", "down"), 502),
             (ProxyError::GatewayTimeout("slow".into()), 504),
+            (
+                ProxyError::UpstreamRefused {
+                    status: 403,
+                    cause: "PERMISSION_DENIED no".into(),
+                },
+                502,
+            ),
         ];
         for (error, status) in cases {
             let message = error.message();

@@ -281,7 +281,10 @@ mod tests {
         let line = entry.to_json();
         let logged = line["httpRequest"]["userAgent"].as_str().unwrap();
         assert!(logged.starts_with(&"é".repeat(512)), "{logged}");
-        assert!(logged.ends_with("…[truncated from 600000 bytes]"), "{logged}");
+        assert!(
+            logged.ends_with("…[truncated from 600000 bytes]"),
+            "{logged}"
+        );
         assert!(logged.len() < MAX_CLIENT_TEXT + 40);
         assert_eq!(bounded("/v1/models"), "/v1/models");
     }

@@ -181,6 +181,9 @@ async fn a_huge_user_agent_makes_a_short_log_line() {
     let text = line.to_string();
     assert!(text.len() < 4 * 1024, "a {} byte log line", text.len());
     let logged = line["httpRequest"]["userAgent"].as_str().unwrap();
-    assert!(logged.ends_with("…[truncated from 307200 bytes]"), "{logged}");
+    assert!(
+        logged.ends_with("…[truncated from 307200 bytes]"),
+        "{logged}"
+    );
     assert_eq!(line["message"], "GET 200");
 }

@@ -429,7 +429,7 @@ async fn a_client_that_leaves_cancels_the_upstream_request() {
 async fn upstream_errors_pass_through_unchanged() {
     let vertex = FakeVertex::start().await;
     let (vertex, _metadata, proxy) = setup_with(vertex, &[]).await;
-    for status in [400u16, 403, 404, 429, 500, 503] {
+    for status in [400u16, 404, 429, 500, 503] {
         let google = format!(
             r#"[{{"error":{{"code":{status},"message":"upstream says no","status":"RESOURCE_EXHAUSTED","details":[]}}}}]"#
         );
@@ -444,6 +444,40 @@ async fn upstream_errors_pass_through_unchanged() {
     }
     let line = proxy.request_line("/v1/chat/completions", 503).await;
     assert_eq!(line["upstream_status"], 503);
+}
+
+#[tokio::test]
+async fn vertex_refusing_the_proxys_credentials_is_a_502_not_the_clients_401() {
+    let vertex = FakeVertex::start().await;
+    let (vertex, _metadata, proxy) = setup_with(vertex, &[]).await;
+    for (status, reason) in [(401u16, "UNAUTHENTICATED"), (403, "PERMISSION_DENIED")] {
+        let google = format!(
+            r#"[{{"error":{{"code":{status},"message":"Permission 'aiplatform.endpoints.predict' denied","status":"{reason}"}}}}]"#
+        );
+        vertex.set_behaviour(move |_| {
+            Reply::Json(StatusCode::from_u16(status).unwrap(), google.clone())
+        });
+        let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
+        assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            answer.json()["error"]["code"],
+            "upstream_refused_credentials"
+        );
+        let message = answer.error_message();
+        assert!(
+            message.contains(&format!(
+                "refused the proxy's own credentials (HTTP {status})"
+            )) && message.contains("your API key was accepted"),
+            "{message}"
+        );
+        let line = proxy.request_line("/v1/chat/completions", 502).await;
+        let logged = line["error"].as_str().unwrap();
+        assert!(
+            logged.contains(reason) && logged.contains("aiplatform.endpoints.predict"),
+            "{logged}"
+        );
+        proxy.clear_lines();
+    }
 }
 
 #[tokio::test]

@@ -103,7 +103,10 @@ async fn a_project_id_from_the_metadata_server_is_checked_before_it_is_used() {
 
     let escape = "p1/../../v1/projects/other/x?";
     metadata.set_project(escape);
-    let errors = vertex_proxy::app::check(&env).await.unwrap_err().to_string();
+    let errors = vertex_proxy::app::check(&env)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         errors.contains("GOOGLE_CLOUD_PROJECT: is not set, and the project could not be read")
             && errors.contains("not a valid project id"),

@@ -4,6 +4,7 @@
 //!
 //! One file per kind of upstream holds what is particular to it: [`vertex_openai`].
 
+pub mod envelope;
 mod pool;
 pub mod vertex_openai;
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::CertificateDer;
@@ -127,13 +128,35 @@ impl Upstream {
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         let host = request.uri().host().unwrap_or_default().to_owned();
         let idle = self.timeouts.upstream_idle;
-        match tokio::time::timeout(idle, self.client.send(request)).await {
-            Ok(sent) => sent.map_err(|e| classify(&e, &host, self.timeouts.connect)),
-            Err(_) => Err(ProxyError::GatewayTimeout(format!(
-                "Vertex did not answer within {}s (UPSTREAM_IDLE_TIMEOUT_SECS)",
-                idle.as_secs()
-            ))),
+        let response = match tokio::time::timeout(idle, self.client.send(request)).await {
+            Ok(sent) => sent.map_err(|e| classify(&e, &host, self.timeouts.connect))?,
+            Err(_) => {
+                return Err(ProxyError::GatewayTimeout(format!(
+                    "Vertex did not answer within {}s (UPSTREAM_IDLE_TIMEOUT_SECS)",
+                    idle.as_secs()
+                )));
+            }
+        };
+        match response.status() {
+            // SDKs take a 401 for "your key is wrong": these are about the proxy's own
+            // credentials, so they are the gateway's failure, with the cause in the log.
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(self.refused(response).await),
+            _ => Ok(response),
         }
+    }
+
+    /// The error for a 401 or 403 from the upstream, with the cause Google's envelope gives.
+    async fn refused(&self, response: Response<UpstreamBody>) -> ProxyError {
+        let status = response.status().as_u16();
+        let body = http_body_util::Limited::new(response.into_body(), 16 * 1024).collect();
+        let cause = match tokio::time::timeout(self.timeouts.upstream_idle, body).await {
+            Ok(Ok(body)) => envelope::parse(&body.to_bytes()).map_or_else(
+                || "(no Google error in the answer)".to_owned(),
+                |e| format!("{} {}", e.status, e.message),
+            ),
+            _ => "(the answer could not be read)".to_owned(),
+        };
+        ProxyError::UpstreamRefused { status, cause }
     }
 
     /// Step 6: the response the client gets, by the route's kind. The body streams through

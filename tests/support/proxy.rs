@@ -243,6 +243,11 @@ impl Proxy {
         self.errors.lock().unwrap().clone()
     }
 
+    /// Forgets the lines so far, so that the next wait finds only new ones.
+    pub fn clear_lines(&self) {
+        self.lines.lock().unwrap().clear();
+    }
+
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
