@@ -447,6 +447,26 @@ async fn upstream_errors_pass_through_unchanged() {
 }
 
 #[tokio::test]
+async fn usage_is_logged_whatever_encoding_the_client_accepts() {
+    let (vertex, _metadata, proxy) = setup().await;
+    // What the OpenAI SDKs send; the fake gzips whenever it is accepted, as Google does.
+    let answer = request(
+        Method::POST,
+        &proxy.url("/v1/chat/completions"),
+        &[("x-api-key", KEY), ("accept-encoding", "gzip, deflate")],
+        CHAT,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.headers.get("content-encoding").is_none());
+    assert_eq!(answer.json()["usage"]["total_tokens"], 2);
+    let received = vertex.wait_for(1).await.remove(0);
+    assert_eq!(received.headers["accept-encoding"], "identity");
+    let line = proxy.request_line("/v1/chat/completions", 200).await;
+    assert_eq!(line["usage"]["prompt_tokens"], 1, "{line}");
+}
+
+#[tokio::test]
 async fn vertex_refusing_the_proxys_credentials_is_a_502_not_the_clients_401() {
     let vertex = FakeVertex::start().await;
     let (vertex, _metadata, proxy) = setup_with(vertex, &[]).await;

@@ -116,6 +116,13 @@ impl Upstream {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        // Uncompressed, whatever the client accepts, so that usage and cost can be read from
+        // the answer's tail as it passes. The answers are small text, the hop to Vertex is
+        // Google's own network, and decompressing every stream would cost CPU on each byte.
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
         *request.headers_mut() = headers;
         Ok(request)
     }
@@ -175,10 +182,10 @@ impl Upstream {
 
 /// Request headers a client may send on to Vertex. Everything else stays here: the client's
 /// credentials, cookies, hop-by-hop headers and anything we have not thought about.
-const FORWARDED_REQUEST_HEADERS: [HeaderName; 7] = [
+/// `accept-encoding` is not among them: see `prepare`.
+const FORWARDED_REQUEST_HEADERS: [HeaderName; 6] = [
     header::CONTENT_TYPE,
     header::ACCEPT,
-    header::ACCEPT_ENCODING,
     header::USER_AGENT,
     HeaderName::from_static("traceparent"),
     HeaderName::from_static("tracestate"),

@@ -183,13 +183,19 @@ impl FakeVertex {
                         };
                         let behaviour = behaviour.lock().unwrap().clone();
                         let reply = behaviour(&recorded);
+                        // As Google's front ends do: gzip whenever the client accepts it.
+                        let gzip = recorded
+                            .headers
+                            .get_all(http::header::ACCEPT_ENCODING)
+                            .iter()
+                            .any(|v| v.to_str().is_ok_and(|v| v.contains("gzip")));
                         let index = {
                             let mut received = received.lock().unwrap();
                             received.push(recorded);
                             received.len() - 1
                         };
                         arrived.notify_waiters();
-                        answer(reply, Job::start(work, index)).await
+                        answer(reply, gzip, Job::start(work, index)).await
                     }
                 });
                 let tls = tls.clone();
@@ -319,12 +325,27 @@ impl Drop for Job {
 
 type FakeBody = BoxBody<Bytes, std::io::Error>;
 
-async fn answer(mut reply: Reply, mut job: Job) -> Result<Response<FakeBody>, std::io::Error> {
+async fn answer(
+    mut reply: Reply,
+    gzip: bool,
+    mut job: Job,
+) -> Result<Response<FakeBody>, std::io::Error> {
     while let Reply::Late(delay, inner) = reply {
         tokio::time::sleep(delay).await;
         reply = *inner;
     }
     let (status, content_type, body): (_, _, FakeBody) = match reply {
+        Reply::Json(status, text) if gzip => {
+            job.done = true;
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+            std::io::Write::write_all(&mut encoder, text.as_bytes())?;
+            let mut response = response(status, "application/json", full(encoder.finish()?));
+            let gzip = http::HeaderValue::from_static("gzip");
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_ENCODING, gzip);
+            return Ok(response);
+        }
         Reply::Json(status, text) => {
             job.done = true;
             (status, "application/json", full(text))
