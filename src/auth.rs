@@ -1,14 +1,20 @@
 //! The Google credential: Application Default Credentials through google-cloud-auth, warmed at
-//! startup, and the headers it adds to each upstream request.
+//! startup, rebuilt when it breaks for good, and the headers it adds to each upstream request.
+//!
+//! google-cloud-auth caches the token, refreshes it before expiry and retries transient
+//! failures by itself. After a non-transient one (a 4xx from the metadata server, say) it
+//! never asks again, so an instance would stay broken until restarted: here the credential is
+//! then rebuilt, with backoff, until a fetch succeeds.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use google_cloud_auth::credentials::{self, CacheableResource, Credentials};
 use http::{HeaderMap, HeaderValue};
 
 use crate::error::ProxyError;
-use crate::lock;
+use crate::{lock, log};
 
 pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
@@ -17,13 +23,17 @@ pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 /// minutes before the token expires, so a copy at most a second old is still valid.
 const REUSE_FOR: Duration = Duration::from_secs(1);
 
+/// The first wait before rebuilding a broken credential, and the longest.
+const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+
+/// One `ERROR` line per distinct cause in this long.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// Where upstream authorization headers come from.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum TokenSource {
-    /// google-cloud-auth caches the token, refreshes it in the background before it expires,
-    /// and lets concurrent callers share one fetch; it is an `Arc` inside, so cloning is cheap.
     Google {
-        credentials: Credentials,
+        shared: Arc<Google>,
         /// The headers last fetched, and when; one per worker thread (see `for_worker`).
         recent: Arc<Mutex<Option<(Instant, HeaderMap)>>>,
     },
@@ -31,19 +41,44 @@ pub enum TokenSource {
     Fixed(HeaderValue),
 }
 
+/// Makes a new credential: Application Default Credentials, or a test's own.
+type Build = Box<dyn Fn() -> Result<Credentials, String> + Send + Sync>;
+
+/// The credential every worker shares, and what is known of its health.
+pub struct Google {
+    /// The credential in use; replaced whole when it is rebuilt.
+    credentials: RwLock<Credentials>,
+    build: Build,
+    /// The last fetch failed; `/health` says so.
+    failing: AtomicBool,
+    /// A rebuild is under way: one at a time.
+    rebuilding: AtomicBool,
+    /// The causes logged in the last minute, and when.
+    logged: Mutex<Vec<(String, Instant)>>,
+}
+
 impl TokenSource {
     /// Builds ADC. Must run inside the tokio runtime: the crate spawns its refresh task.
     pub fn application_default() -> Result<TokenSource, String> {
-        credentials::Builder::default()
-            .with_scopes([SCOPE])
-            .build()
-            .map(TokenSource::google)
-            .map_err(|e| format!("Application Default Credentials: {e}"))
+        let build = || {
+            credentials::Builder::default()
+                .with_scopes([SCOPE])
+                .build()
+                .map_err(|e| format!("Application Default Credentials: {e}"))
+        };
+        Ok(TokenSource::google(build()?, Box::new(build)))
     }
 
-    pub fn google(credentials: Credentials) -> TokenSource {
+    /// `credentials` now, and `build` to make another when it breaks.
+    pub fn google(credentials: Credentials, build: Build) -> TokenSource {
         TokenSource::Google {
-            credentials,
+            shared: Arc::new(Google {
+                credentials: RwLock::new(credentials),
+                build,
+                failing: AtomicBool::new(false),
+                rebuilding: AtomicBool::new(false),
+                logged: Mutex::default(),
+            }),
             recent: Arc::default(),
         }
     }
@@ -52,8 +87,19 @@ impl TokenSource {
     /// contend on one lock.
     pub fn for_worker(&self) -> TokenSource {
         match self {
-            TokenSource::Google { credentials, .. } => TokenSource::google(credentials.clone()),
+            TokenSource::Google { shared, .. } => TokenSource::Google {
+                shared: shared.clone(),
+                recent: Arc::default(),
+            },
             TokenSource::Fixed(value) => TokenSource::Fixed(value.clone()),
+        }
+    }
+
+    /// Whether the last attempt to get a token failed.
+    pub fn failing(&self) -> bool {
+        match self {
+            TokenSource::Google { shared, .. } => shared.failing.load(Ordering::Relaxed),
+            TokenSource::Fixed(_) => false,
         }
     }
 
@@ -61,67 +107,164 @@ impl TokenSource {
     pub fn warm_up(&self, timeout: Duration) {
         if let TokenSource::Google { .. } = self {
             let source = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = source.headers(timeout).await {
-                    crate::log::warning(&format!(
-                        "warming the Google token failed; requests will retry: {}",
-                        e.message()
-                    ));
-                }
-            });
+            // A failure is logged by `headers`, and recovered from there.
+            tokio::spawn(async move { source.headers(timeout).await });
         }
     }
 
     /// The headers that authorize a request to Vertex: `authorization`, plus whatever else the
     /// credential needs (for user credentials with a quota project, `x-goog-user-project`).
     pub async fn headers(&self, timeout: Duration) -> Result<HeaderMap, ProxyError> {
-        let (credentials, recent) = match self {
+        let (shared, recent) = match self {
             TokenSource::Fixed(value) => {
                 let mut headers = HeaderMap::with_capacity(1);
                 headers.insert(http::header::AUTHORIZATION, value.clone());
                 return Ok(headers);
             }
-            TokenSource::Google {
-                credentials,
-                recent,
-            } => (credentials, recent),
+            TokenSource::Google { shared, recent } => (shared, recent),
         };
         if let Some((at, headers)) = &*lock(recent)
             && at.elapsed() < REUSE_FOR
         {
             return Ok(headers.clone());
         }
+        let credentials = shared.current();
+        let fetched = shared.fetch(&credentials, timeout).await?;
+        // Errors are never reused: the next request asks again.
+        *lock(recent) = Some((Instant::now(), fetched.clone()));
+        Ok(fetched)
+    }
+
+    /// Headers from a credential built anew, bypassing every cache: for when Vertex has
+    /// refused a token the caches still hold (revoked, or from a deleted key).
+    pub async fn fresh(&self, timeout: Duration) -> Result<HeaderMap, ProxyError> {
+        let TokenSource::Google { shared, recent } = self else {
+            return self.headers(timeout).await;
+        };
+        let credentials = (shared.build)().map_err(|e| shared.failed(&e))?;
+        let fetched = shared.fetch(&credentials, timeout).await?;
+        *shared
+            .credentials
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = credentials;
+        *lock(recent) = Some((Instant::now(), fetched.clone()));
+        Ok(fetched)
+    }
+}
+
+impl Google {
+    fn current(&self) -> Credentials {
+        // A poisoned lock still holds a whole credential: it is only ever replaced.
+        self.credentials
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// One fetch from `credentials`, bounded by `timeout`, with failures logged and a broken
+    /// credential rebuilt in the background.
+    async fn fetch(
+        self: &Arc<Self>,
+        credentials: &Credentials,
+        timeout: Duration,
+    ) -> Result<HeaderMap, ProxyError> {
         // The crate waits for its refresh task without a deadline; a hung metadata server must
         // not hang every request with it.
-        let fetched = tokio::time::timeout(timeout, credentials.headers(http::Extensions::new()))
-            .await
-            .map_err(|_| {
-                ProxyError::bad_gateway(
+        let fetched = tokio::time::timeout(timeout, credentials.headers(http::Extensions::new()));
+        match fetched.await {
+            Ok(Ok(CacheableResource::New { data, .. })) => {
+                self.failing.store(false, Ordering::Relaxed);
+                Ok(data)
+            }
+            // Only returned when the caller passes an entity tag, which we never do.
+            Ok(Ok(CacheableResource::NotModified)) => {
+                Err(self.failed("the credential answered NotModified"))
+            }
+            Ok(Err(e)) => {
+                let error = self.failed(&e.to_string());
+                if !e.is_transient() {
+                    self.rebuild_in_background(timeout);
+                }
+                Err(error)
+            }
+            Err(_) => {
+                self.failed("no token within TOKEN_TIMEOUT_SECS");
+                Err(ProxyError::bad_gateway(
                     "token_unavailable",
                     format!(
                         "could not obtain a Google access token for Vertex within {}s",
                         timeout.as_secs()
                     ),
-                )
-            })?;
-        match fetched {
-            Ok(CacheableResource::New { data, .. }) => {
-                // Errors are never reused: the next request asks again.
-                *lock(recent) = Some((Instant::now(), data.clone()));
-                Ok(data)
-            }
-            // Only returned when the caller passes an entity tag, which we never do.
-            Ok(CacheableResource::NotModified) => Err(ProxyError::bad_gateway(
-                "token_unavailable",
-                "could not obtain a Google access token for Vertex",
-            )),
-            Err(e) => {
-                crate::log::error(&format!("Google access token: {e}"));
-                Err(ProxyError::bad_gateway(
-                    "token_unavailable",
-                    "could not obtain a Google access token for Vertex (the proxy's log has the cause)",
                 ))
             }
+        }
+    }
+
+    /// Marks the token failing, logs `cause` unless it was logged in the last minute, and
+    /// returns the client's error, which never holds the cause.
+    fn failed(&self, cause: &str) -> ProxyError {
+        self.failing.store(true, Ordering::Relaxed);
+        let mut logged = lock(&self.logged);
+        logged.retain(|(_, at)| at.elapsed() < LOG_EVERY);
+        if !logged.iter().any(|(seen, _)| seen == cause) {
+            logged.push((cause.to_owned(), Instant::now()));
+            log::error(&format!("Google access token: {cause}"));
+        }
+        ProxyError::bad_gateway(
+            "token_unavailable",
+            "could not obtain a Google access token for Vertex (the proxy's log has the cause)",
+        )
+    }
+
+    /// Builds new credentials, with backoff, until one yields a token or fails only
+    /// transiently (which google-cloud-auth retries by itself), then puts it in use.
+    fn rebuild_in_background(self: &Arc<Self>, timeout: Duration) {
+        if self.rebuilding.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let google = self.clone();
+        tokio::spawn(async move {
+            let mut wait = BACKOFF.0;
+            loop {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(BACKOFF.1);
+                let credentials = match (google.build)() {
+                    Ok(credentials) => credentials,
+                    Err(e) => {
+                        google.failed(&e);
+                        continue;
+                    }
+                };
+                let fetched =
+                    tokio::time::timeout(timeout, credentials.headers(http::Extensions::new()));
+                let usable = match fetched.await {
+                    Ok(Ok(_)) => {
+                        google.failing.store(false, Ordering::Relaxed);
+                        true
+                    }
+                    Ok(Err(e)) => e.is_transient(),
+                    Err(_) => true,
+                };
+                if usable {
+                    *google
+                        .credentials
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner()) = credentials;
+                    log::info("Google access token: the credential was rebuilt");
+                    break;
+                }
+            }
+            google.rebuilding.store(false, Ordering::Release);
+        });
+    }
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        // SECURITY: no token, ever.
+        match self {
+            TokenSource::Google { .. } => f.write_str("TokenSource::Google"),
+            TokenSource::Fixed(_) => f.write_str("TokenSource::Fixed"),
         }
     }
 }
@@ -135,11 +278,14 @@ mod tests {
 
     use super::*;
 
-    /// Issues `Bearer 1`, `Bearer 2`, … and counts how often it was asked; fails when told to.
-    #[derive(Debug, Default)]
+    /// Issues `Bearer 1`, `Bearer 2`, … and counts how often it was asked; fails when told to,
+    /// transiently or for good (then it keeps failing, as google-cloud-auth's cache does).
+    #[derive(Debug, Default, Clone)]
     struct Counting {
         asked: Arc<AtomicU32>,
         fail: Arc<std::sync::atomic::AtomicBool>,
+        permanent: Arc<std::sync::atomic::AtomicBool>,
+        broken: Arc<std::sync::atomic::AtomicBool>,
     }
 
     impl CredentialsProvider for Counting {
@@ -148,6 +294,13 @@ mod tests {
             _: http::Extensions,
         ) -> Result<CacheableResource<HeaderMap>, CredentialsError> {
             let n = self.asked.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.broken.load(Ordering::SeqCst) || self.permanent.load(Ordering::SeqCst) {
+                self.broken.store(true, Ordering::SeqCst);
+                return Err(CredentialsError::from_msg(
+                    false,
+                    "metadata server said 403",
+                ));
+            }
             if self.fail.load(Ordering::SeqCst) {
                 return Err(CredentialsError::from_msg(true, "metadata server down"));
             }
@@ -175,7 +328,8 @@ mod tests {
     async fn a_worker_reuses_fresh_headers_and_asks_again_once_they_are_old() {
         let provider = Counting::default();
         let (asked, fail) = (provider.asked.clone(), provider.fail.clone());
-        let source = TokenSource::google(Credentials::from(provider));
+        let source =
+            TokenSource::google(Credentials::from(provider), Box::new(|| Err("no".into())));
         let timeout = Duration::from_secs(5);
 
         let first = source.headers(timeout).await.unwrap();
@@ -211,5 +365,53 @@ mod tests {
             authorization(&source.headers(timeout).await.unwrap()),
             "Bearer 5"
         );
+    }
+
+    #[tokio::test]
+    async fn a_credential_broken_for_good_is_rebuilt_and_the_next_fresh_one_is_used() {
+        let provider = Counting::default();
+        let permanent = provider.permanent.clone();
+        let rebuilt = Arc::new(tokio::sync::Notify::new());
+        let (template, signal) = (provider.clone(), rebuilt.clone());
+        // Each build is a new credential with an empty cache, as ADC's would be.
+        let build: Build = Box::new(move || {
+            signal.notify_one();
+            let fresh = Counting {
+                broken: Arc::default(),
+                ..template.clone()
+            };
+            Ok(Credentials::from(fresh))
+        });
+        let source = TokenSource::google(Credentials::from(provider), build);
+        let timeout = Duration::from_secs(5);
+
+        permanent.store(true, Ordering::SeqCst);
+        assert!(source.headers(timeout).await.is_err());
+        assert!(source.failing());
+        // The old credential stays broken even once the cause is gone...
+        permanent.store(false, Ordering::SeqCst);
+        assert!(source.headers(timeout).await.is_err());
+        // ...until the rebuild, after the first backoff, puts a new one in use.
+        tokio::time::timeout(Duration::from_secs(10), rebuilt.notified())
+            .await
+            .expect("a rebuild");
+        let recovered = async {
+            loop {
+                if let Ok(headers) = source.headers(timeout).await {
+                    return headers;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        let headers = tokio::time::timeout(Duration::from_secs(10), recovered)
+            .await
+            .expect("the rebuilt credential serves");
+        assert!(authorization(&headers).starts_with("Bearer "));
+        assert!(!source.failing());
+
+        // `fresh` bypasses the worker's reuse slot and the credential's cache.
+        let before = authorization(&source.headers(timeout).await.unwrap()).to_owned();
+        let fresh = source.fresh(timeout).await.unwrap();
+        assert_ne!(authorization(&fresh), before);
     }
 }

@@ -187,9 +187,15 @@ async fn forward(
 fn health(state: &State) -> Response<ProxyBody> {
     let config = &state.config;
     let models: Vec<&str> = config.aliases.names().collect();
+    // Still 200 when the token fails: the process is alive, and restarting it is not the cure.
+    let token = if state.upstream.token_failing() {
+        "failing"
+    } else {
+        "ok"
+    };
     json_response(
         StatusCode::OK,
-        &json!({"ok": true, "mode": config.mode.as_str(), "models": models}),
+        &json!({"ok": true, "mode": config.mode.as_str(), "models": models, "token": token}),
     )
 }
 

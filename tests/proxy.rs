@@ -552,7 +552,7 @@ async fn health_unknown_paths_and_wrong_methods() {
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(
         health.json(),
-        serde_json::json!({"ok": true, "mode": "vertex", "models": ["flash", "pro-preview"]})
+        serde_json::json!({"ok": true, "mode": "vertex", "models": ["flash", "pro-preview"], "token": "ok"})
     );
 
     let missing = request(

@@ -189,6 +189,94 @@ async fn a_failing_token_source_is_a_502_that_says_so_until_it_recovers() {
     assert_eq!(vertex.count(), 1);
 }
 
+#[tokio::test]
+async fn a_token_refused_for_good_at_startup_recovers_without_a_restart() {
+    let vertex = FakeVertex::start().await;
+    let metadata = FakeMetadata::start().await;
+    metadata.set_mode(MetadataMode::Forbidden);
+    let proxy = spawn(&env(&vertex, &metadata)).await;
+    metadata.wait_for_token_requests(1).await;
+    for _ in 0..5 {
+        let answer = chat(&proxy).await;
+        assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(answer.json()["error"]["code"], "token_unavailable");
+    }
+    let health = get(&proxy, "/health", "").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.json()["token"], "failing");
+    // One ERROR line per cause, not one per failed request.
+    let token_errors = |proxy: &Proxy| {
+        proxy
+            .lines()
+            .iter()
+            .filter(|l| l.contains("\"ERROR\"") && l.contains("Google access token:"))
+            .count()
+    };
+    assert_eq!(token_errors(&proxy), 1, "{:#?}", proxy.lines());
+
+    // The metadata server recovers. google-cloud-auth alone would never ask it again; the
+    // proxy rebuilds the credential, with backoff, and serves again with no restart.
+    metadata.set_mode(MetadataMode::Ok);
+    let asked = metadata.token_requests();
+    metadata.wait_for_token_requests(asked + 1).await;
+    let recovered = within("service to resume", async {
+        loop {
+            let answer = chat(&proxy).await;
+            if answer.status == StatusCode::OK {
+                return answer;
+            }
+            metadata
+                .wait_for_token_requests(metadata.token_requests() + 1)
+                .await;
+        }
+    })
+    .await;
+    assert_eq!(recovered.json()["model"], "google/gemini-2.5-flash");
+    assert_eq!(get(&proxy, "/health", "").await.json()["token"], "ok");
+}
+
+#[tokio::test]
+async fn a_token_vertex_refuses_is_fetched_anew_and_the_request_sent_once_more() {
+    let metadata = FakeMetadata::start().await;
+    metadata.set_mode(MetadataMode::Numbered);
+    let first = format!("Bearer {GOOGLE_TOKEN}.1");
+    let refuse = first.clone();
+    // Vertex refuses the first token the proxy holds (revoked, say) and takes a new one.
+    let vertex = FakeVertex::start_with(move |r: &Recorded| {
+        if r.headers["authorization"] == refuse.as_str() {
+            let google = r#"{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}"#;
+            Reply::Json(StatusCode::UNAUTHORIZED, google.into())
+        } else {
+            Reply::Json(StatusCode::OK, completion("google/gemini-2.5-flash"))
+        }
+    })
+    .await;
+    let proxy = spawn(&env(&vertex, &metadata)).await;
+    metadata.wait_for_token_requests(1).await;
+    let answer = chat(&proxy).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let received = vertex.received();
+    let tokens: Vec<Vec<&str>> = received
+        .iter()
+        .map(|r| {
+            let all = r.headers.get_all("authorization").iter();
+            all.map(|v| v.to_str().unwrap()).collect()
+        })
+        .collect();
+    let second = format!("Bearer {GOOGLE_TOKEN}.2");
+    assert_eq!(tokens, [vec![first.as_str()], vec![second.as_str()]]);
+    assert_eq!(received[0].body, received[1].body);
+
+    // A Vertex that refuses every token gets exactly one retry, then the client a 502.
+    vertex.set_behaviour(|_| {
+        let google = r#"{"error":{"code":401,"message":"no","status":"UNAUTHENTICATED"}}"#;
+        Reply::Json(StatusCode::UNAUTHORIZED, google.into())
+    });
+    let answer = chat(&proxy).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(vertex.count(), 4);
+}
+
 async fn chat(proxy: &Proxy) -> Answer {
     post(proxy, "/v1/chat/completions", KEY, CHAT).await
 }

@@ -96,7 +96,7 @@ impl Upstream {
         client_headers: &HeaderMap,
         body: &Bytes,
         model: &ModelField,
-    ) -> Result<Request<Pieces>, ProxyError> {
+    ) -> Result<Prepared, ProxyError> {
         let (uri, body) = match route.kind {
             Kind::VertexOpenAi => (
                 self.vertex.uri(route.location(), operation)?,
@@ -106,9 +106,6 @@ impl Upstream {
         let credential = match route.auth {
             Auth::GoogleAccessToken => self.tokens.headers(self.timeouts.token).await?,
         };
-        let mut request = Request::new(body);
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri;
         let mut headers = request_headers(client_headers, credential);
         // The body was checked to be a JSON object; say so whatever the client sent (curl -d
         // sends a form type).
@@ -123,13 +120,38 @@ impl Upstream {
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
         );
-        *request.headers_mut() = headers;
-        Ok(request)
+        Ok(Prepared {
+            uri,
+            headers,
+            body,
+            auth: route.auth,
+        })
     }
 
-    /// Step 5: sends the request and waits for the response head, at most
-    /// `UPSTREAM_IDLE_TIMEOUT_SECS`; connection failures become the proxy's 502 and 504.
-    pub async fn send(
+    /// Step 5: sends the request. A 401 means a token the caches still hold was refused
+    /// (revoked, say): before anything has reached the client, it is sent once more with a
+    /// token fetched anew.
+    pub async fn send(&self, mut prepared: Prepared) -> Result<Response<UpstreamBody>, ProxyError> {
+        match self.send_once(prepared.request()).await {
+            Err(ProxyError::UpstreamRefused { status: 401, .. }) => {
+                let credential = match prepared.auth {
+                    Auth::GoogleAccessToken => self.tokens.fresh(self.timeouts.token).await?,
+                };
+                prepared.headers.extend(credential);
+                self.send_once(prepared.request()).await
+            }
+            sent => sent,
+        }
+    }
+
+    /// Whether the Google token is failing, for `/health`.
+    pub fn token_failing(&self) -> bool {
+        self.tokens.failing()
+    }
+
+    /// One attempt: waits for the response head at most `UPSTREAM_IDLE_TIMEOUT_SECS`;
+    /// connection failures become the proxy's 502 and 504.
+    async fn send_once(
         &self,
         request: Request<Pieces>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
@@ -177,6 +199,25 @@ impl Upstream {
         *response.status_mut() = parts.status;
         *response.headers_mut() = response_headers(&parts.headers);
         response
+    }
+}
+
+/// A prepared upstream request, kept whole so that it can be sent again.
+pub struct Prepared {
+    uri: http::Uri,
+    headers: HeaderMap,
+    /// The body's pieces, which share the client's buffer.
+    body: Vec<Bytes>,
+    auth: Auth,
+}
+
+impl Prepared {
+    fn request(&self) -> Request<Pieces> {
+        let mut request = Request::new(Pieces::new(self.body.iter().cloned()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        request
     }
 }
 

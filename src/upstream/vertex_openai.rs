@@ -5,14 +5,13 @@ use bytes::Bytes;
 use http::Uri;
 
 use super::Operation;
-use crate::body::Pieces;
 use crate::error::ProxyError;
 use crate::models::Route;
 use crate::rewrite::{self, ModelField};
 
 /// The body Vertex gets: the client's, with the alias replaced by the Vertex model id.
-pub fn body(body: &Bytes, model: &ModelField, route: &Route) -> Pieces {
-    Pieces::new(rewrite::splice_model(body, &model.span, &route.model))
+pub fn body(body: &Bytes, model: &ModelField, route: &Route) -> Vec<Bytes> {
+    rewrite::splice_model(body, &model.span, &route.model).into()
 }
 
 /// Builds upstream URLs for one project.

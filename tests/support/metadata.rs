@@ -21,7 +21,12 @@ use super::*;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetadataMode {
     Ok,
+    /// 500: a transient failure, which google-cloud-auth retries by itself.
     Fail,
+    /// 403: a failure google-cloud-auth takes as permanent.
+    Forbidden,
+    /// A token of its own for every fetch: `GOOGLE_TOKEN.1`, `GOOGLE_TOKEN.2`, …
+    Numbered,
 }
 
 /// Google's metadata server, as google-cloud-auth and the proxy's project lookup use it.
@@ -76,18 +81,25 @@ impl FakeMetadata {
                     return response(StatusCode::OK, "application/text", full(project));
                 }
                 if path == "/computeMetadata/v1/instance/service-accounts/default/token" {
-                    count.fetch_add(1, Ordering::SeqCst);
+                    let n = count.fetch_add(1, Ordering::SeqCst) + 1;
                     fetched.notify_waiters();
                     let _ = open.wait_for(|open| *open).await;
                     let mode = *mode.lock().unwrap();
-                    return match mode {
-                        MetadataMode::Ok => response(
+                    let token = |token: String| {
+                        response(
                             StatusCode::OK,
                             "application/json",
                             full(format!(
-                                r#"{{"access_token":"{GOOGLE_TOKEN}","expires_in":3599,"token_type":"Bearer"}}"#
+                                r#"{{"access_token":"{token}","expires_in":3599,"token_type":"Bearer"}}"#
                             )),
-                        ),
+                        )
+                    };
+                    return match mode {
+                        MetadataMode::Ok => token(GOOGLE_TOKEN.into()),
+                        MetadataMode::Numbered => token(format!("{GOOGLE_TOKEN}.{n}")),
+                        MetadataMode::Forbidden => {
+                            response(StatusCode::FORBIDDEN, "text/plain", full("forbidden"))
+                        }
                         MetadataMode::Fail => response(
                             StatusCode::INTERNAL_SERVER_ERROR,
                             "text/plain",
