@@ -226,6 +226,41 @@ impl Body for IdleTimeout {
 
 // ------------------------------------------------------------------- what a client gets
 
+/// `inner`, holding `guard` until the body ends or is dropped: the server counts an h2c
+/// stream as open that long.
+pub fn holding<G: Send + Sync + Unpin + 'static>(inner: ProxyBody, guard: G) -> ProxyBody {
+    Holding {
+        inner,
+        _guard: guard,
+    }
+    .boxed()
+}
+
+struct Holding<G> {
+    inner: ProxyBody,
+    _guard: G,
+}
+
+impl<G: Unpin> Body for Holding<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A response body that tells the request's log what passes, and writes the log line when it
 /// ends or is dropped (the guard's drop).
 pub struct Logged {

@@ -134,6 +134,9 @@ pub struct Timeouts {
     pub upstream_idle: Duration,
     /// `SHUTDOWN_GRACE_SECS`: how long requests in flight may finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// `IDLE_CONNECTION_TIMEOUT_SECS`: an h2c connection with no open stream for this long is
+    /// closed. Above the Google front end's own idle timeout, so that it closes first.
+    pub idle_connection: Duration,
 }
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -179,6 +182,7 @@ impl Config {
             upstream_idle: seconds("UPSTREAM_IDLE_TIMEOUT_SECS", 300, true),
             header_read: seconds("HEADER_READ_TIMEOUT_SECS", 30, true),
             body_read: seconds("BODY_READ_TIMEOUT_SECS", 60, true),
+            idle_connection: seconds("IDLE_CONNECTION_TIMEOUT_SECS", 620, true),
         };
         let keys_reload = seconds("KEYS_RELOAD_SECS", 30, true);
 

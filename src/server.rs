@@ -7,16 +7,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use http::{Request, Version};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::state::State;
-use crate::{lock, log, routes};
+use crate::{body, lock, log, routes};
+
+mod activity;
+
+use activity::Activity;
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and lets in-flight
 /// requests finish for up to `SHUTDOWN_GRACE_SECS` before returning.
@@ -139,6 +144,16 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
     }
 }
 
+/// Resolves once the server stops serving.
+async fn stopping(phases: &mut watch::Receiver<Phase>) {
+    // The guard `wait_for` returns is not `Send`: it must not live across an await.
+    let _ = phases.wait_for(|p| *p != Phase::Serving).await;
+}
+
+/// How often an h2c connection is pinged, and how long the answer may take.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Serving,
@@ -190,8 +205,14 @@ impl Worker {
             .timer(TokioTimer::new())
             // With `--use-http2`, Cloud Run may multiplex up to its maximum concurrency (1000)
             // on one connection; hyper's default of 200 streams would queue the rest.
-            .max_concurrent_streams(1000);
-        let graceful = GracefulShutdown::new();
+            .max_concurrent_streams(1000)
+            // A peer that has gone without closing (a dead front end, a cut network) is found
+            // by an unanswered ping.
+            .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+        // Each connection's task holds a clone until it ends: all are gone when this closes.
+        let (connections, mut all_ended) = mpsc::channel::<()>(1);
+        let phases = self.phases.clone();
         let stop = self.phases.wait_for(|p| *p != Phase::Serving);
         tokio::pin!(stop);
 
@@ -223,16 +244,52 @@ impl Worker {
                         }
                     };
                     let _ = stream.set_nodelay(true);
+                    let timeouts = state.config.timeouts;
                     let state = state.clone();
-                    let service = service_fn(move |request| {
+                    let activity = Arc::new(Activity::default());
+                    let watched = activity.clone();
+                    let service = service_fn(move |request: Request<Incoming>| {
                         let state = state.clone();
-                        async move { Ok::<_, Infallible>(routes::handle(state, request).await) }
+                        let stream = activity.request(request.version() == Version::HTTP_2);
+                        async move {
+                            let response = routes::handle(state, request).await;
+                            Ok::<_, Infallible>(match stream {
+                                Some(stream) => response.map(|b| body::holding(b, stream)),
+                                None => response,
+                            })
+                        }
                     });
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    let connection = graceful.watch(connection.into_owned());
+                    let connection = connection.into_owned();
+                    let (mut phases, ended) = (phases.clone(), connections.clone());
                     tokio::spawn(async move {
-                        // Connection errors (resets, bad requests) are the client's business.
-                        let _ = connection.await;
+                        tokio::pin!(connection);
+                        // A connection must send its first request within the header timeout
+                        // from accept, whatever its protocol: telling HTTP/1.1 from h2c has
+                        // no timeout of its own. One that does not is dropped (closed).
+                        let first = watched.first_request();
+                        tokio::select! {
+                            // Connection errors (resets, bad requests) are the client's business.
+                            _ = connection.as_mut() => {}
+                            sent = tokio::time::timeout(timeouts.header_read, first) => {
+                                if sent.is_ok() {
+                                    // An h2c connection left idle, or any at shutdown, is asked
+                                    // to finish: GOAWAY, then its open streams run to their end.
+                                    tokio::select! {
+                                        _ = connection.as_mut() => {}
+                                        () = watched.idle_for(timeouts.idle_connection) => {
+                                            connection.as_mut().graceful_shutdown();
+                                            let _ = connection.await;
+                                        }
+                                        () = stopping(&mut phases) => {
+                                            connection.as_mut().graceful_shutdown();
+                                            let _ = connection.await;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        drop(ended);
                         drop(permit);
                     });
                 }
@@ -244,8 +301,9 @@ impl Worker {
         // instead of queueing.
         drop(listener);
         drop(open);
+        drop(connections);
         tokio::select! {
-            () = graceful.shutdown() => true,
+            _ = all_ended.recv() => true,
             () = tokio::time::sleep(state.config.timeouts.shutdown_grace) => false,
         }
     }

@@ -187,3 +187,71 @@ async fn a_huge_user_agent_makes_a_short_log_line() {
     );
     assert_eq!(line["message"], "GET 200");
 }
+
+/// The server in process, with `extra` settings.
+async fn in_process_with(vertex: &FakeVertex, extra: &[(&str, &str)]) -> InProcess {
+    let metadata = FakeMetadata::start().await;
+    let mut env = env(vertex, &metadata);
+    for (name, value) in extra {
+        env.insert((*name).into(), (*value).into());
+    }
+    InProcess::start(&env).await
+}
+
+#[tokio::test]
+async fn connections_that_never_send_a_request_are_closed() {
+    let vertex = FakeVertex::start().await;
+    let settings = [("HEADER_READ_TIMEOUT_SECS", "1"), ("MAX_CONNECTIONS", "2")];
+    let proxy = in_process_with(&vertex, &settings).await;
+    // One says nothing at all; one sends part of the h2 preface and stops: neither protocol
+    // has begun, so hyper's own header timeout has not either.
+    let mut silent = TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut partial = TcpStream::connect(proxy.addr()).await.unwrap();
+    partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    assert_eq!(read_to_close(&mut silent).await, "");
+    assert_eq!(read_to_close(&mut partial).await, "");
+    // They held both connection slots; now a request gets one.
+    let health = request(http::Method::GET, &proxy.url("/health"), &[], Bytes::new()).await;
+    assert_eq!(health.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_idle_h2c_connection_is_closed_and_a_busy_one_is_not() {
+    let (vertex, tx) = FakeVertex::streaming().await;
+    let settings = [("IDLE_CONNECTION_TIMEOUT_SECS", "1")];
+    let proxy = in_process_with(&vertex, &settings).await;
+    let tcp = TcpStream::connect(proxy.addr()).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let mut connection = tokio::spawn(connection);
+    let stream = http::Request::post(proxy.url("/v1/chat/completions"))
+        .header("x-api-key", KEY)
+        .body(http_body_util::Full::new(Bytes::from(
+            r#"{"model":"flash","stream":true}"#,
+        )))
+        .unwrap();
+    let response = within("the stream", sender.send_request(stream))
+        .await
+        .unwrap();
+    // Open past the idle limit, the stream keeps the connection.
+    tx.send(Bytes::from("data: one\n\n")).await.unwrap();
+    let mut body = response.into_body();
+    within("a chunk", body.frame()).await.unwrap().unwrap();
+    let busy = tokio::time::timeout(std::time::Duration::from_millis(1500), &mut connection).await;
+    assert!(busy.is_err(), "a connection with an open stream was closed");
+    tx.send(Bytes::from("data: two\n\n")).await.unwrap();
+    drop(tx);
+    assert_eq!(
+        within("the rest", body.collect()).await.unwrap().to_bytes(),
+        "data: two\n\n"
+    );
+    // With no stream open, it is closed.
+    within("the idle connection to close", connection)
+        .await
+        .unwrap()
+        .expect("a graceful close: GOAWAY, not a cut");
+}
