@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use crate::auth::TokenSource;
 use crate::config::{Config, ConfigError, ConfigErrors, Env, Mode};
 use crate::state::State;
-use crate::upstream::{self, HttpClient, Upstream};
+use crate::upstream::{self, ClientSettings, HttpClient, Upstream};
 use crate::{demo, keys, log, server};
 
 /// Why the proxy did not start.
@@ -73,12 +73,17 @@ pub async fn load(env: &dyn Env, mode: Mode) -> Result<Loaded, ConfigErrors> {
         Mode::Vertex => Config::from_env(env, mode),
     };
     let mut errors = Vec::new();
-    let connect_timeout = parsed
-        .as_ref()
-        .map(|c| c.timeouts.connect)
-        .unwrap_or(Duration::from_secs(10));
-    let roots = parsed.as_ref().map_or(&[][..], |c| &c.upstream_roots[..]);
-    let client = upstream::client(connect_timeout, roots);
+    // The metadata server is asked even when the configuration has errors, so that they are
+    // all reported at once.
+    let settings = parsed.as_ref().map_or_else(
+        |_| ClientSettings {
+            connect_timeout: Duration::from_secs(10),
+            extra_roots: Arc::new([]),
+            max_connections: 1,
+        },
+        ClientSettings::of,
+    );
+    let client = upstream::client(&settings);
 
     let tokens = match mode {
         Mode::Demo => Some(TokenSource::Fixed(HeaderValue::from_static(
@@ -186,28 +191,6 @@ pub async fn prepare(env: &dyn Env, mode: Mode) -> Result<(State, TcpListener), 
         demo::print_banner(local, !demo::DemoEnv(env).has_own_keys());
     }
 
-    let upstream = upstream(&config, project, tokens, client);
+    let upstream = Upstream::new(&config, project, tokens, client);
     Ok((State::new(config, upstream), listener))
-}
-
-/// The way upstream for `config`, with URLs built for every location a route can take.
-pub fn upstream(
-    config: &Config,
-    project: String,
-    tokens: TokenSource,
-    client: HttpClient,
-) -> Upstream {
-    let locations = config
-        .aliases
-        .iter()
-        .flat_map(|(_, route)| route.locations.iter().map(String::as_str));
-    Upstream::new(
-        client,
-        &config.upstream_roots,
-        tokens,
-        config.base_url.clone(),
-        project,
-        locations.chain([config.location.as_str()]),
-        config.timeouts,
-    )
 }

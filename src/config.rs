@@ -113,6 +113,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Connections served at once; further ones wait in the listen queue.
     pub max_connections: usize,
+    /// `MAX_UPSTREAM_CONNECTIONS`: HTTP/2 connections per upstream origin and worker.
+    pub max_upstream_connections: usize,
     /// Threads serving requests, each with its own runtime and upstream pool.
     pub worker_threads: usize,
 }
@@ -158,6 +160,14 @@ impl Config {
             "MAX_CONNECTIONS",
             positive(get("MAX_CONNECTIONS"), 2000),
             2000,
+        );
+        // Cloud Run's most concurrent requests (1000), at Google's usual 100 streams a
+        // connection, with room for a peer that allows fewer.
+        let max_upstream_connections = or_report(
+            &mut errors,
+            "MAX_UPSTREAM_CONNECTIONS",
+            positive(get("MAX_UPSTREAM_CONNECTIONS"), 16),
+            16,
         );
         // What the process may use: a Cloud Run CPU limit counts.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -327,6 +337,7 @@ impl Config {
                 max_body_bytes,
                 timeouts,
                 max_connections,
+                max_upstream_connections,
                 worker_threads,
             }),
             _ => Err(ConfigErrors(errors)),
@@ -375,6 +386,7 @@ impl Config {
             "max_body_bytes": self.max_body_bytes,
             "shutdown_grace_secs": self.timeouts.shutdown_grace.as_secs(),
             "max_connections": self.max_connections,
+            "max_upstream_connections": self.max_upstream_connections,
             "worker_threads": self.worker_threads,
             "upstream_idle_timeout_secs": self.timeouts.upstream_idle.as_secs(),
         })

@@ -84,6 +84,8 @@ pub struct RequestLog {
     model: Option<String>,
     location: Option<String>,
     upstream_status: Option<u16>,
+    /// Every upstream connection was at its stream limit: the request waited for a stream.
+    upstream_queued: bool,
     /// The status sent to the client; `None` until a response exists.
     status: Option<u16>,
     /// The proxy's own error message, which is written for clients and so holds no secret.
@@ -113,6 +115,7 @@ impl RequestLog {
             model: None,
             location: None,
             upstream_status: None,
+            upstream_queued: false,
             status: None,
             error: None,
             trace: None,
@@ -125,11 +128,13 @@ impl RequestLog {
         }
     }
 
-    /// Vertex has answered: records the time to first byte and whether to look for usage in
-    /// the body (only in a success that is not compressed).
-    pub fn upstream_answered(&mut self, status: u16, compressed: bool) {
+    /// Vertex has answered: records the time to first byte, whether the request had to wait
+    /// for a free upstream stream, and whether to look for usage in the body (only in a
+    /// success that is not compressed).
+    pub fn upstream_answered(&mut self, status: u16, compressed: bool, queued: bool) {
         self.ttfb = Some(self.start.elapsed());
         self.upstream_status = Some(status);
+        self.upstream_queued = queued;
         if (200..300).contains(&status) && !compressed {
             self.usage_tail = Some(Tail::default());
         }
@@ -213,6 +218,7 @@ impl RequestLog {
             location: self.location.as_deref(),
             error: self.error.as_deref(),
             upstream_status: self.upstream_status,
+            upstream_queued: self.upstream_queued,
             trace: self.trace.as_deref(),
             span_id: self.span_id.as_deref(),
             ttfb: self.ttfb,

@@ -33,7 +33,7 @@ use crate::error::{ProxyError, json_response};
 use crate::keys::KeyEntry;
 use crate::log::{LogGuard, RequestLog};
 use crate::state::State;
-use crate::upstream::Operation;
+use crate::upstream::{Operation, Queued};
 use crate::{pages, rewrite};
 
 #[derive(Debug, PartialEq, Eq)]
@@ -179,6 +179,7 @@ async fn forward(
     log.upstream_answered(
         response.status().as_u16(),
         response.headers().contains_key(header::CONTENT_ENCODING),
+        response.extensions().get::<Queued>().is_some(),
     );
     // 6. Relay the response, by kind.
     Ok(upstream.relay(&route, response))

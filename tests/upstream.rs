@@ -11,13 +11,20 @@ use hyper::body::Incoming;
 use support::*;
 use tokio::sync::mpsc;
 
-type Senders = mpsc::UnboundedReceiver<mpsc::Sender<Bytes>>;
+/// Each stream's sender at the fake, with the request's `user` field, if any.
+type Senders = mpsc::UnboundedReceiver<(String, mpsc::Sender<Bytes>)>;
 
 /// An SSE stream of its own for every request, its sender handed to the test.
-fn stream_each(senders: mpsc::UnboundedSender<mpsc::Sender<Bytes>>) -> impl Fn(&Recorded) -> Reply {
-    move |_| {
+fn stream_each(
+    senders: mpsc::UnboundedSender<(String, mpsc::Sender<Bytes>)>,
+) -> impl Fn(&Recorded) -> Reply {
+    move |request| {
         let (tx, rx) = mpsc::channel::<Bytes>(1);
-        let _ = senders.send(tx);
+        let user = request.json()["user"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let _ = senders.send((user, tx));
         Reply::Channel(StatusCode::OK, "text/event-stream", rx)
     }
 }
@@ -33,7 +40,7 @@ async fn proxy_in_front_of(base_url: &str) -> InProcess {
 /// Sends chunks one at a time and checks each reaches the client before the next exists:
 /// nothing on the way buffers.
 async fn relay(senders: &mut Senders, body: &mut Incoming) -> mpsc::Sender<Bytes> {
-    let tx = within("the stream at the fake", senders.recv())
+    let (_, tx) = within("the stream at the fake", senders.recv())
         .await
         .unwrap();
     for n in 1..=3 {
@@ -119,4 +126,157 @@ async fn a_connection_the_upstream_closes_is_not_used_again() {
         assert_eq!(chat_status(&proxy, KEY).await, StatusCode::OK);
         assert_eq!(vertex.received()[n - 1].connection, n);
     }
+}
+
+/// Starts `n` streams through the proxy, one client connection each, and returns each one's
+/// sender at the fake with its client's body, once every one has reached the fake: all are
+/// open upstream at once.
+async fn streams_at_once(
+    proxy: &impl Served,
+    senders: &mut Senders,
+    n: usize,
+) -> Vec<(mpsc::Sender<Bytes>, Incoming)> {
+    let mut started = Vec::new();
+    for stream in 0..n {
+        let url = proxy.url("/v1/chat/completions");
+        started.push(tokio::spawn(async move {
+            let body = format!(r#"{{"model":"flash","stream":true,"user":"{stream}"}}"#);
+            start_request(http::Method::POST, &url, &[("x-api-key", KEY)], body).await
+        }));
+    }
+    let mut open = Vec::new();
+    for _ in 0..n {
+        open.push(
+            within("every stream to reach the fake", senders.recv())
+                .await
+                .unwrap(),
+        );
+    }
+    // In the order they were started, which the fake's arrival order need not be.
+    open.sort_by_key(|(user, _)| user.clone());
+    let mut streams = Vec::new();
+    for ((_, tx), response) in open.into_iter().zip(started) {
+        let body = within("a response head", response)
+            .await
+            .unwrap()
+            .into_body();
+        streams.push((tx, body));
+    }
+    streams
+}
+
+#[tokio::test]
+async fn past_the_peers_stream_limit_more_connections_are_opened() {
+    let (senders_tx, mut senders) = mpsc::unbounded_channel();
+    // As Google's front ends do at 100, the fake allows 2 streams a connection.
+    let vertex = FakeVertex::start_tls_limited(2, stream_each(senders_tx)).await;
+    // By address: the test certificate names 127.0.0.1 as well as localhost.
+    let proxy = proxy_in_front_of(&format!("https://{}", vertex.addr)).await;
+    // One stream first: its connection's limit is then known.
+    let mut streams = streams_at_once(&proxy, &mut senders, 1).await;
+    // Nine more, and all ten slow streams are open upstream at once: none waits behind another.
+    streams.extend(streams_at_once(&proxy, &mut senders, 9).await);
+    let received = vertex.received();
+    assert!(received.iter().all(|r| r.version == Version::HTTP_2));
+    let mut per_connection = std::collections::BTreeMap::<usize, usize>::new();
+    for request in &received {
+        *per_connection.entry(request.connection).or_default() += 1;
+    }
+    assert!(
+        per_connection.values().all(|&n| n <= 2),
+        "{per_connection:?}"
+    );
+    // The first connection, whose limit was known, took a second stream.
+    assert_eq!(per_connection[&1], 2, "{per_connection:?}");
+    // Each stream makes progress while all are open.
+    for (n, (tx, _)) in streams.iter().enumerate() {
+        tx.send(Bytes::from(format!("data: {n}\n\n")))
+            .await
+            .unwrap();
+    }
+    for (n, (_, mut body)) in streams.into_iter().enumerate() {
+        let chunk = within("a chunk", body.frame()).await.unwrap().unwrap();
+        assert_eq!(chunk.into_data().unwrap(), format!("data: {n}\n\n"));
+    }
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_a_stream_waits_and_its_log_line_says_so() {
+    let (senders_tx, mut senders) = mpsc::unbounded_channel();
+    let vertex = FakeVertex::start_tls_limited(1, stream_each(senders_tx)).await;
+    let metadata = FakeMetadata::start().await;
+    let base_url = format!("https://localhost:{}", vertex.addr.port());
+    let mut env = env_with_base_url(&metadata, &base_url);
+    env.insert("UPSTREAM_CA_FILE".into(), TEST_CA_FILE.into());
+    env.insert("MAX_UPSTREAM_CONNECTIONS".into(), "1".into());
+    env.insert("WORKER_THREADS".into(), "1".into());
+    let proxy = spawn(&env).await;
+    let (first_tx, first) = streams_at_once(&proxy, &mut senders, 1).await.remove(0);
+    // The one connection is at its one stream: the next request waits for it.
+    let waiting = tokio::spawn(start_stream_at(proxy.url("/v1/chat/completions")));
+    // The waiting request leaves no trace until it is sent, so there is no signal to wait
+    // for: this pause lets it reach the pool. Too short a pause fails the test, never passes
+    // it.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    drop((first_tx, first));
+    let second = within("the waiting stream", senders.recv()).await.unwrap();
+    drop(second);
+    drop(within("its response", waiting).await.unwrap());
+    let line = proxy
+        .wait_for_line("the queued request's line", |l| {
+            l["upstream_queued"] == true
+        })
+        .await;
+    assert_eq!(line["httpRequest"]["requestUrl"], "/v1/chat/completions");
+    assert_eq!(vertex.connections(), 1);
+}
+
+async fn start_stream_at(url: String) -> http::Response<Incoming> {
+    let body = r#"{"model":"flash","stream":true}"#;
+    start_request(http::Method::POST, &url, &[("x-api-key", KEY)], body).await
+}
+
+#[tokio::test]
+async fn clients_that_stop_reading_do_not_stall_the_other_streams() {
+    let (senders_tx, mut senders) = mpsc::unbounded_channel();
+    let vertex = FakeVertex::start_tls_limited(4, stream_each(senders_tx)).await;
+    let proxy = proxy_in_front_of(&format!("https://localhost:{}", vertex.addr.port())).await;
+    let mut streams = streams_at_once(&proxy, &mut senders, 1).await;
+    streams.extend(streams_at_once(&proxy, &mut senders, 3).await);
+    // Four streams on one connection.
+    assert!(vertex.received().iter().all(|r| r.connection == 1));
+    let (live_tx, mut live_body) = streams.pop().unwrap();
+    // Three clients stop reading while their answers keep coming, until the proxy stops
+    // taking them (a send that does not complete in a second is taken as stopped).
+    let mut pushers = Vec::new();
+    for (tx, body) in streams {
+        pushers.push(tokio::spawn(async move {
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let mut pushed = 0usize;
+            while pushed < 64 * 1024 * 1024 {
+                let send = tx.send(chunk.clone());
+                match tokio::time::timeout(std::time::Duration::from_secs(1), send).await {
+                    Ok(sent) => sent.unwrap(),
+                    Err(_) => break,
+                }
+                pushed += chunk.len();
+            }
+            (tx, body, pushed)
+        }));
+    }
+    let mut stalled = Vec::new();
+    for pusher in pushers {
+        stalled.push(within("a reader to stall", pusher).await.unwrap());
+    }
+    // The fourth still gets its answer: the stalled ones have not used up the connection.
+    for n in 0..3 {
+        let chunk = Bytes::from(format!("data: {n}\n\n"));
+        live_tx.send(chunk.clone()).await.unwrap();
+        let frame = within("the live stream's chunk", live_body.frame())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.into_data().unwrap(), chunk);
+    }
+    drop(stalled);
 }

@@ -22,6 +22,7 @@ pub(super) struct Line<'a> {
     pub(super) location: Option<&'a str>,
     pub(super) error: Option<&'a str>,
     pub(super) upstream_status: Option<u16>,
+    pub(super) upstream_queued: bool,
     pub(super) trace: Option<&'a str>,
     pub(super) span_id: Option<&'a str>,
     pub(super) ttfb: Option<Duration>,
@@ -80,6 +81,10 @@ impl Line<'_> {
         if let Some(status) = self.upstream_status {
             key(out, "upstream_status");
             uint(out, status.into());
+        }
+        if self.upstream_queued {
+            key(out, "upstream_queued");
+            out.extend_from_slice(b"true");
         }
         if let Some(trace) = self.trace {
             key(out, "logging.googleapis.com/trace");

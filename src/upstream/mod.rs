@@ -19,10 +19,11 @@ use rustls::pki_types::CertificateDer;
 
 use crate::auth::TokenSource;
 use crate::body::{self, Pieces, ProxyBody, UpstreamBody};
-use crate::config::{Env, Timeouts};
+use crate::config::{Config, Env, Timeouts};
 use crate::error::ProxyError;
 use crate::models::{Auth, Kind, Route};
 use crate::rewrite::ModelField;
+pub use pool::Queued;
 use pool::{Failure, Pool};
 use vertex_openai::Endpoints;
 
@@ -47,30 +48,53 @@ impl Operation {
 #[derive(Clone)]
 pub struct Upstream {
     client: HttpClient,
-    /// `UPSTREAM_CA_FILE`'s certificates, for each worker's own client.
-    extra_roots: Arc<[CertificateDer<'static>]>,
+    /// What each worker's own client is built from.
+    settings: ClientSettings,
     tokens: TokenSource,
     vertex: Endpoints,
     timeouts: Timeouts,
 }
 
+/// What an upstream client is built from.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub connect_timeout: Duration,
+    /// `UPSTREAM_CA_FILE`'s certificates, trusted besides the built-in roots.
+    pub extra_roots: Arc<[CertificateDer<'static>]>,
+    /// `MAX_UPSTREAM_CONNECTIONS`: HTTP/2 connections per origin and worker.
+    pub max_connections: usize,
+}
+
+impl ClientSettings {
+    pub fn of(config: &Config) -> ClientSettings {
+        ClientSettings {
+            connect_timeout: config.timeouts.connect,
+            extra_roots: config.upstream_roots.as_slice().into(),
+            max_connections: config.max_upstream_connections,
+        }
+    }
+}
+
 impl Upstream {
-    /// `project` is resolved once, at startup; URLs are built for every route's locations.
-    pub fn new<'a>(
-        client: HttpClient,
-        extra_roots: &[CertificateDer<'static>],
-        tokens: TokenSource,
-        base_url: Option<http::Uri>,
+    /// `project` is resolved once, at startup; URLs are built for every location a route can
+    /// take.
+    pub fn new(
+        config: &Config,
         project: String,
-        locations: impl IntoIterator<Item = &'a str>,
-        timeouts: Timeouts,
+        tokens: TokenSource,
+        client: HttpClient,
     ) -> Upstream {
+        let locations = config
+            .aliases
+            .iter()
+            .flat_map(|(_, route)| route.locations.iter().map(String::as_str));
+        let locations = locations.chain([config.location.as_str()]);
         Upstream {
             client,
-            extra_roots: extra_roots.into(),
+            settings: ClientSettings::of(config),
             tokens,
-            vertex: Endpoints::new(base_url, project, locations),
-            timeouts,
+            vertex: Endpoints::new(config.base_url.clone(), project, locations),
+            timeouts: config.timeouts,
         }
     }
 
@@ -78,7 +102,7 @@ impl Upstream {
     /// that worker threads share no lock on the request path.
     pub fn for_worker(&self) -> Upstream {
         Upstream {
-            client: client(self.timeouts.connect, &self.extra_roots),
+            client: client(&self.settings),
             tokens: self.tokens.for_worker(),
             ..self.clone()
         }
@@ -248,31 +272,26 @@ pub type HttpClient = Pool;
 /// A worker's connections for every upstream call ([`Pool`]): HTTP/2 when ALPN offers it,
 /// else HTTP/1.1, trusting the built-in roots and `extra_roots` (`UPSTREAM_CA_FILE`). There is
 /// a connect timeout but no total timeout: Cloud Run's request timeout bounds streams.
-pub fn client(connect_timeout: Duration, extra_roots: &[CertificateDer<'static>]) -> HttpClient {
+pub fn client(settings: &ClientSettings) -> HttpClient {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     // Validated when the configuration was read.
-    let _ = roots.add_parsable_certificates(extra_roots.iter().cloned());
+    let _ = roots.add_parsable_certificates(settings.extra_roots.iter().cloned());
     let tls = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    client_with(connect_timeout, tls)
-}
-
-/// [`client`] with a TLS configuration of the caller's, which may trust more roots.
-pub fn client_with(connect_timeout: Duration, tls: rustls::ClientConfig) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
+    http.set_connect_timeout(Some(settings.connect_timeout));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Pool::new(https)
+    Pool::new(https, settings.max_connections)
 }
 
 /// The request headers that go to Vertex: the allowlisted client headers, then the

@@ -15,11 +15,16 @@
 //! - connect timeout, TCP_NODELAY: yes, in the connector (`upstream::client`);
 //! - requests racing to a new HTTP/2 origin share one connecting future: no, each may open
 //!   one and the last is kept;
-//! - more connections when an HTTP/2 peer's stream limit is reached: no, and neither did it;
-//!   hyper queues the extra streams;
+//! - more connections when an HTTP/2 peer's stream limit is reached: yes, up to
+//!   `MAX_UPSTREAM_CONNECTIONS` per origin (hyper-util's did not: hyper queues the extra
+//!   streams on the one connection, silently);
 //! - proxies (`HTTPS_PROXY`), `Expect: 100-continue`, upgrades: no, none is needed.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Parts, Scheme};
@@ -41,6 +46,18 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle HTTP/1.1 connections kept per origin: after a burst of streams, the rest are closed.
 const MAX_IDLE: usize = 64;
 
+/// An HTTP/2 stream's flow-control window. The connection's is as large as all the streams'
+/// together, so that clients that stop reading (each stream holding a full window unread)
+/// can never use up the connection's and stall the other streams on it. A stream's window
+/// also bounds what a stalled reader leaves buffered here.
+const STREAM_WINDOW: u32 = 256 * 1024;
+const STREAMS_PER_WINDOW: u32 = 100;
+
+/// Marks a response that had to wait for a free stream: every connection to its origin was
+/// at the peer's stream limit, and no more could be opened. The request's log line says so.
+#[derive(Debug, Clone, Copy)]
+pub struct Queued;
+
 /// Why a request got no response.
 #[derive(Debug)]
 pub enum Failure {
@@ -57,6 +74,8 @@ pub struct Pool(Arc<Inner>);
 struct Inner {
     connector: HttpsConnector<HttpConnector>,
     idle: Mutex<Vec<Idle>>,
+    /// `MAX_UPSTREAM_CONNECTIONS`: HTTP/2 connections per origin.
+    max_http2: usize,
 }
 
 /// The connections of one origin.
@@ -67,20 +86,70 @@ struct Idle {
     host: HeaderValue,
     /// Waiting for a request, the most recently used last.
     http1: Vec<(Instant, http1::SendRequest<Pieces>)>,
-    /// Shared by every request while it is open.
-    http2: Option<http2::SendRequest<Pieces>>,
+    /// Shared by requests up to the peer's stream limit each.
+    http2: Vec<Http2>,
+}
+
+/// An HTTP/2 connection and what is known of its streams.
+struct Http2 {
+    sender: http2::SendRequest<Pieces>,
+    /// The connection's task, shared with `Watched`, which runs it, for reading the peer's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` as it is now (it may change). Both sides are on the
+    /// worker's one thread, so the lock is never contended.
+    connection: Arc<Mutex<H2Connection>>,
+    /// A response head has come on it, so its limit is the peer's: SETTINGS is the first
+    /// frame a server sends. Until then it carries one stream, and concurrent requests open
+    /// connections of their own (up to the cap) rather than queue on an unknown limit.
+    settled: Arc<AtomicBool>,
+    /// Streams open on it: from the send to the end, or drop, of the response body.
+    open: Arc<AtomicUsize>,
+}
+
+impl Http2 {
+    fn has_room(&self) -> bool {
+        let limit = match self.settled.load(Ordering::Acquire) {
+            true => lock(&self.connection).current_max_send_streams(),
+            false => 1,
+        };
+        self.open.load(Ordering::Acquire) < limit
+    }
+
+    fn stream(&self, queued: bool) -> Conn {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Conn::Http2 {
+            sender: self.sender.clone(),
+            stream: OpenStream(self.open.clone()),
+            settled: self.settled.clone(),
+            queued,
+        }
+    }
+}
+
+/// One open stream of an HTTP/2 connection, counted until it drops.
+struct OpenStream(Arc<AtomicUsize>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 enum Conn {
     Http1(http1::SendRequest<Pieces>),
-    Http2(http2::SendRequest<Pieces>),
+    Http2 {
+        sender: http2::SendRequest<Pieces>,
+        stream: OpenStream,
+        settled: Arc<AtomicBool>,
+        queued: bool,
+    },
 }
 
 impl Pool {
-    pub fn new(connector: HttpsConnector<HttpConnector>) -> Pool {
+    pub fn new(connector: HttpsConnector<HttpConnector>, max_http2: usize) -> Pool {
         Pool(Arc::new(Inner {
             connector,
             idle: Mutex::new(Vec::new()),
+            max_http2,
         }))
     }
 
@@ -108,12 +177,23 @@ impl Pool {
                 None => (self.connect(&uri, scheme, authority).await).map_err(Failure::Connect)?,
             };
             let sent = match conn {
-                Conn::Http2(mut sender) => {
+                Conn::Http2 {
+                    mut sender,
+                    stream,
+                    settled,
+                    queued,
+                } => {
                     *request.uri_mut() = uri.clone();
-                    sender
-                        .try_send_request(request)
-                        .await
-                        .map(|response| response.map(|body| UpstreamBody::new(body, None)))
+                    let sent = sender.try_send_request(request).await;
+                    sent.map(|mut response| {
+                        settled.store(true, Ordering::Release);
+                        if queued {
+                            response.extensions_mut().insert(Queued);
+                        }
+                        // The stream stays counted until the body ends or is dropped.
+                        let on_end = Box::new(move || drop(stream));
+                        response.map(|body| UpstreamBody::new(body, Some(on_end)))
+                    })
                 }
                 Conn::Http1(mut sender) => {
                     *request.uri_mut() = origin_form(&uri);
@@ -145,14 +225,25 @@ impl Pool {
     }
 
     /// A ready connection to the origin, if one is open, and the origin's `Host` header.
+    /// `None` means: open a new one.
     fn checkout(&self, scheme: &Scheme, authority: &Authority) -> Option<(Conn, HeaderValue)> {
         let mut idle = lock(&self.0.idle);
         let origin = idle.iter_mut().find(|o| o.is(scheme, authority))?;
-        if let Some(sender) = &origin.http2 {
-            if !sender.is_closed() {
-                return Some((Conn::Http2(sender.clone()), origin.host.clone()));
+        origin.http2.retain(|conn| !conn.sender.is_closed());
+        if !origin.http2.is_empty() {
+            if let Some(conn) = origin.http2.iter().find(|conn| conn.has_room()) {
+                return Some((conn.stream(false), origin.host.clone()));
             }
-            origin.http2 = None;
+            if origin.http2.len() < self.0.max_http2 {
+                return None;
+            }
+            // At the cap, the least busy connection takes it, and hyper queues the stream
+            // until one ends there: said in the log line, never silent.
+            let conn = origin
+                .http2
+                .iter()
+                .min_by_key(|c| c.open.load(Ordering::Acquire))?;
+            return Some((conn.stream(true), origin.host.clone()));
         }
         while let Some((since, sender)) = origin.http1.pop() {
             if sender.is_ready() && since.elapsed() < IDLE_TIMEOUT {
@@ -162,7 +253,7 @@ impl Pool {
         None
     }
 
-    /// Opens a connection; an HTTP/2 one is kept for every later request to the origin.
+    /// Opens a connection; an HTTP/2 one is kept for later requests to the origin.
     async fn connect(
         &self,
         uri: &Uri,
@@ -170,19 +261,41 @@ impl Pool {
         authority: &Authority,
     ) -> Result<(Conn, HeaderValue), BoxError> {
         let io = self.0.connector.clone().call(uri.clone()).await?;
-        let http2 = io.connected().is_negotiated_h2();
-        let conn = if http2 {
+        let connection = if io.connected().is_negotiated_h2() {
             let (sender, connection) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
+                .initial_stream_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(STREAM_WINDOW * STREAMS_PER_WINDOW)
                 .handshake(io)
                 .await?;
-            tokio::spawn(connection);
-            Conn::Http2(sender)
+            let connection = Arc::new(Mutex::new(connection));
+            tokio::spawn(Watched(connection.clone()));
+            Http2 {
+                sender,
+                connection,
+                settled: Arc::default(),
+                open: Arc::default(),
+            }
         } else {
             let (sender, connection) = http1::handshake(io).await?;
             tokio::spawn(connection);
-            Conn::Http1(sender)
+            return self
+                .register(scheme, authority, None)
+                .map(|host| (Conn::Http1(sender), host));
         };
+        let conn = connection.stream(false);
+        let host = self.register(scheme, authority, Some(connection))?;
+        Ok((conn, host))
+    }
+
+    /// Makes sure the origin is known, keeps `http2` for later requests, and returns the
+    /// origin's `Host` header.
+    fn register(
+        &self,
+        scheme: &Scheme,
+        authority: &Authority,
+        http2: Option<Http2>,
+    ) -> Result<HeaderValue, BoxError> {
         let mut idle = lock(&self.0.idle);
         let origin = match idle.iter().position(|o| o.is(scheme, authority)) {
             Some(at) => &mut idle[at],
@@ -191,10 +304,8 @@ impl Pool {
                 idle.last_mut().expect("just pushed")
             }
         };
-        if let Conn::Http2(sender) = &conn {
-            origin.http2 = Some(sender.clone());
-        }
-        Ok((conn, origin.host.clone()))
+        origin.http2.extend(http2);
+        Ok(origin.host.clone())
     }
 
     fn give_back(
@@ -227,12 +338,29 @@ impl Idle {
             authority: authority.clone(),
             host: HeaderValue::from_str(&host)?,
             http1: Vec::new(),
-            http2: None,
+            http2: Vec::new(),
         })
     }
 
     fn is(&self, scheme: &Scheme, authority: &Authority) -> bool {
         self.scheme == *scheme && self.authority == *authority
+    }
+}
+
+type H2Connection = http2::Connection<
+    <HttpsConnector<HttpConnector> as Service<Uri>>::Response,
+    Pieces,
+    TokioExecutor,
+>;
+
+/// Runs an HTTP/2 connection's task that the pool also reads from.
+struct Watched(Arc<Mutex<H2Connection>>);
+
+impl Future for Watched {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut *lock(&self.0)).poll(cx).map(|_| ())
     }
 }
 

@@ -117,7 +117,7 @@ impl FakeVertex {
     pub async fn start_with(
         behaviour: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
     ) -> FakeVertex {
-        FakeVertex::listen(behaviour, None).await
+        FakeVertex::listen(behaviour, None, None).await
     }
 
     /// Over TLS with the test certificate for `localhost` (`tests/tls`), offering HTTP/2 and
@@ -125,12 +125,22 @@ impl FakeVertex {
     pub async fn start_tls_with(
         behaviour: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
     ) -> FakeVertex {
-        FakeVertex::listen(behaviour, Some(tls_acceptor())).await
+        FakeVertex::listen(behaviour, Some(tls_acceptor()), None).await
+    }
+
+    /// [`FakeVertex::start_tls_with`], advertising `SETTINGS_MAX_CONCURRENT_STREAMS` of
+    /// `streams` (Google's front ends commonly say 100).
+    pub async fn start_tls_limited(
+        streams: u32,
+        behaviour: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> FakeVertex {
+        FakeVertex::listen(behaviour, Some(tls_acceptor()), Some(streams)).await
     }
 
     async fn listen(
         behaviour: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
         tls: Option<tokio_rustls::TlsAcceptor>,
+        streams: Option<u32>,
     ) -> FakeVertex {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let fake = FakeVertex {
@@ -200,8 +210,9 @@ impl FakeVertex {
                 });
                 let tls = tls.clone();
                 tokio::spawn(async move {
-                    let builder =
+                    let mut builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    builder.http2().max_concurrent_streams(streams);
                     let _ = match tls {
                         Some(tls) => match tls.accept(tcp).await {
                             Ok(stream) => {

@@ -41,8 +41,9 @@ impl InProcess {
         let token = http::HeaderValue::from_str(&format!("Bearer {GOOGLE_TOKEN}")).unwrap();
         let tokens = vertex_proxy::auth::TokenSource::Fixed(token);
         let client =
-            vertex_proxy::upstream::client(config.timeouts.connect, &config.upstream_roots);
-        let upstream = vertex_proxy::app::upstream(&config, PROJECT.into(), tokens, client);
+            vertex_proxy::upstream::client(&vertex_proxy::upstream::ClientSettings::of(&config));
+        let upstream =
+            vertex_proxy::upstream::Upstream::new(&config, PROJECT.into(), tokens, client);
         let state = Arc::new(vertex_proxy::state::State::new(config, upstream));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
