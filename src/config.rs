@@ -110,6 +110,8 @@ pub struct Config {
     /// `PRICES_JSON`: alias or model id → USD per million tokens, for `cost_usd` in the log.
     pub prices: HashMap<String, Price>,
     pub max_body_bytes: usize,
+    /// `MAX_BUFFERED_BYTES`: request bytes held in memory at once, across the process.
+    pub max_buffered_bytes: usize,
     pub timeouts: Timeouts,
     /// Connections served at once; further ones wait in the listen queue.
     pub max_connections: usize,
@@ -143,6 +145,10 @@ pub struct Timeouts {
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
+/// Two of the largest bodies at once: with a thousand streams and the allocator's slack it
+/// fits the 256 MiB that `deploy.sh` gives an instance (BENCHMARKS.md has the figures).
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 2 * DEFAULT_MAX_BODY_BYTES;
+
 impl Config {
     pub fn from_env(env: &dyn Env, mode: Mode) -> Result<Config, ConfigErrors> {
         let mut errors = Vec::new();
@@ -155,6 +161,21 @@ impl Config {
             positive(get("MAX_BODY_BYTES"), DEFAULT_MAX_BODY_BYTES),
             DEFAULT_MAX_BODY_BYTES,
         );
+        let max_buffered_bytes = or_report(
+            &mut errors,
+            "MAX_BUFFERED_BYTES",
+            positive(get("MAX_BUFFERED_BYTES"), DEFAULT_MAX_BUFFERED_BYTES),
+            DEFAULT_MAX_BUFFERED_BYTES,
+        );
+        if max_body_bytes > max_buffered_bytes {
+            report(
+                &mut errors,
+                "MAX_BUFFERED_BYTES",
+                format!(
+                    "is {max_buffered_bytes}, less than MAX_BODY_BYTES ({max_body_bytes}): the largest body could never be read"
+                ),
+            );
+        }
         let max_connections = or_report(
             &mut errors,
             "MAX_CONNECTIONS",
@@ -335,6 +356,7 @@ impl Config {
                 allow_raw_model_ids,
                 prices,
                 max_body_bytes,
+                max_buffered_bytes,
                 timeouts,
                 max_connections,
                 max_upstream_connections,
@@ -384,6 +406,7 @@ impl Config {
             "allow_raw_model_ids": self.allow_raw_model_ids,
             "priced_models": self.prices.keys().collect::<std::collections::BTreeSet<_>>(),
             "max_body_bytes": self.max_body_bytes,
+            "max_buffered_bytes": self.max_buffered_bytes,
             "shutdown_grace_secs": self.timeouts.shutdown_grace.as_secs(),
             "max_connections": self.max_connections,
             "max_upstream_connections": self.max_upstream_connections,
@@ -475,6 +498,20 @@ mod tests {
             assert!(vars.contains(&var), "{var} not reported: {errors}");
         }
         assert!(errors.to_string().contains("API_KEYS_JSON: is required"));
+    }
+
+    #[test]
+    fn the_buffer_budget_holds_the_largest_body() {
+        let config = parse(&[("API_KEYS_JSON", KEYS)]).unwrap();
+        assert_eq!(config.max_buffered_bytes, 2 * config.max_body_bytes);
+        let errors = parse(&[
+            ("API_KEYS_JSON", KEYS),
+            ("MAX_BODY_BYTES", "2000"),
+            ("MAX_BUFFERED_BYTES", "1000"),
+        ])
+        .unwrap_err();
+        assert_eq!(errors.0[0].var, "MAX_BUFFERED_BYTES");
+        assert!(errors.0[0].message.contains("less than MAX_BODY_BYTES"));
     }
 
     #[test]

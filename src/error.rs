@@ -27,6 +27,8 @@ pub enum ProxyError {
     RequestTimeout(String),
     /// 413: the body is larger than `MAX_BODY_BYTES`.
     PayloadTooLarge { limit: usize },
+    /// 503: the request cannot be served now, but can be soon (`Retry-After`).
+    Busy(String),
     /// 502: Vertex could not be reached, TLS failed, or no Google token could be had.
     BadGateway { message: String, code: &'static str },
     /// 502: the upstream answered 401 or 403 to the proxy's own credentials; `cause` is its
@@ -65,6 +67,7 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -81,6 +84,7 @@ impl ProxyError {
             ProxyError::BadGateway { code, .. } => ("api_error", code),
             ProxyError::UpstreamRefused { .. } => ("api_error", "upstream_refused_credentials"),
             ProxyError::GatewayTimeout(_) => ("api_error", "upstream_timeout"),
+            ProxyError::Busy(_) => ("api_error", "proxy_busy"),
         }
     }
 
@@ -91,7 +95,8 @@ impl ProxyError {
             | ProxyError::NotFound(message)
             | ProxyError::BadGateway { message, .. }
             | ProxyError::RequestTimeout(message)
-            | ProxyError::GatewayTimeout(message) => message.clone(),
+            | ProxyError::GatewayTimeout(message)
+            | ProxyError::Busy(message) => message.clone(),
             ProxyError::Unauthorized(message) => (*message).to_owned(),
             ProxyError::MethodNotAllowed { allow } => {
                 format!("method not allowed on this path; allowed: {allow}")
@@ -111,7 +116,9 @@ impl ProxyError {
     /// messages, which quote nothing, are logged whole.
     pub fn log_text(&self) -> String {
         match self {
-            ProxyError::BadGateway { .. } | ProxyError::GatewayTimeout(_) => self.message(),
+            ProxyError::BadGateway { .. } | ProxyError::GatewayTimeout(_) | ProxyError::Busy(_) => {
+                self.message()
+            }
             // Google's own words: what the operator needs, and nothing of the request.
             ProxyError::UpstreamRefused { status, cause } => {
                 let cause: String = cause.chars().take(500).collect();
@@ -141,6 +148,9 @@ impl ProxyError {
             ProxyError::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
+            ProxyError::Busy(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             _ => {}
         }
         response
@@ -151,6 +161,10 @@ impl From<ReadError> for ProxyError {
     fn from(error: ReadError) -> ProxyError {
         match error {
             ReadError::TooLarge { limit } => ProxyError::PayloadTooLarge { limit },
+            ReadError::OverBudget { budget } => ProxyError::Busy(format!(
+                "the proxy is holding as many request bodies as its memory allows \
+                 ({budget} bytes, MAX_BUFFERED_BYTES); retry in a moment"
+            )),
             ReadError::TooSlow { timeout } => ProxyError::RequestTimeout(format!(
                 "the request body did not arrive within {}s (BODY_READ_TIMEOUT_SECS)",
                 timeout.as_secs()
@@ -197,6 +211,7 @@ mod tests {
             (ProxyError::RequestTimeout("slow".into()), 408),
             (ProxyError::bad_gateway("upstream_unreachable", "down"), 502),
             (ProxyError::GatewayTimeout("slow".into()), 504),
+            (ProxyError::Busy("full".into()), 503),
             (
                 ProxyError::UpstreamRefused {
                     status: 403,

@@ -162,9 +162,12 @@ async fn forward(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (config, upstream) = (&state.config, &state.upstream);
     let (parts, body) = request.into_parts();
-    // 2. Read the body, bounded: the model must be found before anything is sent.
-    let limit = config.max_body_bytes;
-    let body = body::read_bounded(&parts.headers, body, limit, config.timeouts.body_read).await?;
+    // 2. Read the body, bounded: the model must be found before anything is sent. Its bytes
+    // count against the process's budget until the answer's head has come (a retry would
+    // send them again).
+    let (limit, timeout) = (config.max_body_bytes, config.timeouts.body_read);
+    let (body, held) =
+        body::read_bounded(&parts.headers, body, limit, timeout, &state.budget).await?;
     // 3. Resolve the route.
     let model = rewrite::find_model(&body)?;
     let route = config.aliases.route_for(&model.name, |m| key.may_use(m))?;
@@ -176,6 +179,7 @@ async fn forward(
         .await?;
     // 5. Send it.
     let response = upstream.send(request).await?;
+    drop(held);
     log.upstream_answered(
         response.status().as_u16(),
         response.headers().contains_key(header::CONTENT_ENCODING),

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::body::Budget;
 use crate::config::Config;
 use crate::keys::LiveKeys;
 use crate::upstream::Upstream;
@@ -16,6 +17,8 @@ pub struct State {
     pub upstream: Upstream,
     /// Reported as `created` in model objects.
     pub started_at: u64,
+    /// `MAX_BUFFERED_BYTES`, shared by every worker.
+    pub budget: Budget,
 }
 
 impl State {
@@ -26,6 +29,7 @@ impl State {
             .unwrap_or_default();
         State {
             keys: Arc::new(LiveKeys::new(config.initial_keys.clone())),
+            budget: Budget::new(config.max_buffered_bytes),
             config,
             upstream,
             started_at,

@@ -255,3 +255,58 @@ async fn an_idle_h2c_connection_is_closed_and_a_busy_one_is_not() {
         .unwrap()
         .expect("a graceful close: GOAWAY, not a cut");
 }
+
+#[tokio::test]
+async fn bodies_past_the_memory_budget_wait_then_get_503_and_the_budget_comes_back() {
+    let vertex = FakeVertex::start().await;
+    let settings = [("MAX_BODY_BYTES", "1000"), ("MAX_BUFFERED_BYTES", "1000")];
+    let proxy = in_process_with(&vertex, &settings).await;
+    // A body of 800 declared bytes, of which only the start is sent: its share is held.
+    let large = format!(r#"{{"model":"flash","pad":"{}"}}"#, "x".repeat(800 - 26));
+    assert_eq!(large.len(), 800);
+    let mut slow = TcpStream::connect(proxy.addr()).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: p\r\nx-api-key: {KEY}\r\ncontent-length: 800\r\n\r\n"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&large.as_bytes()[..10]).await.unwrap();
+    // Another 400 bytes do not fit beside it: once the slow one holds its share, a wait,
+    // then 503 with Retry-After.
+    let other = format!(r#"{{"model":"flash","pad":"{}"}}"#, "y".repeat(400 - 26));
+    let refused = within("a refusal", async {
+        loop {
+            let answer = post(&proxy, "/v1/chat/completions", KEY, &other).await;
+            if answer.status == StatusCode::SERVICE_UNAVAILABLE {
+                return answer;
+            }
+            assert_eq!(answer.status, StatusCode::OK);
+        }
+    })
+    .await;
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert_eq!(refused.json()["error"]["code"], "proxy_busy");
+    assert!(refused.error_message().contains("MAX_BUFFERED_BYTES"));
+    // The slow one finishes; its share comes back, and the other fits.
+    slow.write_all(&large.as_bytes()[10..]).await.unwrap();
+    let answer = read_to_close_or_response(&mut slow).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let again = post(&proxy, "/v1/chat/completions", KEY, &other).await;
+    assert_eq!(again.status, StatusCode::OK);
+}
+
+/// Reads what the proxy sends until it has sent a whole small response head.
+async fn read_to_close_or_response(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    within("a response", async {
+        let mut chunk = [0u8; 4096];
+        while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&received).into_owned()
+}
