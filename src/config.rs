@@ -117,6 +117,8 @@ pub struct Config {
     pub max_connections: usize,
     /// `MAX_UPSTREAM_CONNECTIONS`: HTTP/2 connections per upstream origin and worker.
     pub max_upstream_connections: usize,
+    /// `UPSTREAM_PRECONNECT`: each worker opens its upstream connections at startup.
+    pub upstream_preconnect: bool,
     /// Threads serving requests, each with its own runtime and upstream pool.
     pub worker_threads: usize,
 }
@@ -217,19 +219,17 @@ impl Config {
         };
         let keys_reload = seconds("KEYS_RELOAD_SECS", 30, true);
 
-        let allow_raw_model_ids = match get("ALLOW_RAW_MODEL_IDS").as_deref().map(str::trim) {
-            None => false,
+        let mut flag = |var: &'static str, default: bool| match get(var).as_deref().map(str::trim) {
+            None => default,
             Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
             Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
             Some(_) => {
-                report(
-                    &mut errors,
-                    "ALLOW_RAW_MODEL_IDS",
-                    "must be true or false".into(),
-                );
-                false
+                report(&mut errors, var, "must be true or false".into());
+                default
             }
         };
+        let allow_raw_model_ids = flag("ALLOW_RAW_MODEL_IDS", false);
+        let upstream_preconnect = flag("UPSTREAM_PRECONNECT", true);
 
         let location = match get("VERTEX_LOCATION") {
             None => "global".to_owned(),
@@ -360,6 +360,7 @@ impl Config {
                 timeouts,
                 max_connections,
                 max_upstream_connections,
+                upstream_preconnect,
                 worker_threads,
             }),
             _ => Err(ConfigErrors(errors)),

@@ -194,6 +194,10 @@ impl Worker {
             }
         };
         let state = self.state;
+        if state.config.upstream_preconnect {
+            // Beside the token's warm-up, and after the socket is listening.
+            state.upstream.preconnect();
+        }
         let mut builder = auto::Builder::new(Spread(self.shared.clone()));
         builder
             .http1()

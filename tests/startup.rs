@@ -217,17 +217,15 @@ async fn a_token_refused_for_good_at_startup_recovers_without_a_restart() {
     // The metadata server recovers. google-cloud-auth alone would never ask it again; the
     // proxy rebuilds the credential, with backoff, and serves again with no restart.
     metadata.set_mode(MetadataMode::Ok);
-    let asked = metadata.token_requests();
-    metadata.wait_for_token_requests(asked + 1).await;
     let recovered = within("service to resume", async {
         loop {
+            let asked = metadata.token_requests();
             let answer = chat(&proxy).await;
             if answer.status == StatusCode::OK {
                 return answer;
             }
-            metadata
-                .wait_for_token_requests(metadata.token_requests() + 1)
-                .await;
+            // Until the next attempt of the rebuild, which retries with backoff.
+            metadata.wait_for_token_requests(asked + 1).await;
         }
     })
     .await;

@@ -280,3 +280,24 @@ async fn clients_that_stop_reading_do_not_stall_the_other_streams() {
     }
     drop(stalled);
 }
+
+#[tokio::test]
+async fn the_upstream_connection_is_opened_at_startup_and_the_first_request_uses_it() {
+    let (senders_tx, mut senders) = mpsc::unbounded_channel();
+    let vertex = FakeVertex::start_tls_with(stream_each(senders_tx)).await;
+    let metadata = FakeMetadata::start().await;
+    let mut env = env_with_base_url(
+        &metadata,
+        &format!("https://localhost:{}", vertex.addr.port()),
+    );
+    env.insert("UPSTREAM_CA_FILE".into(), TEST_CA_FILE.into());
+    env.insert("UPSTREAM_PRECONNECT".into(), "true".into());
+    let proxy = InProcess::start(&env).await;
+    // Before any request, the connection (TCP, TLS, HTTP/2) is there.
+    vertex.wait_for_connections(1).await;
+    assert_eq!(vertex.count(), 0);
+    let mut body = start_stream(&proxy).await.into_body();
+    drop(relay(&mut senders, &mut body).await);
+    assert_eq!(vertex.received()[0].connection, 1);
+    assert_eq!(vertex.connections(), 1);
+}

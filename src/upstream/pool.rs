@@ -34,6 +34,8 @@ use hyper::client::conn::{http1, http2};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
 use tower_service::Service;
 
 use crate::body::{BoxError, Pieces, UpstreamBody};
@@ -88,6 +90,10 @@ struct Idle {
     http1: Vec<(Instant, http1::SendRequest<Pieces>)>,
     /// Shared by requests up to the peer's stream limit each.
     http2: Vec<Http2>,
+    /// Connections being opened ahead of any request (`preconnect`); a request that finds
+    /// the origin with none open waits for them rather than open one more.
+    preconnecting: usize,
+    preconnected: Arc<Notify>,
 }
 
 /// An HTTP/2 connection and what is known of its streams.
@@ -165,6 +171,10 @@ impl Pool {
             return Err(Failure::Connect("the upstream URL has no origin".into()));
         };
         let mut fresh = false;
+        if let Some(preconnected) = self.preconnecting(scheme, authority) {
+            // At most the connect timeout, which bounds the connection being opened.
+            preconnected.await;
+        }
         loop {
             let pooled = if fresh {
                 None
@@ -222,6 +232,53 @@ impl Pool {
                 },
             }
         }
+    }
+
+    /// Opens a connection to `uri`'s origin before any request needs it, so that the first
+    /// request after a cold start does not pay the TCP, TLS and HTTP/2 handshakes.
+    pub async fn preconnect(&self, uri: &Uri) {
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return;
+        };
+        let preconnected = {
+            let mut idle = lock(&self.0.idle);
+            let Ok(origin) = Idle::find_or_add(&mut idle, scheme, authority) else {
+                return;
+            };
+            origin.preconnecting += 1;
+            origin.preconnected.clone()
+        };
+        let connected = self.connect(uri, scheme, authority).await;
+        if let Ok((Conn::Http1(sender), _)) = connected {
+            self.give_back(scheme, authority, sender);
+        }
+        // An HTTP/2 connection is kept by `connect`; a failure is the first request's to
+        // report, when it tries again.
+        if let Some(origin) = lock(&self.0.idle)
+            .iter_mut()
+            .find(|o| o.is(scheme, authority))
+        {
+            origin.preconnecting -= 1;
+        }
+        preconnected.notify_waiters();
+    }
+
+    /// What to wait for when the origin has no connection open but one is being opened.
+    fn preconnecting(
+        &self,
+        scheme: &Scheme,
+        authority: &Authority,
+    ) -> Option<Pin<Box<OwnedNotified>>> {
+        let idle = lock(&self.0.idle);
+        let origin = idle.iter().find(|o| o.is(scheme, authority))?;
+        let none_open = origin.http2.is_empty() && origin.http1.is_empty();
+        if origin.preconnecting == 0 || !none_open {
+            return None;
+        }
+        // Registered under the lock, so the end of the connect cannot come unseen.
+        let mut preconnected = Box::pin(origin.preconnected.clone().notified_owned());
+        preconnected.as_mut().enable();
+        Some(preconnected)
     }
 
     /// A ready connection to the origin, if one is open, and the origin's `Host` header.
@@ -297,13 +354,7 @@ impl Pool {
         http2: Option<Http2>,
     ) -> Result<HeaderValue, BoxError> {
         let mut idle = lock(&self.0.idle);
-        let origin = match idle.iter().position(|o| o.is(scheme, authority)) {
-            Some(at) => &mut idle[at],
-            None => {
-                idle.push(Idle::new(scheme, authority)?);
-                idle.last_mut().expect("just pushed")
-            }
-        };
+        let origin = Idle::find_or_add(&mut idle, scheme, authority)?;
         origin.http2.extend(http2);
         Ok(origin.host.clone())
     }
@@ -339,7 +390,23 @@ impl Idle {
             host: HeaderValue::from_str(&host)?,
             http1: Vec::new(),
             http2: Vec::new(),
+            preconnecting: 0,
+            preconnected: Arc::default(),
         })
+    }
+
+    fn find_or_add<'a>(
+        idle: &'a mut Vec<Idle>,
+        scheme: &Scheme,
+        authority: &Authority,
+    ) -> Result<&'a mut Idle, BoxError> {
+        match idle.iter().position(|o| o.is(scheme, authority)) {
+            Some(at) => Ok(&mut idle[at]),
+            None => {
+                idle.push(Idle::new(scheme, authority)?);
+                Ok(idle.last_mut().expect("just pushed"))
+            }
+        }
     }
 
     fn is(&self, scheme: &Scheme, authority: &Authority) -> bool {

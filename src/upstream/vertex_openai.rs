@@ -50,6 +50,17 @@ impl Endpoints {
         endpoints
     }
 
+    /// One URL on each distinct origin the configured locations reach.
+    pub fn origins(&self) -> Vec<Uri> {
+        let mut origins: Vec<Uri> = Vec::new();
+        for (_, [chat, _]) in &self.built {
+            if !origins.iter().any(|o| o.authority() == chat.authority()) {
+                origins.push(chat.clone());
+            }
+        }
+        origins
+    }
+
     pub fn project(&self) -> &str {
         &self.project
     }

@@ -85,6 +85,7 @@ pub struct FakeVertex {
 #[derive(Default)]
 struct Work {
     connections: AtomicUsize,
+    connected: Notify,
     /// Requests arrived and not yet answered in full, nor given up.
     in_flight: AtomicUsize,
     /// Arrival indices of the requests whose response the other side dropped before its end.
@@ -159,6 +160,7 @@ impl FakeVertex {
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let connection = work.connections.fetch_add(1, Ordering::SeqCst) + 1;
+                work.connected.notify_waiters();
                 let (received, arrived, behaviour, work) = (
                     received.clone(),
                     arrived.clone(),
@@ -233,6 +235,20 @@ impl FakeVertex {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.work.connections.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` connections have been accepted.
+    pub async fn wait_for_connections(&self, n: usize) {
+        within("connections at the fake Vertex", async {
+            loop {
+                let connected = self.work.connected.notified();
+                if self.connections() >= n {
+                    return;
+                }
+                connected.await;
+            }
+        })
+        .await
     }
 
     /// Requests arrived whose answer has not yet ended or been given up.

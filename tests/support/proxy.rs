@@ -117,6 +117,9 @@ pub fn env_with_base_url(metadata: &FakeMetadata, base_url: &str) -> HashMap<Str
         ("GOOGLE_CLOUD_PROJECT".into(), PROJECT.into()),
         ("VERTEX_BASE_URL".into(), base_url.into()),
         ("GCE_METADATA_HOST".into(), metadata.host()),
+        // Connections opened at startup race the first request: tests that count them turn
+        // it on themselves.
+        ("UPSTREAM_PRECONNECT".into(), "false".into()),
     ])
 }
 
