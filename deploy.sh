@@ -32,6 +32,11 @@ EOF
 
 die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 1; }
 say() { printf '==> %s\n' "$*"; }
+warn() { printf 'deploy.sh: warning: %s\n' "$*" >&2; }
+
+# The source to build and the local binary come from beside this script, wherever it is run
+# from; the keys file is the caller's, relative to where they stand.
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 COMMAND=deploy
 if [[ ${1:-} == keys ]]; then COMMAND=keys; shift; fi
@@ -89,6 +94,10 @@ if [[ -z $PROJECT ]]; then
 fi
 [[ -n $PROJECT && $PROJECT != "(unset)" ]] || die "no project: pass --project ID, set PROJECT, or run 'gcloud config set project ID'."
 [[ -f $KEYS_FILE ]] || die "keys file '$KEYS_FILE' not found: copy api-keys.example.json to api-keys.json and put real keys in it (vertex-proxy keygen makes them), or pass --keys-file."
+# SECURITY: plaintext keys; only their owner should read them.
+if [[ -n $(find "$KEYS_FILE" -maxdepth 0 \( -perm -040 -o -perm -004 \) 2>/dev/null) ]]; then
+  warn "$KEYS_FILE can be read by your group or by others: it holds plaintext keys; run chmod 600 $KEYS_FILE"
+fi
 
 # The keys file with every plaintext "key" replaced by its "key_sha256". Keys are read from the
 # file and hashed here; they are never put on a command line.
@@ -110,7 +119,7 @@ KEYS_HASHED=$(hash_keys)
 # gcloud's alternate-delimiter syntax, with a delimiter that appears in no value.
 delimiter_for() {
   local d
-  for d in '@@' '##' '~~' '%%' '||'; do
+  for d in '@@' '##' '~~' '%%' '||' '^^' ';;'; do
     if [[ $* != *"$d"* ]]; then printf '%s' "$d"; return; fi
   done
   die "cannot find a delimiter for the environment variables"
@@ -151,15 +160,16 @@ env_flag() {
   mapfile -t vars < <(service_env)
   local d
   d=$(delimiter_for "${vars[@]}")
-  local joined
-  joined=$(printf "%s$d" "${vars[@]}")
+  # Joined by hand: the delimiter must never be part of a printf format (%% would print %).
+  local joined="" var
+  for var in "${vars[@]}"; do joined+="$var$d"; done
   printf '^%s^%s' "$d" "${joined%"$d"}"
 }
 
 # Catches configuration errors before anything is built, when a local binary is at hand.
 preflight_check() {
   local bin=""
-  if [[ -x target/release/vertex-proxy ]]; then bin=target/release/vertex-proxy
+  if [[ -x $HERE/target/release/vertex-proxy ]]; then bin=$HERE/target/release/vertex-proxy
   elif command -v vertex-proxy >/dev/null 2>&1; then bin=vertex-proxy
   else return 0; fi
   say "checking the configuration with $bin check"
@@ -247,7 +257,7 @@ fi
 
 # --- 5. Deploy. -------------------------------------------------------------------------------
 say "deploying $SERVICE from source (Cloud Build builds the Dockerfile)"
-gcloud run deploy "$SERVICE" --source=. --region="$REGION" "${G[@]}" \
+gcloud run deploy "$SERVICE" --source="$HERE" --region="$REGION" "${G[@]}" \
   --service-account="$SA_EMAIL" \
   --allow-unauthenticated \
   --min-instances=0 \

@@ -238,8 +238,8 @@ fn deploy_redeploy_rotate_and_tear_down_with_keys_in_the_environment() {
     ));
     let deploy = calls_with(&first, &["run", "deploy", "vertex-proxy"]);
     assert_eq!(deploy.len(), 1);
+    assert!(has(deploy[0], &format!("--source={ROOT}")));
     for flag in [
-        "--source=.",
         "--region=us-central1",
         "--service-account=vertex-proxy@test-proj.iam.gserviceaccount.com",
         "--allow-unauthenticated",
@@ -533,9 +533,87 @@ fn the_dockerfile_builds_like_ci_and_runs_as_nonroot() {
     );
     let ignore = std::fs::read_to_string(Path::new(ROOT).join(".dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l == "target/") && ignore.lines().any(|l| l == ".git/"));
-    let gcloudignore = std::fs::read_to_string(Path::new(ROOT).join(".gcloudignore")).unwrap();
-    assert!(
-        gcloudignore.lines().any(|l| l == "api-keys.json"),
-        "deploy --source would upload the keys"
+    // What `deploy --source` uploads: the_upload_is_an_allowlist_that_no_keys_file_passes.
+}
+
+#[test]
+fn the_upload_is_an_allowlist_that_no_keys_file_passes() {
+    // gcloud reads .gcloudignore with .gitignore's rules; git itself says what they keep.
+    let dir = std::env::temp_dir().join(format!("vertex-proxy-upload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("src/log")).unwrap();
+    std::fs::create_dir_all(dir.join("target/release")).unwrap();
+    let files = [
+        "Cargo.toml",
+        "Cargo.lock",
+        "Dockerfile",
+        "src/main.rs",
+        "src/log/json.rs",
+        "api-keys.json",
+        "keys.prod.json",
+        "api-keys.json~",
+        ".api-keys.json.swp",
+        "src/api-keys.json",
+        "src/.lib.rs.swp",
+        "target/release/vertex-proxy",
+        "notes.txt",
+        ".env",
+    ];
+    for file in files {
+        std::fs::write(dir.join(file), "x").unwrap();
+    }
+    std::fs::copy(Path::new(ROOT).join(".gcloudignore"), dir.join(".gitignore")).unwrap();
+    let git = |args: &[&str]| {
+        let output = Command::new("git").args(args).current_dir(&dir).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    git(&["init", "-q", "."]);
+    let uploaded: Vec<String> = git(&["add", "--all", "--dry-run"])
+        .lines()
+        .map(|l| l.trim_start_matches("add '").trim_end_matches('\'').to_owned())
+        .collect();
+    assert_eq!(
+        uploaded,
+        ["Cargo.lock", "Cargo.toml", "Dockerfile", "src/log/json.rs", "src/main.rs"]
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn deploy_builds_its_own_source_from_any_directory_and_survives_any_delimiter() {
+    let scratch = Scratch::new("anywhere");
+    // Key ids holding the first three delimiters make the fourth, %%, the one chosen.
+    let mut entries: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(scratch.keys_file()).unwrap()).unwrap();
+    entries[0]["id"] = "ops@@##~~".into();
+    std::fs::write(scratch.keys_file(), serde_json::to_string(&entries).unwrap()).unwrap();
+    // Run from a directory that is not the checkout.
+    scratch.ok("deploy.sh", &[]);
+    let calls = scratch.calls();
+    let deploy = calls_with(&calls, &["run", "deploy"]);
+    assert!(has(deploy[0], &format!("--source={ROOT}")), "{:?}", deploy[0]);
+    let env_flag = deploy[0]
+        .iter()
+        .find(|a| a.starts_with("--set-env-vars="))
+        .unwrap();
+    assert!(env_flag.starts_with("--set-env-vars=^%%^"), "{env_flag}");
+    // The service got every variable whole: its smoke test passed, and its key list has the id.
+    let env = std::fs::read_to_string(scratch.dir.join("state/services/vertex-proxy/env")).unwrap();
+    assert!(env.lines().any(|l| l.starts_with("API_KEYS_JSON=") && l.contains("ops@@##~~")), "{env}");
+    assert!(env.lines().any(|l| l == "VERTEX_LOCATION=global"), "{env}");
+}
+
+#[test]
+fn a_keys_file_others_can_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = Scratch::new("mode");
+    let warning = "can be read by your group or by others";
+    for (mode, warned) in [(0o644, true), (0o600, false)] {
+        std::fs::set_permissions(scratch.keys_file(), std::fs::Permissions::from_mode(mode))
+            .unwrap();
+        let output = scratch.run("deploy.sh", &["keys"], &scratch.path(), "test-proj");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.contains(warning), warned, "mode {mode:o}: {stderr}");
+    }
 }
