@@ -196,12 +196,28 @@ ensure_secret_version() {
   fi
 }
 
+# The name of the secret the deployed service reads its keys from, if any.
+mounted_secret() {
+  gcloud run services describe "$SERVICE" --region="$REGION" --format=json "${G[@]}" \
+    | jq -r --arg path "$SECRET_PATH" '
+        .spec.template.spec as $spec
+        | ($spec.containers[0].volumeMounts // [] | map(select(.mountPath == ($path | sub("/[^/]*$"; ""))))[0].name) as $volume
+        | ($spec.volumes // [] | map(select(.name == $volume))[0].secret.secretName // empty)
+        | sub("^projects/[^/]+/secrets/"; "")'
+}
+
 if [[ $COMMAND == keys ]]; then
   preflight_check
   if [[ -n $KEYS_SECRET ]]; then
+    # A new version of a secret the service does not read would change nothing: the old keys
+    # would stay valid.
+    mounted=$(mounted_secret) || die "cannot describe service $SERVICE in $REGION: deploy it first."
+    [[ $mounted == "$KEYS_SECRET" ]] || die "service $SERVICE does not read its keys from secret $KEYS_SECRET (it reads them from ${mounted:+secret $mounted}${mounted:-its environment, API_KEYS_JSON}); nothing was changed. Run ./deploy.sh --keys-secret $KEYS_SECRET to move the keys there, or drop --keys-secret."
     ensure_secret_version
     say "done: the service picks up the new keys at its next reload (KEYS_RELOAD_SECS, 30 s by default); no new revision."
   else
+    mounted=$(mounted_secret) || die "cannot describe service $SERVICE in $REGION: deploy it first."
+    [[ -z $mounted ]] || die "service $SERVICE reads its keys from secret $mounted, not its environment; nothing was changed. Pass --keys-secret $mounted."
     d=$(delimiter_for "$KEYS_HASHED")
     say "updating API_KEYS_JSON on $SERVICE (a new revision; nothing else changes)"
     gcloud run services update "$SERVICE" --region="$REGION" "${G[@]}" \
@@ -250,9 +266,9 @@ if [[ -n $KEYS_SECRET ]]; then
     gcloud secrets add-iam-policy-binding "$KEYS_SECRET" --member="serviceAccount:$SA_EMAIL" \
       --role=roles/secretmanager.secretAccessor "${G[@]}" >/dev/null
   fi
-  secret_flags=(--set-secrets="$SECRET_PATH=$KEYS_SECRET:latest")
+  secret_flags=(--update-secrets="$SECRET_PATH=$KEYS_SECRET:latest" --remove-env-vars=API_KEYS_JSON)
 else
-  secret_flags=(--clear-secrets)
+  secret_flags=(--remove-secrets="$SECRET_PATH" --remove-env-vars=API_KEYS_FILE)
 fi
 
 # --- 5. Deploy. -------------------------------------------------------------------------------
@@ -267,7 +283,7 @@ gcloud run deploy "$SERVICE" --source="$HERE" --region="$REGION" "${G[@]}" \
   --use-http2 \
   --cpu-boost \
   --timeout=3600 \
-  --set-env-vars="$(env_flag)" \
+  --update-env-vars="$(env_flag)" \
   "${secret_flags[@]}"
 
 URL=$(gcloud run services describe "$SERVICE" --region="$REGION" --format='value(status.url)' "${G[@]}")

@@ -256,9 +256,9 @@ fn deploy_redeploy_rotate_and_tear_down_with_keys_in_the_environment() {
     }
     let env_flag = deploy[0]
         .iter()
-        .find(|a| a.starts_with("--set-env-vars="))
+        .find(|a| a.starts_with("--update-env-vars="))
         .expect("env vars");
-    assert!(env_flag.starts_with("--set-env-vars=^@@^"), "{env_flag}");
+    assert!(env_flag.starts_with("--update-env-vars=^@@^"), "{env_flag}");
     assert!(
         env_flag.contains("GOOGLE_CLOUD_PROJECT=test-proj")
             && env_flag.contains("VERTEX_LOCATION=global")
@@ -386,13 +386,13 @@ fn deploy_and_rotate_with_keys_in_secret_manager() {
     assert!(
         has(
             deploy,
-            "--set-secrets=/secrets/api-keys.json=vp-keys:latest"
+            "--update-secrets=/secrets/api-keys.json=vp-keys:latest"
         ),
         "{deploy:?}"
     );
     let env_flag = deploy
         .iter()
-        .find(|a| a.starts_with("--set-env-vars="))
+        .find(|a| a.starts_with("--update-env-vars="))
         .unwrap();
     assert!(
         env_flag.contains("API_KEYS_FILE=/secrets/api-keys.json")
@@ -562,20 +562,42 @@ fn the_upload_is_an_allowlist_that_no_keys_file_passes() {
     for file in files {
         std::fs::write(dir.join(file), "x").unwrap();
     }
-    std::fs::copy(Path::new(ROOT).join(".gcloudignore"), dir.join(".gitignore")).unwrap();
+    std::fs::copy(
+        Path::new(ROOT).join(".gcloudignore"),
+        dir.join(".gitignore"),
+    )
+    .unwrap();
     let git = |args: &[&str]| {
-        let output = Command::new("git").args(args).current_dir(&dir).output().unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let output = Command::new("git")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout).unwrap()
     };
     git(&["init", "-q", "."]);
     let uploaded: Vec<String> = git(&["add", "--all", "--dry-run"])
         .lines()
-        .map(|l| l.trim_start_matches("add '").trim_end_matches('\'').to_owned())
+        .map(|l| {
+            l.trim_start_matches("add '")
+                .trim_end_matches('\'')
+                .to_owned()
+        })
         .collect();
     assert_eq!(
         uploaded,
-        ["Cargo.lock", "Cargo.toml", "Dockerfile", "src/log/json.rs", "src/main.rs"]
+        [
+            "Cargo.lock",
+            "Cargo.toml",
+            "Dockerfile",
+            "src/log/json.rs",
+            "src/main.rs"
+        ]
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -587,20 +609,32 @@ fn deploy_builds_its_own_source_from_any_directory_and_survives_any_delimiter() 
     let mut entries: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(scratch.keys_file()).unwrap()).unwrap();
     entries[0]["id"] = "ops@@##~~".into();
-    std::fs::write(scratch.keys_file(), serde_json::to_string(&entries).unwrap()).unwrap();
+    std::fs::write(
+        scratch.keys_file(),
+        serde_json::to_string(&entries).unwrap(),
+    )
+    .unwrap();
     // Run from a directory that is not the checkout.
     scratch.ok("deploy.sh", &[]);
     let calls = scratch.calls();
     let deploy = calls_with(&calls, &["run", "deploy"]);
-    assert!(has(deploy[0], &format!("--source={ROOT}")), "{:?}", deploy[0]);
+    assert!(
+        has(deploy[0], &format!("--source={ROOT}")),
+        "{:?}",
+        deploy[0]
+    );
     let env_flag = deploy[0]
         .iter()
-        .find(|a| a.starts_with("--set-env-vars="))
+        .find(|a| a.starts_with("--update-env-vars="))
         .unwrap();
-    assert!(env_flag.starts_with("--set-env-vars=^%%^"), "{env_flag}");
+    assert!(env_flag.starts_with("--update-env-vars=^%%^"), "{env_flag}");
     // The service got every variable whole: its smoke test passed, and its key list has the id.
     let env = std::fs::read_to_string(scratch.dir.join("state/services/vertex-proxy/env")).unwrap();
-    assert!(env.lines().any(|l| l.starts_with("API_KEYS_JSON=") && l.contains("ops@@##~~")), "{env}");
+    assert!(
+        env.lines()
+            .any(|l| l.starts_with("API_KEYS_JSON=") && l.contains("ops@@##~~")),
+        "{env}"
+    );
     assert!(env.lines().any(|l| l == "VERTEX_LOCATION=global"), "{env}");
 }
 
@@ -616,4 +650,68 @@ fn a_keys_file_others_can_read_is_warned_about() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.contains(warning), warned, "mode {mode:o}: {stderr}");
     }
+}
+
+/// Runs the fake gcloud directly, as a person at a terminal would, against `scratch`'s state.
+fn gcloud_by_hand(scratch: &Scratch, args: &[&str]) {
+    let status = Command::new(Path::new(ROOT).join("tests/deploy/gcloud"))
+        .args(args)
+        .env("FAKE_GCLOUD_STATE", scratch.dir.join("state"))
+        .env("VERTEX_PROXY_BIN", env!("CARGO_BIN_EXE_vertex-proxy"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn variables_set_by_hand_survive_a_redeploy() {
+    let scratch = Scratch::new("by-hand");
+    scratch.ok("deploy.sh", &[]);
+    let prices = r#"PRICES_JSON={"flash":{"input":0.3,"output":2.5}}"#;
+    gcloud_by_hand(
+        &scratch,
+        &[
+            "run",
+            "services",
+            "update",
+            "vertex-proxy",
+            "--region=us-central1",
+            "--project=test-proj",
+            &format!("--update-env-vars=^@@^{prices}"),
+        ],
+    );
+    scratch.ok("deploy.sh", &[]);
+    let env = std::fs::read_to_string(scratch.dir.join("state/services/vertex-proxy/env")).unwrap();
+    assert!(env.lines().any(|l| l == prices), "{env}");
+    // Moving the keys to a secret takes API_KEYS_JSON away, and keeps the rest.
+    scratch.ok("deploy.sh", &["--keys-secret", "vp-keys"]);
+    let env = std::fs::read_to_string(scratch.dir.join("state/services/vertex-proxy/env")).unwrap();
+    assert!(!env.contains("API_KEYS_JSON="), "{env}");
+    assert!(env.lines().any(|l| l == prices), "{env}");
+}
+
+#[test]
+fn rotating_into_a_secret_the_service_does_not_read_is_refused() {
+    let scratch = Scratch::new("wrong-secret");
+    scratch.ok("deploy.sh", &[]);
+    let output = scratch.run(
+        "deploy.sh",
+        &["keys", "--keys-secret", "vp-keys"],
+        &scratch.path(),
+        "test-proj",
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("does not read its keys from secret vp-keys")
+            && stderr.contains("its environment, API_KEYS_JSON"),
+        "{stderr}"
+    );
+    assert!(calls_with(&scratch.calls(), &["secrets", "versions", "add"]).is_empty());
+    // The other way round: keys in a secret, rotated as if in the environment.
+    scratch.ok("deploy.sh", &["--keys-secret", "vp-keys"]);
+    let output = scratch.run("deploy.sh", &["keys"], &scratch.path(), "test-proj");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("Pass --keys-secret vp-keys"));
+    assert!(calls_with(&scratch.calls(), &["run", "services", "update"]).is_empty());
 }
