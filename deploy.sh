@@ -126,6 +126,10 @@ delimiter_for() {
 }
 
 SA_EMAIL="$SERVICE_ACCOUNT@$PROJECT.iam.gserviceaccount.com"
+# What this script creates carries this label (the service, the secret) or, for the service
+# account, which takes no labels, this text in its description; teardown.sh deletes only
+# what does.
+LABEL=managed-by=vertex-proxy
 SECRET_PATH=/secrets/api-keys.json
 G=(--project="$PROJECT" --quiet)
 
@@ -184,7 +188,7 @@ preflight_check() {
 ensure_secret_version() {
   if ! gcloud secrets describe "$KEYS_SECRET" "${G[@]}" >/dev/null 2>&1; then
     say "creating secret $KEYS_SECRET"
-    gcloud secrets create "$KEYS_SECRET" --replication-policy=automatic "${G[@]}"
+    gcloud secrets create "$KEYS_SECRET" --replication-policy=automatic --labels="$LABEL" "${G[@]}"
   fi
   local current
   current=$(gcloud secrets versions access latest --secret="$KEYS_SECRET" "${G[@]}" 2>/dev/null || true)
@@ -245,7 +249,8 @@ fi
 # --- 3. The service account, and its right to call Vertex. ---------------------------------
 if ! gcloud iam service-accounts describe "$SA_EMAIL" "${G[@]}" >/dev/null 2>&1; then
   say "creating service account $SA_EMAIL"
-  gcloud iam service-accounts create "$SERVICE_ACCOUNT" --display-name="vertex-proxy ($SERVICE)" "${G[@]}"
+  gcloud iam service-accounts create "$SERVICE_ACCOUNT" --display-name="vertex-proxy ($SERVICE)" \
+    --description="$LABEL: the identity of Cloud Run service $SERVICE" "${G[@]}"
 fi
 roles=$(gcloud projects get-iam-policy "$PROJECT" --flatten='bindings[].members' \
   --filter="bindings.members:serviceAccount:$SA_EMAIL" --format='value(bindings.role)')
@@ -283,6 +288,7 @@ gcloud run deploy "$SERVICE" --source="$HERE" --region="$REGION" "${G[@]}" \
   --use-http2 \
   --cpu-boost \
   --timeout=3600 \
+  --update-labels="$LABEL" \
   --update-env-vars="$(env_flag)" \
   "${secret_flags[@]}"
 

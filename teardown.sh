@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Removes what deploy.sh made: the domain mapping, the service, the keys secret, the IAM
-# bindings and the service account. Vertex AI and the other APIs stay enabled. Anything
-# already gone is skipped.
+# bindings and the service account. Only what carries deploy.sh's mark (the label
+# managed-by=vertex-proxy, or for the service account that text in its description) is
+# deleted, and a domain mapping only if it routes to this service: anything else is skipped,
+# with the reason. Vertex AI and the other APIs stay enabled. Anything already gone is skipped.
 set -euo pipefail
 
 usage() {
@@ -21,6 +23,9 @@ EOF
 
 die() { printf 'teardown.sh: %s\n' "$*" >&2; exit 1; }
 say() { printf '==> %s\n' "$*"; }
+skip() { printf '==> skipping %s\n' "$*"; }
+LABEL_KEY=managed-by
+LABEL_VALUE=vertex-proxy
 
 PROJECT=${PROJECT:-}
 REGION=${REGION:-us-central1}
@@ -52,6 +57,7 @@ done
 SERVICE_ACCOUNT=${SERVICE_ACCOUNT:-$SERVICE}
 
 command -v gcloud >/dev/null 2>&1 || die "gcloud is not installed: https://cloud.google.com/sdk/docs/install"
+command -v jq >/dev/null 2>&1 || die "jq is not installed: use your package manager"
 if [[ -z $PROJECT ]]; then
   PROJECT=$(gcloud config get-value project 2>/dev/null || true)
 fi
@@ -76,27 +82,44 @@ if [[ $YES != true ]]; then
 fi
 
 # Each step checks first, so a second run, or a half-made deployment, is fine.
-if [[ -n $DOMAIN ]] && gcloud beta run domain-mappings describe --domain="$DOMAIN" --region="$REGION" "${G[@]}" >/dev/null 2>&1; then
-  say "deleting domain mapping $DOMAIN"
-  gcloud beta run domain-mappings delete --domain="$DOMAIN" --region="$REGION" "${G[@]}"
+if [[ -n $DOMAIN ]] && mapping=$(gcloud beta run domain-mappings describe --domain="$DOMAIN" --region="$REGION" --format=json "${G[@]}" 2>/dev/null); then
+  route=$(jq -r '.spec.routeName // empty' <<<"$mapping")
+  if [[ $route == "$SERVICE" ]]; then
+    say "deleting domain mapping $DOMAIN"
+    gcloud beta run domain-mappings delete --domain="$DOMAIN" --region="$REGION" "${G[@]}"
+  else
+    skip "domain mapping $DOMAIN: it routes to ${route:-another service}, not $SERVICE"
+  fi
 fi
-if gcloud run services describe "$SERVICE" --region="$REGION" "${G[@]}" >/dev/null 2>&1; then
-  say "deleting service $SERVICE"
-  gcloud run services delete "$SERVICE" --region="$REGION" "${G[@]}"
+if service=$(gcloud run services describe "$SERVICE" --region="$REGION" --format=json "${G[@]}" 2>/dev/null); then
+  if [[ $(jq -r --arg k "$LABEL_KEY" '.metadata.labels[$k] // empty' <<<"$service") == "$LABEL_VALUE" ]]; then
+    say "deleting service $SERVICE"
+    gcloud run services delete "$SERVICE" --region="$REGION" "${G[@]}"
+  else
+    skip "service $SERVICE: it has no label $LABEL_KEY=$LABEL_VALUE, so deploy.sh did not make it"
+  fi
 fi
-if [[ -n $KEYS_SECRET ]] && gcloud secrets describe "$KEYS_SECRET" "${G[@]}" >/dev/null 2>&1; then
-  say "deleting secret $KEYS_SECRET (its IAM binding goes with it)"
-  gcloud secrets delete "$KEYS_SECRET" "${G[@]}"
+if [[ -n $KEYS_SECRET ]] && secret=$(gcloud secrets describe "$KEYS_SECRET" --format=json "${G[@]}" 2>/dev/null); then
+  if [[ $(jq -r --arg k "$LABEL_KEY" '.labels[$k] // empty' <<<"$secret") == "$LABEL_VALUE" ]]; then
+    say "deleting secret $KEYS_SECRET (its IAM binding goes with it)"
+    gcloud secrets delete "$KEYS_SECRET" "${G[@]}"
+  else
+    skip "secret $KEYS_SECRET: it has no label $LABEL_KEY=$LABEL_VALUE, so it may be shared; remove $SA_EMAIL's access to it by hand if you want"
+  fi
 fi
-roles=$(gcloud projects get-iam-policy "$PROJECT" --flatten='bindings[].members' \
-  --filter="bindings.members:serviceAccount:$SA_EMAIL" --format='value(bindings.role)' 2>/dev/null || true)
-if grep -qx roles/aiplatform.user <<<"$roles"; then
-  say "removing roles/aiplatform.user from $SA_EMAIL"
-  gcloud projects remove-iam-policy-binding "$PROJECT" --member="serviceAccount:$SA_EMAIL" \
-    --role=roles/aiplatform.user --condition=None "${G[@]}" >/dev/null
-fi
-if gcloud iam service-accounts describe "$SA_EMAIL" "${G[@]}" >/dev/null 2>&1; then
-  say "deleting service account $SA_EMAIL"
-  gcloud iam service-accounts delete "$SA_EMAIL" "${G[@]}"
+if description=$(gcloud iam service-accounts describe "$SA_EMAIL" --format='value(description)' "${G[@]}" 2>/dev/null); then
+  if [[ $description == "$LABEL_KEY=$LABEL_VALUE"* ]]; then
+    roles=$(gcloud projects get-iam-policy "$PROJECT" --flatten='bindings[].members' \
+      --filter="bindings.members:serviceAccount:$SA_EMAIL" --format='value(bindings.role)' 2>/dev/null || true)
+    if grep -qx roles/aiplatform.user <<<"$roles"; then
+      say "removing roles/aiplatform.user from $SA_EMAIL"
+      gcloud projects remove-iam-policy-binding "$PROJECT" --member="serviceAccount:$SA_EMAIL" \
+        --role=roles/aiplatform.user --condition=None "${G[@]}" >/dev/null
+    fi
+    say "deleting service account $SA_EMAIL"
+    gcloud iam service-accounts delete "$SA_EMAIL" "${G[@]}"
+  else
+    skip "service account $SA_EMAIL and its roles/aiplatform.user binding: the account existed before deploy.sh (its description lacks $LABEL_KEY=$LABEL_VALUE)"
+  fi
 fi
 say "done. Source images built by Cloud Build remain in Artifact Registry (cloud-run-source-deploy); delete them there if you no longer need them."

@@ -715,3 +715,61 @@ fn rotating_into_a_secret_the_service_does_not_read_is_refused() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("Pass --keys-secret vp-keys"));
     assert!(calls_with(&scratch.calls(), &["run", "services", "update"]).is_empty());
 }
+
+#[test]
+fn teardown_deletes_only_what_deploy_made() {
+    let scratch = Scratch::new("not-ours");
+    // Made before, by hand: the service account, a shared secret, and a domain mapping that
+    // routes to another service.
+    let project = "--project=test-proj";
+    gcloud_by_hand(
+        &scratch,
+        &["iam", "service-accounts", "create", "vertex-proxy", project],
+    );
+    gcloud_by_hand(&scratch, &["secrets", "create", "shared-keys", project]);
+    gcloud_by_hand(
+        &scratch,
+        &[
+            "beta",
+            "run",
+            "domain-mappings",
+            "create",
+            "--service=other-service",
+            "--domain=llm.example.com",
+            project,
+        ],
+    );
+    scratch.ok("deploy.sh", &["--keys-secret", "shared-keys"]);
+    let out = scratch.ok(
+        "teardown.sh",
+        &[
+            "--yes",
+            "--keys-secret",
+            "shared-keys",
+            "--domain",
+            "llm.example.com",
+        ],
+    );
+    for reason in [
+        "skipping domain mapping llm.example.com: it routes to other-service, not vertex-proxy",
+        "skipping secret shared-keys: it has no label managed-by=vertex-proxy",
+        "skipping service account vertex-proxy@test-proj.iam.gserviceaccount.com and its roles/aiplatform.user binding",
+    ] {
+        assert!(out.contains(reason), "{reason:?} not in:\n{out}");
+    }
+    let calls = scratch.calls();
+    // The service deploy.sh made is gone; nothing else was deleted.
+    assert_eq!(
+        calls_with(&calls, &["run", "services", "delete", "vertex-proxy"]).len(),
+        1
+    );
+    for kept in [
+        &["secrets", "delete"][..],
+        &["iam", "service-accounts", "delete"],
+        &["projects", "remove-iam-policy-binding"],
+        &["beta", "run", "domain-mappings", "delete"],
+    ] {
+        assert!(calls_with(&calls, kept).is_empty(), "{kept:?} was called");
+    }
+    assert!(scratch.dir.join("state/secrets/shared-keys").is_dir());
+}
