@@ -12,6 +12,7 @@ use crate::keys::KeySet;
 use crate::models::{self, Aliases};
 use crate::usage::{self, Price};
 
+mod summary;
 mod values;
 
 pub use values::is_project_id;
@@ -378,42 +379,6 @@ impl Config {
             .get(alias)
             .or_else(|| self.prices.get(model))
             .copied()
-    }
-
-    /// The resolved configuration, for the startup log line. Holds no secret.
-    pub fn summary(&self, project: &str) -> serde_json::Value {
-        let aliases: serde_json::Map<String, serde_json::Value> = self
-            .aliases
-            .iter()
-            .map(|(alias, route)| {
-                (
-                    alias.to_owned(),
-                    serde_json::json!({"model": route.model, "location": route.location()}),
-                )
-            })
-            .collect();
-        serde_json::json!({
-            "mode": self.mode.as_str(),
-            "port": self.port,
-            "project": project,
-            "location": self.location,
-            "base_url": self.base_url.as_ref().map(ToString::to_string),
-            "upstream_extra_roots": self.upstream_roots.len(),
-            "aliases": aliases,
-            "keys_enabled": self.initial_keys.enabled_count(),
-            "keys_source": if self.keys_file.is_some() { "API_KEYS_FILE" } else { "API_KEYS_JSON" },
-            "keys_file": self.keys_file.as_ref().map(|p| p.display().to_string()),
-            "keys_reload_secs": self.keys_file.as_ref().map(|_| self.keys_reload.as_secs()),
-            "allow_raw_model_ids": self.allow_raw_model_ids,
-            "priced_models": self.prices.keys().collect::<std::collections::BTreeSet<_>>(),
-            "max_body_bytes": self.max_body_bytes,
-            "max_buffered_bytes": self.max_buffered_bytes,
-            "shutdown_grace_secs": self.timeouts.shutdown_grace.as_secs(),
-            "max_connections": self.max_connections,
-            "max_upstream_connections": self.max_upstream_connections,
-            "worker_threads": self.worker_threads,
-            "upstream_idle_timeout_secs": self.timeouts.upstream_idle.as_secs(),
-        })
     }
 }
 

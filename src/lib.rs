@@ -2,17 +2,21 @@
 //!
 //! # Layout
 //! A request flows through the modules in this order:
-//! - [`server`]: accepts HTTP/1.1 and h2c connections and shuts down gracefully;
+//! - [`server`]: accepts HTTP/1.1 and h2c connections, closes the silent and idle ones, and
+//!   shuts down gracefully;
 //! - [`routes`]: maps `(method, path)` to a handler, and is the pipeline of a forwarded
 //!   request, step by step; its docs list every endpoint and step;
 //! - [`keys`]: step 1, authenticates the issued key from `x-api-key` or `Authorization: Bearer`;
-//! - [`body`]: step 2, reads the request body with a bound; also every body wrapper;
+//! - [`body`]: step 2, reads the request body with a bound, within the process's memory
+//!   budget; also every body wrapper;
 //! - [`rewrite`]: step 3, finds the body's `model`, and splices into bodies;
 //! - [`models`]: step 3, resolves the model to its [`models::Route`]: kind, upstream model,
 //!   locations, authorization, defaults;
 //! - [`upstream`]: steps 4 to 6, prepares the request by the route's kind, sends it over the
-//!   connections its pool keeps, and relays the answer; one file per kind;
-//! - [`auth`]: the service account's Google token (google-cloud-auth), for step 4;
+//!   connections its pool keeps (past each HTTP/2 peer's stream limit), retries once on a
+//!   refused token, and relays the answer; one file per kind;
+//! - [`auth`]: the service account's Google token (google-cloud-auth), for step 4, rebuilt
+//!   when it breaks for good;
 //! - [`log`]: step 7, one Cloud Logging JSON line per request, written when its response
 //!   ends, with the token [`usage`] read from the response's tail and its cost;
 //! - [`error`]: the proxy's own errors and their one mapping to OpenAI-shaped responses;

@@ -1,10 +1,13 @@
 //! The upstream side of the pipeline: prepare the request for the route's kind, send it, and
-//! relay the answer. Also which headers cross the proxy in each direction, and the one
-//! mapping from a failed upstream call to a proxy error.
+//! relay the answer; and the one mapping from a failed upstream call to a proxy error.
 //!
-//! One file per kind of upstream holds what is particular to it: [`vertex_openai`].
+//! One file per kind of upstream holds what is particular to it: [`vertex_openai`]. Beside
+//! them: the connections (`pool`), the header allowlists (`headers`), Google's error envelope
+//! ([`envelope`]) and the startup lookup of the project (`metadata`).
 
 pub mod envelope;
+mod headers;
+mod metadata;
 mod pool;
 pub mod vertex_openai;
 
@@ -12,17 +15,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::CertificateDer;
 
 use crate::auth::TokenSource;
 use crate::body::{self, Pieces, ProxyBody, UpstreamBody};
-use crate::config::{Config, Env, Timeouts};
+use crate::config::{Config, Timeouts};
 use crate::error::ProxyError;
 use crate::models::{Auth, Kind, Route};
 use crate::rewrite::ModelField;
+use headers::{request_headers, response_headers};
+pub use metadata::project_from_metadata;
 pub use pool::Queued;
 use pool::{Failure, Pool};
 use vertex_openai::Endpoints;
@@ -255,28 +260,6 @@ impl Prepared {
     }
 }
 
-/// Request headers a client may send on to Vertex. Everything else stays here: the client's
-/// credentials, cookies, hop-by-hop headers and anything we have not thought about.
-/// `accept-encoding` is not among them: see `prepare`.
-const FORWARDED_REQUEST_HEADERS: [HeaderName; 6] = [
-    header::CONTENT_TYPE,
-    header::ACCEPT,
-    header::USER_AGENT,
-    HeaderName::from_static("traceparent"),
-    HeaderName::from_static("tracestate"),
-    HeaderName::from_static("x-request-id"),
-];
-
-/// Response headers Vertex may send back. The SDKs use `retry-after` to pace retries.
-const FORWARDED_RESPONSE_HEADERS: [HeaderName; 6] = [
-    header::CONTENT_TYPE,
-    header::CONTENT_ENCODING,
-    header::CACHE_CONTROL,
-    header::RETRY_AFTER,
-    HeaderName::from_static("retry-after-ms"),
-    HeaderName::from_static("x-request-id"),
-];
-
 pub type HttpClient = Pool;
 
 /// A worker's connections for every upstream call ([`Pool`]): HTTP/2 when ALPN offers it,
@@ -302,37 +285,6 @@ pub fn client(settings: &ClientSettings) -> HttpClient {
         .enable_http2()
         .wrap_connector(http);
     Pool::new(https, settings.max_connections)
-}
-
-/// The request headers that go to Vertex: the allowlisted client headers, then the
-/// credential's own (`authorization`, maybe `x-goog-user-project`).
-pub fn request_headers(client: &HeaderMap, credential: HeaderMap) -> HeaderMap {
-    // Room for the usual few; a map of more than 6 would be one allocation over 1 KiB.
-    let mut headers = HeaderMap::with_capacity(6);
-    copy_allowed(client, &mut headers, &FORWARDED_REQUEST_HEADERS);
-    for (name, value) in credential {
-        if let Some(name) = name {
-            headers.insert(name, value);
-        }
-    }
-    headers
-}
-
-/// Vertex's response with only the allowlisted headers kept; status and body untouched.
-pub fn response_headers(upstream: &HeaderMap) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(FORWARDED_RESPONSE_HEADERS.len());
-    copy_allowed(upstream, &mut headers, &FORWARDED_RESPONSE_HEADERS);
-    headers
-}
-
-/// Walks the headers present rather than looking up every allowed name: a request has few
-/// of them, and comparing well-known names costs less than hashing.
-fn copy_allowed(from: &HeaderMap, to: &mut HeaderMap, allowed: &[HeaderName]) {
-    for (name, value) in from {
-        if allowed.contains(name) {
-            to.append(name.clone(), value.clone());
-        }
-    }
 }
 
 /// Maps a failure to what the caller should be told. Messages name the host and the kind of
@@ -373,98 +325,5 @@ fn classify(failure: &Failure, host: &str, connect_timeout: Duration) -> ProxyEr
             "upstream_error",
             format!("the request to Vertex ({host}) failed before a response arrived"),
         )
-    }
-}
-
-/// Reads the project id from the metadata server, as on Cloud Run. Honours
-/// `GCE_METADATA_HOST` (read through `env`) the way google-cloud-auth does, so tests can fake
-/// it.
-pub async fn project_from_metadata(client: &HttpClient, env: &dyn Env) -> Result<String, String> {
-    let host = env
-        .var("GCE_METADATA_HOST")
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "metadata.google.internal".into());
-    let uri = format!("http://{host}/computeMetadata/v1/project/project-id");
-    let request = Request::get(&uri)
-        .header("metadata-flavor", "Google")
-        .body(Pieces::default())
-        .map_err(|_| format!("GCE_METADATA_HOST {host:?} does not make a valid URL"))?;
-    let fetch = async {
-        let response = client.send(request).await.map_err(|e| match e {
-            Failure::Connect(e) => error_chain(e.as_ref()),
-            Failure::Send(e) => error_chain(&e),
-        })?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(format!("the metadata server answered {status}"));
-        }
-        // SECURITY: the id becomes part of every upstream path; it is checked as
-        // GOOGLE_CLOUD_PROJECT is, and not quoted back, since it could be anything.
-        match std::str::from_utf8(&body).map(str::trim) {
-            Ok(id) if crate::config::is_project_id(id) => Ok(id.to_owned()),
-            _ => Err("the metadata server's answer is not a valid project id".to_owned()),
-        }
-    };
-    match tokio::time::timeout(Duration::from_secs(3), fetch).await {
-        Ok(result) => result.map_err(|e| format!("{uri}: {e}")),
-        Err(_) => Err(format!("{uri}: no answer within 3s")),
-    }
-}
-
-/// An error with its causes, for startup messages: "client error (Connect)" alone says little.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_allowlisted_headers_cross_and_the_credential_wins() {
-        let mut client = HeaderMap::new();
-        for (name, value) in [
-            ("content-type", "application/json"),
-            ("accept", "text/event-stream"),
-            ("user-agent", "OpenAI/Python 1.0"),
-            ("traceparent", "00-abc-def-01"),
-            ("x-request-id", "r1"),
-            ("authorization", "Bearer client-key"),
-            ("x-api-key", "client-key"),
-            ("cookie", "session=1"),
-            ("connection", "keep-alive"),
-            ("x-goog-user-project", "someone-else"),
-            ("x-forwarded-for", "1.2.3.4"),
-        ] {
-            client.append(name, HeaderValue::from_static(value));
-        }
-        let mut credential = HeaderMap::new();
-        credential.insert("authorization", HeaderValue::from_static("Bearer google"));
-        let headers = request_headers(&client, credential);
-        assert_eq!(headers["authorization"], "Bearer google");
-        assert_eq!(headers.get_all("authorization").iter().count(), 1);
-        for gone in [
-            "x-api-key",
-            "cookie",
-            "connection",
-            "x-goog-user-project",
-            "x-forwarded-for",
-        ] {
-            assert!(headers.get(gone).is_none(), "{gone} was forwarded");
-        }
-        assert_eq!(headers.len(), 6);
     }
 }

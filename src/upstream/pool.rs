@@ -20,11 +20,9 @@
 //!   streams on the one connection, silently);
 //! - proxies (`HTTPS_PROXY`), `Expect: 100-continue`, upgrades: no, none is needed.
 
-use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Parts, Scheme};
@@ -33,13 +31,17 @@ use http::{HeaderValue, Request, Response, Uri, header};
 use hyper::client::conn::{http1, http2};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 use tower_service::Service;
 
 use crate::body::{BoxError, Pieces, UpstreamBody};
+
+mod multiplexed;
+
 use crate::lock;
+pub use multiplexed::Queued;
+use multiplexed::{Http2, OpenStream};
 
 /// An HTTP/1.1 connection idle for longer is not reused: the server may have closed it
 /// without our having noticed yet (hyper-util's pool used the same 90 s).
@@ -47,18 +49,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Idle HTTP/1.1 connections kept per origin: after a burst of streams, the rest are closed.
 const MAX_IDLE: usize = 64;
-
-/// An HTTP/2 stream's flow-control window. The connection's is as large as all the streams'
-/// together, so that clients that stop reading (each stream holding a full window unread)
-/// can never use up the connection's and stall the other streams on it. A stream's window
-/// also bounds what a stalled reader leaves buffered here.
-const STREAM_WINDOW: u32 = 256 * 1024;
-const STREAMS_PER_WINDOW: u32 = 100;
-
-/// Marks a response that had to wait for a free stream: every connection to its origin was
-/// at the peer's stream limit, and no more could be opened. The request's log line says so.
-#[derive(Debug, Clone, Copy)]
-pub struct Queued;
 
 /// Why a request got no response.
 #[derive(Debug)]
@@ -94,50 +84,6 @@ struct Idle {
     /// the origin with none open waits for them rather than open one more.
     preconnecting: usize,
     preconnected: Arc<Notify>,
-}
-
-/// An HTTP/2 connection and what is known of its streams.
-struct Http2 {
-    sender: http2::SendRequest<Pieces>,
-    /// The connection's task, shared with `Watched`, which runs it, for reading the peer's
-    /// `SETTINGS_MAX_CONCURRENT_STREAMS` as it is now (it may change). Both sides are on the
-    /// worker's one thread, so the lock is never contended.
-    connection: Arc<Mutex<H2Connection>>,
-    /// A response head has come on it, so its limit is the peer's: SETTINGS is the first
-    /// frame a server sends. Until then it carries one stream, and concurrent requests open
-    /// connections of their own (up to the cap) rather than queue on an unknown limit.
-    settled: Arc<AtomicBool>,
-    /// Streams open on it: from the send to the end, or drop, of the response body.
-    open: Arc<AtomicUsize>,
-}
-
-impl Http2 {
-    fn has_room(&self) -> bool {
-        let limit = match self.settled.load(Ordering::Acquire) {
-            true => lock(&self.connection).current_max_send_streams(),
-            false => 1,
-        };
-        self.open.load(Ordering::Acquire) < limit
-    }
-
-    fn stream(&self, queued: bool) -> Conn {
-        self.open.fetch_add(1, Ordering::AcqRel);
-        Conn::Http2 {
-            sender: self.sender.clone(),
-            stream: OpenStream(self.open.clone()),
-            settled: self.settled.clone(),
-            queued,
-        }
-    }
-}
-
-/// One open stream of an HTTP/2 connection, counted until it drops.
-struct OpenStream(Arc<AtomicUsize>);
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 enum Conn {
@@ -319,20 +265,7 @@ impl Pool {
     ) -> Result<(Conn, HeaderValue), BoxError> {
         let io = self.0.connector.clone().call(uri.clone()).await?;
         let connection = if io.connected().is_negotiated_h2() {
-            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .initial_stream_window_size(STREAM_WINDOW)
-                .initial_connection_window_size(STREAM_WINDOW * STREAMS_PER_WINDOW)
-                .handshake(io)
-                .await?;
-            let connection = Arc::new(Mutex::new(connection));
-            tokio::spawn(Watched(connection.clone()));
-            Http2 {
-                sender,
-                connection,
-                settled: Arc::default(),
-                open: Arc::default(),
-            }
+            Http2::handshake(io).await?
         } else {
             let (sender, connection) = http1::handshake(io).await?;
             tokio::spawn(connection);
@@ -411,23 +344,6 @@ impl Idle {
 
     fn is(&self, scheme: &Scheme, authority: &Authority) -> bool {
         self.scheme == *scheme && self.authority == *authority
-    }
-}
-
-type H2Connection = http2::Connection<
-    <HttpsConnector<HttpConnector> as Service<Uri>>::Response,
-    Pieces,
-    TokioExecutor,
->;
-
-/// Runs an HTTP/2 connection's task that the pool also reads from.
-struct Watched(Arc<Mutex<H2Connection>>);
-
-impl Future for Watched {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut *lock(&self.0)).poll(cx).map(|_| ())
     }
 }
 
