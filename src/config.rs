@@ -120,6 +120,8 @@ pub struct Config {
     pub max_upstream_connections: usize,
     /// `UPSTREAM_PRECONNECT`: each worker opens its upstream connections at startup.
     pub upstream_preconnect: bool,
+    /// `THOUGHT_SIGNATURES=fill`: Gemini 3 history that lost its signatures gets the sentinel.
+    pub fill_signatures: bool,
     /// Threads serving requests, each with its own runtime and upstream pool.
     pub worker_threads: usize,
 }
@@ -231,6 +233,18 @@ impl Config {
         };
         let allow_raw_model_ids = flag("ALLOW_RAW_MODEL_IDS", false);
         let upstream_preconnect = flag("UPSTREAM_PRECONNECT", true);
+        let fill_signatures = match get("THOUGHT_SIGNATURES").as_deref().map(str::trim) {
+            None | Some("fill") => true,
+            Some("off") => false,
+            Some(_) => {
+                report(
+                    &mut errors,
+                    "THOUGHT_SIGNATURES",
+                    "must be fill or off".into(),
+                );
+                true
+            }
+        };
 
         let location = match get("VERTEX_LOCATION") {
             None => "global".to_owned(),
@@ -362,6 +376,7 @@ impl Config {
                 max_connections,
                 max_upstream_connections,
                 upstream_preconnect,
+                fill_signatures,
                 worker_threads,
             }),
             _ => Err(ConfigErrors(errors)),

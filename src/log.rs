@@ -86,6 +86,7 @@ pub struct RequestLog {
     upstream_status: Option<u16>,
     /// Every upstream connection was at its stream limit: the request waited for a stream.
     upstream_queued: bool,
+    signatures_filled: usize,
     /// The status sent to the client; `None` until a response exists.
     status: Option<u16>,
     /// The proxy's own error message, which is written for clients and so holds no secret.
@@ -116,6 +117,7 @@ impl RequestLog {
             location: None,
             upstream_status: None,
             upstream_queued: false,
+            signatures_filled: 0,
             status: None,
             error: None,
             trace: None,
@@ -147,6 +149,11 @@ impl RequestLog {
             self.trace = Some(trace);
             self.span_id = span;
         }
+    }
+
+    /// Thought signatures the proxy put in the request body.
+    pub fn signatures_filled(&mut self, count: usize) {
+        self.signatures_filled = count;
     }
 
     pub fn authenticated(&mut self, key_id: &str) {
@@ -219,6 +226,7 @@ impl RequestLog {
             error: self.error.as_deref(),
             upstream_status: self.upstream_status,
             upstream_queued: self.upstream_queued,
+            signatures_filled: self.signatures_filled,
             trace: self.trace.as_deref(),
             span_id: self.span_id.as_deref(),
             ttfb: self.ttfb,

@@ -177,6 +177,7 @@ async fn forward(
     let request = upstream
         .prepare(&route, operation, &parts.headers, &body, &model)
         .await?;
+    log.signatures_filled(request.signatures_filled);
     // 5. Send it.
     let response = upstream.send(request).await?;
     drop(held);

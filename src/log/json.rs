@@ -23,6 +23,7 @@ pub(super) struct Line<'a> {
     pub(super) error: Option<&'a str>,
     pub(super) upstream_status: Option<u16>,
     pub(super) upstream_queued: bool,
+    pub(super) signatures_filled: usize,
     pub(super) trace: Option<&'a str>,
     pub(super) span_id: Option<&'a str>,
     pub(super) ttfb: Option<Duration>,
@@ -85,6 +86,12 @@ impl Line<'_> {
         if self.upstream_queued {
             key(out, "upstream_queued");
             out.extend_from_slice(b"true");
+        }
+        if self.signatures_filled > 0 {
+            key(out, "thought_signatures");
+            out.extend_from_slice(b"{\"restored\":0,\"filled\":");
+            uint(out, self.signatures_filled as u64);
+            out.push(b'}');
         }
         if let Some(trace) = self.trace {
             key(out, "logging.googleapis.com/trace");

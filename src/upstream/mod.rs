@@ -58,6 +58,8 @@ pub struct Upstream {
     tokens: TokenSource,
     vertex: Endpoints,
     timeouts: Timeouts,
+    /// `THOUGHT_SIGNATURES=fill`.
+    fill_signatures: bool,
 }
 
 /// What an upstream client is built from.
@@ -100,6 +102,7 @@ impl Upstream {
             tokens,
             vertex: Endpoints::new(config.base_url.clone(), project, locations),
             timeouts: config.timeouts,
+            fill_signatures: config.fill_signatures,
         }
     }
 
@@ -136,10 +139,10 @@ impl Upstream {
         body: &Bytes,
         model: &ModelField,
     ) -> Result<Prepared, ProxyError> {
-        let (uri, body) = match route.kind {
+        let (uri, (body, signatures_filled)) = match route.kind {
             Kind::VertexOpenAi => (
                 self.vertex.uri(route.location(), operation)?,
-                vertex_openai::body(body, model, route),
+                vertex_openai::body(body, model, route, self.fill_signatures),
             ),
         };
         let credential = match route.auth {
@@ -164,6 +167,7 @@ impl Upstream {
             headers,
             body,
             auth: route.auth,
+            signatures_filled,
         })
     }
 
@@ -248,6 +252,8 @@ pub struct Prepared {
     /// The body's pieces, which share the client's buffer.
     body: Vec<Bytes>,
     auth: Auth,
+    /// Sentinel thought signatures put in the body, for the log.
+    pub signatures_filled: usize,
 }
 
 impl Prepared {

@@ -9,9 +9,22 @@ use crate::error::ProxyError;
 use crate::models::Route;
 use crate::rewrite::{self, ModelField};
 
-/// The body Vertex gets: the client's, with the alias replaced by the Vertex model id.
-pub fn body(body: &Bytes, model: &ModelField, route: &Route) -> Vec<Bytes> {
-    rewrite::splice_model(body, &model.span, &route.model).into()
+/// The body Vertex gets: the client's, with the alias replaced by the Vertex model id, and,
+/// for Gemini 3 when `fill` is on, the sentinel signature on each assistant message's first
+/// tool call that lost its own (clients that rebuild history drop `extra_content`, and Gemini
+/// 3 refuses the next step without it). Returns the pieces and how many were filled.
+pub fn body(body: &Bytes, model: &ModelField, route: &Route, fill: bool) -> (Vec<Bytes>, usize) {
+    if fill && route.model.starts_with("google/gemini-3") {
+        let gaps = rewrite::missing_signatures(body);
+        if !gaps.is_empty() {
+            let pieces = rewrite::splice_with_signatures(body, model, &route.model, &gaps);
+            return (pieces, gaps.len());
+        }
+    }
+    (
+        rewrite::splice_model(body, &model.span, &route.model).into(),
+        0,
+    )
 }
 
 /// Builds upstream URLs for one project.

@@ -102,10 +102,43 @@ pub fn completion(model: &str) -> String {
     .to_string()
 }
 
-/// Answers every request with a completion naming the model it received.
+/// Answers every request with a completion naming the model it received, refusing as
+/// Vertex does what Gemini 3 refuses.
 fn completions(r: &Recorded) -> Reply {
+    if let Some(refusal) = gemini3_refusal(r) {
+        return refusal;
+    }
     let model = r.json()["model"].as_str().unwrap_or_default().to_owned();
     Reply::Json(StatusCode::OK, completion(&model))
+}
+
+/// Vertex's answer to a Gemini 3 request whose current turn lost its thought signature: the
+/// assistant message with this turn's tool calls (after the last user message) must carry
+/// `extra_content.google.thought_signature` on its first call, a real one or the documented
+/// sentinel. Gemini 2.5 does not check.
+pub fn gemini3_refusal(r: &Recorded) -> Option<Reply> {
+    let body = r.json();
+    if !body["model"].as_str()?.starts_with("google/gemini-3") {
+        return None;
+    }
+    let messages = body["messages"].as_array()?;
+    let turn = messages
+        .iter()
+        .rposition(|m| m["role"] == "user")
+        .map_or(0, |at| at + 1);
+    let signed = messages[turn..]
+        .iter()
+        .filter(|m| m["role"] == "assistant" && m["tool_calls"].is_array())
+        .all(|m| {
+            m["tool_calls"][0]["extra_content"]["google"]["thought_signature"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty())
+        });
+    (!signed).then(|| {
+        let message = "Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call `default_api:get_weather` , position 2. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details.";
+        let envelope = serde_json::json!([{"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}}]);
+        Reply::Json(StatusCode::BAD_REQUEST, envelope.to_string())
+    })
 }
 
 impl FakeVertex {
