@@ -275,6 +275,8 @@ impl Worker {
                         tokio::select! {
                             // Connection errors (resets, bad requests) are the client's business.
                             _ = connection.as_mut() => {}
+                            // No request yet, so none to finish: closed at once.
+                            () = stopping(&mut phases) => {}
                             sent = tokio::time::timeout(timeouts.header_read, first) => {
                                 if sent.is_ok() {
                                     // An h2c connection left idle, or any at shutdown, is asked

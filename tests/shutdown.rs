@@ -249,3 +249,26 @@ async fn a_stream_still_running_at_the_deadline_is_cut() {
     );
     drop(tx);
 }
+
+#[tokio::test]
+async fn a_connection_that_has_sent_nothing_does_not_hold_up_the_stop() {
+    let vertex = FakeVertex::start().await;
+    let metadata = FakeMetadata::start().await;
+    let mut proxy = spawn(&env(&vertex, &metadata)).await;
+    // Open, and silent: no request is in flight on it.
+    let _silent = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let health = get(&proxy, "/health", "").await;
+    assert_eq!(health.status, http::StatusCode::OK);
+    proxy.terminate();
+    let status = proxy.exited().await;
+    assert_eq!(status.code(), Some(0));
+    // Not "grace period over": nothing was in flight, so nothing was waited for.
+    assert!(
+        proxy
+            .lines()
+            .iter()
+            .any(|l| l.contains("all requests finished")),
+        "{:#?}",
+        proxy.lines()
+    );
+}
