@@ -217,7 +217,7 @@ async fn at_the_connection_cap_a_stream_waits_and_its_log_line_says_so() {
     // The waiting request leaves no trace until it is sent, so there is no signal to wait
     // for: this pause lets it reach the pool. Too short a pause fails the test, never passes
     // it.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     drop((first_tx, first));
     let second = within("the waiting stream", senders.recv()).await.unwrap();
     drop(second);
