@@ -86,6 +86,14 @@ struct Idle {
     preconnected: Arc<Notify>,
 }
 
+/// What `checkout` found for a request.
+enum Checkout {
+    Ready(Conn, HeaderValue),
+    /// The connection being opened at startup, to wait for, then check out again.
+    Wait(Pin<Box<OwnedNotified>>),
+    Connect,
+}
+
 enum Conn {
     Http1(http1::SendRequest<Pieces>),
     Http2 {
@@ -117,20 +125,23 @@ impl Pool {
             return Err(Failure::Connect("the upstream URL has no origin".into()));
         };
         let mut fresh = false;
-        if let Some(preconnected) = self.preconnecting(scheme, authority) {
-            // At most the connect timeout, which bounds the connection being opened.
-            preconnected.await;
-        }
         loop {
             let pooled = if fresh {
-                None
+                Checkout::Connect
             } else {
                 self.checkout(scheme, authority)
             };
-            let reused = pooled.is_some();
+            let reused = matches!(pooled, Checkout::Ready(..));
             let (conn, host) = match pooled {
-                Some(pooled) => pooled,
-                None => (self.connect(&uri, scheme, authority).await).map_err(Failure::Connect)?,
+                Checkout::Ready(conn, host) => (conn, host),
+                Checkout::Wait(preconnected) => {
+                    // At most the connect timeout, which bounds the connection being opened.
+                    preconnected.await;
+                    continue;
+                }
+                Checkout::Connect => {
+                    (self.connect(&uri, scheme, authority).await).map_err(Failure::Connect)?
+                }
             };
             let sent = match conn {
                 Conn::Http2 {
@@ -209,51 +220,45 @@ impl Pool {
         preconnected.notify_waiters();
     }
 
-    /// What to wait for when the origin has no connection open but one is being opened.
-    fn preconnecting(
-        &self,
-        scheme: &Scheme,
-        authority: &Authority,
-    ) -> Option<Pin<Box<OwnedNotified>>> {
-        let idle = lock(&self.0.idle);
-        let origin = idle.iter().find(|o| o.is(scheme, authority))?;
-        let none_open = origin.http2.is_empty() && origin.http1.is_empty();
-        if origin.preconnecting == 0 || !none_open {
-            return None;
-        }
-        // Registered under the lock, so the end of the connect cannot come unseen.
-        let mut preconnected = Box::pin(origin.preconnected.clone().notified_owned());
-        preconnected.as_mut().enable();
-        Some(preconnected)
-    }
-
-    /// A ready connection to the origin, if one is open, and the origin's `Host` header.
-    /// `None` means: open a new one.
-    fn checkout(&self, scheme: &Scheme, authority: &Authority) -> Option<(Conn, HeaderValue)> {
+    /// A ready connection to the origin and its `Host` header, else what to do instead.
+    fn checkout(&self, scheme: &Scheme, authority: &Authority) -> Checkout {
         let mut idle = lock(&self.0.idle);
-        let origin = idle.iter_mut().find(|o| o.is(scheme, authority))?;
+        let Some(origin) = idle.iter_mut().find(|o| o.is(scheme, authority)) else {
+            return Checkout::Connect;
+        };
         origin.http2.retain(|conn| !conn.sender.is_closed());
         if !origin.http2.is_empty() {
             if let Some(conn) = origin.http2.iter().find(|conn| conn.has_room()) {
-                return Some((conn.stream(false), origin.host.clone()));
+                return Checkout::Ready(conn.stream(false), origin.host.clone());
             }
             if origin.http2.len() < self.0.max_http2 {
-                return None;
+                return Checkout::Connect;
             }
             // At the cap, the least busy connection takes it, and hyper queues the stream
             // until one ends there: said in the log line, never silent.
-            let conn = origin
+            return match origin
                 .http2
                 .iter()
-                .min_by_key(|c| c.open.load(Ordering::Acquire))?;
-            return Some((conn.stream(true), origin.host.clone()));
+                .min_by_key(|c| c.open.load(Ordering::Acquire))
+            {
+                Some(conn) => Checkout::Ready(conn.stream(true), origin.host.clone()),
+                None => Checkout::Connect,
+            };
         }
         while let Some((since, sender)) = origin.http1.pop() {
             if sender.is_ready() && since.elapsed() < IDLE_TIMEOUT {
-                return Some((Conn::Http1(sender), origin.host.clone()));
+                return Checkout::Ready(Conn::Http1(sender), origin.host.clone());
             }
         }
-        None
+        if origin.preconnecting > 0 {
+            // Nothing open, but a connection is being opened ahead of requests: wait for it
+            // rather than open one more. Registered under the lock, so its end cannot come
+            // unseen.
+            let mut preconnected = Box::pin(origin.preconnected.clone().notified_owned());
+            preconnected.as_mut().enable();
+            return Checkout::Wait(preconnected);
+        }
+        Checkout::Connect
     }
 
     /// Opens a connection; an HTTP/2 one is kept for later requests to the origin.
