@@ -239,11 +239,22 @@ impl Body for UpstreamBody {
     }
 }
 
-/// The upstream's body, handed on frame by frame (boxing it does not buffer), and cut with an
-/// error if the upstream goes silent for `idle`.
-pub fn idle_limited(upstream: UpstreamBody, idle: Duration) -> ProxyBody {
+/// Sees each piece of a response on its way to the client, before the client does.
+pub type Tap = Box<dyn FnMut(&[u8]) + Send + Sync>;
+
+/// The upstream's body, handed on frame by frame (boxing it does not buffer), after `read`
+/// (what was read of it before it was committed to), shown to `tap` on the way, and cut with
+/// an error if the upstream goes silent for `idle`.
+pub fn idle_limited(
+    upstream: UpstreamBody,
+    read: Option<Bytes>,
+    tap: Option<Tap>,
+    idle: Duration,
+) -> ProxyBody {
     IdleTimeout {
         inner: upstream,
+        read,
+        tap,
         idle,
         timer: Box::pin(tokio::time::sleep(idle)),
     }
@@ -254,6 +265,8 @@ pub fn idle_limited(upstream: UpstreamBody, idle: Duration) -> ProxyBody {
 /// client (and a Cloud Run instance) until the request timeout.
 struct IdleTimeout {
     inner: UpstreamBody,
+    read: Option<Bytes>,
+    tap: Option<Tap>,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
 }
@@ -281,23 +294,42 @@ impl Body for IdleTimeout {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
-            let deadline = Instant::now() + self.idle;
-            self.timer.as_mut().reset(deadline);
+        let this = &mut *self;
+        if let Some(read) = this.read.take() {
+            if let Some(tap) = &mut this.tap {
+                tap(&read);
+            }
+            return Poll::Ready(Some(Ok(Frame::data(read))));
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            let deadline = Instant::now() + this.idle;
+            this.timer.as_mut().reset(deadline);
+            if let (Some(tap), Some(Ok(frame))) = (&mut this.tap, &frame)
+                && let Some(data) = frame.data_ref()
+            {
+                tap(data);
+            }
             return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
         }
-        match self.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(UpstreamIdle(self.idle))))),
+        match this.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(UpstreamIdle(this.idle))))),
             Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.read.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let read = self.read.as_ref().map_or(0, |r| r.len() as u64);
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + read);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + read);
+        }
+        hint
     }
 }
 

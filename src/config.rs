@@ -10,6 +10,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::keys::KeySet;
 use crate::models::{self, Aliases};
+use crate::signatures;
 use crate::usage::{self, Price};
 
 mod summary;
@@ -120,10 +121,25 @@ pub struct Config {
     pub max_upstream_connections: usize,
     /// `UPSTREAM_PRECONNECT`: each worker opens its upstream connections at startup.
     pub upstream_preconnect: bool,
-    /// `THOUGHT_SIGNATURES=fill`: Gemini 3 history that lost its signatures gets the sentinel.
-    pub fill_signatures: bool,
+    /// `THOUGHT_SIGNATURES`: what Gemini 3 history that lost its signatures gets.
+    pub thought_signatures: signatures::Mode,
+    /// `THOUGHT_SIGNATURES_CACHE_BYTES` and `THOUGHT_SIGNATURES_TTL_SECS`: the store of
+    /// signatures `restore` puts back.
+    pub signature_cache_bytes: usize,
+    pub signature_ttl: Duration,
+    pub retries: Retries,
     /// Threads serving requests, each with its own runtime and upstream pool.
     pub worker_threads: usize,
+}
+
+/// `MAX_ATTEMPTS` and `RETRY_BUDGET_SECS`: how far the proxy retries a request that failed
+/// before the client saw a byte of its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    /// Attempts in all, the first included; 1 turns retries off.
+    pub max_attempts: u32,
+    /// The most time spent waiting between attempts, in all.
+    pub budget: Duration,
 }
 
 /// Every configured duration, in one value that each step of the pipeline reads.
@@ -233,17 +249,39 @@ impl Config {
         };
         let allow_raw_model_ids = flag("ALLOW_RAW_MODEL_IDS", false);
         let upstream_preconnect = flag("UPSTREAM_PRECONNECT", true);
-        let fill_signatures = match get("THOUGHT_SIGNATURES").as_deref().map(str::trim) {
-            None | Some("fill") => true,
-            Some("off") => false,
-            Some(_) => {
-                report(
-                    &mut errors,
-                    "THOUGHT_SIGNATURES",
-                    "must be fill or off".into(),
-                );
-                true
-            }
+        let thought_signatures = match get("THOUGHT_SIGNATURES").as_deref().map(str::trim) {
+            None => signatures::Mode::Restore,
+            Some(text) => signatures::Mode::parse(text).unwrap_or_else(|| {
+                let message = "must be restore, fill or off".into();
+                report(&mut errors, "THOUGHT_SIGNATURES", message);
+                signatures::Mode::Restore
+            }),
+        };
+        let signature_cache_bytes = or_report(
+            &mut errors,
+            "THOUGHT_SIGNATURES_CACHE_BYTES",
+            positive(get("THOUGHT_SIGNATURES_CACHE_BYTES"), 8 << 20),
+            8 << 20,
+        );
+        let signature_ttl = Duration::from_secs(or_report(
+            &mut errors,
+            "THOUGHT_SIGNATURES_TTL_SECS",
+            positive(get("THOUGHT_SIGNATURES_TTL_SECS"), 3600),
+            3600,
+        ));
+        let retries = Retries {
+            max_attempts: or_report(
+                &mut errors,
+                "MAX_ATTEMPTS",
+                positive(get("MAX_ATTEMPTS"), 3),
+                3,
+            ),
+            budget: Duration::from_secs(or_report(
+                &mut errors,
+                "RETRY_BUDGET_SECS",
+                number(get("RETRY_BUDGET_SECS"), 20),
+                20,
+            )),
         };
 
         let location = match get("VERTEX_LOCATION") {
@@ -376,7 +414,10 @@ impl Config {
                 max_connections,
                 max_upstream_connections,
                 upstream_preconnect,
-                fill_signatures,
+                thought_signatures,
+                signature_cache_bytes,
+                signature_ttl,
+                retries,
                 worker_threads,
             }),
             _ => Err(ConfigErrors(errors)),

@@ -1,7 +1,8 @@
 //! The proxy's own errors, and the one mapping from them to OpenAI-shaped HTTP responses.
 //!
-//! Upstream (Vertex) answers never pass through here, errors included: they are streamed back
-//! unchanged. Failures to reach the upstream do.
+//! Upstream (Vertex) successes never pass through here: they are streamed back unchanged.
+//! Its errors do ([`UpstreamError`]): Google's envelope becomes OpenAI's shape, with the same
+//! status, so that the SDKs can read them. So do failures to reach the upstream.
 //! Every message is written for the client to read, so none may contain a key, a key hash,
 //! a token or request body content.
 
@@ -37,6 +38,23 @@ pub enum ProxyError {
     /// 504: connecting to the upstream took longer than `UPSTREAM_CONNECT_TIMEOUT_SECS`, or
     /// its response head longer than `UPSTREAM_IDLE_TIMEOUT_SECS`.
     GatewayTimeout(String),
+    /// The upstream's own error, with its status: the last one, when retries are over.
+    Upstream(UpstreamError),
+}
+
+/// An error the upstream answered, read from Google's envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamError {
+    /// The HTTP status; for an error inside a stream, the envelope's `code`.
+    pub status: u16,
+    /// Google's message, for the client; never logged, since it may quote the request.
+    pub message: String,
+    /// Google's status, `RESOURCE_EXHAUSTED`, or `None` when the body was not its envelope.
+    pub google_status: Option<String>,
+    /// The upstream's `Retry-After`, passed on.
+    pub retry_after: Option<HeaderValue>,
+    /// It came as the first event of a 200 stream: the client gets it as one SSE event too.
+    pub in_stream: bool,
 }
 
 impl ProxyError {
@@ -68,12 +86,24 @@ impl ProxyError {
             }
             ProxyError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(e) if e.in_stream => StatusCode::OK,
+            ProxyError::Upstream(e) => {
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
         }
     }
 
     /// OpenAI's `(type, code)` pair; the SDKs branch on the status, people read these.
-    fn kind(&self) -> (&'static str, &'static str) {
+    fn kind(&self) -> (&'static str, &str) {
         match self {
+            ProxyError::Upstream(e) => {
+                let kind = match e.status {
+                    429 => "rate_limit_error",
+                    400..500 => "invalid_request_error",
+                    _ => "api_error",
+                };
+                (kind, e.google_status.as_deref().unwrap_or("upstream_error"))
+            }
             ProxyError::BadRequest { code, .. } => ("invalid_request_error", code),
             ProxyError::Unauthorized(_) => ("invalid_request_error", "invalid_api_key"),
             ProxyError::Forbidden(_) => ("permission_error", "model_not_allowed"),
@@ -97,6 +127,7 @@ impl ProxyError {
             | ProxyError::RequestTimeout(message)
             | ProxyError::GatewayTimeout(message)
             | ProxyError::Busy(message) => message.clone(),
+            ProxyError::Upstream(e) => e.message.clone(),
             ProxyError::Unauthorized(message) => (*message).to_owned(),
             ProxyError::MethodNotAllowed { allow } => {
                 format!("method not allowed on this path; allowed: {allow}")
@@ -124,24 +155,53 @@ impl ProxyError {
                 let cause: String = cause.chars().take(500).collect();
                 format!("Vertex refused the proxy's credentials (HTTP {status}): {cause}")
             }
+            ProxyError::Upstream(e) => {
+                let place = if e.in_stream { " in its stream" } else { "" };
+                let code = self.kind().1;
+                format!("Vertex answered {} {code}{place}", e.status)
+            }
             _ => self.kind().1.to_owned(),
         }
     }
 
-    /// The one place a proxy error becomes HTTP.
-    pub fn into_response(self) -> Response<ProxyBody> {
+    /// The error as OpenAI's SDKs expect it.
+    fn payload(&self) -> serde_json::Value {
         let (kind, code) = self.kind();
-        let payload = serde_json::json!({
+        serde_json::json!({
             "error": {
                 "message": self.message(),
                 "type": kind,
                 "param": null,
                 "code": code,
             }
-        });
-        let mut response = json_response(self.status(), &payload);
+        })
+    }
+
+    /// The one place a proxy error becomes HTTP.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        if let ProxyError::Upstream(UpstreamError {
+            in_stream: true, ..
+        }) = self
+        {
+            // The stream's head said 200 and the client asked for a stream: the error is its
+            // one event, and no `[DONE]` follows.
+            let event = format!("data: {}\n\n", self.payload());
+            let mut response = Response::new(body::full(event));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            return response;
+        }
+        let mut response = json_response(self.status(), &self.payload());
         let headers = response.headers_mut();
         match self {
+            ProxyError::Upstream(UpstreamError {
+                retry_after: Some(after),
+                ..
+            }) => {
+                headers.insert(header::RETRY_AFTER, after);
+            }
             ProxyError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }

@@ -41,6 +41,7 @@ pub mod pages;
 pub mod rewrite;
 pub mod routes;
 pub mod server;
+pub mod signatures;
 pub mod state;
 pub mod upstream;
 pub mod usage;

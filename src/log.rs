@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, Method, Version};
 use serde_json::{Value, json};
 
+use crate::signatures::Counts;
+use crate::upstream::retry::Attempt;
 use crate::usage::{Price, Tail};
 
 /// Writes one line. A closed stdout must not take a request down with it, so errors are
@@ -86,7 +88,9 @@ pub struct RequestLog {
     upstream_status: Option<u16>,
     /// Every upstream connection was at its stream limit: the request waited for a stream.
     upstream_queued: bool,
-    signatures_filled: usize,
+    signatures: Counts,
+    /// Every attempt upstream, when there was more than one.
+    attempts: Vec<Attempt>,
     /// The status sent to the client; `None` until a response exists.
     status: Option<u16>,
     /// The proxy's own error message, which is written for clients and so holds no secret.
@@ -117,7 +121,8 @@ impl RequestLog {
             location: None,
             upstream_status: None,
             upstream_queued: false,
-            signatures_filled: 0,
+            signatures: Counts::default(),
+            attempts: Vec::new(),
             status: None,
             error: None,
             trace: None,
@@ -152,8 +157,14 @@ impl RequestLog {
     }
 
     /// Thought signatures the proxy put in the request body.
-    pub fn signatures_filled(&mut self, count: usize) {
-        self.signatures_filled = count;
+    pub fn signatures(&mut self, counts: Counts) {
+        self.signatures = counts;
+    }
+
+    /// Where the upstream attempts are recorded as they are made, so that a client that
+    /// leaves mid-way still has them in its line.
+    pub fn attempts(&mut self) -> &mut Vec<Attempt> {
+        &mut self.attempts
     }
 
     pub fn authenticated(&mut self, key_id: &str) {
@@ -222,11 +233,17 @@ impl RequestLog {
             key_id: self.key_id.as_deref(),
             alias: self.alias.as_deref(),
             model: self.model.as_deref(),
-            location: self.location.as_deref(),
+            // The location that answered, when the attempts went to several.
+            location: self
+                .attempts
+                .last()
+                .map(|a| a.location.as_str())
+                .or(self.location.as_deref()),
             error: self.error.as_deref(),
             upstream_status: self.upstream_status,
             upstream_queued: self.upstream_queued,
-            signatures_filled: self.signatures_filled,
+            signatures: self.signatures,
+            attempts: &self.attempts,
             trace: self.trace.as_deref(),
             span_id: self.span_id.as_deref(),
             ttfb: self.ttfb,

@@ -68,6 +68,7 @@ impl Route {
             "owned_by": owned_by,
             "vertex_id": self.model,
             "location": self.location(),
+            "locations": self.locations,
         })
     }
 }
@@ -81,7 +82,8 @@ pub struct Aliases {
 }
 
 impl Aliases {
-    /// Parses `MODEL_ALIASES_JSON`: alias → id, or alias → `{"model": id, "location": loc}`.
+    /// Parses `MODEL_ALIASES_JSON`: alias → id, or alias → `{"model": id, "location": loc}`,
+    /// or `{"model": id, "locations": [loc, ...]}` for failover.
     /// Aliases without a location are served from `default_location` (`VERTEX_LOCATION`).
     pub fn parse(json: &str, default_location: &str) -> Result<Aliases, Vec<String>> {
         let value: Value = serde_json::from_str(json).map_err(|e| {
@@ -103,35 +105,30 @@ impl Aliases {
                 ));
                 continue;
             }
-            let (model, location) = match &spec {
+            let (model, locations) = match &spec {
                 Value::String(model) => (Some(model.as_str()), None),
                 Value::Object(fields) => {
-                    if let Some(unknown) = fields
-                        .keys()
-                        .find(|k| k.as_str() != "model" && k.as_str() != "location")
-                    {
+                    const FIELDS: [&str; 3] = ["model", "location", "locations"];
+                    if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
                         errors.push(format!(
-                            "alias {alias:?}: unknown field {unknown:?} (allowed: model, location)"
+                            "alias {alias:?}: unknown field {unknown:?} (allowed: model, location, locations)"
                         ));
                     }
-                    let location = match fields.get("location") {
-                        None => None,
-                        Some(Value::String(loc)) if is_location(loc) => Some(loc.clone()),
-                        Some(_) => {
-                            errors.push(format!(
-                                "alias {alias:?}: \"location\" must be a Vertex location such as \"us-central1\" or \"global\""
-                            ));
-                            None
-                        }
-                    };
-                    (fields.get("model").and_then(Value::as_str), location)
+                    let locations = locations_of(fields).unwrap_or_else(|e| {
+                        errors.push(format!("alias {alias:?}: {e}"));
+                        None
+                    });
+                    (fields.get("model").and_then(Value::as_str), locations)
                 }
                 _ => (None, None),
             };
             match model.map(normalise_model_id) {
                 Some(Ok(model)) => {
-                    let location = location.unwrap_or_else(|| default_location.to_owned());
-                    aliases.insert(alias, Route::vertex(model, location));
+                    let mut route = Route::vertex(model, default_location.to_owned());
+                    if let Some(locations) = locations {
+                        route.locations = locations;
+                    }
+                    aliases.insert(alias, route);
                 }
                 Some(Err(e)) => errors.push(format!("alias {alias:?}: {e}")),
                 None => errors.push(format!(
@@ -222,6 +219,28 @@ impl Aliases {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.routes.keys().map(String::as_str)
+    }
+}
+
+/// An alias's `location` (one) or `locations` (tried in turn when one fails), if given.
+fn locations_of(fields: &Map<String, Value>) -> Result<Option<Vec<String>>, String> {
+    const WHAT: &str = "a Vertex location such as \"us-central1\" or \"global\"";
+    match (fields.get("location"), fields.get("locations")) {
+        (Some(_), Some(_)) => Err("give \"location\" or \"locations\", not both".into()),
+        (None, None) => Ok(None),
+        (Some(Value::String(loc)), None) if is_location(loc) => Ok(Some(vec![loc.clone()])),
+        (Some(_), None) => Err(format!("\"location\" must be {WHAT}")),
+        (None, Some(Value::Array(list))) if !list.is_empty() => {
+            let mut locations = Vec::new();
+            for loc in list {
+                match loc.as_str() {
+                    Some(loc) if is_location(loc) => locations.push(loc.to_owned()),
+                    _ => return Err(format!("each of \"locations\" must be {WHAT}")),
+                }
+            }
+            Ok(Some(locations))
+        }
+        (None, Some(_)) => Err(format!("\"locations\" must be a non-empty list, each {WHAT}")),
     }
 }
 
@@ -321,6 +340,22 @@ mod tests {
         .unwrap_err();
         assert_eq!(errors.len(), 5, "{errors:?}");
         assert!(Aliases::parse("{}", "global").unwrap_err()[0].contains("no alias"));
+
+        let pro = Aliases::parse(
+            r#"{"pro":{"model":"google/gemini-2.5-pro","locations":["global","us-central1","europe-west4"]}}"#,
+            "global",
+        )
+        .unwrap();
+        let route = pro.get("pro").unwrap();
+        assert_eq!(route.locations, ["global", "us-central1", "europe-west4"]);
+        assert_eq!(route.location(), "global");
+        let errors = Aliases::parse(
+            r#"{"a":{"model":"p/m","locations":[]},"b":{"model":"p/m","locations":["ok","not ok"]},"c":{"model":"p/m","location":"x","locations":["y"]},"d":{"model":"p/m","locations":"global"}}"#,
+            "global",
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("not both")), "{errors:?}");
         assert!(Aliases::parse("[]", "global").unwrap_err()[0].contains("JSON object"));
     }
 

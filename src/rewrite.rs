@@ -8,7 +8,6 @@ use std::fmt;
 use std::ops::Range;
 
 use bytes::Bytes;
-use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -101,95 +100,16 @@ fn syntax_reason(error: &serde_json::Error) -> String {
 /// The body with the `model` value replaced by `model`, every other byte unchanged, as three
 /// pieces that share the original buffer: nothing of a large body is copied.
 pub fn splice_model(body: &Bytes, span: &Range<usize>, model: &str) -> [Bytes; 3] {
-    let value = serde_json::to_string(model).expect("a string always serialises");
     [
         body.slice(..span.start),
-        Bytes::from(value),
+        json_string(model),
         body.slice(span.end..),
     ]
 }
 
-/// What Gemini 3 accepts in place of a thought signature it issued (Vertex's "Thought
-/// signatures" documentation): for history a client rebuilt, or that another model wrote.
-pub const SIGNATURE_SENTINEL: &str = "skip_thought_signature_validator";
-
-/// Where a sentinel signature goes: just inside the `{` of each assistant message's first
-/// tool call that has no `extra_content` at all, with whether that object is otherwise empty.
-/// One that has `extra_content` is left alone: a real signature is never overwritten, and a
-/// client's own `extra_content` is its business.
-pub fn missing_signatures(body: &[u8]) -> Vec<(usize, bool)> {
-    #[derive(Deserialize)]
-    struct Request<'a> {
-        #[serde(borrow, default)]
-        messages: Vec<&'a RawValue>,
-    }
-    #[derive(Deserialize)]
-    struct Message<'a> {
-        #[serde(default)]
-        role: Option<String>,
-        #[serde(borrow, default)]
-        tool_calls: Option<Vec<&'a RawValue>>,
-    }
-    #[derive(Deserialize)]
-    struct ToolCall {
-        extra_content: Option<de::IgnoredAny>,
-    }
-    // The body was validated by `find_model`; a shape other than the usual one means there
-    // is nothing here to fill.
-    let Ok(text) = std::str::from_utf8(body) else {
-        return Vec::new();
-    };
-    let Ok(request) = serde_json::from_str::<Request>(text) else {
-        return Vec::new();
-    };
-    let mut gaps = Vec::new();
-    for message in request.messages {
-        let Ok(message) = serde_json::from_str::<Message>(message.get()) else {
-            continue;
-        };
-        let first = match (message.role.as_deref(), message.tool_calls.as_deref()) {
-            (Some("assistant"), Some([first, ..])) => *first,
-            _ => continue,
-        };
-        let call = first.get();
-        let unsigned =
-            serde_json::from_str::<ToolCall>(call).is_ok_and(|c| c.extra_content.is_none());
-        if unsigned && call.starts_with('{') {
-            // The raw value borrows from `text`, so its offset is the distance between them.
-            let start = call.as_ptr() as usize - text.as_ptr() as usize;
-            let empty = call[1..].trim_start().starts_with('}');
-            gaps.push((start + 1, empty));
-        }
-    }
-    gaps
-}
-
-/// `body` with the model value replaced (`model`) and the sentinel signature inserted at
-/// each of `gaps`, as pieces that share the original buffer.
-pub fn splice_with_signatures(
-    body: &Bytes,
-    model: &ModelField,
-    new_model: &str,
-    gaps: &[(usize, bool)],
-) -> Vec<Bytes> {
-    let value = Bytes::from(serde_json::to_string(new_model).expect("a string always serialises"));
-    let filled =
-        format!(r#""extra_content":{{"google":{{"thought_signature":"{SIGNATURE_SENTINEL}"}}}}"#);
-    let (with_comma, alone) = (Bytes::from(format!("{filled},")), Bytes::from(filled));
-    let mut edits: Vec<(Range<usize>, Bytes)> = gaps
-        .iter()
-        .map(|&(at, empty)| {
-            (
-                at..at,
-                if empty {
-                    alone.clone()
-                } else {
-                    with_comma.clone()
-                },
-            )
-        })
-        .collect();
-    edits.push((model.span.clone(), value));
+/// `body` with each range of `edits` replaced by its bytes (an empty range inserts), as pieces
+/// that share the original buffer. The ranges must not overlap.
+pub fn splice(body: &Bytes, mut edits: Vec<(Range<usize>, Bytes)>) -> Vec<Bytes> {
     edits.sort_by_key(|(range, _)| range.start);
     let mut pieces = Vec::with_capacity(edits.len() * 2 + 1);
     let mut at = 0;
@@ -200,6 +120,11 @@ pub fn splice_with_signatures(
     }
     pieces.push(body.slice(at..));
     pieces
+}
+
+/// A string as a JSON value, quotes included.
+pub fn json_string(text: &str) -> Bytes {
+    Bytes::from(serde_json::to_string(text).expect("a string always serialises"))
 }
 
 /// serde_json skips values without a depth limit, so nesting is measured here first. Strings
@@ -396,29 +321,5 @@ mod tests {
             "{".repeat(500)
         );
         assert!(find_model(body.as_bytes()).is_ok());
-    }
-
-    #[test]
-    fn sentinels_go_only_where_a_first_tool_call_has_no_extra_content() {
-        let body = r#"{"model":"p","messages":[{"role":"user","tool_calls":[{}]},{"role":"assistant","tool_calls":[{ }]},{"role":"assistant","tool_calls":[{"id":"a"},{"id":"b"}]},{"role":"assistant","tool_calls":[{"extra_content":{"google":{"thought_signature":"real"}}}]},{"role":"assistant","tool_calls":[]},{"role":"assistant","content":"no tools"}]}"#;
-        let gaps = missing_signatures(body.as_bytes());
-        assert_eq!(gaps.len(), 2, "{gaps:?}");
-        let field = find_model(body.as_bytes()).unwrap();
-        let bytes = Bytes::copy_from_slice(body.as_bytes());
-        let out =
-            splice_with_signatures(&bytes, &field, "google/gemini-3-pro-preview", &gaps).concat();
-        let sentinel = r#""extra_content":{"google":{"thought_signature":"skip_thought_signature_validator"}}"#;
-        let expected = body
-            .replacen(
-                r#""model":"p""#,
-                r#""model":"google/gemini-3-pro-preview""#,
-                1,
-            )
-            .replacen(r#"[{ }]"#, &format!("[{{{sentinel} }}]"), 1)
-            .replacen(r#"[{"id":"a"}"#, &format!(r#"[{{{sentinel},"id":"a"}}"#), 1);
-        assert_eq!(String::from_utf8(out).unwrap(), expected);
-        serde_json::from_str::<serde_json::Value>(&expected).expect("still JSON");
-        assert!(missing_signatures(br#"{"model":"p"}"#).is_empty());
-        assert!(missing_signatures(br#"{"model":"p","messages":"x"}"#).is_empty());
     }
 }

@@ -18,7 +18,8 @@
 //! 2. read the body, bounded ([`crate::body`]);
 //! 3. resolve the route of its model ([`crate::rewrite`] finds it, [`crate::models`] routes it);
 //! 4. prepare the upstream request, by the route's kind ([`crate::upstream`]);
-//! 5. send it;
+//! 5. send it, to the route's locations in turn, until an answer is worth relaying (retries
+//!    stop at the first byte of content);
 //! 6. relay the response, by kind;
 //! 7. log it, when the response ends ([`crate::body::logged`], [`crate::log`]).
 
@@ -175,19 +176,20 @@ async fn forward(
     log.routed(&model.name, &route.model, route.location(), price);
     // 4. Prepare the upstream request, by kind.
     let request = upstream
-        .prepare(&route, operation, &parts.headers, &body, &model)
+        .prepare(&route, operation, &parts.headers, (&body, &model), &key.id)
         .await?;
-    log.signatures_filled(request.signatures_filled);
-    // 5. Send it.
-    let response = upstream.send(request).await?;
+    log.signatures(request.signatures);
+    // 5. Send it, and again while it fails before the client has a byte.
+    let answer = upstream.send(&route, request, log.attempts()).await?;
     drop(held);
+    let response = &answer.response;
     log.upstream_answered(
         response.status().as_u16(),
         response.headers().contains_key(header::CONTENT_ENCODING),
         response.extensions().get::<Queued>().is_some(),
     );
     // 6. Relay the response, by kind.
-    Ok(upstream.relay(&route, response))
+    Ok(upstream.relay(&route, answer, &key.id))
 }
 
 fn health(state: &State) -> Response<ProxyBody> {

@@ -5,6 +5,8 @@
 use std::io::Write;
 use std::time::Duration;
 
+use crate::signatures::Counts;
+use crate::upstream::retry::Attempt;
 use crate::usage::Usage;
 
 /// One request's line, in Cloud Logging's structured format.
@@ -23,7 +25,8 @@ pub(super) struct Line<'a> {
     pub(super) error: Option<&'a str>,
     pub(super) upstream_status: Option<u16>,
     pub(super) upstream_queued: bool,
-    pub(super) signatures_filled: usize,
+    pub(super) signatures: Counts,
+    pub(super) attempts: &'a [Attempt],
     pub(super) trace: Option<&'a str>,
     pub(super) span_id: Option<&'a str>,
     pub(super) ttfb: Option<Duration>,
@@ -87,11 +90,28 @@ impl Line<'_> {
             key(out, "upstream_queued");
             out.extend_from_slice(b"true");
         }
-        if self.signatures_filled > 0 {
+        let Counts { restored, filled } = self.signatures;
+        if restored + filled > 0 {
             key(out, "thought_signatures");
-            out.extend_from_slice(b"{\"restored\":0,\"filled\":");
-            uint(out, self.signatures_filled as u64);
+            out.extend_from_slice(b"{\"restored\":");
+            uint(out, restored as u64);
+            out.extend_from_slice(b",\"filled\":");
+            uint(out, filled as u64);
             out.push(b'}');
+        }
+        if !self.attempts.is_empty() {
+            key(out, "attempts");
+            for (i, attempt) in self.attempts.iter().enumerate() {
+                out.push(if i == 0 { b'[' } else { b',' });
+                out.extend_from_slice(b"{\"location\":");
+                string(out, &attempt.location);
+                out.extend_from_slice(b",\"status\":");
+                uint(out, attempt.status.into());
+                out.extend_from_slice(b",\"wait_ms\":");
+                uint(out, attempt.wait.as_millis() as u64);
+                out.push(b'}');
+            }
+            out.push(b']');
         }
         if let Some(trace) = self.trace {
             key(out, "logging.googleapis.com/trace");

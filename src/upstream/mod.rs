@@ -1,16 +1,21 @@
-//! The upstream side of the pipeline: prepare the request for the route's kind, send it, and
-//! relay the answer; and the one mapping from a failed upstream call to a proxy error.
+//! The upstream side of the pipeline: prepare the request for the route's kind, send it
+//! (again, while it fails before the client has a byte), and relay the answer; and the one
+//! mapping from a failed upstream call to a proxy error.
 //!
 //! One file per kind of upstream holds what is particular to it: [`vertex_openai`]. Beside
 //! them: the connections (`pool`), the header allowlists (`headers`), Google's error envelope
-//! ([`envelope`]) and the startup lookup of the project (`metadata`).
+//! ([`envelope`]), what an answer means (`answer`), the retries ([`retry`]) and the startup
+//! lookup of the project (`metadata`).
 
+mod answer;
 pub mod envelope;
 mod headers;
 mod metadata;
 mod pool;
+pub mod retry;
 pub mod vertex_openai;
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,14 +27,17 @@ use rustls::pki_types::CertificateDer;
 
 use crate::auth::TokenSource;
 use crate::body::{self, Pieces, ProxyBody, UpstreamBody};
-use crate::config::{Config, Timeouts};
+use crate::config::{Config, Retries as RetryPolicy, Timeouts};
 use crate::error::ProxyError;
 use crate::models::{Auth, Kind, Route};
 use crate::rewrite::ModelField;
+use crate::signatures::{self, Counts, Harvest, Mode, Store};
+pub use answer::Answer;
 use headers::{request_headers, response_headers};
 pub use metadata::project_from_metadata;
 pub use pool::Queued;
 use pool::{Failure, Pool};
+use retry::{Attempt, Outcome, Retries};
 use vertex_openai::Endpoints;
 
 /// The Vertex endpoints we forward to, under `…/endpoints/openapi/`.
@@ -58,8 +66,11 @@ pub struct Upstream {
     tokens: TokenSource,
     vertex: Endpoints,
     timeouts: Timeouts,
-    /// `THOUGHT_SIGNATURES=fill`.
-    fill_signatures: bool,
+    retries: RetryPolicy,
+    /// `THOUGHT_SIGNATURES`.
+    signature_mode: Mode,
+    /// The signatures seen, shared by every worker.
+    signatures: Arc<Store>,
 }
 
 /// What an upstream client is built from.
@@ -102,7 +113,12 @@ impl Upstream {
             tokens,
             vertex: Endpoints::new(config.base_url.clone(), project, locations),
             timeouts: config.timeouts,
-            fill_signatures: config.fill_signatures,
+            retries: config.retries,
+            signature_mode: config.thought_signatures,
+            signatures: Arc::new(Store::new(
+                config.signature_cache_bytes,
+                config.signature_ttl,
+            )),
         }
     }
 
@@ -130,20 +146,21 @@ impl Upstream {
         }
     }
 
-    /// Step 4: the upstream request for `route`, by its kind: URL, body and authorization.
+    /// Step 4: the upstream request for `route`, by its kind: body and authorization.
+    /// `key_id` is whose thought signatures may be restored.
     pub async fn prepare(
         &self,
         route: &Route,
         operation: Operation,
         client_headers: &HeaderMap,
-        body: &Bytes,
-        model: &ModelField,
+        (body, model): (&Bytes, &ModelField),
+        key_id: &str,
     ) -> Result<Prepared, ProxyError> {
-        let (uri, (body, signatures_filled)) = match route.kind {
-            Kind::VertexOpenAi => (
-                self.vertex.uri(route.location(), operation)?,
-                vertex_openai::body(body, model, route, self.fill_signatures),
-            ),
+        let (body, signatures) = match route.kind {
+            Kind::VertexOpenAi => {
+                let restore = Some((&*self.signatures, key_id));
+                vertex_openai::body(body, model, route, self.signature_mode, restore)
+            }
         };
         let credential = match route.auth {
             Auth::GoogleAccessToken => self.tokens.headers(self.timeouts.token).await?,
@@ -163,27 +180,56 @@ impl Upstream {
             HeaderValue::from_static("identity"),
         );
         Ok(Prepared {
-            uri,
+            operation,
             headers,
             body,
             auth: route.auth,
-            signatures_filled,
+            signatures,
         })
     }
 
-    /// Step 5: sends the request. A 401 means a token the caches still hold was refused
-    /// (revoked, say): before anything has reached the client, it is sent once more with a
-    /// token fetched anew.
-    pub async fn send(&self, mut prepared: Prepared) -> Result<Response<UpstreamBody>, ProxyError> {
-        match self.send_once(prepared.request()).await {
-            Err(ProxyError::UpstreamRefused { status: 401, .. }) => {
-                let credential = match prepared.auth {
-                    Auth::GoogleAccessToken => self.tokens.fresh(self.timeouts.token).await?,
-                };
-                prepared.headers.extend(credential);
-                self.send_once(prepared.request()).await
+    /// Step 5: sends the request to the route's locations in turn, as [`retry`] allows,
+    /// until an answer is worth relaying: content (a stream, once its first event is not an
+    /// error), or an error that would repeat. Each attempt goes in `attempts` once there is
+    /// more than one.
+    pub async fn send(
+        &self,
+        route: &Route,
+        mut prepared: Prepared,
+        attempts: &mut Vec<Attempt>,
+    ) -> Result<Answer, ProxyError> {
+        let mut retries = Retries::new(self.retries, &route.locations);
+        loop {
+            let outcome = self.attempt(&mut prepared, retries.location()).await;
+            match retries.after(outcome, attempts) {
+                ControlFlow::Break(result) => return result,
+                ControlFlow::Continue(wait) if wait.is_zero() => {}
+                ControlFlow::Continue(wait) => tokio::time::sleep(wait).await,
             }
-            sent => sent,
+        }
+    }
+
+    /// One attempt at `location`. A 401 means a token the caches still hold was refused
+    /// (revoked, say): it is sent once more with a token fetched anew.
+    async fn attempt(&self, prepared: &mut Prepared, location: &str) -> Outcome<Answer> {
+        let uri = match self.vertex.uri(location, prepared.operation) {
+            Ok(uri) => uri,
+            Err(e) => return Outcome::Fail(e),
+        };
+        let mut sent = self.send_once(prepared.request(&uri)).await;
+        if let Err(Outcome::Fail(ProxyError::UpstreamRefused { status: 401, .. })) = sent {
+            let credential = match prepared.auth {
+                Auth::GoogleAccessToken => self.tokens.fresh(self.timeouts.token).await,
+            };
+            match credential {
+                Ok(credential) => prepared.headers.extend(credential),
+                Err(e) => return Outcome::Fail(e),
+            }
+            sent = self.send_once(prepared.request(&uri)).await;
+        }
+        match sent {
+            Ok(response) => answer::judge(response, self.timeouts.upstream_idle).await,
+            Err(outcome) => outcome,
         }
     }
 
@@ -192,27 +238,44 @@ impl Upstream {
         self.tokens.failing()
     }
 
-    /// One attempt: waits for the response head at most `UPSTREAM_IDLE_TIMEOUT_SECS`;
-    /// connection failures become the proxy's 502 and 504.
+    /// Sends once: waits for the response head at most `UPSTREAM_IDLE_TIMEOUT_SECS`.
+    /// Connection failures become the proxy's 502 and 504, retried but for TLS and the head
+    /// timeout; a refused credential is final.
     async fn send_once(
         &self,
         request: Request<Pieces>,
-    ) -> Result<Response<UpstreamBody>, ProxyError> {
+    ) -> Result<Response<UpstreamBody>, Outcome<Answer>> {
         let host = request.uri().host().unwrap_or_default().to_owned();
         let idle = self.timeouts.upstream_idle;
         let response = match tokio::time::timeout(idle, self.client.send(request)).await {
-            Ok(sent) => sent.map_err(|e| classify(&e, &host, self.timeouts.connect))?,
+            Ok(Ok(response)) => response,
+            Ok(Err(failure)) => {
+                let error = classify(&failure, &host, self.timeouts.connect);
+                return Err(match &error {
+                    ProxyError::BadGateway {
+                        code: "upstream_tls_error",
+                        ..
+                    } => Outcome::Fail(error),
+                    _ => Outcome::Retry {
+                        status: error.status().as_u16(),
+                        error,
+                        after: None,
+                    },
+                });
+            }
             Err(_) => {
-                return Err(ProxyError::GatewayTimeout(format!(
+                return Err(Outcome::Fail(ProxyError::GatewayTimeout(format!(
                     "Vertex did not answer within {}s (UPSTREAM_IDLE_TIMEOUT_SECS)",
                     idle.as_secs()
-                )));
+                ))));
             }
         };
         match response.status() {
             // SDKs take a 401 for "your key is wrong": these are about the proxy's own
             // credentials, so they are the gateway's failure, with the cause in the log.
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(self.refused(response).await),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(Outcome::Fail(self.refused(response).await))
+            }
             _ => Ok(response),
         }
     }
@@ -232,11 +295,21 @@ impl Upstream {
     }
 
     /// Step 6: the response the client gets, by the route's kind. The body streams through
-    /// as it comes, cut if the upstream goes silent.
-    pub fn relay(&self, route: &Route, response: Response<UpstreamBody>) -> Response<ProxyBody> {
-        let (parts, upstream) = response.into_parts();
+    /// as it comes, cut if the upstream goes silent; for Gemini 3 with `restore`, the
+    /// thought signatures it carries are kept for `key_id` on the way.
+    pub fn relay(&self, route: &Route, answer: Answer, key_id: &str) -> Response<ProxyBody> {
+        let (parts, upstream) = answer.response.into_parts();
+        let harvest = self.signature_mode == Mode::Restore
+            && signatures::applies_to(&route.model)
+            && parts.status.is_success();
+        let tap: Option<body::Tap> = harvest.then(|| {
+            let mut harvest = Harvest::new(self.signatures.clone(), key_id);
+            Box::new(move |bytes: &[u8]| harvest.push(bytes)) as body::Tap
+        });
         let body = match route.kind {
-            Kind::VertexOpenAi => body::idle_limited(upstream, self.timeouts.upstream_idle),
+            Kind::VertexOpenAi => {
+                body::idle_limited(upstream, answer.read, tap, self.timeouts.upstream_idle)
+            }
         };
         let mut response = Response::new(body);
         *response.status_mut() = parts.status;
@@ -247,20 +320,20 @@ impl Upstream {
 
 /// A prepared upstream request, kept whole so that it can be sent again.
 pub struct Prepared {
-    uri: http::Uri,
+    operation: Operation,
     headers: HeaderMap,
     /// The body's pieces, which share the client's buffer.
     body: Vec<Bytes>,
     auth: Auth,
-    /// Sentinel thought signatures put in the body, for the log.
-    pub signatures_filled: usize,
+    /// Thought signatures put in the body, for the log.
+    pub signatures: Counts,
 }
 
 impl Prepared {
-    fn request(&self) -> Request<Pieces> {
+    fn request(&self, uri: &http::Uri) -> Request<Pieces> {
         let mut request = Request::new(Pieces::new(self.body.iter().cloned()));
         *request.method_mut() = Method::POST;
-        *request.uri_mut() = self.uri.clone();
+        *request.uri_mut() = uri.clone();
         *request.headers_mut() = self.headers.clone();
         request
     }

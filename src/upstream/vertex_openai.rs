@@ -1,5 +1,5 @@
-//! Vertex's OpenAI-compatible endpoint (`…/endpoints/openapi/…`): its URLs, and the one change
-//! it needs in a body, the model.
+//! Vertex's OpenAI-compatible endpoint (`…/endpoints/openapi/…`): its URLs, and the changes
+//! it needs in a body: the model, and Gemini 3's thought signatures.
 
 use bytes::Bytes;
 use http::Uri;
@@ -8,22 +8,26 @@ use super::Operation;
 use crate::error::ProxyError;
 use crate::models::Route;
 use crate::rewrite::{self, ModelField};
+use crate::signatures::{self, Counts, Mode, Store};
 
 /// The body Vertex gets: the client's, with the alias replaced by the Vertex model id, and,
-/// for Gemini 3 when `fill` is on, the sentinel signature on each assistant message's first
-/// tool call that lost its own (clients that rebuild history drop `extra_content`, and Gemini
-/// 3 refuses the next step without it). Returns the pieces and how many were filled.
-pub fn body(body: &Bytes, model: &ModelField, route: &Route, fill: bool) -> (Vec<Bytes>, usize) {
-    if fill && route.model.starts_with("google/gemini-3") {
-        let gaps = rewrite::missing_signatures(body);
-        if !gaps.is_empty() {
-            let pieces = rewrite::splice_with_signatures(body, model, &route.model, &gaps);
-            return (pieces, gaps.len());
-        }
+/// for Gemini 3, a thought signature on each assistant message's first tool call that lost
+/// its own ([`signatures`]). Returns the pieces and what was put in.
+pub fn body(
+    body: &Bytes,
+    model: &ModelField,
+    route: &Route,
+    mode: Mode,
+    restore: Option<(&Store, &str)>,
+) -> (Vec<Bytes>, Counts) {
+    if signatures::applies_to(&route.model)
+        && let Some(completed) = signatures::complete(body, model, &route.model, mode, restore)
+    {
+        return completed;
     }
     (
         rewrite::splice_model(body, &model.span, &route.model).into(),
-        0,
+        Counts::default(),
     )
 }
 

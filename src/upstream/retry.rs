@@ -1,0 +1,292 @@
+//! Sending again what failed before the client saw a byte: which location each attempt goes
+//! to, how long to wait between them (full-jitter backoff, `Retry-After`), and when to stop
+//! (`MAX_ATTEMPTS`, `RETRY_BUDGET_SECS`). Each attempt is recorded for the log.
+
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use http::HeaderMap;
+
+use crate::config::Retries as Policy;
+use crate::error::ProxyError;
+
+/// The first backoff's ceiling; each retry in place doubles it.
+const BASE: Duration = Duration::from_secs(1);
+const CEILING: Duration = Duration::from_secs(30);
+
+/// What one attempt came to.
+pub enum Outcome<T> {
+    /// An answer to relay: content, or an error not worth repeating.
+    Done(T),
+    /// A failure that another attempt may not have: 429, 5xx, a connection that failed, an
+    /// error event before any content. `after` is the upstream's `Retry-After`.
+    Retry {
+        error: ProxyError,
+        status: u16,
+        after: Option<Duration>,
+    },
+    /// A failure that would happen again: the client's own mistake, a refused credential.
+    Fail(ProxyError),
+}
+
+/// One attempt, as the log line shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub location: String,
+    /// The upstream's status, or the proxy's own (502, 504) when none came.
+    pub status: u16,
+    /// How long the proxy waited before making this attempt.
+    pub wait: Duration,
+}
+
+/// Where each attempt goes and how long to wait before it. The caller loops: attempt at
+/// [`Retries::location`], then ask [`Retries::after`] whether to return or wait and go again.
+/// Dropping the caller's future (the client left) ends the retries, waits included.
+pub struct Retries<'a> {
+    policy: Policy,
+    /// Never empty.
+    locations: &'a [String],
+    /// Attempts made.
+    made: usize,
+    /// The wait before the attempt being made, and all waits so far.
+    wait: Duration,
+    waited: Duration,
+    backoffs: u32,
+}
+
+impl<'a> Retries<'a> {
+    pub fn new(policy: Policy, locations: &'a [String]) -> Retries<'a> {
+        Retries {
+            policy,
+            locations,
+            made: 0,
+            wait: Duration::ZERO,
+            waited: Duration::ZERO,
+            backoffs: 0,
+        }
+    }
+
+    /// Where the next attempt goes: the locations in turn, from the first.
+    pub fn location(&self) -> &'a str {
+        self.locations[self.made % self.locations.len()].as_str()
+    }
+
+    /// After an attempt: the result to return, or the wait before the next attempt. Every
+    /// attempt is pushed to `log` once a second one is made: a first success costs nothing.
+    pub fn after<T>(
+        &mut self,
+        outcome: Outcome<T>,
+        log: &mut Vec<Attempt>,
+    ) -> ControlFlow<Result<T, ProxyError>, Duration> {
+        let at = self.location();
+        let first = self.made == 0;
+        self.made += 1;
+        let (error, status, after) = match outcome {
+            Outcome::Done(answer) => {
+                if !first {
+                    log.push(record(at, 200, self.wait));
+                }
+                return ControlFlow::Break(Ok(answer));
+            }
+            Outcome::Fail(error) => {
+                if !first {
+                    log.push(record(at, error.status().as_u16(), self.wait));
+                }
+                return ControlFlow::Break(Err(error));
+            }
+            Outcome::Retry {
+                error,
+                status,
+                after,
+            } => (error, status, after),
+        };
+        log.push(record(at, status, self.wait));
+        if self.made >= self.policy.max_attempts as usize {
+            return ControlFlow::Break(Err(error));
+        }
+        // Another location's capacity is its own: the first time round, it is tried at once.
+        let wait = if self.made < self.locations.len() {
+            Duration::ZERO
+        } else {
+            self.backoffs += 1;
+            after.unwrap_or_else(|| jittered(self.backoffs - 1))
+        };
+        if self.waited + wait > self.policy.budget {
+            return ControlFlow::Break(Err(error));
+        }
+        self.waited += wait;
+        self.wait = wait;
+        ControlFlow::Continue(wait)
+    }
+}
+
+fn record(location: &str, status: u16, wait: Duration) -> Attempt {
+    Attempt {
+        location: location.to_owned(),
+        status,
+        wait,
+    }
+}
+
+/// Full jitter: uniform between nothing and a ceiling that doubles with each backoff, so
+/// that instances refused together do not come back together.
+fn jittered(backoff: u32) -> Duration {
+    let ceiling = BASE.saturating_mul(1 << backoff.min(16)).min(CEILING);
+    ceiling.mul_f64(random_fraction())
+}
+
+/// A fraction in `[0, 1)`. `RandomState` is seeded per process and stepped per call, which
+/// is all the randomness jitter needs, without a crate for it.
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u8(0);
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Whether a status is worth another attempt: too many requests, and the server errors that
+/// say "not now" rather than "not this".
+pub fn retryable(status: u16) -> bool {
+    matches!(status, 429 | 500 | 502 | 503 | 504)
+}
+
+/// `Retry-After` in seconds. Google sends seconds; a date is taken as absent.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn busy(after: Option<u64>) -> Outcome<&'static str> {
+        Outcome::Retry {
+            error: ProxyError::Busy("busy".into()),
+            status: 429,
+            after: after.map(Duration::from_secs),
+        }
+    }
+
+    const POLICY: Policy = Policy {
+        max_attempts: 3,
+        budget: Duration::from_secs(20),
+    };
+
+    fn places(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// Runs with the outcomes given, in order, and returns the result, the locations tried
+    /// and the log.
+    async fn scripted(
+        policy: Policy,
+        locations: &[&str],
+        outcomes: Vec<Outcome<&'static str>>,
+    ) -> (Result<&'static str, ProxyError>, Vec<String>, Vec<Attempt>) {
+        let locations = places(locations);
+        let mut retries = Retries::new(policy, &locations);
+        let (mut tried, mut log) = (Vec::new(), Vec::new());
+        for outcome in outcomes {
+            tried.push(retries.location().to_owned());
+            match retries.after(outcome, &mut log) {
+                ControlFlow::Break(result) => return (result, tried, log),
+                ControlFlow::Continue(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+        panic!("more attempts than outcomes: {tried:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_success_records_nothing() {
+        let (result, tried, log) = scripted(POLICY, &["global"], vec![Outcome::Done("ok")]).await;
+        assert_eq!(result.unwrap(), "ok");
+        assert_eq!(tried, ["global"]);
+        assert!(log.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_in_place_with_jitter_within_a_doubling_ceiling() {
+        let outcomes = vec![busy(None), busy(None), Outcome::Done("ok")];
+        let (result, tried, log) = scripted(POLICY, &["global"], outcomes).await;
+        assert_eq!(result.unwrap(), "ok");
+        assert_eq!(tried, ["global"; 3]);
+        let waits: Vec<Duration> = log.iter().map(|a| a.wait).collect();
+        assert_eq!(waits[0], Duration::ZERO);
+        assert!(waits[1] <= Duration::from_secs(1), "{waits:?}");
+        assert!(waits[2] <= Duration::from_secs(2), "{waits:?}");
+        let statuses: Vec<u16> = log.iter().map(|a| a.status).collect();
+        assert_eq!(statuses, [429, 429, 200]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured() {
+        let outcomes = vec![busy(Some(7)), Outcome::Done("ok")];
+        let (result, _, log) = scripted(POLICY, &["global"], outcomes).await;
+        assert_eq!(result.unwrap(), "ok");
+        assert_eq!(log[1].wait, Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stops_at_max_attempts_or_the_budget_with_the_last_error() {
+        let outcomes = vec![busy(None), busy(None), busy(None)];
+        let (result, tried, _) = scripted(POLICY, &["global"], outcomes).await;
+        assert_eq!(result.unwrap_err(), ProxyError::Busy("busy".into()));
+        assert_eq!(tried.len(), 3);
+        // A wait past what is left of the budget is not waited: the error goes back at once.
+        let outcomes = vec![busy(Some(15)), busy(Some(15))];
+        let (result, tried, log) = scripted(POLICY, &["global"], outcomes).await;
+        assert!(result.is_err());
+        assert_eq!(tried.len(), 2);
+        assert_eq!(log.len(), 2);
+        let once = Policy {
+            max_attempts: 1,
+            ..POLICY
+        };
+        let (result, tried, log) = scripted(once, &["global"], vec![busy(None)]).await;
+        assert!(result.is_err());
+        assert_eq!((tried.len(), log.len()), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fails_over_across_locations_at_once_then_backs_off() {
+        let outcomes = vec![busy(Some(9)), busy(None), Outcome::Done("ok")];
+        let (result, tried, log) = scripted(POLICY, &["global", "us-central1"], outcomes).await;
+        assert_eq!(result.unwrap(), "ok");
+        assert_eq!(tried, ["global", "us-central1", "global"]);
+        assert_eq!(log[1].wait, Duration::ZERO, "failover does not wait");
+        assert!(log[2].wait <= Duration::from_secs(1));
+        assert_eq!(log[2].location, "global");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_that_would_repeat_is_not_retried() {
+        let outcomes = vec![Outcome::Fail(ProxyError::NotFound("no".into()))];
+        let (result, tried, log) = scripted(POLICY, &["global", "us-central1"], outcomes).await;
+        assert_eq!(result.unwrap_err().status().as_u16(), 404);
+        assert_eq!(tried, ["global"]);
+        assert!(log.is_empty());
+    }
+
+    #[test]
+    fn retry_after_in_seconds_only() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert("retry-after", "3".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
+        headers.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), None);
+        assert!(retryable(429) && retryable(503) && !retryable(400) && !retryable(501));
+    }
+
+    #[test]
+    fn jitter_stays_under_its_ceiling_and_varies() {
+        let samples: Vec<Duration> = (0..64).map(|_| jittered(0)).collect();
+        assert!(samples.iter().all(|d| *d < BASE));
+        assert!(samples.windows(2).any(|w| w[0] != w[1]));
+        assert!(jittered(40) < CEILING);
+    }
+}
