@@ -3,6 +3,10 @@
 //!
 //! The stand-in is deterministic: chat echoes the last user message, offers of tools are
 //! answered with a call to the first tool, and embeddings are derived from a hash of the input.
+//! It is as strict as Vertex where clients trip: errors come in Google's array-wrapped
+//! envelope, and Gemini 3 wants its thought signatures back ([`gemini3`]).
+
+pub mod gemini3;
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -103,9 +107,21 @@ pub async fn start_stand_in() -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// An error in Google's envelope, as Vertex sends it.
+/// An error in Google's envelope, wrapped in an array as Vertex's OpenAI endpoint often
+/// sends it.
 pub fn google_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let payload = json!({"error": {"code": status.as_u16(), "message": message, "status": status.canonical_reason()}});
+    let google_status = match status.as_u16() {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        429 => "RESOURCE_EXHAUSTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ => "INTERNAL",
+    };
+    let payload =
+        json!([{"error": {"code": status.as_u16(), "message": message, "status": google_status}}]);
     let mut response = Response::new(body::full(payload.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -140,6 +156,10 @@ async fn answer(request: Request<Incoming>) -> Response<ProxyBody> {
 /// What the stand-in answers an authorized request to Vertex's OpenAI endpoint at `path`.
 /// The test suites' fake Vertex answers the same way.
 pub fn openai_answer(path: &str, body: &Value) -> Response<ProxyBody> {
+    if let Some((status, _, message)) = gemini3::refusal(path, body) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        return google_error(status, &message);
+    }
     if path.ends_with("/endpoints/openapi/chat/completions") {
         chat(body)
     } else if path.ends_with("/endpoints/openapi/embeddings") {
@@ -200,11 +220,17 @@ fn reply(body: &Value) -> (Option<Value>, String) {
                 arguments.insert(name.clone(), value);
             }
         }
-        let call = json!({
-            "id": "call_demo_1",
+        let id = gemini3::call_id(body);
+        let mut call = json!({
+            "id": id,
             "type": "function",
             "function": {"name": function["name"], "arguments": Value::Object(arguments).to_string()},
         });
+        // Gemini 3 signs the first call of each step, and wants it back.
+        if gemini3::is_gemini3(body["model"].as_str().unwrap_or_default()) {
+            let signature = gemini3::signature_for(&id);
+            call["extra_content"] = json!({"google": {"thought_signature": signature}});
+        }
         return (Some(call), String::new());
     }
     (None, format!("You said: {last_user}"))
@@ -362,8 +388,17 @@ mod tests {
         let arguments: Value =
             serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
         assert_eq!(arguments, json!({"city": "Paris", "days": 1}));
+        assert!(call.get("extra_content").is_none(), "only Gemini 3 signs");
+        let gemini3 = json!({"model": "google/gemini-3.1-pro-preview", "tools": tools, "messages": [{"role": "user", "content": "Paris"}]});
+        let (signed, _) = reply(&gemini3);
+        let signed = signed.expect("a tool call");
+        let id = signed["id"].as_str().unwrap();
+        assert_eq!(
+            signed["extra_content"]["google"]["thought_signature"],
+            gemini3::signature_for(id)
+        );
         let (call, text) = reply(
-            &json!({"tools": tools, "messages": [{"role": "user", "content": "Paris"}, {"role": "tool", "tool_call_id": "call_demo_1", "content": "sunny"}]}),
+            &json!({"tools": tools, "messages": [{"role": "user", "content": "Paris"}, {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]}),
         );
         assert!(call.is_none());
         assert_eq!(text, "The tool said: sunny");

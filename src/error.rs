@@ -272,6 +272,7 @@ mod tests {
             (ProxyError::bad_gateway("upstream_unreachable", "down"), 502),
             (ProxyError::GatewayTimeout("slow".into()), 504),
             (ProxyError::Busy("full".into()), 503),
+            (ProxyError::Upstream(busy(false)), 429),
             (
                 ProxyError::UpstreamRefused {
                     status: 403,
@@ -291,6 +292,40 @@ mod tests {
             assert!(error["type"].is_string() && error["code"].is_string());
             assert!(error.get("param").is_some());
         }
+    }
+
+    fn busy(in_stream: bool) -> UpstreamError {
+        UpstreamError {
+            status: 429,
+            message: "Resource exhausted.".into(),
+            google_status: Some("RESOURCE_EXHAUSTED".into()),
+            retry_after: Some(HeaderValue::from_static("5")),
+            in_stream,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upstream_error_keeps_its_status_and_in_a_stream_is_one_event() {
+        let response = ProxyError::Upstream(busy(false)).into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        let json = body_json(response).await;
+        assert_eq!(json["error"]["code"], "RESOURCE_EXHAUSTED");
+        assert_eq!(json["error"]["type"], "rate_limit_error");
+        let response = ProxyError::Upstream(busy(true)).into_response();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/event-stream"
+        );
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        let event = text
+            .strip_prefix("data: ")
+            .unwrap()
+            .strip_suffix("\n\n")
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_str(event).unwrap();
+        assert_eq!(json["error"]["message"], "Resource exhausted.");
     }
 
     #[tokio::test]

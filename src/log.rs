@@ -147,6 +147,12 @@ impl RequestLog {
         }
     }
 
+    /// Vertex answered with an error, which the proxy passes on in OpenAI's shape.
+    pub fn upstream_failed(&mut self, status: u16) {
+        self.ttfb = Some(self.start.elapsed());
+        self.upstream_status = Some(status);
+    }
+
     /// Takes the trace from the request's headers; Cloud Logging shows the line with Cloud
     /// Run's own for the same request.
     pub fn set_trace(&mut self, headers: &HeaderMap, project: &str) {

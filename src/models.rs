@@ -240,7 +240,9 @@ fn locations_of(fields: &Map<String, Value>) -> Result<Option<Vec<String>>, Stri
             }
             Ok(Some(locations))
         }
-        (None, Some(_)) => Err(format!("\"locations\" must be a non-empty list, each {WHAT}")),
+        (None, Some(_)) => Err(format!(
+            "\"locations\" must be a non-empty list, each {WHAT}"
+        )),
     }
 }
 

@@ -180,7 +180,11 @@ async fn forward(
         .await?;
     log.signatures(request.signatures);
     // 5. Send it, and again while it fails before the client has a byte.
-    let answer = upstream.send(&route, request, log.attempts()).await?;
+    let answer = upstream.send(&route, request, log.attempts()).await;
+    if let Err(ProxyError::Upstream(e)) = &answer {
+        log.upstream_failed(e.status);
+    }
+    let answer = answer?;
     drop(held);
     let response = &answer.response;
     log.upstream_answered(

@@ -418,9 +418,8 @@ mod tests {
     fn completed(body: &str, mode: Mode, store: Option<(&Store, &str)>) -> (String, Counts) {
         let field = find_model(body.as_bytes()).unwrap();
         let bytes = Bytes::copy_from_slice(body.as_bytes());
-        let (pieces, counts) =
-            complete(&bytes, &field, "google/gemini-3-pro-preview", mode, store)
-                .expect("something to fill");
+        let (pieces, counts) = complete(&bytes, &field, "google/gemini-3-pro-preview", mode, store)
+            .expect("something to fill");
         (String::from_utf8(pieces.concat()).unwrap(), counts)
     }
 
@@ -470,7 +469,12 @@ mod tests {
                 filled: 1
             }
         );
-        assert!(out.contains(r#"[{"extra_content":{"google":{"thought_signature":"c2lnLTE="}},"id":"call_1""#), "{out}");
+        assert!(
+            out.contains(
+                r#"[{"extra_content":{"google":{"thought_signature":"c2lnLTE="}},"id":"call_1""#
+            ),
+            "{out}"
+        );
         assert!(out.contains(&format!(r#"[{{{SENTINEL_FIELD},"id":"call_2"}}"#)));
         // Another key never gets it.
         let (out, counts) = completed(HISTORY, Mode::Restore, Some((&store, "bob")));

@@ -243,9 +243,14 @@ async fn run_one(
                 .await
                 .map_err(|e| format!("error body: {e}"))?
                 .to_bytes();
-            (got == error_body(id, code).as_bytes())
+            // Google's envelope, in OpenAI's shape, with Google's words.
+            let json: serde_json::Value =
+                serde_json::from_slice(&got).map_err(|_| "error body is not JSON")?;
+            let expected = serde_json::json!({"message": format!("chaos {id}"), "code": "X"});
+            (json["error"]["message"] == expected["message"]
+                && json["error"]["code"] == expected["code"])
                 .then_some(())
-                .ok_or("error body changed".into())
+                .ok_or(format!("error body not converted: {json}"))
         }
         Fault::ResetMidStream if status == StatusCode::BAD_GATEWAY => Ok(()),
         Fault::ResetMidStream | Fault::StallMidStream => {
@@ -337,6 +342,9 @@ async fn chaos() {
     let mut env = env(&vertex, &metadata);
     env.insert("UPSTREAM_IDLE_TIMEOUT_SECS".into(), "1".into());
     env.insert("BODY_READ_TIMEOUT_SECS".into(), "5".into());
+    // One retry, after at most a second: enough to mix retries into the chaos.
+    env.insert("MAX_ATTEMPTS".into(), "2".into());
+    env.insert("RETRY_BUDGET_SECS".into(), "1".into());
     let mut proxy = spawn(&env).await;
     let pid = proxy.child.id().unwrap();
     let mut rng = Rng(seed);
@@ -368,6 +376,18 @@ async fn chaos() {
         .filter(|(_, f)| *f == Fault::ClientAbortsBody)
         .count();
     assert_eq!(aborted_seen, 0, "an incomplete request was forwarded");
+    // Each request Vertex refused with 429 or 5xx was sent twice: retried once, then given up.
+    let mut sent: HashMap<u64, usize> = HashMap::new();
+    for (id, fault) in &seen {
+        if matches!(
+            fault,
+            Fault::Status429 | Fault::Status500 | Fault::Status503
+        ) {
+            *sent.entry(*id).or_default() += 1;
+        }
+    }
+    assert!(!sent.is_empty());
+    assert!(sent.values().all(|&n| n == 2), "{sent:?}");
     // Every stream a client left was cancelled upstream, and nothing is left in flight.
     let left = counts.get(&Fault::ClientAbortsStream).copied().unwrap_or(0);
     within("upstream work to drain", async {

@@ -228,6 +228,8 @@ async fn an_idle_h2c_connection_is_closed_and_a_busy_one_is_not() {
     .await
     .unwrap();
     let mut connection = tokio::spawn(connection);
+    // The first event goes first: the proxy holds a stream's head until it comes.
+    tx.send(Bytes::from("data: one\n\n")).await.unwrap();
     let stream = http::Request::post(proxy.url("/v1/chat/completions"))
         .header("x-api-key", KEY)
         .body(http_body_util::Full::new(Bytes::from(
@@ -238,7 +240,6 @@ async fn an_idle_h2c_connection_is_closed_and_a_busy_one_is_not() {
         .await
         .unwrap();
     // Open past the idle limit, the stream keeps the connection.
-    tx.send(Bytes::from("data: one\n\n")).await.unwrap();
     let mut body = response.into_body();
     within("a chunk", body.frame()).await.unwrap().unwrap();
     let busy = tokio::time::timeout(std::time::Duration::from_millis(1500), &mut connection).await;

@@ -366,19 +366,23 @@ async fn bodies_over_the_limit_get_413_declared_or_not() {
 async fn sse_chunks_reach_the_client_while_vertex_is_still_sending() {
     let (vertex, tx) = FakeVertex::streaming().await;
     let (_vertex, _metadata, proxy) = setup_with(vertex, &[]).await;
-    let response = start_stream(&proxy).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let mut body = response.into_body();
     let chunks = [
         "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n",
         "data: : keepalive\n\n",
         "data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n",
     ];
+    // The head comes with the first event, which is content.
+    tx.send(Bytes::from(chunks[0])).await.unwrap();
+    let response = start_stream(&proxy).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
     let mut seen = Vec::new();
-    for chunk in chunks {
+    for (n, chunk) in chunks.into_iter().enumerate() {
         // The fake has not sent the next chunk yet: this one must already be here.
-        tx.send(Bytes::from(chunk)).await.unwrap();
+        if n > 0 {
+            tx.send(Bytes::from(chunk)).await.unwrap();
+        }
         let frame = within("one SSE chunk", body.frame())
             .await
             .unwrap()
@@ -406,9 +410,9 @@ async fn sse_chunks_reach_the_client_while_vertex_is_still_sending() {
 async fn a_client_that_leaves_cancels_the_upstream_request() {
     let (vertex, tx) = FakeVertex::streaming().await;
     let (_vertex, _metadata, proxy) = setup_with(vertex, &[]).await;
+    tx.send(Bytes::from("data: first\n\n")).await.unwrap();
     let response = start_stream(&proxy).await;
     let mut body = response.into_body();
-    tx.send(Bytes::from("data: first\n\n")).await.unwrap();
     within("the first chunk", body.frame())
         .await
         .unwrap()
@@ -423,27 +427,6 @@ async fn a_client_that_leaves_cancels_the_upstream_request() {
         })
         .await;
     assert_eq!(line["httpRequest"]["status"], 200);
-}
-
-#[tokio::test]
-async fn upstream_errors_pass_through_unchanged() {
-    let vertex = FakeVertex::start().await;
-    let (vertex, _metadata, proxy) = setup_with(vertex, &[]).await;
-    for status in [400u16, 404, 429, 500, 503] {
-        let google = format!(
-            r#"[{{"error":{{"code":{status},"message":"upstream says no","status":"RESOURCE_EXHAUSTED","details":[]}}}}]"#
-        );
-        let body = google.clone();
-        vertex.set_behaviour(move |_| {
-            Reply::Json(StatusCode::from_u16(status).unwrap(), body.clone())
-        });
-        let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
-        assert_eq!(answer.status.as_u16(), status);
-        assert_eq!(answer.body, google);
-        assert_eq!(answer.headers["content-type"], "application/json");
-    }
-    let line = proxy.request_line("/v1/chat/completions", 503).await;
-    assert_eq!(line["upstream_status"], 503);
 }
 
 #[tokio::test]
@@ -670,55 +653,4 @@ async fn the_leak_check_catches_a_logged_key() {
     let (_vertex, _metadata, proxy) = setup().await;
     assert_eq!(chat_status(&proxy, KEY).await, StatusCode::OK);
     proxy.pretend_logged(&format!("{{\"message\":\"oops {}\"}}", sha256_hex(KEY)));
-}
-
-/// A two-step tool loop's history as clients that rebuild it send it: the current turn's tool
-/// call has no `extra_content`, an earlier one kept its real signature.
-const TOOL_HISTORY: &str = r#"{"model":"pro-preview","messages":[{"role":"user","content":"weather?"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_0","type":"function","function":{"name":"get_weather","arguments":"{}"},"extra_content":{"google":{"thought_signature":"c2lnLTA="}}}]},{"role":"tool","tool_call_id":"call_0","content":"sunny"},{"role":"user","content":"and tomorrow?"},{"role":"assistant","content":null,"tool_calls":[ {"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"day\":\"tomorrow\"}"}},{"id":"call_2","type":"function","function":{"name":"get_weather","arguments":"{}"}}]},{"role":"tool","tool_call_id":"call_1","content":"rain"}],"tools":[]}"#;
-
-#[tokio::test]
-async fn gemini3_history_that_lost_its_signature_gets_the_sentinel_and_nothing_else_changes() {
-    let (vertex, _metadata, proxy) = setup().await;
-    let answer = post(&proxy, "/v1/chat/completions", KEY, TOOL_HISTORY).await;
-    assert_eq!(
-        answer.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    let received = vertex.wait_for(1).await.remove(0);
-    let expected = TOOL_HISTORY
-        .replacen(r#""pro-preview""#, r#""google/gemini-3.1-pro-preview""#, 1)
-        .replacen(
-            r#"[ {"id":"call_1""#,
-            r#"[ {"extra_content":{"google":{"thought_signature":"skip_thought_signature_validator"}},"id":"call_1""#,
-            1,
-        );
-    assert_eq!(String::from_utf8_lossy(&received.body), expected);
-    let line = proxy.request_line("/v1/chat/completions", 200).await;
-    assert_eq!(line["thought_signatures"]["filled"], 1, "{line}");
-}
-
-#[tokio::test]
-async fn the_strict_fake_refuses_the_same_history_when_filling_is_off() {
-    let vertex = FakeVertex::start().await;
-    let (vertex, proxy) = in_process(vertex, &[("THOUGHT_SIGNATURES", "off")]).await;
-    let answer = post(&proxy, "/v1/chat/completions", KEY, TOOL_HISTORY).await;
-    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
-    assert!(String::from_utf8_lossy(&answer.body).contains("missing a thought_signature"));
-    // Gemini 2.5 is not filled, byte for byte.
-    let flash = TOOL_HISTORY.replacen(r#""pro-preview""#, r#""flash""#, 1);
-    let (vertex2, proxy2) = in_process(FakeVertex::start().await, &[]).await;
-    assert_eq!(
-        post(&proxy2, "/v1/chat/completions", KEY, &flash)
-            .await
-            .status,
-        StatusCode::OK
-    );
-    let received = vertex2.wait_for(1).await.remove(0);
-    assert_eq!(
-        String::from_utf8_lossy(&received.body),
-        flash.replacen(r#""flash""#, r#""google/gemini-2.5-flash""#, 1)
-    );
-    drop(vertex);
 }

@@ -17,17 +17,21 @@ fn chunk(stream: usize, n: usize) -> String {
     format!("data: {{\"stream\":{stream},\"chunk\":{n}}}\n\n")
 }
 
-/// Has the fake send stream `i`'s first chunk and checks the client got it: a stream
-/// provably in flight.
+/// Starts stream `i` (`start` resolves to its response head), has the fake send its first
+/// chunk, and checks the client got it: a stream provably in flight. The head comes with the
+/// first event (the proxy holds a stream until then), so both run together.
 async fn first_chunk(
     i: usize,
-    response: http::Response<hyper::body::Incoming>,
+    start: impl std::future::Future<Output = http::Response<hyper::body::Incoming>>,
     senders: &mut tokio::sync::mpsc::UnboundedReceiver<tokio::sync::mpsc::Sender<Bytes>>,
 ) -> (tokio::sync::mpsc::Sender<Bytes>, hyper::body::Incoming) {
-    let tx = within("the fake to get the stream", senders.recv())
-        .await
-        .unwrap();
-    tx.send(Bytes::from(chunk(i, 0))).await.unwrap();
+    let (response, tx) = tokio::join!(start, async {
+        let tx = within("the fake to get the stream", senders.recv())
+            .await
+            .unwrap();
+        tx.send(Bytes::from(chunk(i, 0))).await.unwrap();
+        tx
+    });
     let mut body = response.into_body();
     let first = within("a first chunk", body.frame())
         .await
@@ -76,8 +80,7 @@ async fn sigterm_with_200_streams_in_flight() {
     let mut bodies = Vec::new();
     let mut upstream = Vec::new();
     for i in 0..STREAMS {
-        let response = start_stream(&proxy).await;
-        let (tx, body) = first_chunk(i, response, &mut senders).await;
+        let (tx, body) = first_chunk(i, start_stream(&proxy), &mut senders).await;
         bodies.push(body);
         upstream.push(tx);
     }
@@ -149,11 +152,14 @@ async fn sigterm_drains_h2c_streams_spread_over_worker_threads() {
                 r#"{"model":"flash","stream":true}"#,
             )))
             .unwrap();
-        let response = within("an h2c stream", sender.clone().send_request(request))
-            .await
-            .unwrap();
-        assert_eq!(response.version(), http::Version::HTTP_2);
-        streams.push(first_chunk(i, response, &mut senders).await);
+        let start = async {
+            let response = within("an h2c stream", sender.clone().send_request(request))
+                .await
+                .unwrap();
+            assert_eq!(response.version(), http::Version::HTTP_2);
+            response
+        };
+        streams.push(first_chunk(i, start, &mut senders).await);
     }
 
     proxy.terminate_and_wait_for_drain().await;

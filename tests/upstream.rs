@@ -37,19 +37,27 @@ async fn proxy_in_front_of(base_url: &str) -> InProcess {
     InProcess::start(&env).await
 }
 
-/// Sends chunks one at a time and checks each reaches the client before the next exists:
-/// nothing on the way buffers.
-async fn relay(senders: &mut Senders, body: &mut Incoming) -> mpsc::Sender<Bytes> {
-    let (_, tx) = within("the stream at the fake", senders.recv())
-        .await
-        .unwrap();
+/// Starts a stream, then sends chunks one at a time and checks each reaches the client before
+/// the next exists: nothing on the way buffers. The first goes with the start, since the
+/// proxy holds a stream's head until its first event.
+async fn relayed(proxy: &InProcess, senders: &mut Senders) -> (mpsc::Sender<Bytes>, Incoming) {
+    let (response, tx) = tokio::join!(start_stream(proxy), async {
+        let (_, tx) = within("the stream at the fake", senders.recv())
+            .await
+            .unwrap();
+        tx.send(Bytes::from("data: 1\n\n")).await.unwrap();
+        tx
+    });
+    let mut body = response.into_body();
     for n in 1..=3 {
         let chunk = Bytes::from(format!("data: {n}\n\n"));
-        tx.send(chunk.clone()).await.unwrap();
+        if n > 1 {
+            tx.send(chunk.clone()).await.unwrap();
+        }
         let frame = within("a chunk", body.frame()).await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), chunk);
     }
-    tx
+    (tx, body)
 }
 
 #[tokio::test]
@@ -59,8 +67,7 @@ async fn vertex_over_tls_gets_http2_streams_unbuffered_and_cancelled() {
     let base_url = format!("https://localhost:{}", vertex.addr.port());
     let proxy = proxy_in_front_of(&base_url).await;
 
-    let mut body = start_stream(&proxy).await.into_body();
-    let tx = relay(&mut senders, &mut body).await;
+    let (tx, body) = relayed(&proxy, &mut senders).await;
     let seen = vertex.received().remove(0);
     assert_eq!(seen.version, Version::HTTP_2);
     assert_eq!(
@@ -73,8 +80,8 @@ async fn vertex_over_tls_gets_http2_streams_unbuffered_and_cancelled() {
     assert_eq!(vertex.cancelled(), [0]);
 
     // The next request is another stream on the same connection.
-    let mut body = start_stream(&proxy).await.into_body();
-    drop(relay(&mut senders, &mut body).await);
+    let (tx, mut body) = relayed(&proxy, &mut senders).await;
+    drop(tx);
     assert!(within("the end", body.frame()).await.is_none());
     assert_eq!(vertex.received()[1].version, Version::HTTP_2);
     assert_eq!(vertex.connections(), 1);
@@ -87,8 +94,7 @@ async fn http1_connections_are_reused_and_a_cut_one_is_closed() {
     let proxy = proxy_in_front_of(&vertex.base_url()).await;
 
     // A request line in origin form, with the Host header.
-    let mut body = start_stream(&proxy).await.into_body();
-    let tx = relay(&mut senders, &mut body).await;
+    let (tx, mut body) = relayed(&proxy, &mut senders).await;
     let seen = vertex.received().remove(0);
     assert_eq!(seen.version, Version::HTTP_11);
     assert_eq!(
@@ -100,8 +106,7 @@ async fn http1_connections_are_reused_and_a_cut_one_is_closed() {
     assert!(within("the end", body.frame()).await.is_none());
 
     // Read to the end, the connection carries the next request.
-    let mut body = start_stream(&proxy).await.into_body();
-    let tx = relay(&mut senders, &mut body).await;
+    let (tx, body) = relayed(&proxy, &mut senders).await;
     assert_eq!(vertex.connections(), 1);
 
     // Dropped mid-body, it is closed: the fake sees the client leave, and the next request
@@ -109,8 +114,8 @@ async fn http1_connections_are_reused_and_a_cut_one_is_closed() {
     drop(body);
     within("the upstream request to be cancelled", tx.closed()).await;
     assert_eq!(vertex.cancelled(), [1]);
-    let mut body = start_stream(&proxy).await.into_body();
-    drop(relay(&mut senders, &mut body).await);
+    let (tx, _body) = relayed(&proxy, &mut senders).await;
+    drop(tx);
     assert_eq!(vertex.received()[2].connection, 2);
 }
 
@@ -154,12 +159,19 @@ async fn streams_at_once(
     }
     // In the order they were started, which the fake's arrival order need not be.
     open.sort_by_key(|(user, _)| user.clone());
+    // Each sends a first event, with which the proxy sends the head; the client reads it.
     let mut streams = Vec::new();
     for ((_, tx), response) in open.into_iter().zip(started) {
-        let body = within("a response head", response)
+        tx.send(Bytes::from("data: open\n\n")).await.unwrap();
+        let mut body = within("a response head", response)
             .await
             .unwrap()
             .into_body();
+        let first = within("the first event", body.frame())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.into_data().unwrap(), "data: open\n\n");
         streams.push((tx, body));
     }
     streams
@@ -296,8 +308,7 @@ async fn the_upstream_connection_is_opened_at_startup_and_the_first_request_uses
     // Before any request, the connection (TCP, TLS, HTTP/2) is there.
     vertex.wait_for_connections(1).await;
     assert_eq!(vertex.count(), 0);
-    let mut body = start_stream(&proxy).await.into_body();
-    drop(relay(&mut senders, &mut body).await);
+    drop(relayed(&proxy, &mut senders).await);
     assert_eq!(vertex.received()[0].connection, 1);
     assert_eq!(vertex.connections(), 1);
 }

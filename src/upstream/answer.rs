@@ -234,7 +234,10 @@ mod tests {
     #[test]
     fn an_error_that_is_not_googles_still_says_what_happened() {
         let e = upstream_error(502, None, None, false);
-        assert_eq!(e.message, "Vertex answered HTTP 502 (Bad Gateway) without an error message");
+        assert_eq!(
+            e.message,
+            "Vertex answered HTTP 502 (Bad Gateway) without an error message"
+        );
         assert_eq!(e.google_status, None);
     }
 }

@@ -79,11 +79,12 @@ pub async fn start_stream(proxy: &impl Served) -> Response<Incoming> {
     .await
 }
 
-/// Starts a stream through the proxy, has the fake send its first chunk, and returns the body
-/// once the client holds that chunk: a stream provably in flight.
+/// Has the fake send a first chunk, starts a stream through the proxy, and returns the body
+/// once the client holds that chunk: a stream provably in flight. (The proxy holds a stream's
+/// head until its first event, so the chunk goes first.)
 pub async fn stream_in_flight(proxy: &impl Served, tx: &mpsc::Sender<Bytes>) -> Incoming {
-    let mut body = start_stream(proxy).await.into_body();
     tx.send(Bytes::from("data: one\n\n")).await.unwrap();
+    let mut body = start_stream(proxy).await.into_body();
     let first = within("the first chunk", body.frame())
         .await
         .unwrap()

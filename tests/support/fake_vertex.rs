@@ -88,6 +88,8 @@ struct Work {
     connected: Notify,
     /// Requests arrived and not yet answered in full, nor given up.
     in_flight: AtomicUsize,
+    /// Told whenever an answer ends or is given up.
+    ended: Notify,
     /// Arrival indices of the requests whose response the other side dropped before its end.
     cancelled: Mutex<Vec<usize>>,
 }
@@ -112,33 +114,52 @@ fn completions(r: &Recorded) -> Reply {
     Reply::Json(StatusCode::OK, completion(&model))
 }
 
-/// Vertex's answer to a Gemini 3 request whose current turn lost its thought signature: the
-/// assistant message with this turn's tool calls (after the last user message) must carry
-/// `extra_content.google.thought_signature` on its first call, a real one or the documented
-/// sentinel. Gemini 2.5 does not check.
+/// Vertex's refusal of a Gemini 3 request, by the stand-in's rules (`demo::gemini3`): a
+/// preview model asked for outside `global`, or a current turn whose first tool call lost the
+/// signature Vertex issued with it (the sentinel passes). Gemini 2.5 does not check.
 pub fn gemini3_refusal(r: &Recorded) -> Option<Reply> {
-    let body = r.json();
-    if !body["model"].as_str()?.starts_with("google/gemini-3") {
-        return None;
+    let (status, google, message) = vertex_proxy::demo::gemini3::refusal(&r.path, &r.json())?;
+    let envelope =
+        serde_json::json!([{"error": {"code": status, "message": message, "status": google}}]);
+    Some(Reply::Json(
+        StatusCode::from_u16(status).unwrap(),
+        envelope.to_string(),
+    ))
+}
+
+/// The stand-in's answer to a request (echo, a signed call to the first tool, SSE when asked),
+/// refusing what Vertex refuses.
+pub fn stand_in(r: &Recorded) -> Reply {
+    Reply::Respond(vertex_proxy::demo::openai_answer(&r.path, &r.json()))
+}
+
+/// Google's error envelope, wrapped in an array as Vertex's OpenAI endpoint sends it, with
+/// `Retry-After` when given.
+pub fn google_error(status: u16, google: &str, retry_after: Option<&str>) -> Reply {
+    let message = format!("{google}: the fake says so. Please try again later.");
+    let envelope =
+        serde_json::json!([{"error": {"code": status, "message": message, "status": google}}]);
+    let mut response = response(
+        StatusCode::from_u16(status).unwrap(),
+        "application/json",
+        full(envelope.to_string()),
+    );
+    if let Some(after) = retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", after.parse().unwrap());
     }
-    let messages = body["messages"].as_array()?;
-    let turn = messages
-        .iter()
-        .rposition(|m| m["role"] == "user")
-        .map_or(0, |at| at + 1);
-    let signed = messages[turn..]
-        .iter()
-        .filter(|m| m["role"] == "assistant" && m["tool_calls"].is_array())
-        .all(|m| {
-            m["tool_calls"][0]["extra_content"]["google"]["thought_signature"]
-                .as_str()
-                .is_some_and(|s| !s.is_empty())
-        });
-    (!signed).then(|| {
-        let message = "Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call `default_api:get_weather` , position 2. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details.";
-        let envelope = serde_json::json!([{"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}}]);
-        Reply::Json(StatusCode::BAD_REQUEST, envelope.to_string())
-    })
+    Reply::Respond(response)
+}
+
+/// A 200 stream whose first event is Google's error, as Gemini sends a 429 it decided on
+/// after the head; the stream then ends.
+pub fn error_in_stream(status: u16, google: &str) -> Reply {
+    let event = format!(
+        "data: {}\n\n",
+        serde_json::json!({"error": {"code": status, "message": "Resource exhausted. Please try again later.", "status": google}})
+    );
+    Reply::Respond(response(StatusCode::OK, "text/event-stream", full(event)))
 }
 
 impl FakeVertex {
@@ -289,6 +310,20 @@ impl FakeVertex {
         self.work.in_flight.load(Ordering::SeqCst)
     }
 
+    /// Waits until every answer begun has ended or been given up.
+    pub async fn wait_until_idle(&self) {
+        within("the fake's answers to end", async {
+            loop {
+                let ended = self.work.ended.notified();
+                if self.in_flight() == 0 {
+                    return;
+                }
+                ended.await;
+            }
+        })
+        .await
+    }
+
     /// The arrival indices of the requests whose response was dropped before its end: the
     /// upstream requests the proxy cancelled.
     pub fn cancelled(&self) -> Vec<usize> {
@@ -377,6 +412,7 @@ impl Job {
 impl Drop for Job {
     fn drop(&mut self) {
         self.work.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.work.ended.notify_waiters();
         if !self.done {
             self.work.cancelled.lock().unwrap().push(self.index);
         }
