@@ -4,7 +4,9 @@
 //! It answers as the demo's stand-in does (echo, a call to the first tool, SSE with usage,
 //! embeddings from a hash), records what it received (`GET /_recorded`, cleared by
 //! `POST /_reset`), and fails on purpose for two models: `google/always-429` always answers
-//! 429, and `google/flaky-503` answers 503 to its first call after each reset.
+//! 429 with `Retry-After: 1`, and `google/flaky-503` answers 503 to its first call after each
+//! reset; errors come in Google's array-wrapped envelope. Gemini 3 models sign their tool
+//! calls and refuse history that lost the signature, as Vertex does.
 //!
 //! Prints one JSON line, `{"vertex": "127.0.0.1:P", "metadata": "127.0.0.1:Q", "token": …,
 //! "project": …}`, then serves until its standard input closes.
@@ -17,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
 use serde_json::{Value, json};
-use support::{FakeMetadata, FakeVertex, GOOGLE_TOKEN, PROJECT, Recorded, Reply};
+use support::{FakeMetadata, FakeVertex, GOOGLE_TOKEN, PROJECT, Recorded, Reply, google_error};
 
 /// What the client suite reads back: every request but the control ones, and the calls per
 /// model since the last reset.
@@ -25,11 +27,6 @@ use support::{FakeMetadata, FakeVertex, GOOGLE_TOKEN, PROJECT, Recorded, Reply};
 struct Log {
     requests: Vec<Value>,
     calls: HashMap<String, usize>,
-}
-
-fn google_error(status: StatusCode, message: &str, reason: &str) -> Reply {
-    let payload = json!({"error": {"code": status.as_u16(), "message": message, "status": reason}});
-    Reply::Json(status, payload.to_string())
 }
 
 fn reply(log: &Mutex<Log>, request: &Recorded) -> Reply {
@@ -67,24 +64,14 @@ fn reply(log: &Mutex<Log>, request: &Recorded) -> Reply {
     let authorized = request.headers.get("authorization").map(|v| v.as_bytes())
         == Some(format!("Bearer {GOOGLE_TOKEN}").as_bytes());
     if !authorized {
-        let message = "Request had invalid authentication credentials.";
-        return google_error(StatusCode::UNAUTHORIZED, message, "UNAUTHENTICATED");
+        return google_error(401, "UNAUTHENTICATED", None);
     }
     if !body.is_object() {
-        let message = "Invalid JSON payload received.";
-        return google_error(StatusCode::BAD_REQUEST, message, "INVALID_ARGUMENT");
+        return google_error(400, "INVALID_ARGUMENT", None);
     }
     match model.as_str() {
-        "google/always-429" => google_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Resource exhausted. Please try again later.",
-            "RESOURCE_EXHAUSTED",
-        ),
-        "google/flaky-503" if first_call => google_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The service is currently unavailable.",
-            "UNAVAILABLE",
-        ),
+        "google/always-429" => google_error(429, "RESOURCE_EXHAUSTED", Some("1")),
+        "google/flaky-503" if first_call => google_error(503, "UNAVAILABLE", None),
         _ => Reply::Respond(vertex_proxy::demo::openai_answer(&request.path, &body)),
     }
 }

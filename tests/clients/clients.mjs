@@ -1,9 +1,9 @@
 // The OpenAI Node SDK against vertex-proxy; run by run.py, which passes PROXY_URL, FAKE_URL,
-// KEY and TOKEN. Prints "ok   node openai: STEP" or "FAIL node openai: STEP: what came back".
+// KEY and TOKEN, and NO_RETRY_URL (a proxy with MAX_ATTEMPTS=1, where only the SDK retries). Prints "ok   node openai: STEP" or "FAIL node openai: STEP: what came back".
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 
-const { PROXY_URL, FAKE_URL, KEY, TOKEN } = process.env;
+const { PROXY_URL, NO_RETRY_URL, FAKE_URL, KEY, TOKEN } = process.env;
 const baseURL = `${PROXY_URL}/v1`;
 let failed = 0;
 
@@ -48,7 +48,7 @@ const weather = {
 await step("models.list shows the aliases with vertex_id", async () => {
   const models = [];
   for await (const model of client.models.list()) models.push(model);
-  assert.deepEqual(models.map((m) => m.id).sort(), ["flaky", "flash", "ratelimited"]);
+  assert.deepEqual(models.map((m) => m.id).sort(), ["flaky", "flash", "pro-preview", "ratelimited"]);
   assert.equal(models.find((m) => m.id === "flash").vertex_id, "google/gemini-2.5-flash");
 });
 
@@ -125,17 +125,23 @@ await step("an unknown alias raises BadRequestError", async () => {
   assert.equal(requests.length, 0);
 });
 
-await step("an upstream 429 raises RateLimitError after the SDK's retries", async () => {
-  const retrying = new OpenAI({ baseURL, apiKey: KEY, maxRetries: 2 });
+await step("an upstream 429 raises a readable RateLimitError after the SDK's retries", async () => {
+  const retrying = new OpenAI({ baseURL: `${NO_RETRY_URL}/v1`, apiKey: KEY, maxRetries: 2 });
   await assert.rejects(
     retrying.chat.completions.create({ model: "ratelimited", messages: [{ role: "user", content: "x" }] }),
-    OpenAI.RateLimitError,
+    (error) => {
+      assert.ok(error instanceof OpenAI.RateLimitError, String(error));
+      assert.equal(error.status, 429);
+      assert.equal(error.code, "RESOURCE_EXHAUSTED");
+      assert.match(error.message, /^429 RESOURCE_EXHAUSTED: the fake says so/);
+      return true;
+    },
   );
   await vertexSaw({ model: "google/always-429", count: 3 });
 });
 
 await step("the SDK's retry gets through a 503", async () => {
-  const retrying = new OpenAI({ baseURL, apiKey: KEY, maxRetries: 2 });
+  const retrying = new OpenAI({ baseURL: `${NO_RETRY_URL}/v1`, apiKey: KEY, maxRetries: 2 });
   const reply = await retrying.chat.completions.create({
     model: "flaky",
     messages: [{ role: "user", content: "again" }],

@@ -6,6 +6,10 @@ The fake is the test suite's own (tests/support), built as the example `fake_ver
 
 Clients: the OpenAI Python SDK, the OpenAI Agents SDK, the OpenAI Node SDK (clients.mjs) and
 the pi coding agent. Each step prints "ok" or what went wrong; the last line counts them.
+
+Three proxies run: the main one with the defaults (retries on, THOUGHT_SIGNATURES=restore); one
+with MAX_ATTEMPTS=1, where only the SDKs retry; and one with THOUGHT_SIGNATURES=off, which
+shows that the fake refuses what Gemini 3 refuses.
 """
 
 import asyncio
@@ -26,6 +30,7 @@ ALIASES = {
     "flash": "google/gemini-2.5-flash",
     "ratelimited": "google/always-429",
     "flaky": "google/flaky-503",
+    "pro-preview": "google/gemini-3.1-pro-preview",
 }
 RESULTS = {"passed": 0, "failed": 0}
 
@@ -49,6 +54,8 @@ def step(client, name):
 
 FAKE = {}  # what the fake printed: its addresses, the token and the project it serves
 PROXY_URL = None
+NO_RETRY_URL = None  # MAX_ATTEMPTS=1
+OFF_URL = None  # THOUGHT_SIGNATURES=off
 
 
 def fake_url():
@@ -88,7 +95,7 @@ def assert_vertex_saw(model="google/gemini-2.5-flash", count=None, stream=None):
     return requests
 
 
-def start_proxy(binary):
+def start_proxy(binary, **settings):
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": tempfile.mkdtemp(),
@@ -98,6 +105,7 @@ def start_proxy(binary):
         "GOOGLE_CLOUD_PROJECT": FAKE["project"],
         "VERTEX_BASE_URL": fake_url(),
         "GCE_METADATA_HOST": FAKE["metadata"],
+        **settings,
     }
     proxy = subprocess.Popen([binary], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proxy.stdout.readline()  # the startup line says where it listens
@@ -204,23 +212,46 @@ def python_sdk():
             raise AssertionError("no BadRequestError")
         assert recorded() == []
 
-    @step("python openai", "an upstream 429 raises RateLimitError after the SDK's retries")
+    @step("python openai", "an upstream 429 is a readable RateLimitError, after the SDK's retries")
     def _():
-        retrying = openai.OpenAI(base_url=PROXY_URL + "/v1", api_key=KEY, max_retries=2)
+        # Only the SDK retries here: it waits the Retry-After the proxy passes on (1 s), twice.
+        retrying = openai.OpenAI(base_url=NO_RETRY_URL + "/v1", api_key=KEY, max_retries=2)
         try:
             retrying.chat.completions.create(model="ratelimited", messages=[{"role": "user", "content": "x"}])
         except openai.RateLimitError as error:
-            assert "RESOURCE_EXHAUSTED" in str(error) or "Resource exhausted" in str(error)
+            assert error.status_code == 429, error.status_code
+            assert error.code == "RESOURCE_EXHAUSTED", error.code
+            assert error.message.startswith("Error code: 429 - "), error.message
+            assert error.body["message"] == "RESOURCE_EXHAUSTED: the fake says so. Please try again later.", error.body
+            assert error.response.headers["retry-after"] == "1"
         else:
             raise AssertionError("no RateLimitError")
         assert_vertex_saw(model="google/always-429", count=3)
 
     @step("python openai", "the SDK's retry gets through a 503")
     def _():
-        retrying = openai.OpenAI(base_url=PROXY_URL + "/v1", api_key=KEY, max_retries=2)
+        retrying = openai.OpenAI(base_url=NO_RETRY_URL + "/v1", api_key=KEY, max_retries=2)
         reply = retrying.chat.completions.create(model="flaky", messages=[{"role": "user", "content": "again"}])
         assert reply.choices[0].message.content == "You said: again"
         assert_vertex_saw(model="google/flaky-503", count=2)
+
+    @step("python openai", "the proxy's own retry gets through a 503 before the SDK sees it")
+    def _():
+        reply = client.chat.completions.create(model="flaky", messages=[{"role": "user", "content": "again"}])
+        assert reply.choices[0].message.content == "You said: again"
+        assert_vertex_saw(model="google/flaky-503", count=2)
+
+    @step("python openai", "the proxy's retries and the SDK's multiply on a lasting 429")
+    def _():
+        retrying = openai.OpenAI(base_url=PROXY_URL + "/v1", api_key=KEY, max_retries=1)
+        try:
+            retrying.chat.completions.create(model="ratelimited", messages=[{"role": "user", "content": "x"}])
+        except openai.RateLimitError as error:
+            assert error.status_code == 429
+        else:
+            raise AssertionError("no RateLimitError")
+        # Two SDK attempts, each of which the proxy tried three times.
+        assert_vertex_saw(model="google/always-429", count=6)
 
 
 def agents_sdk():
@@ -275,12 +306,55 @@ def agents_sdk():
         assert "".join(deltas) == "You said: stream me please" == final
         assert_vertex_saw(count=1, stream=True)
 
+    def weather_agent(model_name, base_url, seen):
+        @function_tool
+        def get_weather(city: str) -> str:
+            """The weather in a city."""
+            seen.append(city)
+            return f"sunny in {city}"
+
+        own = AsyncOpenAI(base_url=base_url + "/v1", api_key=KEY, max_retries=0)
+        chat = OpenAIChatCompletionsModel(model=model_name, openai_client=own)
+        return Agent(name="weather", instructions="Use tools.", model=chat, tools=[get_weather]), own
+
+    @step("openai-agents", "a two-step tool loop on Gemini 3 (pro-preview): the signature comes back")
+    def _():
+        seen = []
+        agent, own = weather_agent("pro-preview", PROXY_URL, seen)
+        result = loop.run_until_complete(Runner.run(agent, "Porto"))
+        loop.run_until_complete(own.close())
+        assert seen == ["Porto"] and result.final_output == "The tool said: sunny in Porto", result.final_output
+        first, second = assert_vertex_saw(model="google/gemini-3.1-pro-preview", count=2)
+        call = second["body"]["messages"][-2]["tool_calls"][0]
+        signature = call["extra_content"]["google"]["thought_signature"]
+        # The Agents SDK drops it for a model name without "gemini"; the proxy restored the
+        # real one, not the sentinel.
+        assert signature != "skip_thought_signature_validator" and len(signature) > 20, call
+        proxy_line = [json.loads(l) for l in PROXY_LOG if '"thought_signatures"' in l][-1]
+        assert proxy_line["thought_signatures"] == {"restored": 1, "filled": 0}, proxy_line
+
+    @step("openai-agents", "the same loop fails with Vertex's 400 when THOUGHT_SIGNATURES=off")
+    def _():
+        import openai
+        seen = []
+        agent, own = weather_agent("pro-preview", OFF_URL, seen)
+        try:
+            loop.run_until_complete(Runner.run(agent, "Porto"))
+        except openai.BadRequestError as error:
+            assert error.status_code == 400 and "missing a thought_signature" in error.message, error
+        else:
+            raise AssertionError("the strict fake let a lost signature through")
+        finally:
+            loop.run_until_complete(own.close())
+        assert seen == ["Porto"], seen
+
     loop.run_until_complete(client.close())
     loop.close()
 
 
 def node_sdk():
-    env = {**os.environ, "PROXY_URL": PROXY_URL, "FAKE_URL": fake_url(), "KEY": KEY, "TOKEN": FAKE["token"]}
+    env = {**os.environ, "PROXY_URL": PROXY_URL, "NO_RETRY_URL": NO_RETRY_URL, "FAKE_URL": fake_url(), "KEY": KEY,
+           "TOKEN": FAKE["token"]}
     fake_reset()
     result = subprocess.run(["node", os.path.join(HERE, "clients.mjs")], env=env, capture_output=True, text=True,
                             timeout=120)
@@ -334,12 +408,56 @@ def pi_agent():
         # pi sent both headers; x-api-key decided, and neither reached Vertex.
         assert requests[-1]["body"]["messages"][-1]["role"] == "user"
 
+    with open(os.path.join(home, "notes.txt"), "w") as f:
+        f.write("sunny in Lisbon\n")
+
+    def pi_tool_loop(url):
+        """pi on pro-preview with its read tool: the stand-in calls the first tool with the prompt
+        as its path, so pi reads notes.txt and sends the result back, a two-step loop."""
+        models = os.path.join(home, ".pi", "agent", "models.json")
+        with open(models) as f:
+            block = json.load(f)
+        block["providers"]["vertex-proxy"]["baseUrl"] = url + "/v1"
+        with open(models, "w") as f:
+            json.dump(block, f)
+        try:
+            return subprocess.run([pi, "-p", "notes.txt", "--provider", "vertex-proxy", "--model", "pro-preview",
+                                   "--tools", "read", "--no-session"],
+                                  env=env, capture_output=True, text=True, timeout=120, cwd=home)
+        finally:
+            block["providers"]["vertex-proxy"]["baseUrl"] = PROXY_URL + "/v1"
+            with open(models, "w") as f:
+                json.dump(block, f)
+
+    @step("pi", "a two-step tool loop on Gemini 3 (pro-preview): the signature comes back")
+    def _():
+        result = pi_tool_loop(PROXY_URL)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "The tool said: sunny in Lisbon" in result.stdout, result.stdout + result.stderr
+        first, second = assert_vertex_saw(model="google/gemini-3.1-pro-preview", count=2, stream=True)
+        call = next(m for m in second["body"]["messages"] if m["role"] == "assistant")["tool_calls"][0]
+        assert call["function"]["name"] == "read", call
+        signature = call["extra_content"]["google"]["thought_signature"]
+        # pi 0.73 drops extra_content: what Vertex got is the proxy's, and the real one.
+        assert signature != "skip_thought_signature_validator" and len(signature) > 20, call
+
+    @step("pi", "the same loop fails with Vertex's readable 400 when THOUGHT_SIGNATURES=off")
+    def _():
+        result = pi_tool_loop(OFF_URL)
+        output = result.stdout + result.stderr
+        assert "The tool said" not in result.stdout, output
+        assert "missing a thought_signature" in output, output
+        requests = assert_vertex_saw(model="google/gemini-3.1-pro-preview", stream=True)
+        assert len(requests) >= 2, len(requests)
+
 
 def main():
-    global PROXY_URL
+    global PROXY_URL, NO_RETRY_URL, OFF_URL
     binary, fake_binary = sys.argv[1], sys.argv[2]
     fake = start_fake(fake_binary)
     proxy, PROXY_URL = start_proxy(binary)
+    no_retry, NO_RETRY_URL = start_proxy(binary, MAX_ATTEMPTS="1")
+    off, OFF_URL = start_proxy(binary, THOUGHT_SIGNATURES="off")
     try:
         for client in (python_sdk, agents_sdk, node_sdk, pi_agent):
             print(f"--- {client.__name__}")
@@ -350,8 +468,9 @@ def main():
                 print(f"FAIL {client.__name__}: setup: {error!r}")
                 traceback.print_exc(limit=3)
     finally:
-        proxy.terminate()
-        proxy.wait(timeout=15)
+        for running in (proxy, no_retry, off):
+            running.terminate()
+            running.wait(timeout=15)
     step("proxy", "its log holds no key, token or content")(check_log)
     fake.stdin.close()
     fake.wait(timeout=15)
