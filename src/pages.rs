@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use crate::body::{self, ProxyBody};
 use crate::config::Config;
 use crate::keys::sha256;
+use crate::signatures::Mode;
 
 /// The name clients use for this service's key, in every snippet.
 const KEY_VAR: &str = "VERTEX_PROXY_KEY";
@@ -84,7 +85,7 @@ pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Respons
         vec![
             alias.to_owned(),
             route.model.clone(),
-            route.location().to_owned(),
+            route.locations.join(", then "),
         ]
     }));
     let blocks = vec![
@@ -119,6 +120,10 @@ pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Respons
         Block::Heading("pi coding agent".into()),
         Block::Para(format!("Put this in ~/.pi/agent/models.json (merge it into \"providers\" if the file exists), export {KEY_VAR}, then run: pi --provider vertex-proxy --model {example}")),
         Block::Code(pi_models_json(config, &base)),
+        Block::Heading("Errors and retries".into()),
+        Block::Para(errors_text(config)),
+        Block::Heading("Gemini 3 and tools".into()),
+        Block::Para(signatures_text(config)),
         Block::Heading("Rotating keys".into()),
         Block::Para(rotation_text(config)),
     ];
@@ -216,6 +221,37 @@ pub fn pi_models_json(config: &Config, base: &str) -> String {
         }
     });
     serde_json::to_string_pretty(&block).expect("a JSON value serialises")
+}
+
+fn errors_text(config: &Config) -> String {
+    let format = "Errors, this service's own and Vertex's, come in OpenAI's shape {\"error\": {\"message\", \"type\", \"param\", \"code\"}} with Vertex's status; for Vertex's, \"code\" is Google's status (RESOURCE_EXHAUSTED, INVALID_ARGUMENT, ...) and Retry-After is passed on.";
+    let retries = config.retries;
+    if retries.max_attempts <= 1 {
+        return format!(
+            "{format} This service does not retry (MAX_ATTEMPTS=1): leave your SDK's retries on."
+        );
+    }
+    format!(
+        "{format} Before the first byte of an answer reaches you, this service retries 429, 5xx, broken connections and a stream whose first event is an error: up to {} attempts (MAX_ATTEMPTS), waiting at most {} s in all (RETRY_BUDGET_SECS), with full-jitter backoff or Vertex's Retry-After, moving to an alias's next location first. A stream starts once its first event has come and is never retried after that. The OpenAI SDKs retry too (2 retries by default), and the two multiply: set max_retries=0 to let this service alone do it.",
+        retries.max_attempts,
+        retries.budget.as_secs()
+    )
+}
+
+fn signatures_text(config: &Config) -> String {
+    let problem = "Gemini 3 refuses the second step of a tool loop when the previous step's tool call comes back without the extra_content.google.thought_signature it was given; several clients (pi, the Agents SDK with an alias) drop it.";
+    let what = match config.thought_signatures {
+        Mode::Restore => {
+            "This service puts back the signature it saw in its answer to your key (by tool-call id, for an hour at most), or else the sentinel skip_thought_signature_validator, which Gemini accepts (THOUGHT_SIGNATURES=restore). A signature you kept is never replaced."
+        }
+        Mode::Fill => {
+            "This service puts the sentinel skip_thought_signature_validator, which Gemini accepts, on such calls (THOUGHT_SIGNATURES=fill). A signature you kept is never replaced."
+        }
+        Mode::Off => {
+            "This service leaves requests alone (THOUGHT_SIGNATURES=off): keep extra_content on tool calls in your history."
+        }
+    };
+    format!("{problem} {what} Gemini 3 preview models are served only from the global location.")
 }
 
 fn rotation_text(config: &Config) -> String {

@@ -366,12 +366,14 @@ async fn docs_and_splash_pages_describe_this_deployment_and_hold_no_secret() {
     let mut env = env(&vertex, &metadata);
     env.insert(
         "MODEL_ALIASES_JSON".into(),
-        r#"{"flash":"google/gemini-2.5-flash","llama":{"model":"meta/llama-3.3-70b-instruct-maas","location":"us-central1"}}"#.into(),
+        r#"{"flash":{"model":"google/gemini-2.5-flash","locations":["europe-west4","europe-west1"]},"llama":{"model":"meta/llama-3.3-70b-instruct-maas","location":"us-central1"}}"#.into(),
     );
     env.insert(
         "PRICES_JSON".into(),
         r#"{"flash":{"input":0.3,"output":2.5}}"#.into(),
     );
+    env.insert("MAX_ATTEMPTS".into(), "4".into());
+    env.insert("THOUGHT_SIGNATURES".into(), "fill".into());
     let proxy = spawn(&env).await;
     let secrets = [
         KEY,
@@ -417,6 +419,11 @@ async fn docs_and_splash_pages_describe_this_deployment_and_hold_no_secret() {
         "set_tracing_disabled(True)",
         "new OpenAI(",
         "./deploy.sh keys",
+        // Failover, retries and signatures as this deployment has them.
+        "europe-west4, then europe-west1",
+        "up to 4 attempts (MAX_ATTEMPTS), waiting at most 20 s",
+        "RESOURCE_EXHAUSTED",
+        "(THOUGHT_SIGNATURES=fill)",
     ] {
         assert!(docs.contains(expected), "/docs lacks {expected:?}:\n{docs}");
     }

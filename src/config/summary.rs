@@ -11,7 +11,7 @@ impl Config {
             .map(|(alias, route)| {
                 (
                     alias.to_owned(),
-                    serde_json::json!({"model": route.model, "location": route.location()}),
+                    serde_json::json!({"model": route.model, "location": route.location(), "locations": route.locations}),
                 )
             })
             .collect();
@@ -36,6 +36,9 @@ impl Config {
             "max_upstream_connections": self.max_upstream_connections,
             "worker_threads": self.worker_threads,
             "upstream_idle_timeout_secs": self.timeouts.upstream_idle.as_secs(),
+            "max_attempts": self.retries.max_attempts,
+            "retry_budget_secs": self.retries.budget.as_secs(),
+            "thought_signatures": self.thought_signatures.as_str(),
         })
     }
 }
