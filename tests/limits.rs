@@ -9,16 +9,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn proxy_with(vertex: &FakeVertex, extra: &[(&str, &str)]) -> (FakeMetadata, Proxy) {
-    let metadata = FakeMetadata::start().await;
-    let mut env = env(vertex, &metadata);
-    for (name, value) in extra {
-        env.insert((*name).into(), (*value).into());
-    }
-    let proxy = spawn(&env).await;
-    (metadata, proxy)
-}
-
 /// Reads until the proxy closes the connection, and returns what it sent.
 async fn read_to_close(stream: &mut TcpStream) -> String {
     let mut received = Vec::new();
@@ -33,7 +23,7 @@ async fn read_to_close(stream: &mut TcpStream) -> String {
 #[tokio::test]
 async fn a_vertex_that_goes_silent_mid_stream_is_cut_and_logged() {
     let (vertex, tx) = FakeVertex::streaming().await;
-    let (_metadata, proxy) = proxy_with(&vertex, &[("UPSTREAM_IDLE_TIMEOUT_SECS", "1")]).await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[("UPSTREAM_IDLE_TIMEOUT_SECS", "1")]).await;
     let body = stream_in_flight(&proxy, &tx).await;
     // Vertex now says nothing more: the client's stream must end as a cut stream.
     let end = within("the cut", body.collect()).await;
@@ -54,7 +44,7 @@ async fn a_vertex_that_goes_silent_mid_stream_is_cut_and_logged() {
 #[tokio::test]
 async fn a_vertex_that_never_answers_is_a_504() {
     let vertex = FakeVertex::start_with(|_| Reply::Stall).await;
-    let (_metadata, proxy) = proxy_with(&vertex, &[("UPSTREAM_IDLE_TIMEOUT_SECS", "1")]).await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[("UPSTREAM_IDLE_TIMEOUT_SECS", "1")]).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
     assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
     assert!(answer.error_message().contains("did not answer within 1s"));
@@ -63,7 +53,7 @@ async fn a_vertex_that_never_answers_is_a_504() {
 #[tokio::test]
 async fn slow_headers_lose_the_connection() {
     let vertex = FakeVertex::start().await;
-    let (_metadata, proxy) = proxy_with(&vertex, &[("HEADER_READ_TIMEOUT_SECS", "1")]).await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[("HEADER_READ_TIMEOUT_SECS", "1")]).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream
         .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-api-key: ")
@@ -81,7 +71,7 @@ async fn slow_headers_lose_the_connection() {
 #[tokio::test]
 async fn a_trickled_body_gets_a_408() {
     let vertex = FakeVertex::start().await;
-    let (_metadata, proxy) = proxy_with(&vertex, &[("BODY_READ_TIMEOUT_SECS", "1")]).await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[("BODY_READ_TIMEOUT_SECS", "1")]).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     let request = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-api-key: {KEY}\r\ncontent-length: 100\r\n\r\n{{\"model\":"
@@ -97,7 +87,7 @@ async fn a_trickled_body_gets_a_408() {
 async fn connections_over_the_cap_wait_for_a_free_slot() {
     let vertex = FakeVertex::start().await;
     // Four workers share the one cap: a cap per worker would let eight in.
-    let (_metadata, proxy) = proxy_with(
+    let (_metadata, proxy) = spawn_with(
         &vertex,
         &[("MAX_CONNECTIONS", "2"), ("WORKER_THREADS", "4")],
     )
@@ -167,7 +157,7 @@ async fn the_descriptor_limit_is_raised_to_the_hard_limit() {
 #[tokio::test]
 async fn a_huge_user_agent_makes_a_short_log_line() {
     let vertex = FakeVertex::start().await;
-    let (_metadata, proxy) = proxy_with(&vertex, &[]).await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[]).await;
     let agent = "a".repeat(300 * 1024);
     let answer = request(
         http::Method::GET,
@@ -186,16 +176,6 @@ async fn a_huge_user_agent_makes_a_short_log_line() {
         "{logged}"
     );
     assert_eq!(line["message"], "GET 200");
-}
-
-/// The server in process, with `extra` settings.
-async fn in_process_with(vertex: &FakeVertex, extra: &[(&str, &str)]) -> InProcess {
-    let metadata = FakeMetadata::start().await;
-    let mut env = env(vertex, &metadata);
-    for (name, value) in extra {
-        env.insert((*name).into(), (*value).into());
-    }
-    InProcess::start(&env).await
 }
 
 #[tokio::test]

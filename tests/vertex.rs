@@ -12,25 +12,6 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use support::*;
 
-async fn spawned(vertex: &FakeVertex, extra: &[(&str, &str)]) -> (FakeMetadata, Proxy) {
-    let metadata = FakeMetadata::start().await;
-    let mut env = env(vertex, &metadata);
-    for (name, value) in extra {
-        env.insert((*name).into(), (*value).into());
-    }
-    let proxy = spawn(&env).await;
-    (metadata, proxy)
-}
-
-async fn in_process(vertex: FakeVertex, extra: &[(&str, &str)]) -> (FakeVertex, InProcess) {
-    let metadata = FakeMetadata::start().await;
-    let mut env = env(&vertex, &metadata);
-    for (name, value) in extra {
-        env.insert((*name).into(), (*value).into());
-    }
-    (vertex, InProcess::start(&env).await)
-}
-
 /// Answers the n-th request (from 0) as `script` says.
 fn scripted(
     script: impl Fn(usize, &Recorded) -> Reply + Send + Sync + 'static,
@@ -59,7 +40,7 @@ const STREAM: &str =
 #[tokio::test]
 async fn vertex_errors_reach_the_client_in_openai_shape_with_their_status() {
     let vertex = FakeVertex::start().await;
-    let (vertex, proxy) = in_process(vertex, &[("MAX_ATTEMPTS", "1")]).await;
+    let proxy = in_process_with(&vertex, &[("MAX_ATTEMPTS", "1")]).await;
     let cases = [
         (400, "INVALID_ARGUMENT", "invalid_request_error"),
         (404, "NOT_FOUND", "invalid_request_error"),
@@ -103,7 +84,7 @@ async fn vertex_errors_reach_the_client_in_openai_shape_with_their_status() {
 #[tokio::test]
 async fn the_log_line_says_what_vertex_answered_without_its_message() {
     let vertex = FakeVertex::start_with(|_| google_error(400, "INVALID_ARGUMENT", None)).await;
-    let (_metadata, proxy) = spawned(&vertex, &[]).await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[]).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     let line = proxy.request_line("/v1/chat/completions", 400).await;
@@ -125,7 +106,7 @@ async fn a_429_then_a_200_is_retried_with_the_same_bytes_and_logged() {
         _ => ok(r),
     }))
     .await;
-    let (_metadata, proxy) = spawned(&vertex, &[]).await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[]).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(
@@ -163,7 +144,7 @@ async fn connection_failures_and_5xx_are_retried_too() {
         _ => ok(r),
     }))
     .await;
-    let (vertex, proxy) = in_process(vertex, &[]).await;
+    let proxy = in_process_with(&vertex, &[]).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(vertex.count(), 3);
@@ -176,7 +157,7 @@ async fn when_the_attempts_run_out_the_client_gets_the_last_error() {
         Reply::Json(StatusCode::TOO_MANY_REQUESTS, envelope.to_string())
     }))
     .await;
-    let (vertex, proxy) = in_process(vertex, &[("MAX_ATTEMPTS", "3")]).await;
+    let proxy = in_process_with(&vertex, &[("MAX_ATTEMPTS", "3")]).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
     assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(answer.error_message(), "busy, attempt 3");
@@ -188,7 +169,7 @@ async fn when_the_attempts_run_out_the_client_gets_the_last_error() {
 async fn a_wait_past_the_budget_is_not_waited_and_retry_after_reaches_the_client() {
     let vertex =
         FakeVertex::start_with(|_| google_error(429, "RESOURCE_EXHAUSTED", Some("30"))).await;
-    let (vertex, proxy) = in_process(vertex, &[("RETRY_BUDGET_SECS", "20")]).await;
+    let proxy = in_process_with(&vertex, &[("RETRY_BUDGET_SECS", "20")]).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
     assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(answer.headers["retry-after"], "30");
@@ -206,7 +187,7 @@ async fn retry_after_is_honoured() {
         _ => ok(r),
     }))
     .await;
-    let (_metadata, proxy) = spawned(&vertex, &[]).await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[]).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
     assert_eq!(answer.status, StatusCode::OK);
     let line = proxy.request_line("/v1/chat/completions", 200).await;
@@ -225,7 +206,7 @@ async fn an_alias_fails_over_to_its_next_location_at_once() {
     })
     .await;
     let aliases = r#"{"flash":{"model":"google/gemini-2.5-flash","locations":["us-central1","europe-west4"]}}"#;
-    let (_metadata, proxy) = spawned(&vertex, &[("MODEL_ALIASES_JSON", aliases)]).await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[("MODEL_ALIASES_JSON", aliases)]).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
     assert_eq!(answer.status, StatusCode::OK);
     let paths: Vec<String> = vertex.received().iter().map(|r| r.path.clone()).collect();
@@ -255,7 +236,7 @@ async fn an_error_event_before_any_content_is_retried_and_the_client_sees_only_t
         _ => sse(&good),
     }))
     .await;
-    let (vertex, proxy) = in_process(vertex, &[]).await;
+    let proxy = in_process_with(&vertex, &[]).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, STREAM).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.headers["content-type"], "text/event-stream");
@@ -267,7 +248,7 @@ async fn an_error_event_before_any_content_is_retried_and_the_client_sees_only_t
 #[tokio::test]
 async fn an_error_event_that_outlasts_the_retries_is_one_openai_event_without_done() {
     let vertex = FakeVertex::start_with(|_| error_in_stream(429, "RESOURCE_EXHAUSTED")).await;
-    let (_metadata, proxy) = spawned(&vertex, &[("MAX_ATTEMPTS", "2")]).await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[("MAX_ATTEMPTS", "2")]).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, STREAM).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.headers["content-type"], "text/event-stream");
@@ -298,7 +279,7 @@ async fn nothing_is_retried_once_content_has_reached_the_client() {
         r#"{"error":{"code":429,"message":"late","status":"RESOURCE_EXHAUSTED"}}"#,
     ];
     let vertex = FakeVertex::start_with(move |_| sse(&events)).await;
-    let (vertex, proxy) = in_process(vertex, &[]).await;
+    let proxy = in_process_with(&vertex, &[]).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, STREAM).await;
     assert_eq!(answer.status, StatusCode::OK);
     let expected: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
@@ -325,7 +306,7 @@ async fn nothing_is_retried_once_content_has_reached_the_client() {
 async fn a_client_that_leaves_during_the_backoff_ends_the_retries() {
     let vertex =
         FakeVertex::start_with(|_| google_error(429, "RESOURCE_EXHAUSTED", Some("3"))).await;
-    let (_metadata, proxy) = spawned(&vertex, &[]).await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[]).await;
     let mut client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let request = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: p\r\nx-api-key: {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{CHAT}",
@@ -358,7 +339,7 @@ const TOOL_HISTORY: &str = r#"{"model":"pro-preview","messages":[{"role":"user",
 #[tokio::test]
 async fn gemini3_history_that_lost_its_signature_gets_the_sentinel_and_nothing_else_changes() {
     let vertex = FakeVertex::start().await;
-    let (_metadata, proxy) = spawned(&vertex, &[("THOUGHT_SIGNATURES", "fill")]).await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[("THOUGHT_SIGNATURES", "fill")]).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, TOOL_HISTORY).await;
     assert_eq!(
         answer.status,
@@ -385,13 +366,14 @@ async fn gemini3_history_that_lost_its_signature_gets_the_sentinel_and_nothing_e
 #[tokio::test]
 async fn the_strict_fake_refuses_the_same_history_when_filling_is_off() {
     let vertex = FakeVertex::start().await;
-    let (vertex, proxy) = in_process(vertex, &[("THOUGHT_SIGNATURES", "off")]).await;
+    let proxy = in_process_with(&vertex, &[("THOUGHT_SIGNATURES", "off")]).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, TOOL_HISTORY).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&answer.body).contains("missing a thought_signature"));
     // Gemini 2.5 is not filled, byte for byte.
     let flash = TOOL_HISTORY.replacen(r#""pro-preview""#, r#""flash""#, 1);
-    let (vertex2, proxy2) = in_process(FakeVertex::start().await, &[]).await;
+    let vertex2 = FakeVertex::start().await;
+    let proxy2 = in_process_with(&vertex2, &[]).await;
     assert_eq!(
         post(&proxy2, "/v1/chat/completions", KEY, &flash)
             .await
@@ -462,7 +444,7 @@ fn signature_received(vertex: &FakeVertex) -> String {
 #[tokio::test]
 async fn restore_gives_vertex_back_the_signature_it_issued_from_json_and_sse() {
     let vertex = FakeVertex::start_with(stand_in).await;
-    let (_metadata, proxy) = spawned(&vertex, &[]).await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[]).await;
     for stream in [false, true] {
         let call = first_step(&proxy, KEY, stream).await;
         let issued = call["extra_content"]["google"]["thought_signature"]
@@ -493,7 +475,7 @@ async fn restore_gives_vertex_back_the_signature_it_issued_from_json_and_sse() {
 #[tokio::test]
 async fn a_signature_never_crosses_to_another_key_and_fill_sends_the_sentinel() {
     let vertex = FakeVertex::start_with(stand_in).await;
-    let (vertex, proxy) = in_process(vertex, &[]).await;
+    let proxy = in_process_with(&vertex, &[]).await;
     let call = first_step(&proxy, KEY, false).await;
     // The same history from another key: the sentinel, which Vertex also accepts.
     let answer = post(
@@ -510,7 +492,7 @@ async fn a_signature_never_crosses_to_another_key_and_fill_sends_the_sentinel() 
     );
 
     let vertex = FakeVertex::start_with(stand_in).await;
-    let (vertex, proxy) = in_process(vertex, &[("THOUGHT_SIGNATURES", "fill")]).await;
+    let proxy = in_process_with(&vertex, &[("THOUGHT_SIGNATURES", "fill")]).await;
     let call = first_step(&proxy, KEY, false).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, &second_step(&call)).await;
     assert_eq!(answer.status, StatusCode::OK);
@@ -521,7 +503,7 @@ async fn a_signature_never_crosses_to_another_key_and_fill_sends_the_sentinel() 
 
     // With `off`, the strict fake refuses: the proof that it checks.
     let vertex = FakeVertex::start_with(stand_in).await;
-    let (_vertex, proxy) = in_process(vertex, &[("THOUGHT_SIGNATURES", "off")]).await;
+    let proxy = in_process_with(&vertex, &[("THOUGHT_SIGNATURES", "off")]).await;
     let call = first_step(&proxy, KEY, false).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, &second_step(&call)).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
@@ -537,7 +519,7 @@ async fn a_signature_never_crosses_to_another_key_and_fill_sends_the_sentinel() 
 async fn gemini3_previews_outside_global_are_vertexs_404_not_retried() {
     let vertex = FakeVertex::start_with(stand_in).await;
     let aliases = r#"{"flash":"google/gemini-2.5-flash","pro-preview":{"model":"google/gemini-3.1-pro-preview","location":"us-central1"}}"#;
-    let (vertex, proxy) = in_process(vertex, &[("MODEL_ALIASES_JSON", aliases)]).await;
+    let proxy = in_process_with(&vertex, &[("MODEL_ALIASES_JSON", aliases)]).await;
     let body = r#"{"model":"pro-preview","messages":[{"role":"user","content":"hi"}]}"#;
     let answer = post(&proxy, "/v1/chat/completions", KEY, body).await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);

@@ -32,11 +32,13 @@ const ERROR_BODY: usize = 64 * 1024;
 pub async fn judge(response: Response<UpstreamBody>, idle: Duration) -> Outcome<Answer> {
     let status = response.status();
     if status.is_success() {
-        let sse = response
-            .headers()
+        let headers = response.headers();
+        let sse = headers
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        if !sse {
+        // A compressed stream (the proxy asks for none) cannot be read as it passes.
+        let encoded = headers.contains_key(header::CONTENT_ENCODING);
+        if !sse || encoded {
             return Outcome::Done(Answer {
                 response,
                 read: None,

@@ -301,7 +301,8 @@ impl Upstream {
         let (parts, upstream) = answer.response.into_parts();
         let harvest = self.signature_mode == Mode::Restore
             && signatures::applies_to(&route.model)
-            && parts.status.is_success();
+            && parts.status.is_success()
+            && !parts.headers.contains_key(header::CONTENT_ENCODING);
         let tap: Option<body::Tap> = harvest.then(|| {
             let mut harvest = Harvest::new(self.signatures.clone(), key_id);
             Box::new(move |bytes: &[u8]| harvest.push(bytes)) as body::Tap

@@ -123,6 +123,32 @@ pub fn env_with_base_url(metadata: &FakeMetadata, base_url: &str) -> HashMap<Str
     ])
 }
 
+/// The environment for a proxy in front of `vertex`, with `extra` settings on top.
+fn env_with(
+    vertex: &FakeVertex,
+    metadata: &FakeMetadata,
+    extra: &[(&str, &str)],
+) -> HashMap<String, String> {
+    let mut env = env(vertex, metadata);
+    for (name, value) in extra {
+        env.insert((*name).into(), (*value).into());
+    }
+    env
+}
+
+/// The binary in front of `vertex`, with `extra` settings, and its fake metadata server.
+pub async fn spawn_with(vertex: &FakeVertex, extra: &[(&str, &str)]) -> (FakeMetadata, Proxy) {
+    let metadata = FakeMetadata::start().await;
+    let proxy = spawn(&env_with(vertex, &metadata, extra)).await;
+    (metadata, proxy)
+}
+
+/// The server in process in front of `vertex`, with `extra` settings.
+pub async fn in_process_with(vertex: &FakeVertex, extra: &[(&str, &str)]) -> InProcess {
+    let metadata = FakeMetadata::start().await;
+    InProcess::start(&env_with(vertex, &metadata, extra)).await
+}
+
 /// Starts the binary with `args` and `env` (and nothing else of ours: no Google credentials of
 /// the developer's leak in), and returns what it printed if it exits instead of listening.
 pub async fn try_spawn(
