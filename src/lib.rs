@@ -13,8 +13,12 @@
 //! - [`models`]: step 3, resolves the model to its [`models::Route`]: kind, upstream model,
 //!   locations, authorization, defaults;
 //! - [`upstream`]: steps 4 to 6, prepares the request by the route's kind, sends it over the
-//!   connections its pool keeps (past each HTTP/2 peer's stream limit), retries once on a
-//!   refused token, and relays the answer; one file per kind;
+//!   connections its pool keeps (past each HTTP/2 peer's stream limit), again while it fails
+//!   before the client has a byte ([`upstream::retry`]: 429, 5xx, broken connections, an
+//!   error as a stream's first event; across the route's locations), and relays the answer,
+//!   Vertex's errors in OpenAI's shape; one file per kind;
+//! - [`signatures`]: steps 4 and 6 for Gemini 3, the thought signatures clients drop, put back
+//!   from what the answers carried, or the sentinel;
 //! - [`auth`]: the service account's Google token (google-cloud-auth), for step 4, rebuilt
 //!   when it breaks for good;
 //! - [`log`]: step 7, one Cloud Logging JSON line per request, written when its response
