@@ -5,7 +5,9 @@
 //! embeddings from a hash), records what it received (`GET /_recorded`, cleared by
 //! `POST /_reset`), and fails on purpose for two models: `google/always-429` always answers
 //! 429 with `Retry-After: 1`, and `google/flaky-503` answers 503 to its first call after each
-//! reset; errors come in Google's array-wrapped envelope. Gemini 3 models sign their tool
+//! reset, and `google/stream-429-once` answers its first streamed call after each reset with a
+//! 200 whose first event is a 429, as Gemini does; errors come in Google's array-wrapped
+//! envelope. Gemini 3 models sign their tool
 //! calls and refuse history that lost the signature, as Vertex does.
 //!
 //! Prints one JSON line, `{"vertex": "127.0.0.1:P", "metadata": "127.0.0.1:Q", "token": …,
@@ -19,7 +21,9 @@ use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
 use serde_json::{Value, json};
-use support::{FakeMetadata, FakeVertex, GOOGLE_TOKEN, PROJECT, Recorded, Reply, google_error};
+use support::{
+    FakeMetadata, FakeVertex, GOOGLE_TOKEN, PROJECT, Recorded, Reply, error_in_stream, google_error,
+};
 
 /// What the client suite reads back: every request but the control ones, and the calls per
 /// model since the last reset.
@@ -72,6 +76,7 @@ fn reply(log: &Mutex<Log>, request: &Recorded) -> Reply {
     match model.as_str() {
         "google/always-429" => google_error(429, "RESOURCE_EXHAUSTED", Some("1")),
         "google/flaky-503" if first_call => google_error(503, "UNAVAILABLE", None),
+        "google/stream-429-once" if first_call => error_in_stream(429, "RESOURCE_EXHAUSTED"),
         _ => Reply::Respond(vertex_proxy::demo::openai_answer(&request.path, &body)),
     }
 }

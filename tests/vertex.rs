@@ -166,6 +166,31 @@ async fn when_the_attempts_run_out_the_client_gets_the_last_error() {
 }
 
 #[tokio::test]
+async fn when_the_budget_runs_out_the_client_gets_the_last_error() {
+    let vertex = FakeVertex::start_with(scripted(|n, _| {
+        let envelope = json!([{"error": {"code": 429, "message": format!("busy, attempt {}", n + 1), "status": "RESOURCE_EXHAUSTED"}}]);
+        let mut response = response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "application/json",
+            full(envelope.to_string()),
+        );
+        response
+            .headers_mut()
+            .insert("retry-after", http::HeaderValue::from_static("1"));
+        Reply::Respond(response)
+    }))
+    .await;
+    // Attempts are plenty; two seconds of waiting allow two waits of one second.
+    let settings = [("MAX_ATTEMPTS", "10"), ("RETRY_BUDGET_SECS", "2")];
+    let proxy = in_process_with(&vertex, &settings).await;
+    let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
+    assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(answer.error_message(), "busy, attempt 3");
+    assert_eq!(answer.headers["retry-after"], "1");
+    assert_eq!(vertex.count(), 3);
+}
+
+#[tokio::test]
 async fn a_wait_past_the_budget_is_not_waited_and_retry_after_reaches_the_client() {
     let vertex =
         FakeVertex::start_with(|_| google_error(429, "RESOURCE_EXHAUSTED", Some("30"))).await;

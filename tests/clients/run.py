@@ -31,6 +31,7 @@ ALIASES = {
     "ratelimited": "google/always-429",
     "flaky": "google/flaky-503",
     "pro-preview": "google/gemini-3.1-pro-preview",
+    "stream429": "google/stream-429-once",
 }
 RESULTS = {"passed": 0, "failed": 0}
 
@@ -240,6 +241,14 @@ def python_sdk():
         reply = client.chat.completions.create(model="flaky", messages=[{"role": "user", "content": "again"}])
         assert reply.choices[0].message.content == "You said: again"
         assert_vertex_saw(model="google/flaky-503", count=2)
+
+    @step("python openai", "a stream whose first event is a 429 is retried by the proxy, unseen")
+    def _():
+        chunks = list(client.chat.completions.create(
+            model="stream429", messages=[{"role": "user", "content": "one two three"}], stream=True))
+        texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+        assert "".join(texts) == "You said: one two three", texts
+        assert_vertex_saw(model="google/stream-429-once", count=2, stream=True)
 
     @step("python openai", "the proxy's retries and the SDK's multiply on a lasting 429")
     def _():
