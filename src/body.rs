@@ -239,22 +239,23 @@ impl Body for UpstreamBody {
     }
 }
 
-/// Sees each piece of a response on its way to the client, before the client does.
-pub type Tap = Box<dyn FnMut(&[u8]) + Send + Sync>;
+/// Sees each piece of a response on its way to the client, before the client does, and
+/// says what goes on: the piece itself, usually, or less of it (nothing, even).
+pub type Edit = Box<dyn FnMut(Bytes) -> Bytes + Send + Sync>;
 
 /// The upstream's body, handed on frame by frame (boxing it does not buffer), after `read`
-/// (what was read of it before it was committed to), shown to `tap` on the way, and cut with
+/// (what was read of it before it was committed to), through `edit` on the way, and cut with
 /// an error if the upstream goes silent for `idle`.
 pub fn idle_limited(
     upstream: UpstreamBody,
     read: Option<Bytes>,
-    tap: Option<Tap>,
+    edit: Option<Edit>,
     idle: Duration,
 ) -> ProxyBody {
     IdleTimeout {
         inner: upstream,
         read,
-        tap,
+        edit,
         idle,
         timer: Box::pin(tokio::time::sleep(idle)),
     }
@@ -266,7 +267,7 @@ pub fn idle_limited(
 struct IdleTimeout {
     inner: UpstreamBody,
     read: Option<Bytes>,
-    tap: Option<Tap>,
+    edit: Option<Edit>,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
 }
@@ -295,25 +296,41 @@ impl Body for IdleTimeout {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if let Some(read) = this.read.take() {
-            if let Some(tap) = &mut this.tap {
-                tap(&read);
+        loop {
+            let frame = match this.read.take() {
+                Some(read) => Frame::data(read),
+                None => match Pin::new(&mut this.inner).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        let deadline = Instant::now() + this.idle;
+                        this.timer.as_mut().reset(deadline);
+                        frame
+                    }
+                    Poll::Ready(other) => {
+                        return Poll::Ready(other.map(|f| f.map_err(BoxError::from)));
+                    }
+                    Poll::Pending => {
+                        return match this.timer.as_mut().poll(cx) {
+                            Poll::Ready(()) => {
+                                Poll::Ready(Some(Err(Box::new(UpstreamIdle(this.idle)))))
+                            }
+                            Poll::Pending => Poll::Pending,
+                        };
+                    }
+                },
+            };
+            let Some(edit) = &mut this.edit else {
+                return Poll::Ready(Some(Ok(frame)));
+            };
+            match frame.into_data() {
+                Ok(data) => {
+                    let data = edit(data);
+                    // An edit that leaves nothing sends nothing: the next frame is awaited.
+                    if !data.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Err(frame) => return Poll::Ready(Some(Ok(frame))),
             }
-            return Poll::Ready(Some(Ok(Frame::data(read))));
-        }
-        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            let deadline = Instant::now() + this.idle;
-            this.timer.as_mut().reset(deadline);
-            if let (Some(tap), Some(Ok(frame))) = (&mut this.tap, &frame)
-                && let Some(data) = frame.data_ref()
-            {
-                tap(data);
-            }
-            return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
-        }
-        match this.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(UpstreamIdle(this.idle))))),
-            Poll::Pending => Poll::Pending,
         }
     }
 

@@ -128,6 +128,8 @@ pub struct Config {
     pub signature_cache_bytes: usize,
     pub signature_ttl: Duration,
     pub retries: Retries,
+    /// `ANTHROPIC_BETAS`: the `anthropic-beta` values passed to Claude on Vertex.
+    pub anthropic_betas: Vec<String>,
     /// Threads serving requests, each with its own runtime and upstream pool.
     pub worker_threads: usize,
 }
@@ -165,6 +167,11 @@ pub struct Timeouts {
 }
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// The `anthropic-beta` values Vertex accepts for Claude (LiteLLM's maintained list for
+/// `vertex_ai`, December 2026, the names it passes unchanged): Vertex answers 400 to any
+/// other, and clients send them freely.
+pub const DEFAULT_ANTHROPIC_BETAS: &str = "compact-2026-01-12,compact-2026-09-04,computer-use-2025-01-24,computer-use-2025-11-24,context-1m-2025-08-07,context-management-2025-06-27,dangerous-tool-use-2026-09-03,interleaved-thinking-2025-05-14,per-turn-control-2026-07-01,thinking-binding-controls-2026-08-01,thinking-display-updates-2026-08-18,tool-search-tool-2025-10-19,web-search-2025-03-05";
 
 /// Two of the largest bodies at once: with a thousand streams and the allocator's slack it
 /// fits the 256 MiB that `deploy.sh` gives an instance (BENCHMARKS.md has the figures).
@@ -269,6 +276,12 @@ impl Config {
             positive(get("THOUGHT_SIGNATURES_TTL_SECS"), 3600),
             3600,
         ));
+        let anthropic_betas: Vec<String> = get("ANTHROPIC_BETAS")
+            .unwrap_or_else(|| DEFAULT_ANTHROPIC_BETAS.to_owned())
+            .split(',')
+            .map(|b| b.trim().to_owned())
+            .filter(|b| !b.is_empty())
+            .collect();
         let retries = Retries {
             max_attempts: or_report(
                 &mut errors,
@@ -418,6 +431,7 @@ impl Config {
                 signature_cache_bytes,
                 signature_ttl,
                 retries,
+                anthropic_betas,
                 worker_threads,
             }),
             _ => Err(ConfigErrors(errors)),

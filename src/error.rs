@@ -42,7 +42,16 @@ pub enum ProxyError {
     Upstream(UpstreamError),
 }
 
-/// An error the upstream answered, read from Google's envelope.
+/// Which API's error shape a client gets: the route it called decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `{"error": {"message", "type", "param", "code"}}`, and SSE `data:` events.
+    OpenAi,
+    /// `{"type": "error", "error": {"type", "message"}}`, and SSE `event: error`.
+    Anthropic,
+}
+
+/// An error the upstream answered, read from Google's envelope or Anthropic's shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamError {
     /// The HTTP status; for an error inside a stream, the envelope's `code`.
@@ -55,6 +64,8 @@ pub struct UpstreamError {
     pub retry_after: Option<HeaderValue>,
     /// It came as the first event of a 200 stream: the client gets it as one SSE event too.
     pub in_stream: bool,
+    /// Claude's own error, `{"type": "error", ...}`, as Vertex sent it: passed on unchanged.
+    pub anthropic: Option<bytes::Bytes>,
 }
 
 impl ProxyError {
@@ -164,6 +175,36 @@ impl ProxyError {
         }
     }
 
+    /// Anthropic's error type for this error, by its status.
+    fn anthropic_kind(&self) -> &'static str {
+        match self.status().as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            529 => "overloaded_error",
+            400..500 => "invalid_request_error",
+            _ => "api_error",
+        }
+    }
+
+    /// The error as the dialect's SDKs expect it, as bytes.
+    fn body(&self, dialect: Dialect) -> bytes::Bytes {
+        match (dialect, self) {
+            (Dialect::OpenAi, _) => self.payload().to_string().into(),
+            (Dialect::Anthropic, ProxyError::Upstream(UpstreamError {
+                anthropic: Some(raw),
+                ..
+            })) => raw.clone(),
+            (Dialect::Anthropic, _) => serde_json::json!({
+                "type": "error",
+                "error": {"type": self.anthropic_kind(), "message": self.message()},
+            })
+            .to_string()
+            .into(),
+        }
+    }
+
     /// The error as OpenAI's SDKs expect it.
     fn payload(&self) -> serde_json::Value {
         let (kind, code) = self.kind();
@@ -177,15 +218,21 @@ impl ProxyError {
         })
     }
 
-    /// The one place a proxy error becomes HTTP.
-    pub fn into_response(self) -> Response<ProxyBody> {
+    /// The one place a proxy error becomes HTTP, in the shape of the API the client called.
+    pub fn into_response(self, dialect: Dialect) -> Response<ProxyBody> {
+        let body = self.body(dialect);
         if let ProxyError::Upstream(UpstreamError {
             in_stream: true, ..
         }) = self
         {
             // The stream's head said 200 and the client asked for a stream: the error is its
             // one event, and no `[DONE]` follows.
-            let event = format!("data: {}\n\n", self.payload());
+            let mut event = match dialect {
+                Dialect::OpenAi => b"data: ".to_vec(),
+                Dialect::Anthropic => b"event: error\ndata: ".to_vec(),
+            };
+            event.extend_from_slice(&body);
+            event.extend_from_slice(b"\n\n");
             let mut response = Response::new(body::full(event));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -193,8 +240,13 @@ impl ProxyError {
             );
             return response;
         }
-        let mut response = json_response(self.status(), &self.payload());
+        let mut response = Response::new(body::full(body));
+        *response.status_mut() = self.status();
         let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         match self {
             ProxyError::Upstream(UpstreamError {
                 retry_after: Some(after),
@@ -283,7 +335,7 @@ mod tests {
         ];
         for (error, status) in cases {
             let message = error.message();
-            let response = error.into_response();
+            let response = error.into_response(Dialect::OpenAi);
             assert_eq!(response.status().as_u16(), status);
             assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
             let json = body_json(response).await;
@@ -301,17 +353,18 @@ mod tests {
             google_status: Some("RESOURCE_EXHAUSTED".into()),
             retry_after: Some(HeaderValue::from_static("5")),
             in_stream,
+            anthropic: None,
         }
     }
 
     #[tokio::test]
     async fn an_upstream_error_keeps_its_status_and_in_a_stream_is_one_event() {
-        let response = ProxyError::Upstream(busy(false)).into_response();
+        let response = ProxyError::Upstream(busy(false)).into_response(Dialect::OpenAi);
         assert_eq!(response.headers()[header::RETRY_AFTER], "5");
         let json = body_json(response).await;
         assert_eq!(json["error"]["code"], "RESOURCE_EXHAUSTED");
         assert_eq!(json["error"]["type"], "rate_limit_error");
-        let response = ProxyError::Upstream(busy(true)).into_response();
+        let response = ProxyError::Upstream(busy(true)).into_response(Dialect::OpenAi);
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(
             response.headers()[header::CONTENT_TYPE],
@@ -330,7 +383,7 @@ mod tests {
 
     #[tokio::test]
     async fn method_not_allowed_names_the_allowed_methods() {
-        let response = ProxyError::MethodNotAllowed { allow: "POST" }.into_response();
+        let response = ProxyError::MethodNotAllowed { allow: "POST" }.into_response(Dialect::OpenAi);
         assert_eq!(response.headers()[header::ALLOW], "POST");
         let json = body_json(response).await;
         assert!(json["error"]["message"].as_str().unwrap().contains("POST"));

@@ -18,6 +18,20 @@ pub const DEFAULT_ALIASES: &str =
 pub enum Kind {
     /// Vertex's OpenAI-compatible endpoint, `…/endpoints/openapi/…`.
     VertexOpenAi,
+    /// Claude on Vertex: the Anthropic Messages API through `…/publishers/anthropic/models/
+    /// {model}:rawPredict`. Vertex's OpenAI endpoint refuses Claude.
+    VertexAnthropic,
+}
+
+impl Kind {
+    /// The kind of a Vertex model id, by its publisher.
+    pub fn of(model: &str) -> Kind {
+        if model.starts_with("anthropic/") {
+            Kind::VertexAnthropic
+        } else {
+            Kind::VertexOpenAi
+        }
+    }
 }
 
 /// How the upstream request is authorized.
@@ -42,10 +56,11 @@ pub struct Route {
 }
 
 impl Route {
-    /// A model on Vertex's OpenAI endpoint in one location, with the service account's token.
+    /// A model on Vertex in one location, with the service account's token; its publisher
+    /// decides the kind.
     pub fn vertex(model: String, location: String) -> Route {
         Route {
-            kind: Kind::VertexOpenAi,
+            kind: Kind::of(&model),
             model,
             locations: vec![location],
             auth: Auth::GoogleAccessToken,
@@ -169,7 +184,10 @@ impl Aliases {
         let model = normalise_model_id(model)?;
         self.routes
             .entry(alias.to_owned())
-            .and_modify(|route| route.model.clone_from(&model))
+            .and_modify(|route| {
+                route.kind = Kind::of(&model);
+                route.model.clone_from(&model);
+            })
             .or_insert_with(|| Route::vertex(model, default_location.to_owned()));
         Ok(())
     }

@@ -122,6 +122,40 @@ pub fn splice(body: &Bytes, mut edits: Vec<(Range<usize>, Bytes)>) -> Vec<Bytes>
     pieces
 }
 
+/// The bytes of the top-level member whose value is at `value` (`"model": "x"`, key to value),
+/// with one comma beside it, so that removing the range leaves valid JSON: the comma after
+/// it, or, for the last member, the one before it.
+pub fn member_with_comma(body: &[u8], value: &Range<usize>) -> Range<usize> {
+    let key = member_start(body, value);
+    let after = value.end + skip_ws(&body[value.end..]);
+    if body.get(after) == Some(&b',') {
+        return key..after + 1;
+    }
+    let before = body[..key].iter().rposition(|b| !b.is_ascii_whitespace());
+    match before {
+        Some(comma) if body[comma] == b',' => comma..value.end,
+        _ => key..value.end,
+    }
+}
+
+/// Where the member whose value is at `value` starts: the key's opening quote. The key is
+/// known (it unescapes to a plain word), so it holds no quote of its own.
+pub fn member_start(body: &[u8], value: &Range<usize>) -> usize {
+    let colon = body[..value.start]
+        .iter()
+        .rposition(|&b| b == b':')
+        .unwrap_or(0);
+    let close = body[..colon].iter().rposition(|&b| b == b'"').unwrap_or(0);
+    body[..close].iter().rposition(|&b| b == b'"').unwrap_or(0)
+}
+
+fn skip_ws(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len())
+}
+
 /// A string as a JSON value, quotes included.
 pub fn json_string(text: &str) -> Bytes {
     Bytes::from(serde_json::to_string(text).expect("a string always serialises"))
@@ -239,6 +273,21 @@ mod tests {
             out,
             r#" { "messages":[{"role":"user","content":"model \"x\""}], "model" : "google/gemini-2.5-flash" ,"z":{"model":"inner"}} "#
         );
+    }
+
+    #[test]
+    fn a_member_comes_out_with_one_comma() {
+        let cut = |body: &str| {
+            let field = find_model(body.as_bytes()).unwrap();
+            let range = member_with_comma(body.as_bytes(), &field.span);
+            let out = format!("{}{}", &body[..range.start], &body[range.end..]);
+            serde_json::from_str::<serde_json::Value>(&out).expect("still JSON");
+            out
+        };
+        assert_eq!(cut(r#"{"model" : "a", "x":1}"#), r#"{ "x":1}"#);
+        assert_eq!(cut(r#"{"x":1 , "mod\u0065l":"a" }"#), r#"{"x":1  }"#);
+        assert_eq!(cut(r#"{ "model":"a" }"#), r#"{  }"#);
+        assert_eq!(cut(r#"{"a":{"model":"inner"},"model":"b","c":[1]}"#), r#"{"a":{"model":"inner"},"c":[1]}"#);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! | GET/HEAD | `/v1/models/{model}`   | yes | one of them, or 404                               |
 //! | POST     | `/v1/chat/completions` | yes | forwarded to Vertex `…/openapi/chat/completions`  |
 //! | POST     | `/v1/embeddings`       | yes | forwarded to Vertex `…/openapi/embeddings`        |
+//! | POST     | `/v1/messages`         | yes | Claude: Vertex `…/anthropic/models/M:rawPredict`  |
+//! | POST     | `/v1/messages/count_tokens` | yes | Claude: `…/models/count-tokens:rawPredict`   |
 //!
 //! Anything else is 404, or 405 on a known path with the wrong method.
 //!
@@ -30,9 +32,10 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::body::{self, ProxyBody};
-use crate::error::{ProxyError, json_response};
+use crate::error::{Dialect, ProxyError, json_response};
 use crate::keys::KeyEntry;
 use crate::log::{LogGuard, RequestLog};
+use crate::models::Kind;
 use crate::state::State;
 use crate::upstream::{Operation, Queued};
 use crate::{pages, rewrite};
@@ -78,11 +81,13 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ProxyError> {
             POST,
         ),
         "/embeddings" => (Route::Keyed(Keyed::Forward(Operation::Embeddings)), POST),
+        "/messages" => (Route::Keyed(Keyed::Forward(Operation::Messages)), POST),
+        "/messages/count_tokens" => (Route::Keyed(Keyed::Forward(Operation::CountTokens)), POST),
         _ => match bare.strip_prefix("/models/") {
             Some(model) if !model.is_empty() => (Route::Keyed(Keyed::Model(model)), GET),
             _ => {
                 return Err(ProxyError::NotFound(format!(
-                    "no such endpoint: {path}; see /v1/chat/completions, /v1/embeddings, /v1/models"
+                    "no such endpoint: {path}; see /v1/chat/completions, /v1/embeddings, /v1/messages, /v1/models"
                 )));
             }
         },
@@ -113,11 +118,16 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<P
     ));
     let log = guard.get();
     log.set_trace(request.headers(), state.upstream.project());
+    // Claude's clients read Anthropic's error shape, from the first error on.
+    let dialect = match route(request.method(), request.uri().path()) {
+        Ok(Route::Keyed(Keyed::Forward(operation))) => operation.dialect(),
+        _ => Dialect::OpenAi,
+    };
     let response = match dispatch(&state, request, log).await {
         Ok(response) => response,
         Err(error) => {
             log.failed(error.log_text());
-            error.into_response()
+            error.into_response(dialect)
         }
     };
     log.responded(response.status().as_u16());
@@ -172,6 +182,9 @@ async fn forward(
     // 3. Resolve the route.
     let model = rewrite::find_model(&body)?;
     let route = config.aliases.route_for(&model.name, |m| key.may_use(m))?;
+    if route.kind != operation.kind() {
+        return Err(wrong_endpoint(&model.name, operation));
+    }
     let price = config.price_of(&model.name, &route.model);
     log.routed(&model.name, &route.model, route.location(), price);
     // 4. Prepare the upstream request, by kind.
@@ -194,6 +207,22 @@ async fn forward(
     );
     // 6. Relay the response, by kind.
     Ok(upstream.relay(&route, answer, &key.id))
+}
+
+/// A Claude model sent to an OpenAI endpoint, or another model to the Messages API.
+fn wrong_endpoint(model: &str, asked: Operation) -> ProxyError {
+    let (what, right) = match asked.kind() {
+        Kind::VertexOpenAi => ("a Claude model", Operation::Messages.endpoint()),
+        Kind::VertexAnthropic => ("not a Claude model", Operation::ChatCompletions.endpoint()),
+    };
+    let model: String = model.chars().take(100).collect();
+    ProxyError::bad_request(
+        "wrong_endpoint",
+        format!(
+            "model {model:?} is {what}: send it to {right}, not {}",
+            asked.endpoint()
+        ),
+    )
 }
 
 fn health(state: &State) -> Response<ProxyBody> {
@@ -258,6 +287,14 @@ mod tests {
         assert_eq!(
             route(&post, "/embeddings"),
             Ok(Route::Keyed(Keyed::Forward(Operation::Embeddings)))
+        );
+        assert_eq!(
+            route(&post, "/v1/messages"),
+            Ok(Route::Keyed(Keyed::Forward(Operation::Messages)))
+        );
+        assert_eq!(
+            route(&post, "/messages/count_tokens"),
+            Ok(Route::Keyed(Keyed::Forward(Operation::CountTokens)))
         );
     }
 

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use http::{Response, StatusCode, header};
 use http_body_util::BodyExt;
 
-use super::envelope::{self, GoogleError};
+use super::envelope;
 use super::retry::{self, Outcome};
 use crate::body::UpstreamBody;
 use crate::error::{ProxyError, UpstreamError};
@@ -101,14 +101,9 @@ async fn first_event(response: Response<UpstreamBody>, idle: Duration) -> Outcom
         match first_data(held) {
             First::Incomplete if held.len() < HOLD_AT_MOST => continue,
             First::Incomplete | First::Content => break,
-            First::Error(google) => {
-                let status = google.code;
-                let error = ProxyError::Upstream(upstream_error(
-                    if status == 0 { 500 } else { status },
-                    Some(google),
-                    None,
-                    true,
-                ));
+            First::Error(error) => {
+                let status = error.status;
+                let error = ProxyError::Upstream(error);
                 return if retry::retryable(status) {
                     Outcome::Retry {
                         error,
@@ -132,11 +127,12 @@ enum First {
     /// No complete event with data yet.
     Incomplete,
     Content,
-    Error(GoogleError),
+    Error(UpstreamError),
 }
 
-/// The first SSE event with data in `bytes`: content, or Google's error envelope. Comments
-/// and events without data come before it and are passed over.
+/// The first SSE event with data in `bytes`: content, or an error (Google's envelope, or
+/// Claude's `event: error`). Comments and events without data come before it and are passed
+/// over.
 fn first_data(bytes: &[u8]) -> First {
     let mut data: Vec<&[u8]> = Vec::new();
     let mut rest = bytes;
@@ -159,54 +155,66 @@ fn first_data(bytes: &[u8]) -> First {
 
 fn judge_data(data: &[u8]) -> First {
     // A cheap look first: every chunk of content would otherwise be parsed once more.
-    let inner = data.trim_ascii_start().strip_prefix(b"{");
-    if !inner.is_some_and(|i| i.trim_ascii_start().starts_with(b"\"error\"")) {
+    let Some(inner) = data.trim_ascii_start().strip_prefix(b"{") else {
         return First::Content;
+    };
+    let inner = inner.trim_ascii_start();
+    if inner.starts_with(b"\"error\"") {
+        if let Some(google) = envelope::parse(data) {
+            let status = if google.code == 0 { 500 } else { google.code };
+            return First::Error(upstream_error(status, data, true));
+        }
+    } else if inner.starts_with(b"\"type\"")
+        && memchr::memmem::find(data, b"\"error\"").is_some()
+        && let Some(claude) = envelope::parse_anthropic(data)
+    {
+        return First::Error(upstream_error(claude.status(), data, true));
     }
-    envelope::parse(data).map_or(First::Content, First::Error)
+    First::Content
 }
 
-/// Reads an error answer's body (bounded, and within the idle limit) for Google's message.
+/// Reads an error answer's body (bounded, and within the idle limit) for its message.
 async fn read_error(response: Response<UpstreamBody>, idle: Duration) -> UpstreamError {
-    let status = response.status();
+    let status = response.status().as_u16();
     let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
     let body = http_body_util::Limited::new(response.into_body(), ERROR_BODY).collect();
-    let google = match tokio::time::timeout(idle, body).await {
-        Ok(Ok(body)) => envelope::parse(&body.to_bytes()),
-        _ => None,
+    let body = match tokio::time::timeout(idle, body).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        _ => Bytes::new(),
     };
-    upstream_error(status.as_u16(), google, retry_after, false)
+    let mut error = upstream_error(status, &body, false);
+    error.retry_after = retry_after;
+    error
 }
 
-fn upstream_error(
-    status: u16,
-    google: Option<GoogleError>,
-    retry_after: Option<http::HeaderValue>,
-    in_stream: bool,
-) -> UpstreamError {
-    let (message, google_status) = match google {
-        Some(e) if !e.message.is_empty() || !e.status.is_empty() => {
-            let status = (!e.status.is_empty()).then_some(e.status);
-            (e.message, status)
-        }
-        _ => {
-            let reason = StatusCode::from_u16(status)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or("error");
-            (
-                format!("Vertex answered HTTP {status} ({reason}) without an error message"),
-                None,
-            )
-        }
-    };
-    UpstreamError {
+/// The error `body` holds, Google's or Claude's, as the proxy passes it on. Claude's is kept
+/// whole, to go back unchanged on the Messages route.
+fn upstream_error(status: u16, body: &[u8], in_stream: bool) -> UpstreamError {
+    let mut error = UpstreamError {
         status,
-        message,
-        google_status,
-        retry_after,
+        message: String::new(),
+        google_status: None,
+        retry_after: None,
         in_stream,
+        anthropic: None,
+    };
+    if let Some(claude) = envelope::parse_anthropic(body) {
+        error.message = claude.message;
+        error.google_status = Some(claude.kind);
+        error.anthropic = Some(Bytes::copy_from_slice(body));
+    } else if let Some(google) = envelope::parse(body)
+        && (!google.message.is_empty() || !google.status.is_empty())
+    {
+        error.message = google.message;
+        error.google_status = (!google.status.is_empty()).then_some(google.status);
+    } else {
+        let reason = StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("error");
+        error.message = format!("Vertex answered HTTP {status} ({reason}) without an error message");
     }
+    error
 }
 
 #[cfg(test)]
@@ -221,21 +229,35 @@ mod tests {
         assert_eq!(first_data(b": keep-alive\n\n"), First::Incomplete);
         let error = b": hi\r\n\r\ndata: {\"error\": {\"code\": 429, \"message\": \"Resource exhausted.\", \"status\": \"RESOURCE_EXHAUSTED\"}}\r\n\r\n";
         match first_data(error) {
-            First::Error(e) => assert_eq!((e.code, e.status.as_str()), (429, "RESOURCE_EXHAUSTED")),
+            First::Error(e) => {
+                assert_eq!((e.status, e.google_status.as_deref()), (429, Some("RESOURCE_EXHAUSTED")));
+                assert!(e.in_stream);
+            }
             other => panic!("{other:?}"),
         }
+        // Claude's error event, kept whole for the Messages route.
+        let claude = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+        match first_data(claude) {
+            First::Error(e) => {
+                assert_eq!(e.status, 529);
+                assert_eq!(e.anthropic.as_deref(), Some(&claude[19..claude.len() - 2]));
+            }
+            other => panic!("{other:?}"),
+        }
+        let message_start = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"error\":null}}\n\n";
+        assert_eq!(first_data(message_start), First::Content);
         // An error later in the stream is content's business, not a reason to hold it.
         let later = b"data: {\"choices\":[]}\n\ndata: {\"error\":{\"code\":429}}\n\n";
         assert_eq!(first_data(later), First::Content);
         // Data split over lines is joined, as SSE says.
         let split = b"data: {\"error\":\ndata: {\"code\":503,\"status\":\"UNAVAILABLE\"}}\n\n";
-        assert!(matches!(first_data(split), First::Error(e) if e.code == 503));
+        assert!(matches!(first_data(split), First::Error(e) if e.status == 503));
         assert_eq!(first_data(b"data: [DONE]\n\n"), First::Content);
     }
 
     #[test]
     fn an_error_that_is_not_googles_still_says_what_happened() {
-        let e = upstream_error(502, None, None, false);
+        let e = upstream_error(502, b"<html>", false);
         assert_eq!(
             e.message,
             "Vertex answered HTTP 502 (Bad Gateway) without an error message"

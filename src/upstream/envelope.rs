@@ -1,5 +1,6 @@
-//! Google's error envelope, as Vertex sends it: `{"error": {"code", "message", "status"}}`,
-//! often wrapped in a JSON array.
+//! The errors Vertex answers with: Google's envelope, `{"error": {"code", "message",
+//! "status"}}`, often wrapped in a JSON array; and, from Claude, Anthropic's own shape,
+//! `{"type": "error", "error": {"type", "message"}}`.
 
 use serde::Deserialize;
 
@@ -35,6 +36,43 @@ pub fn parse(body: &[u8]) -> Option<GoogleError> {
     }
 }
 
+/// Claude's error: its type (`overloaded_error`, …) and message.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AnthropicError {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// The error in `body` if it is Anthropic's shape.
+pub fn parse_anthropic(body: &[u8]) -> Option<AnthropicError> {
+    #[derive(Deserialize)]
+    struct Shape {
+        #[serde(rename = "type")]
+        kind: String,
+        error: AnthropicError,
+    }
+    let shape: Shape = serde_json::from_slice(body).ok()?;
+    (shape.kind == "error").then_some(shape.error)
+}
+
+impl AnthropicError {
+    /// The HTTP status Anthropic gives this type of error.
+    pub fn status(&self) -> u16 {
+        match self.kind.as_str() {
+            "invalid_request_error" => 400,
+            "authentication_error" => 401,
+            "permission_error" => 403,
+            "not_found_error" => 404,
+            "request_too_large" => 413,
+            "rate_limit_error" => 429,
+            "overloaded_error" => 529,
+            _ => 500,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +95,14 @@ mod tests {
         ] {
             assert_eq!(parse(other), None, "{}", String::from_utf8_lossy(other));
         }
+    }
+
+    #[test]
+    fn anthropic_errors() {
+        let overloaded = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let error = parse_anthropic(overloaded).unwrap();
+        assert_eq!((error.kind.as_str(), error.status()), ("overloaded_error", 529));
+        assert_eq!(parse_anthropic(br#"{"type":"message","error":{"type":"x"}}"#), None);
+        assert_eq!(parse(overloaded).map(|e| e.status).unwrap_or_default(), "");
     }
 }

@@ -13,6 +13,7 @@ mod headers;
 mod metadata;
 mod pool;
 pub mod retry;
+pub mod vertex_anthropic;
 pub mod vertex_openai;
 
 use std::ops::ControlFlow;
@@ -28,7 +29,7 @@ use rustls::pki_types::CertificateDer;
 use crate::auth::TokenSource;
 use crate::body::{self, Pieces, ProxyBody, UpstreamBody};
 use crate::config::{Config, Retries as RetryPolicy, Timeouts};
-use crate::error::ProxyError;
+use crate::error::{Dialect, ProxyError};
 use crate::models::{Auth, Kind, Route};
 use crate::rewrite::ModelField;
 use crate::signatures::{self, Counts, Harvest, Mode, Store};
@@ -40,11 +41,14 @@ use pool::{Failure, Pool};
 use retry::{Attempt, Outcome, Retries};
 use vertex_openai::Endpoints;
 
-/// The Vertex endpoints we forward to, under `…/endpoints/openapi/`.
+/// What a forwarded request asks for: the OpenAI endpoints, under Vertex's
+/// `…/endpoints/openapi/`, or Claude's Messages API, through `rawPredict`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
     ChatCompletions = 0,
     Embeddings = 1,
+    Messages = 2,
+    CountTokens = 3,
 }
 
 impl Operation {
@@ -52,7 +56,30 @@ impl Operation {
         match self {
             Operation::ChatCompletions => "chat/completions",
             Operation::Embeddings => "embeddings",
+            Operation::Messages => "messages",
+            Operation::CountTokens => "messages/count_tokens",
         }
+    }
+
+    /// The kind of route that serves it.
+    pub fn kind(self) -> Kind {
+        match self {
+            Operation::ChatCompletions | Operation::Embeddings => Kind::VertexOpenAi,
+            Operation::Messages | Operation::CountTokens => Kind::VertexAnthropic,
+        }
+    }
+
+    /// The shape of the errors its clients read.
+    pub fn dialect(self) -> Dialect {
+        match self.kind() {
+            Kind::VertexOpenAi => Dialect::OpenAi,
+            Kind::VertexAnthropic => Dialect::Anthropic,
+        }
+    }
+
+    /// The proxy's path for it, for messages that send a client elsewhere.
+    pub fn endpoint(self) -> String {
+        format!("/v1/{}", self.path())
     }
 }
 
@@ -71,6 +98,8 @@ pub struct Upstream {
     signature_mode: Mode,
     /// The signatures seen, shared by every worker.
     signatures: Arc<Store>,
+    /// `ANTHROPIC_BETAS`.
+    betas: Arc<[String]>,
 }
 
 /// What an upstream client is built from.
@@ -119,6 +148,7 @@ impl Upstream {
                 config.signature_cache_bytes,
                 config.signature_ttl,
             )),
+            betas: config.anthropic_betas.as_slice().into(),
         }
     }
 
@@ -156,16 +186,28 @@ impl Upstream {
         (body, model): (&Bytes, &ModelField),
         key_id: &str,
     ) -> Result<Prepared, ProxyError> {
-        let (body, signatures) = match route.kind {
+        let (body, signatures, target) = match route.kind {
             Kind::VertexOpenAi => {
                 let restore = Some((&*self.signatures, key_id));
-                vertex_openai::body(body, model, route, self.signature_mode, restore)
+                let (body, signatures) =
+                    vertex_openai::body(body, model, route, self.signature_mode, restore);
+                (body, signatures, Target::OpenAi(operation))
+            }
+            Kind::VertexAnthropic => {
+                let (body, stream) = vertex_anthropic::body(body, model, route, operation);
+                let target = vertex_anthropic::target(route, operation, stream);
+                (body, Counts::default(), Target::Path(target))
             }
         };
         let credential = match route.auth {
             Auth::GoogleAccessToken => self.tokens.headers(self.timeouts.token).await?,
         };
         let mut headers = request_headers(client_headers, credential);
+        if route.kind == Kind::VertexAnthropic
+            && let Some(betas) = vertex_anthropic::betas(client_headers, &self.betas, operation)
+        {
+            headers.insert("anthropic-beta", betas);
+        }
         // The body was checked to be a JSON object; say so whatever the client sent (curl -d
         // sends a form type).
         headers.insert(
@@ -180,7 +222,7 @@ impl Upstream {
             HeaderValue::from_static("identity"),
         );
         Ok(Prepared {
-            operation,
+            target,
             headers,
             body,
             auth: route.auth,
@@ -212,7 +254,11 @@ impl Upstream {
     /// One attempt at `location`. A 401 means a token the caches still hold was refused
     /// (revoked, say): it is sent once more with a token fetched anew.
     async fn attempt(&self, prepared: &mut Prepared, location: &str) -> Outcome<Answer> {
-        let uri = match self.vertex.uri(location, prepared.operation) {
+        let uri = match &prepared.target {
+            Target::OpenAi(operation) => self.vertex.uri(location, *operation),
+            Target::Path(rest) => self.vertex.at(location, rest),
+        };
+        let uri = match uri {
             Ok(uri) => uri,
             Err(e) => return Outcome::Fail(e),
         };
@@ -299,19 +345,27 @@ impl Upstream {
     /// thought signatures it carries are kept for `key_id` on the way.
     pub fn relay(&self, route: &Route, answer: Answer, key_id: &str) -> Response<ProxyBody> {
         let (parts, upstream) = answer.response.into_parts();
-        let harvest = self.signature_mode == Mode::Restore
-            && signatures::applies_to(&route.model)
-            && parts.status.is_success()
+        let success = parts.status.is_success()
             && !parts.headers.contains_key(header::CONTENT_ENCODING);
-        let tap: Option<body::Tap> = harvest.then(|| {
-            let mut harvest = Harvest::new(self.signatures.clone(), key_id);
-            Box::new(move |bytes: &[u8]| harvest.push(bytes)) as body::Tap
-        });
-        let body = match route.kind {
-            Kind::VertexOpenAi => {
-                body::idle_limited(upstream, answer.read, tap, self.timeouts.upstream_idle)
+        let edit: Option<body::Edit> = match route.kind {
+            Kind::VertexOpenAi
+                if success
+                    && self.signature_mode == Mode::Restore
+                    && signatures::applies_to(&route.model) =>
+            {
+                let mut harvest = Harvest::new(self.signatures.clone(), key_id);
+                Some(Box::new(move |bytes: Bytes| {
+                    harvest.push(&bytes);
+                    bytes
+                }))
             }
+            Kind::VertexAnthropic if success && is_sse(&parts.headers) => {
+                let mut filter = vertex_anthropic::DropVertexEvents::default();
+                Some(Box::new(move |bytes| filter.edit(bytes)))
+            }
+            _ => None,
         };
+        let body = body::idle_limited(upstream, answer.read, edit, self.timeouts.upstream_idle);
         let mut response = Response::new(body);
         *response.status_mut() = parts.status;
         *response.headers_mut() = response_headers(&parts.headers);
@@ -319,9 +373,17 @@ impl Upstream {
     }
 }
 
+/// Where a prepared request goes, in any location.
+enum Target {
+    /// One of the OpenAI endpoints, whose URLs are built at startup.
+    OpenAi(Operation),
+    /// The path after `…/locations/{location}/`.
+    Path(String),
+}
+
 /// A prepared upstream request, kept whole so that it can be sent again.
 pub struct Prepared {
-    operation: Operation,
+    target: Target,
     headers: HeaderMap,
     /// The body's pieces, which share the client's buffer.
     body: Vec<Bytes>,
@@ -338,6 +400,12 @@ impl Prepared {
         *request.headers_mut() = self.headers.clone();
         request
     }
+}
+
+fn is_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 pub type HttpClient = Pool;

@@ -145,9 +145,9 @@ fn random_fraction() -> f64 {
 }
 
 /// Whether a status is worth another attempt: too many requests, and the server errors that
-/// say "not now" rather than "not this".
+/// say "not now" rather than "not this" (529 is Claude's "overloaded").
 pub fn retryable(status: u16) -> bool {
-    matches!(status, 429 | 500 | 502 | 503 | 504)
+    matches!(status, 429 | 500 | 502 | 503 | 504 | 529)
 }
 
 /// `Retry-After` in seconds. Google sends seconds; a date is taken as absent.

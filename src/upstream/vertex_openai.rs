@@ -90,6 +90,11 @@ impl Endpoints {
     }
 
     fn build(&self, location: &str, operation: Operation) -> Result<Uri, ProxyError> {
+        self.at(location, &format!("endpoints/openapi/{}", operation.path()))
+    }
+
+    /// `{origin}/v1/projects/{project}/locations/{location}/{rest}`: any Vertex path.
+    pub fn at(&self, location: &str, rest: &str) -> Result<Uri, ProxyError> {
         let origin = match &self.base_url {
             Some(base) => format!(
                 "{}://{}",
@@ -101,11 +106,11 @@ impl Endpoints {
             None => format!("https://{location}-aiplatform.googleapis.com"),
         };
         let uri = format!(
-            "{origin}/v1/projects/{}/locations/{location}/endpoints/openapi/{}",
-            self.project,
-            operation.path()
+            "{origin}/v1/projects/{}/locations/{location}/{rest}",
+            self.project
         );
-        // Project and location were validated at startup; this cannot fail for them.
+        // Project and location were validated at startup, and model ids are checked
+        // characters; this cannot fail for them.
         uri.parse()
             .map_err(|_| ProxyError::bad_gateway("upstream_url", "could not build the Vertex URL"))
     }

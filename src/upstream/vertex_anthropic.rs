@@ -1,0 +1,331 @@
+//! Claude on Vertex: the Anthropic Messages API through `rawPredict`. Its URLs, the changes
+//! its body needs (the model moves to the URL, `anthropic_version` comes in), the betas
+//! Vertex accepts, and the one change to its answers: Vertex's own `vertex_event` events go.
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::sync::{LazyLock, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use super::Operation;
+use crate::models::Route;
+use crate::rewrite::{self, ModelField};
+
+/// The version Vertex's Claude endpoint takes in the body, where a client gave none.
+pub const VERSION: &str = "vertex-2023-10-16";
+
+/// Refused on `count-tokens` though accepted on messages.
+const NOT_FOR_COUNTING: [&str; 1] = ["web-search-2025-03-05"];
+
+/// The path after `…/locations/{location}/` for `operation` on `route`'s model, and the body
+/// that goes with it. `stream` is the body's own `"stream": true`.
+pub fn target(route: &Route, operation: Operation, stream: bool) -> String {
+    let name = route.model.strip_prefix("anthropic/").unwrap_or(&route.model);
+    match (operation, stream) {
+        (Operation::CountTokens, _) => "publishers/anthropic/models/count-tokens:rawPredict".into(),
+        (_, true) => format!("publishers/anthropic/models/{name}:streamRawPredict"),
+        (_, false) => format!("publishers/anthropic/models/{name}:rawPredict"),
+    }
+}
+
+/// What the proxy reads of a Messages body besides its model.
+#[derive(Deserialize, Default)]
+struct Top {
+    anthropic_version: Option<IgnoredAny>,
+    #[serde(default)]
+    stream: Option<serde_json::Value>,
+}
+
+/// The body Vertex gets, as pieces sharing the client's buffer, and whether it streams. For
+/// messages the `model` member goes (Vertex reads it from the URL); for counting its value
+/// becomes Vertex's name for the model. `"anthropic_version": "vertex-2023-10-16"` comes in
+/// unless the client gave a version of its own. Every other byte is the client's.
+pub fn body(
+    body: &Bytes,
+    model: &ModelField,
+    route: &Route,
+    operation: Operation,
+) -> (Vec<Bytes>, bool) {
+    // The body was validated by `find_model`.
+    let top: Top = serde_json::from_slice(body).unwrap_or_default();
+    let stream = top.stream == Some(serde_json::Value::Bool(true));
+    let version = Bytes::from(format!(r#""anthropic_version":"{VERSION}""#));
+    let edits: Vec<(Range<usize>, Bytes)> = match (operation, top.anthropic_version) {
+        (Operation::CountTokens, version_given) => {
+            let name = route.model.strip_prefix("anthropic/").unwrap_or(&route.model);
+            let mut edits = vec![(model.span.clone(), rewrite::json_string(name))];
+            if version_given.is_none() {
+                let at = rewrite::member_start(body, &model.span);
+                let mut version = BytesMut::from(&version[..]);
+                version.extend_from_slice(b",");
+                edits.push((at..at, version.freeze()));
+            }
+            edits
+        }
+        (_, Some(_)) => vec![(rewrite::member_with_comma(body, &model.span), Bytes::new())],
+        // The version takes the model's place: no comma moves.
+        (_, None) => {
+            let member = rewrite::member_start(body, &model.span)..model.span.end;
+            vec![(member, version)]
+        }
+    };
+    (rewrite::splice(body, edits), stream)
+}
+
+/// The `anthropic-beta` header Vertex gets: the client's values (from every such header,
+/// comma-separated) that `allowed` holds. Each value dropped is logged, once per process.
+pub fn betas(client: &HeaderMap, allowed: &[String], operation: Operation) -> Option<HeaderValue> {
+    let mut kept: Vec<&str> = Vec::new();
+    for value in client.get_all("anthropic-beta") {
+        let Ok(value) = value.to_str() else { continue };
+        for beta in value.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+            let counting = operation == Operation::CountTokens && NOT_FOR_COUNTING.contains(&beta);
+            if allowed.iter().any(|a| a == beta) && !counting {
+                if !kept.contains(&beta) {
+                    kept.push(beta);
+                }
+            } else {
+                dropped(beta);
+            }
+        }
+    }
+    (!kept.is_empty())
+        .then(|| HeaderValue::from_str(&kept.join(",")).ok())
+        .flatten()
+}
+
+/// Logs a dropped beta the first time it is seen; a bounded set, since clients choose them.
+fn dropped(beta: &str) {
+    static SEEN: LazyLock<Mutex<BTreeSet<String>>> = LazyLock::new(Mutex::default);
+    let beta: String = beta.chars().take(80).collect();
+    let mut seen = crate::lock(&SEEN);
+    if seen.len() < 256 && seen.insert(beta.clone()) {
+        crate::log::warning(&format!(
+            "anthropic-beta {beta:?} is not in ANTHROPIC_BETAS: dropped (Vertex refuses betas it does not know); logged once"
+        ));
+    }
+}
+
+/// Drops Vertex's `event: vertex_event` events from an Anthropic SSE stream, chunk by chunk:
+/// strict clients fail on an event type they do not know. Everything else passes as it
+/// comes; only the first line of each event (its `event:` name) is waited for.
+#[derive(Default)]
+pub struct DropVertexEvents {
+    state: State,
+    /// The start of an event's first line, until the line ends.
+    head: Vec<u8>,
+    /// The last byte seen was a line end: a line end now closes the event.
+    after_newline: bool,
+}
+
+#[derive(Default, PartialEq, Eq, Clone, Copy)]
+enum State {
+    #[default]
+    Start,
+    Pass,
+    Drop,
+}
+
+impl DropVertexEvents {
+    /// The part of `bytes` that goes on; `bytes` itself when nothing is dropped or held.
+    pub fn edit(&mut self, bytes: Bytes) -> Bytes {
+        // A first line begun in an earlier chunk: it goes out first, unless it names a
+        // vertex_event.
+        let mut held = std::mem::take(&mut self.head);
+        let mut out_held = Vec::new();
+        let mut kept: Vec<Range<usize>> = Vec::new();
+        // Where this chunk's part of the current first line, or run of kept bytes, begins.
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            match self.state {
+                State::Start if b == b'\n' => {
+                    let mut line = std::mem::take(&mut held);
+                    line.extend_from_slice(&bytes[start..i]);
+                    let name = line.strip_suffix(b"\r").unwrap_or(&line);
+                    if is_vertex_event(name) {
+                        self.state = State::Drop;
+                    } else {
+                        if !name.is_empty() {
+                            self.state = State::Pass;
+                        }
+                        let from_before = line.len() - (i - start);
+                        if from_before > 0 {
+                            out_held = line[..from_before].to_vec();
+                        }
+                        kept.push(start..i + 1);
+                    }
+                    self.after_newline = true;
+                    start = i + 1;
+                }
+                State::Start => {}
+                State::Pass | State::Drop if b == b'\n' && self.after_newline => {
+                    if self.state == State::Pass {
+                        kept.push(start..i + 1);
+                    }
+                    self.state = State::Start;
+                    start = i + 1;
+                }
+                State::Pass | State::Drop => {
+                    self.after_newline = b == b'\n' || (b == b'\r' && self.after_newline);
+                }
+            }
+        }
+        match self.state {
+            State::Start => {
+                held.extend_from_slice(&bytes[start..]);
+                self.head = held;
+            }
+            State::Pass if start < bytes.len() => kept.push(start..bytes.len()),
+            _ => {}
+        }
+        let kept = merge(kept);
+        if out_held.is_empty() && kept.len() == 1 && kept[0] == (0..bytes.len()) {
+            return bytes;
+        }
+        let mut out = BytesMut::with_capacity(out_held.len() + bytes.len());
+        out.extend_from_slice(&out_held);
+        for range in kept {
+            out.extend_from_slice(&bytes[range]);
+        }
+        out.freeze()
+    }
+}
+
+fn is_vertex_event(line: &[u8]) -> bool {
+    line.strip_prefix(b"event:")
+        .is_some_and(|name| name.trim_ascii() == b"vertex_event")
+}
+
+fn merge(ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    let mut merged: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        match merged.last_mut() {
+            Some(last) if last.end == range.start => last.end = range.end,
+            _ => merged.push(range),
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rewrite::find_model;
+
+    fn route() -> Route {
+        Route::vertex(
+            "anthropic/claude-sonnet-4-5@20250929".into(),
+            "us-east5".into(),
+        )
+    }
+
+    fn rewritten(body: &str, operation: Operation) -> (String, bool) {
+        let field = find_model(body.as_bytes()).unwrap();
+        let (pieces, stream) = super::body(&Bytes::from(body.to_owned()), &field, &route(), operation);
+        let out = String::from_utf8(pieces.concat()).unwrap();
+        serde_json::from_str::<serde_json::Value>(&out).expect("still JSON");
+        (out, stream)
+    }
+
+    #[test]
+    fn the_model_leaves_and_the_version_comes_in_its_place() {
+        let (out, stream) = rewritten(
+            r#"{"model": "sonnet", "max_tokens": 5, "stream": true, "messages": []}"#,
+            Operation::Messages,
+        );
+        assert_eq!(
+            out,
+            r#"{"anthropic_version":"vertex-2023-10-16", "max_tokens": 5, "stream": true, "messages": []}"#
+        );
+        assert!(stream);
+        // A client's own version stays, and the model goes with its comma.
+        let (out, stream) = rewritten(
+            r#"{"max_tokens":5,"model":"sonnet","anthropic_version":"2026-10-21"}"#,
+            Operation::Messages,
+        );
+        assert_eq!(out, r#"{"max_tokens":5,"anthropic_version":"2026-10-21"}"#);
+        assert!(!stream);
+        // Counting keeps the model, as Vertex names it.
+        let (out, _) = rewritten(r#"{"model":"sonnet","messages":[]}"#, Operation::CountTokens);
+        assert_eq!(
+            out,
+            r#"{"anthropic_version":"vertex-2023-10-16","model":"claude-sonnet-4-5@20250929","messages":[]}"#
+        );
+    }
+
+    #[test]
+    fn urls_by_operation_and_stream() {
+        let route = route();
+        assert_eq!(
+            target(&route, Operation::Messages, true),
+            "publishers/anthropic/models/claude-sonnet-4-5@20250929:streamRawPredict"
+        );
+        assert_eq!(
+            target(&route, Operation::Messages, false),
+            "publishers/anthropic/models/claude-sonnet-4-5@20250929:rawPredict"
+        );
+        assert_eq!(
+            target(&route, Operation::CountTokens, true),
+            "publishers/anthropic/models/count-tokens:rawPredict"
+        );
+    }
+
+    #[test]
+    fn only_allowed_betas_go_on() {
+        let allowed: Vec<String> = crate::config::DEFAULT_ANTHROPIC_BETAS.split(',').map(String::from).collect();
+        let mut client = HeaderMap::new();
+        client.append(
+            "anthropic-beta",
+            HeaderValue::from_static("fine-grained-tool-streaming-2025-05-14,interleaved-thinking-2025-05-14"),
+        );
+        client.append("anthropic-beta", HeaderValue::from_static(" web-search-2025-03-05 "));
+        assert_eq!(
+            betas(&client, &allowed, Operation::Messages).unwrap(),
+            "interleaved-thinking-2025-05-14,web-search-2025-03-05"
+        );
+        assert_eq!(
+            betas(&client, &allowed, Operation::CountTokens).unwrap(),
+            "interleaved-thinking-2025-05-14"
+        );
+        assert!(betas(&HeaderMap::new(), &allowed, Operation::Messages).is_none());
+    }
+
+    const STREAM: &str = "event: message_start\ndata: {\"type\":\"message_start\"}\n\nevent: vertex_event\ndata: {\"type\":\"vertex_event\",\"usage\":{}}\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\n: comment\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+    fn filtered(chunks: &[&[u8]]) -> (String, Vec<Bytes>) {
+        let mut filter = DropVertexEvents::default();
+        let out: Vec<Bytes> = chunks.iter().map(|c| filter.edit(Bytes::copy_from_slice(c))).collect();
+        (String::from_utf8(out.concat()).unwrap(), out)
+    }
+
+    #[test]
+    fn vertex_events_go_wherever_the_chunks_break() {
+        let expected = STREAM.replace(
+            "event: vertex_event\ndata: {\"type\":\"vertex_event\",\"usage\":{}}\n\n",
+            "",
+        );
+        for size in 1..STREAM.len() {
+            let chunks: Vec<&[u8]> = STREAM.as_bytes().chunks(size).collect();
+            assert_eq!(filtered(&chunks).0, expected, "chunks of {size}");
+        }
+        let crlf = STREAM.replace('\n', "\r\n");
+        let expected_crlf = expected.replace('\n', "\r\n");
+        assert_eq!(filtered(&[crlf.as_bytes()]).0, expected_crlf);
+    }
+
+    #[test]
+    fn a_stream_without_vertex_events_is_passed_as_it_comes() {
+        let plain = "event: message_start\ndata: {}\n\nevent: content_block_delta\ndata: {\"delta\":1}\n\n";
+        let mut filter = DropVertexEvents::default();
+        let bytes = Bytes::from(plain);
+        let out = filter.edit(bytes.clone());
+        assert_eq!(out.as_ptr(), bytes.as_ptr(), "no copy");
+        // Mid-event, the rest of an event's data goes on at once.
+        let (_, out) = filtered(&[b"event: content_block_delta\nda", b"ta: {}\n\n"]);
+        assert_eq!(out[0], "event: content_block_delta\nda");
+    }
+}
