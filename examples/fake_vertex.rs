@@ -77,7 +77,11 @@ fn reply(log: &Mutex<Log>, request: &Recorded) -> Reply {
         "google/always-429" => google_error(429, "RESOURCE_EXHAUSTED", Some("1")),
         "google/flaky-503" if first_call => google_error(503, "UNAVAILABLE", None),
         "google/stream-429-once" if first_call => error_in_stream(429, "RESOURCE_EXHAUSTED"),
-        _ => Reply::Respond(vertex_proxy::demo::openai_answer(&request.path, &body)),
+        _ => Reply::Respond(vertex_proxy::demo::vertex_answer(
+            &request.path,
+            &request.headers,
+            &body,
+        )),
     }
 }
 

@@ -6,6 +6,7 @@
 //! It is as strict as Vertex where clients trip: errors come in Google's array-wrapped
 //! envelope, and Gemini 3 wants its thought signatures back ([`gemini3`]).
 
+pub mod claude;
 pub mod gemini3;
 
 use std::convert::Infallible;
@@ -47,12 +48,20 @@ impl DemoEnv<'_> {
     }
 }
 
+/// The demo's aliases when the user sets none: the default ones and a Claude model, which
+/// the stand-in serves too.
+pub const ALIASES: &str = r#"{"flash":"google/gemini-2.5-flash","pro-preview":"google/gemini-3.1-pro-preview","sonnet":{"model":"anthropic/claude-sonnet-4-5@20250929","location":"us-east5"}}"#;
+
 impl Env for DemoEnv<'_> {
     fn var(&self, name: &str) -> Option<String> {
         if name == "API_KEYS_JSON" && !self.has_own_keys() {
             return Some(format!(r#"[{{"id":"demo","key":"{KEY}"}}]"#));
         }
-        self.0.var(name)
+        let value = self.0.var(name);
+        if name == "MODEL_ALIASES_JSON" && value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+            return Some(ALIASES.to_owned());
+        }
+        value
     }
 }
 
@@ -144,13 +153,20 @@ async fn answer(request: Request<Incoming>) -> Response<ProxyBody> {
         );
     }
     let path = request.uri().path().to_owned();
+    let headers = request.headers().clone();
     let Ok(collected) = request.into_body().collect().await else {
         return google_error(StatusCode::BAD_REQUEST, "Could not read the request body.");
     };
     let Ok(body) = serde_json::from_slice::<Value>(&collected.to_bytes()) else {
         return google_error(StatusCode::BAD_REQUEST, "Invalid JSON payload received.");
     };
-    openai_answer(&path, &body)
+    vertex_answer(&path, &headers, &body)
+}
+
+/// What the stand-in answers an authorized request to Vertex at `path`: Claude's endpoints
+/// or the OpenAI ones. The test suites' fake Vertex answers the same way.
+pub fn vertex_answer(path: &str, headers: &http::HeaderMap, body: &Value) -> Response<ProxyBody> {
+    claude::answer(path, headers, body).unwrap_or_else(|| openai_answer(path, body))
 }
 
 /// What the stand-in answers an authorized request to Vertex's OpenAI endpoint at `path`.
@@ -300,16 +316,7 @@ fn chat(body: &Value) -> Response<ProxyBody> {
     frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
 
     // Paced like a model, so the stream is visibly a stream.
-    let (sender, receiver) = mpsc::channel(1);
-    tokio::spawn(async move {
-        for frame in frames {
-            if sender.send(frame).await.is_err() {
-                return; // the proxy went away: stop "generating"
-            }
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
-    });
-    let mut response = Response::new(ChannelBody(receiver).boxed());
+    let mut response = Response::new(ChannelBody::paced(frames, Duration::from_millis(30)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/event-stream"),
@@ -353,6 +360,23 @@ fn embeddings(body: &Value) -> Response<ProxyBody> {
 
 /// A body fed frame by frame from a channel.
 struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl ChannelBody {
+    /// `frames`, one every `every`, as a model would send them; it stops when the reader
+    /// goes away.
+    fn paced(frames: Vec<Bytes>, every: Duration) -> ProxyBody {
+        let (sender, receiver) = mpsc::channel(1);
+        tokio::spawn(async move {
+            for frame in frames {
+                if sender.send(frame).await.is_err() {
+                    return; // the proxy went away: stop "generating"
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        ChannelBody(receiver).boxed()
+    }
+}
 
 impl Body for ChannelBody {
     type Data = Bytes;

@@ -192,10 +192,13 @@ impl ProxyError {
     fn body(&self, dialect: Dialect) -> bytes::Bytes {
         match (dialect, self) {
             (Dialect::OpenAi, _) => self.payload().to_string().into(),
-            (Dialect::Anthropic, ProxyError::Upstream(UpstreamError {
-                anthropic: Some(raw),
-                ..
-            })) => raw.clone(),
+            (
+                Dialect::Anthropic,
+                ProxyError::Upstream(UpstreamError {
+                    anthropic: Some(raw),
+                    ..
+                }),
+            ) => raw.clone(),
             (Dialect::Anthropic, _) => serde_json::json!({
                 "type": "error",
                 "error": {"type": self.anthropic_kind(), "message": self.message()},
@@ -383,7 +386,8 @@ mod tests {
 
     #[tokio::test]
     async fn method_not_allowed_names_the_allowed_methods() {
-        let response = ProxyError::MethodNotAllowed { allow: "POST" }.into_response(Dialect::OpenAi);
+        let response =
+            ProxyError::MethodNotAllowed { allow: "POST" }.into_response(Dialect::OpenAi);
         assert_eq!(response.headers()[header::ALLOW], "POST");
         let json = body_json(response).await;
         assert!(json["error"]["message"].as_str().unwrap().contains("POST"));

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::signatures::Counts;
 use crate::upstream::retry::Attempt;
-use crate::usage::{Price, Tail};
+use crate::usage::{Head, Price, Tail};
 
 /// Writes one line. A closed stdout must not take a request down with it, so errors are
 /// ignored rather than panicking as `println!` would.
@@ -102,6 +102,8 @@ pub struct RequestLog {
     ttfb: Option<Duration>,
     /// Set when the response's usage should be read and priced.
     usage_tail: Option<Tail>,
+    /// Also set for Claude, whose streams give their input counts first.
+    usage_head: Option<Head>,
     price: Option<Price>,
     response_bytes: u64,
     outcome: Outcome,
@@ -129,6 +131,7 @@ impl RequestLog {
             span_id: None,
             ttfb: None,
             usage_tail: None,
+            usage_head: None,
             price: None,
             response_bytes: 0,
             outcome: Outcome::Open,
@@ -144,6 +147,13 @@ impl RequestLog {
         self.upstream_queued = queued;
         if (200..300).contains(&status) && !compressed {
             self.usage_tail = Some(Tail::default());
+            if self
+                .model
+                .as_deref()
+                .is_some_and(|m| m.starts_with("anthropic/"))
+            {
+                self.usage_head = Some(Head::default());
+            }
         }
     }
 
@@ -202,6 +212,9 @@ impl RequestLog {
         if let Some(tail) = &mut self.usage_tail {
             tail.push(data);
         }
+        if let Some(head) = &mut self.usage_head {
+            head.push(data);
+        }
     }
 
     pub fn completed(&mut self) {
@@ -223,7 +236,11 @@ impl RequestLog {
             (_, 400..) => "WARNING",
             _ => "INFO",
         };
-        let usage = self.usage_tail.as_ref().and_then(Tail::usage);
+        let first = self.usage_head.as_ref().and_then(Head::usage);
+        let usage = match (first, self.usage_tail.as_ref().and_then(Tail::usage)) {
+            (Some(first), Some(last)) => Some(first.then(last)),
+            (first, last) => last.or(first),
+        };
         json::Line {
             severity,
             method: self.method.as_str(),
@@ -373,6 +390,8 @@ mod tests {
         entry.price = Some(Price {
             input: 1.0,
             output: 2.0,
+            cache_read: None,
+            cache_write: None,
         });
         let mut tail = Tail::default();
         tail.push(br#"{"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":null}}"#);

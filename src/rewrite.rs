@@ -287,7 +287,10 @@ mod tests {
         assert_eq!(cut(r#"{"model" : "a", "x":1}"#), r#"{ "x":1}"#);
         assert_eq!(cut(r#"{"x":1 , "mod\u0065l":"a" }"#), r#"{"x":1  }"#);
         assert_eq!(cut(r#"{ "model":"a" }"#), r#"{  }"#);
-        assert_eq!(cut(r#"{"a":{"model":"inner"},"model":"b","c":[1]}"#), r#"{"a":{"model":"inner"},"c":[1]}"#);
+        assert_eq!(
+            cut(r#"{"a":{"model":"inner"},"model":"b","c":[1]}"#),
+            r#"{"a":{"model":"inner"},"c":[1]}"#
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Token usage and its cost: read from the tail of Vertex's response as it streams past, and
+//! Token usage and its cost: read from the ends of Vertex's response as it streams past, and
 //! priced with `PRICES_JSON`.
 //!
 //! Vertex sends `usage` last: in the final SSE chunk before `data: [DONE]`, or at the end of a
-//! JSON body. Keeping a bounded tail of the bytes and parsing it once the response has ended
+//! JSON body. Claude's streams also give their input counts first, in `message_start`.
+//! Keeping a bounded head and tail of the bytes and parsing them once the response has ended
 //! adds no latency and no buffering to the stream itself.
 
 use std::collections::HashMap;
@@ -13,30 +14,70 @@ use serde_json::Value;
 /// How much of the end of a response is kept; the usage object is a few hundred bytes.
 const TAIL: usize = 16 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// Counts as OpenAI's endpoints give them, or as Claude's do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     pub total_tokens: Option<u64>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cache_creation_input_tokens: Option<u64>,
+    pub cache_read_input_tokens: Option<u64>,
 }
 
-/// USD per million tokens.
+impl Usage {
+    /// Whether these are Claude's counts.
+    pub fn is_anthropic(&self) -> bool {
+        self.input_tokens.is_some() || self.output_tokens.is_some()
+    }
+
+    /// The counts of `later`, and where it has none, these: a stream's `message_delta`
+    /// over its `message_start`.
+    pub fn then(self, later: Usage) -> Usage {
+        Usage {
+            prompt_tokens: later.prompt_tokens.or(self.prompt_tokens),
+            completion_tokens: later.completion_tokens.or(self.completion_tokens),
+            total_tokens: later.total_tokens.or(self.total_tokens),
+            input_tokens: later.input_tokens.or(self.input_tokens),
+            output_tokens: later.output_tokens.or(self.output_tokens),
+            cache_creation_input_tokens: later
+                .cache_creation_input_tokens
+                .or(self.cache_creation_input_tokens),
+            cache_read_input_tokens: later
+                .cache_read_input_tokens
+                .or(self.cache_read_input_tokens),
+        }
+    }
+}
+
+/// USD per million tokens. Cache prices are Claude's; without them, cached tokens cost what
+/// input does.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Price {
     pub input: f64,
     pub output: f64,
+    pub cache_read: Option<f64>,
+    pub cache_write: Option<f64>,
 }
 
 impl Price {
     pub fn cost(&self, usage: &Usage) -> f64 {
-        let prompt = usage.prompt_tokens.unwrap_or(0) as f64;
-        let completion = usage.completion_tokens.unwrap_or(0) as f64;
-        (prompt * self.input + completion * self.output) / 1_000_000.0
+        let count = |n: Option<u64>| n.unwrap_or(0) as f64;
+        let input = count(usage.prompt_tokens.or(usage.input_tokens));
+        let output = count(usage.completion_tokens.or(usage.output_tokens));
+        let read = count(usage.cache_read_input_tokens);
+        let write = count(usage.cache_creation_input_tokens);
+        (input * self.input
+            + output * self.output
+            + read * self.cache_read.unwrap_or(self.input)
+            + write * self.cache_write.unwrap_or(self.input))
+            / 1_000_000.0
     }
 }
 
 /// Parses `PRICES_JSON`: `{"flash": {"input": 0.30, "output": 2.50}, ...}`, keyed by alias or
-/// Vertex model id.
+/// Vertex model id; `cache_read` and `cache_write` may be added (Claude's cached tokens).
 pub fn parse_prices(json: &str) -> Result<HashMap<String, Price>, Vec<String>> {
     let value: Value =
         serde_json::from_str(json).map_err(|e| vec![format!("is not valid JSON ({e})")])?;
@@ -54,15 +95,26 @@ pub fn parse_prices(json: &str) -> Result<HashMap<String, Price>, Vec<String>> {
                 .and_then(Value::as_f64)
                 .filter(|p| *p >= 0.0 && p.is_finite())
         };
+        const FIELDS: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
         let known = entry
             .as_object()
-            .is_some_and(|o| o.keys().all(|k| k == "input" || k == "output"));
-        match (field("input"), field("output"), known) {
+            .is_some_and(|o| o.keys().all(|k| FIELDS.contains(&k.as_str())));
+        let cache_ok = ["cache_read", "cache_write"]
+            .iter()
+            .all(|f| entry.get(f).is_none() || field(f).is_some());
+        match (field("input"), field("output"), known && cache_ok) {
             (Some(input), Some(output), true) => {
-                prices.insert(name, Price { input, output });
+                let (cache_read, cache_write) = (field("cache_read"), field("cache_write"));
+                let price = Price {
+                    input,
+                    output,
+                    cache_read,
+                    cache_write,
+                };
+                prices.insert(name, price);
             }
             _ => errors.push(format!(
-                "{name:?} must be {{\"input\": USD, \"output\": USD}} per million tokens, both numbers >= 0"
+                "{name:?} must be {{\"input\": USD, \"output\": USD}} per million tokens, both numbers >= 0, and may add \"cache_read\" and \"cache_write\""
             )),
         }
     }
@@ -93,31 +145,65 @@ impl Tail {
 
     /// The last `"usage": {...}` object in the tail that parses, if any.
     pub fn usage(&self) -> Option<Usage> {
-        let bytes = &self.0;
+        last_usage(&self.0)
+    }
+}
+
+/// The first bytes of a response, kept while they stream past: Claude gives its input
+/// counts in its first event.
+#[derive(Debug, Default)]
+pub struct Head(Vec<u8>);
+
+/// How much of the start of a response is kept; `message_start` is a few hundred bytes.
+const HEAD: usize = 4 * 1024;
+
+impl Head {
+    pub fn push(&mut self, bytes: &[u8]) {
+        let room = HEAD - self.0.len();
+        self.0.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    /// The first `"usage": {...}` object in the head that parses, if any.
+    pub fn usage(&self) -> Option<Usage> {
         let needle = b"\"usage\"";
-        let mut end = bytes.len();
-        while let Some(at) = rfind(&bytes[..end], needle) {
-            end = at;
-            // An escaped quote means the word was inside a string (say, in the model's answer).
-            if at > 0 && bytes[at - 1] == b'\\' {
-                continue;
-            }
-            let rest = skip_space(&bytes[at + needle.len()..]);
-            let Some(rest) = rest.strip_prefix(b":") else {
-                continue;
-            };
-            let rest = skip_space(rest);
-            if rest.first() != Some(&b'{') {
-                continue; // `"usage": null` in a chunk that has none
-            }
-            if let Some(object) = balanced_object(rest)
-                && let Ok(usage) = serde_json::from_slice::<Usage>(object)
-            {
+        let mut from = 0;
+        while let Some(at) = memchr::memmem::find(&self.0[from..], needle) {
+            let at = from + at;
+            from = at + needle.len();
+            if let Some(usage) = usage_at(&self.0, at) {
                 return Some(usage);
             }
         }
         None
     }
+}
+
+/// The last `"usage": {...}` object in `bytes` that parses, if any.
+fn last_usage(bytes: &[u8]) -> Option<Usage> {
+    let needle = b"\"usage\"";
+    let mut end = bytes.len();
+    while let Some(at) = rfind(&bytes[..end], needle) {
+        end = at;
+        if let Some(usage) = usage_at(bytes, at) {
+            return Some(usage);
+        }
+    }
+    None
+}
+
+/// The usage object whose key starts at `at`, if it is one.
+fn usage_at(bytes: &[u8], at: usize) -> Option<Usage> {
+    // An escaped quote means the word was inside a string (say, in the model's answer).
+    if at > 0 && bytes[at - 1] == b'\\' {
+        return None;
+    }
+    let rest = skip_space(&bytes[at + b"\"usage\"".len()..]);
+    let rest = skip_space(rest.strip_prefix(b":")?);
+    // `"usage": null` in a chunk that has none.
+    if rest.first() != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice::<Usage>(balanced_object(rest)?).ok()
 }
 
 fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -176,6 +262,10 @@ mod tests {
         prompt_tokens: Some(12),
         completion_tokens: Some(30),
         total_tokens: Some(42),
+        input_tokens: None,
+        output_tokens: None,
+        cache_creation_input_tokens: None,
+        cache_read_input_tokens: None,
     };
 
     #[test]
@@ -228,5 +318,34 @@ mod tests {
         let errors = parse_prices(r#"{"a": {"input": -1, "output": 1}, "b": {"input": 1}, "c": 3, "d": {"input": 1, "output": 1, "cached": 1}}"#).unwrap_err();
         assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(parse_prices("[]").is_err() && parse_prices("{").is_err());
+    }
+
+    #[test]
+    fn claude_counts_come_from_both_ends_of_a_stream_and_cache_prices_apply() {
+        let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"cache_creation_input_tokens\":4,\"cache_read_input_tokens\":100,\"output_tokens\":1}}}\n\n";
+        let end = "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":20}}\n\n";
+        let (mut head, mut tail) = (Head::default(), Tail::default());
+        for chunk in [start, "event: ping\ndata: {}\n\n", end] {
+            head.push(chunk.as_bytes());
+            tail.push(chunk.as_bytes());
+        }
+        let usage = head.usage().unwrap().then(tail.usage().unwrap());
+        assert_eq!(
+            (
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_input_tokens,
+                usage.cache_creation_input_tokens
+            ),
+            (Some(10), Some(20), Some(100), Some(4))
+        );
+        assert!(usage.is_anthropic());
+        let prices = parse_prices(
+            r#"{"sonnet": {"input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75}}"#,
+        )
+        .unwrap();
+        let cost = prices["sonnet"].cost(&usage);
+        assert!((cost - (10.0 * 3.0 + 20.0 * 15.0 + 100.0 * 0.3 + 4.0 * 3.75) / 1e6).abs() < 1e-15);
+        assert!(parse_prices(r#"{"s": {"input": 3, "output": 15, "cache_read": "x"}}"#).is_err());
     }
 }

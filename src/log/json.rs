@@ -131,13 +131,34 @@ impl Line<'_> {
         uint(out, self.response_bytes);
         if let Some(usage) = &self.usage {
             key(out, "usage");
-            let counts = [
-                ("prompt_tokens", usage.prompt_tokens),
-                ("completion_tokens", usage.completion_tokens),
-                ("total_tokens", usage.total_tokens),
-            ];
-            for (i, (key, count)) in counts.into_iter().enumerate() {
-                out.push(if i == 0 { b'{' } else { b',' });
+            // Claude's counts as Claude names them, the ones it gave; OpenAI's all three.
+            let (counts, all) = if usage.is_anthropic() {
+                let counts = [
+                    ("input_tokens", usage.input_tokens),
+                    ("output_tokens", usage.output_tokens),
+                    (
+                        "cache_creation_input_tokens",
+                        usage.cache_creation_input_tokens,
+                    ),
+                    ("cache_read_input_tokens", usage.cache_read_input_tokens),
+                ];
+                (counts, false)
+            } else {
+                let counts = [
+                    ("prompt_tokens", usage.prompt_tokens),
+                    ("completion_tokens", usage.completion_tokens),
+                    ("total_tokens", usage.total_tokens),
+                    ("", None),
+                ];
+                (counts, true)
+            };
+            let mut first = true;
+            for (key, count) in counts {
+                if key.is_empty() || (!all && count.is_none()) {
+                    continue;
+                }
+                out.push(if first { b'{' } else { b',' });
+                first = false;
                 string(out, key);
                 out.push(b':');
                 match count {

@@ -212,7 +212,8 @@ fn upstream_error(status: u16, body: &[u8], in_stream: bool) -> UpstreamError {
             .ok()
             .and_then(|s| s.canonical_reason())
             .unwrap_or("error");
-        error.message = format!("Vertex answered HTTP {status} ({reason}) without an error message");
+        error.message =
+            format!("Vertex answered HTTP {status} ({reason}) without an error message");
     }
     error
 }
@@ -230,7 +231,10 @@ mod tests {
         let error = b": hi\r\n\r\ndata: {\"error\": {\"code\": 429, \"message\": \"Resource exhausted.\", \"status\": \"RESOURCE_EXHAUSTED\"}}\r\n\r\n";
         match first_data(error) {
             First::Error(e) => {
-                assert_eq!((e.status, e.google_status.as_deref()), (429, Some("RESOURCE_EXHAUSTED")));
+                assert_eq!(
+                    (e.status, e.google_status.as_deref()),
+                    (429, Some("RESOURCE_EXHAUSTED"))
+                );
                 assert!(e.in_stream);
             }
             other => panic!("{other:?}"),

@@ -99,10 +99,17 @@ mod tests {
 
     #[test]
     fn anthropic_errors() {
-        let overloaded = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let overloaded =
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
         let error = parse_anthropic(overloaded).unwrap();
-        assert_eq!((error.kind.as_str(), error.status()), ("overloaded_error", 529));
-        assert_eq!(parse_anthropic(br#"{"type":"message","error":{"type":"x"}}"#), None);
+        assert_eq!(
+            (error.kind.as_str(), error.status()),
+            ("overloaded_error", 529)
+        );
+        assert_eq!(
+            parse_anthropic(br#"{"type":"message","error":{"type":"x"}}"#),
+            None
+        );
         assert_eq!(parse(overloaded).map(|e| e.status).unwrap_or_default(), "");
     }
 }

@@ -345,8 +345,8 @@ impl Upstream {
     /// thought signatures it carries are kept for `key_id` on the way.
     pub fn relay(&self, route: &Route, answer: Answer, key_id: &str) -> Response<ProxyBody> {
         let (parts, upstream) = answer.response.into_parts();
-        let success = parts.status.is_success()
-            && !parts.headers.contains_key(header::CONTENT_ENCODING);
+        let success =
+            parts.status.is_success() && !parts.headers.contains_key(header::CONTENT_ENCODING);
         let edit: Option<body::Edit> = match route.kind {
             Kind::VertexOpenAi
                 if success

@@ -24,7 +24,10 @@ const NOT_FOR_COUNTING: [&str; 1] = ["web-search-2025-03-05"];
 /// The path after `…/locations/{location}/` for `operation` on `route`'s model, and the body
 /// that goes with it. `stream` is the body's own `"stream": true`.
 pub fn target(route: &Route, operation: Operation, stream: bool) -> String {
-    let name = route.model.strip_prefix("anthropic/").unwrap_or(&route.model);
+    let name = route
+        .model
+        .strip_prefix("anthropic/")
+        .unwrap_or(&route.model);
     match (operation, stream) {
         (Operation::CountTokens, _) => "publishers/anthropic/models/count-tokens:rawPredict".into(),
         (_, true) => format!("publishers/anthropic/models/{name}:streamRawPredict"),
@@ -56,7 +59,10 @@ pub fn body(
     let version = Bytes::from(format!(r#""anthropic_version":"{VERSION}""#));
     let edits: Vec<(Range<usize>, Bytes)> = match (operation, top.anthropic_version) {
         (Operation::CountTokens, version_given) => {
-            let name = route.model.strip_prefix("anthropic/").unwrap_or(&route.model);
+            let name = route
+                .model
+                .strip_prefix("anthropic/")
+                .unwrap_or(&route.model);
             let mut edits = vec![(model.span.clone(), rewrite::json_string(name))];
             if version_given.is_none() {
                 let at = rewrite::member_start(body, &model.span);
@@ -225,7 +231,8 @@ mod tests {
 
     fn rewritten(body: &str, operation: Operation) -> (String, bool) {
         let field = find_model(body.as_bytes()).unwrap();
-        let (pieces, stream) = super::body(&Bytes::from(body.to_owned()), &field, &route(), operation);
+        let (pieces, stream) =
+            super::body(&Bytes::from(body.to_owned()), &field, &route(), operation);
         let out = String::from_utf8(pieces.concat()).unwrap();
         serde_json::from_str::<serde_json::Value>(&out).expect("still JSON");
         (out, stream)
@@ -250,7 +257,10 @@ mod tests {
         assert_eq!(out, r#"{"max_tokens":5,"anthropic_version":"2026-10-21"}"#);
         assert!(!stream);
         // Counting keeps the model, as Vertex names it.
-        let (out, _) = rewritten(r#"{"model":"sonnet","messages":[]}"#, Operation::CountTokens);
+        let (out, _) = rewritten(
+            r#"{"model":"sonnet","messages":[]}"#,
+            Operation::CountTokens,
+        );
         assert_eq!(
             out,
             r#"{"anthropic_version":"vertex-2023-10-16","model":"claude-sonnet-4-5@20250929","messages":[]}"#
@@ -276,13 +286,21 @@ mod tests {
 
     #[test]
     fn only_allowed_betas_go_on() {
-        let allowed: Vec<String> = crate::config::DEFAULT_ANTHROPIC_BETAS.split(',').map(String::from).collect();
+        let allowed: Vec<String> = crate::config::DEFAULT_ANTHROPIC_BETAS
+            .split(',')
+            .map(String::from)
+            .collect();
         let mut client = HeaderMap::new();
         client.append(
             "anthropic-beta",
-            HeaderValue::from_static("fine-grained-tool-streaming-2025-05-14,interleaved-thinking-2025-05-14"),
+            HeaderValue::from_static(
+                "fine-grained-tool-streaming-2025-05-14,interleaved-thinking-2025-05-14",
+            ),
         );
-        client.append("anthropic-beta", HeaderValue::from_static(" web-search-2025-03-05 "));
+        client.append(
+            "anthropic-beta",
+            HeaderValue::from_static(" web-search-2025-03-05 "),
+        );
         assert_eq!(
             betas(&client, &allowed, Operation::Messages).unwrap(),
             "interleaved-thinking-2025-05-14,web-search-2025-03-05"
@@ -298,7 +316,10 @@ mod tests {
 
     fn filtered(chunks: &[&[u8]]) -> (String, Vec<Bytes>) {
         let mut filter = DropVertexEvents::default();
-        let out: Vec<Bytes> = chunks.iter().map(|c| filter.edit(Bytes::copy_from_slice(c))).collect();
+        let out: Vec<Bytes> = chunks
+            .iter()
+            .map(|c| filter.edit(Bytes::copy_from_slice(c)))
+            .collect();
         (String::from_utf8(out.concat()).unwrap(), out)
     }
 
@@ -319,7 +340,8 @@ mod tests {
 
     #[test]
     fn a_stream_without_vertex_events_is_passed_as_it_comes() {
-        let plain = "event: message_start\ndata: {}\n\nevent: content_block_delta\ndata: {\"delta\":1}\n\n";
+        let plain =
+            "event: message_start\ndata: {}\n\nevent: content_block_delta\ndata: {\"delta\":1}\n\n";
         let mut filter = DropVertexEvents::default();
         let bytes = Bytes::from(plain);
         let out = filter.edit(bytes.clone());

@@ -130,7 +130,11 @@ pub fn gemini3_refusal(r: &Recorded) -> Option<Reply> {
 /// The stand-in's answer to a request (echo, a signed call to the first tool, SSE when asked),
 /// refusing what Vertex refuses.
 pub fn stand_in(r: &Recorded) -> Reply {
-    Reply::Respond(vertex_proxy::demo::openai_answer(&r.path, &r.json()))
+    Reply::Respond(vertex_proxy::demo::vertex_answer(
+        &r.path,
+        &r.headers,
+        &r.json(),
+    ))
 }
 
 /// Google's error envelope, wrapped in an array as Vertex's OpenAI endpoint sends it, with
