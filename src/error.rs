@@ -39,7 +39,7 @@ pub enum ProxyError {
     /// its response head longer than `UPSTREAM_IDLE_TIMEOUT_SECS`.
     GatewayTimeout(String),
     /// The upstream's own error, with its status: the last one, when retries are over.
-    Upstream(UpstreamError),
+    Upstream(Box<UpstreamError>),
 }
 
 /// Which API's error shape a client gets: the route it called decides.
@@ -192,13 +192,9 @@ impl ProxyError {
     fn body(&self, dialect: Dialect) -> bytes::Bytes {
         match (dialect, self) {
             (Dialect::OpenAi, _) => self.payload().to_string().into(),
-            (
-                Dialect::Anthropic,
-                ProxyError::Upstream(UpstreamError {
-                    anthropic: Some(raw),
-                    ..
-                }),
-            ) => raw.clone(),
+            (Dialect::Anthropic, ProxyError::Upstream(e)) if e.anthropic.is_some() => {
+                e.anthropic.clone().unwrap_or_default()
+            }
             (Dialect::Anthropic, _) => serde_json::json!({
                 "type": "error",
                 "error": {"type": self.anthropic_kind(), "message": self.message()},
@@ -224,10 +220,7 @@ impl ProxyError {
     /// The one place a proxy error becomes HTTP, in the shape of the API the client called.
     pub fn into_response(self, dialect: Dialect) -> Response<ProxyBody> {
         let body = self.body(dialect);
-        if let ProxyError::Upstream(UpstreamError {
-            in_stream: true, ..
-        }) = self
-        {
+        if matches!(&self, ProxyError::Upstream(e) if e.in_stream) {
             // The stream's head said 200 and the client asked for a stream: the error is its
             // one event, and no `[DONE]` follows.
             let mut event = match dialect {
@@ -251,11 +244,10 @@ impl ProxyError {
             HeaderValue::from_static("application/json"),
         );
         match self {
-            ProxyError::Upstream(UpstreamError {
-                retry_after: Some(after),
-                ..
-            }) => {
-                headers.insert(header::RETRY_AFTER, after);
+            ProxyError::Upstream(e) => {
+                if let Some(after) = e.retry_after {
+                    headers.insert(header::RETRY_AFTER, after);
+                }
             }
             ProxyError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -327,7 +319,7 @@ mod tests {
             (ProxyError::bad_gateway("upstream_unreachable", "down"), 502),
             (ProxyError::GatewayTimeout("slow".into()), 504),
             (ProxyError::Busy("full".into()), 503),
-            (ProxyError::Upstream(busy(false)), 429),
+            (ProxyError::Upstream(Box::new(busy(false))), 429),
             (
                 ProxyError::UpstreamRefused {
                     status: 403,
@@ -362,12 +354,12 @@ mod tests {
 
     #[tokio::test]
     async fn an_upstream_error_keeps_its_status_and_in_a_stream_is_one_event() {
-        let response = ProxyError::Upstream(busy(false)).into_response(Dialect::OpenAi);
+        let response = ProxyError::Upstream(Box::new(busy(false))).into_response(Dialect::OpenAi);
         assert_eq!(response.headers()[header::RETRY_AFTER], "5");
         let json = body_json(response).await;
         assert_eq!(json["error"]["code"], "RESOURCE_EXHAUSTED");
         assert_eq!(json["error"]["type"], "rate_limit_error");
-        let response = ProxyError::Upstream(busy(true)).into_response(Dialect::OpenAi);
+        let response = ProxyError::Upstream(Box::new(busy(true))).into_response(Dialect::OpenAi);
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(
             response.headers()[header::CONTENT_TYPE],

@@ -47,7 +47,7 @@ pub async fn judge(response: Response<UpstreamBody>, idle: Duration) -> Outcome<
         return first_event(response, idle).await;
     }
     let after = retry::retry_after(response.headers());
-    let error = ProxyError::Upstream(read_error(response, idle).await);
+    let error = ProxyError::Upstream(Box::new(read_error(response, idle).await));
     if retry::retryable(status.as_u16()) {
         Outcome::Retry {
             error,
@@ -103,7 +103,7 @@ async fn first_event(response: Response<UpstreamBody>, idle: Duration) -> Outcom
             First::Incomplete | First::Content => break,
             First::Error(error) => {
                 let status = error.status;
-                let error = ProxyError::Upstream(error);
+                let error = ProxyError::Upstream(Box::new(error));
                 return if retry::retryable(status) {
                     Outcome::Retry {
                         error,
