@@ -13,9 +13,12 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use crate::body::{self, ProxyBody};
 use crate::config::Config;
 use crate::keys::sha256;
+use crate::models::Kind;
 use crate::signatures::Mode;
 
 /// The name clients use for this service's key, in every snippet.
+mod claude;
+
 const KEY_VAR: &str = "VERTEX_PROXY_KEY";
 
 const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;color:#1b1b1b;background:#fff}\
@@ -99,6 +102,8 @@ pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Respons
             vec!["method".into(), "path".into(), "what".into()],
             vec!["POST".into(), "/v1/chat/completions".into(), "chat, with \"stream\": true for SSE".into()],
             vec!["POST".into(), "/v1/embeddings".into(), "embeddings".into()],
+            vec!["POST".into(), "/v1/messages".into(), "Claude: the Anthropic Messages API, with \"stream\": true for SSE".into()],
+            vec!["POST".into(), "/v1/messages/count_tokens".into(), "Claude: counts a request's input tokens".into()],
             vec!["GET".into(), "/v1/models".into(), "the aliases your key may use".into()],
             vec!["GET".into(), "/v1/models/{alias}".into(), "one of them".into()],
             vec!["GET".into(), "/health".into(), "health, no key needed (also /healthz, except on Cloud Run)".into()],
@@ -120,13 +125,18 @@ pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Respons
         Block::Heading("pi coding agent".into()),
         Block::Para(format!("Put this in ~/.pi/agent/models.json (merge it into \"providers\" if the file exists), export {KEY_VAR}, then run: pi --provider vertex-proxy --model {example}")),
         Block::Code(pi_models_json(config, &base)),
+    ];
+    let origin = base.strip_suffix("/v1").unwrap_or(&base);
+    let mut blocks = blocks;
+    blocks.extend(claude::blocks(config, origin));
+    blocks.extend([
         Block::Heading("Errors and retries".into()),
         Block::Para(errors_text(config)),
         Block::Heading("Gemini 3 and tools".into()),
         Block::Para(signatures_text(config)),
         Block::Heading("Rotating keys".into()),
         Block::Para(rotation_text(config)),
-    ];
+    ]);
     render(
         &Page {
             title: "vertex-proxy: how to use this service".into(),
@@ -198,6 +208,7 @@ pub fn pi_models_json(config: &Config, base: &str) -> String {
     let models: Vec<serde_json::Value> = config
         .aliases
         .iter()
+        .filter(|(_, route)| route.kind == Kind::VertexOpenAi)
         .map(|(alias, route)| {
             let mut model = serde_json::json!({"id": alias, "name": format!("{alias} ({})", route.model)});
             if route.model.starts_with("google/gemini") {
@@ -209,7 +220,7 @@ pub fn pi_models_json(config: &Config, base: &str) -> String {
             model
         })
         .collect();
-    let block = serde_json::json!({
+    let mut block = serde_json::json!({
         "providers": {
             "vertex-proxy": {
                 "baseUrl": base,
@@ -220,6 +231,10 @@ pub fn pi_models_json(config: &Config, base: &str) -> String {
             }
         }
     });
+    let origin = base.strip_suffix("/v1").unwrap_or(base);
+    if let Some(claude) = claude::pi_provider(config, origin) {
+        block["providers"]["vertex-proxy-claude"] = claude;
+    }
     serde_json::to_string_pretty(&block).expect("a JSON value serialises")
 }
 

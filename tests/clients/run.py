@@ -4,8 +4,8 @@ Usage: python run.py PATH_TO_VERTEX_PROXY_BINARY PATH_TO_FAKE_VERTEX_BINARY
 
 The fake is the test suite's own (tests/support), built as the example `fake_vertex`.
 
-Clients: the OpenAI Python SDK, the OpenAI Agents SDK, the OpenAI Node SDK (clients.mjs) and
-the pi coding agent. Each step prints "ok" or what went wrong; the last line counts them.
+Clients: the OpenAI Python SDK, the OpenAI Agents SDK, the OpenAI Node SDK (clients.mjs), the
+pi coding agent (OpenAI and Anthropic providers), the Anthropic Python SDK and Claude Code. Each step prints "ok" or what went wrong; the last line counts them.
 
 Three proxies run: the main one with the defaults (retries on, THOUGHT_SIGNATURES=restore); one
 with MAX_ATTEMPTS=1, where only the SDKs retry; and one with THOUGHT_SIGNATURES=off, which
@@ -32,7 +32,10 @@ ALIASES = {
     "flaky": "google/flaky-503",
     "pro-preview": "google/gemini-3.1-pro-preview",
     "stream429": "google/stream-429-once",
+    "claude-sonnet": {"model": "anthropic/claude-sonnet-4-5@20250929", "location": "us-east5"},
 }
+CLAUDE = "anthropic/claude-sonnet-4-5@20250929"
+CLAUDE_PATH = "/v1/projects/{project}/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:"
 RESULTS = {"passed": 0, "failed": 0}
 
 
@@ -81,13 +84,21 @@ def recorded():
 
 
 def assert_vertex_saw(model="google/gemini-2.5-flash", count=None, stream=None):
-    """What reached the fake Vertex: the rewritten model, the Google token, no client key."""
+    """What reached the fake Vertex: the rewritten model (for Claude, in the URL), the Google
+    token, no client key."""
     requests = recorded()
     assert requests, "nothing reached Vertex"
     if count is not None:
         assert len(requests) == count, f"{len(requests)} requests reached Vertex, expected {count}"
     for request in requests:
-        assert request["body"]["model"] == model, f"Vertex got model {request['body']['model']!r}"
+        if model == CLAUDE:
+            assert request["path"].startswith(CLAUDE_PATH.format(project=FAKE["project"])) or \
+                request["path"].endswith("/count-tokens:rawPredict"), request["path"]
+            assert "model" not in request["body"] or request["path"].endswith("count-tokens:rawPredict")
+            assert request["body"]["anthropic_version"] == "vertex-2023-10-16", request["body"]
+            assert "anthropic-version" not in request["headers"]
+        else:
+            assert request["body"]["model"] == model, f"Vertex got model {request['body']['model']!r}"
         assert request["headers"].get("authorization") == "Bearer " + FAKE["token"], request["headers"]
         assert KEY not in json.dumps(request["headers"]), "the client key reached Vertex"
         assert "x-api-key" not in request["headers"]
@@ -361,6 +372,100 @@ def agents_sdk():
     loop.close()
 
 
+def anthropic_sdk():
+    import anthropic
+    client = anthropic.Anthropic(base_url=PROXY_URL, api_key=KEY, max_retries=0)
+
+    @step("python anthropic", "messages.create")
+    def _():
+        reply = client.messages.create(model="claude-sonnet", max_tokens=64,
+                                       messages=[{"role": "user", "content": "hello there"}])
+        assert reply.content[0].text == "You said: hello there", reply
+        assert reply.usage.input_tokens > 0 and reply.usage.output_tokens > 0
+        (request,) = assert_vertex_saw(model=CLAUDE, count=1)
+        assert request["path"].endswith(":rawPredict"), request["path"]
+
+    @step("python anthropic", "messages.stream: text deltas, no vertex_event")
+    def _():
+        with client.messages.stream(model="claude-sonnet", max_tokens=64,
+                                    messages=[{"role": "user", "content": "one two three four"}]) as stream:
+            texts = list(stream.text_stream)
+            final = stream.get_final_message()
+        assert len(texts) >= 3 and "".join(texts) == "You said: one two three four", texts
+        assert final.usage.output_tokens > 0
+        (request,) = assert_vertex_saw(model=CLAUDE, count=1)
+        assert request["path"].endswith(":streamRawPredict"), request["path"]
+
+    @step("python anthropic", "messages.count_tokens")
+    def _():
+        counted = client.messages.count_tokens(model="claude-sonnet",
+                                               messages=[{"role": "user", "content": "one two three"}])
+        assert counted.input_tokens == 3, counted
+        (request,) = assert_vertex_saw(model=CLAUDE, count=1)
+        assert request["body"]["model"] == "claude-sonnet-4-5@20250929", request["body"]
+
+    @step("python anthropic", "a tool round trip")
+    def _():
+        tool = {"name": "get_weather", "description": "The weather in a city",
+                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+        messages = [{"role": "user", "content": "Paris"}]
+        first = client.messages.create(model="claude-sonnet", max_tokens=64, tools=[tool], messages=messages)
+        call = next(b for b in first.content if b.type == "tool_use")
+        assert call.name == "get_weather" and call.input == {"city": "Paris"}, call
+        messages += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}]}]
+        final = client.messages.create(model="claude-sonnet", max_tokens=64, tools=[tool], messages=messages)
+        assert final.content[0].text == "The tool said: sunny", final
+        assert_vertex_saw(model=CLAUDE, count=2)
+
+    @step("python anthropic", "errors in Anthropic's shape: a bad key, a Gemini alias")
+    def _():
+        bad = anthropic.Anthropic(base_url=PROXY_URL, api_key="sk_wrong_0000000000000", max_retries=0)
+        try:
+            bad.messages.create(model="claude-sonnet", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+        except anthropic.AuthenticationError as error:
+            assert error.body["error"]["type"] == "authentication_error", error.body
+        else:
+            raise AssertionError("no AuthenticationError")
+        try:
+            client.messages.create(model="flash", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+        except anthropic.BadRequestError as error:
+            assert "/v1/chat/completions" in error.body["error"]["message"], error.body
+        else:
+            raise AssertionError("no BadRequestError")
+        assert recorded() == []
+
+
+def claude_code():
+    home = tempfile.mkdtemp()
+    claude = os.path.join(HERE, "node_modules", ".bin", "claude")
+    with open(os.path.join(home, "notes.txt"), "w") as f:
+        f.write("sunny in Lisbon\n")
+    # As /docs says, with a key of ours; nothing else of the network is reachable here.
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "ANTHROPIC_BASE_URL": PROXY_URL,
+           "ANTHROPIC_AUTH_TOKEN": KEY, "ANTHROPIC_MODEL": "claude-sonnet",
+           "ANTHROPIC_DEFAULT_SONNET_MODEL": "claude-sonnet", "ANTHROPIC_DEFAULT_HAIKU_MODEL": "claude-sonnet",
+           "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS": "1", "DISABLE_TELEMETRY": "1",
+           "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"}
+
+    @step("claude code", "claude -p with a tool round trip through /v1/messages")
+    def _():
+        result = subprocess.run([claude, "-p", "notes.txt", "--tools", "Read", "--bare"], env=env,
+                                capture_output=True, text=True, timeout=120, cwd=home)
+        assert result.returncode == 0, result.stdout + result.stderr
+        # The stand-in calls the first tool, Read, and then says what it returned.
+        assert result.stdout.startswith("The tool said:"), result.stdout + result.stderr
+        requests = assert_vertex_saw(model=CLAUDE)
+        streamed = [r for r in requests if r["path"].endswith(":streamRawPredict")]
+        assert len(streamed) >= 2, [r["path"] for r in requests]
+        assert any(m["role"] == "user" and isinstance(m["content"], list)
+                   and any(b.get("type") == "tool_result" for b in m["content"])
+                   for m in streamed[-1]["body"]["messages"]), "no tool result went back"
+        for request in requests:
+            for beta in request["headers"].get("anthropic-beta", "").split(","):
+                assert beta in ("", "interleaved-thinking-2025-05-14", "context-1m-2025-08-07"), beta
+
+
 def node_sdk():
     env = {**os.environ, "PROXY_URL": PROXY_URL, "NO_RETRY_URL": NO_RETRY_URL, "FAKE_URL": fake_url(), "KEY": KEY,
            "TOKEN": FAKE["token"]}
@@ -450,6 +555,27 @@ def pi_agent():
         # pi 0.73 drops extra_content: what Vertex got is the proxy's, and the real one.
         assert signature != "skip_thought_signature_validator" and len(signature) > 20, call
 
+    @step("pi", "an anthropic-messages provider, as /docs gives it, with a tool round trip")
+    def _():
+        docs = urllib.request.urlopen(PROXY_URL + "/docs").read().decode()
+        section = docs[docs.index("pi coding agent\n"):]
+        match = re.search(r"^    \{\n.*?^    \}$", section, re.S | re.M)
+        block = json.loads("\n".join(line[4:] for line in match.group(0).splitlines()))
+        provider = block["providers"]["vertex-proxy-claude"]
+        assert provider["api"] == "anthropic-messages" and provider["baseUrl"] == PROXY_URL, provider
+        assert provider["compat"] == {"supportsEagerToolInputStreaming": False}
+        result = subprocess.run([pi, "-p", "notes.txt", "--provider", "vertex-proxy-claude", "--model",
+                                 "claude-sonnet", "--tools", "read", "--no-session"],
+                                env=env, capture_output=True, text=True, timeout=120, cwd=home)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "The tool said: sunny in Lisbon" in result.stdout, result.stdout + result.stderr
+        first, second = assert_vertex_saw(model=CLAUDE, count=2)
+        for request in (first, second):
+            assert request["path"].endswith(":streamRawPredict"), request["path"]
+            # pi asked for fine-grained tool streaming, which Vertex refuses: filtered out.
+            assert request["headers"].get("anthropic-beta") == "interleaved-thinking-2025-05-14", request["headers"]
+            assert all("eager_input_streaming" not in tool for tool in request["body"]["tools"])
+
     @step("pi", "the same loop fails with Vertex's readable 400 when THOUGHT_SIGNATURES=off")
     def _():
         result = pi_tool_loop(OFF_URL)
@@ -468,7 +594,7 @@ def main():
     no_retry, NO_RETRY_URL = start_proxy(binary, MAX_ATTEMPTS="1")
     off, OFF_URL = start_proxy(binary, THOUGHT_SIGNATURES="off")
     try:
-        for client in (python_sdk, agents_sdk, node_sdk, pi_agent):
+        for client in (python_sdk, agents_sdk, node_sdk, pi_agent, anthropic_sdk, claude_code):
             print(f"--- {client.__name__}")
             try:
                 client()
