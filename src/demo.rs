@@ -93,6 +93,10 @@ Try it:
     -H 'content-type: application/json' \
     -d '{{"model": "flash", "stream": true, "messages": [{{"role": "user", "content": "Stream this please"}}]}}'
 
+  # Claude, through the Anthropic Messages API
+  curl -s {base}/v1/messages -H 'x-api-key: {key}' -H 'content-type: application/json' \
+    -d '{{"model": "sonnet", "max_tokens": 64, "messages": [{{"role": "user", "content": "Hello Claude"}}]}}'
+
 Each request writes one JSON log line on stdout. Ctrl-C stops.
 "#
     );

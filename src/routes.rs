@@ -193,9 +193,18 @@ async fn forward(
         .await?;
     log.signatures(request.signatures);
     // 5. Send it, and again while it fails before the client has a byte.
-    let answer = upstream.send(&route, request, log.attempts()).await;
-    if let Err(ProxyError::Upstream(e)) = &answer {
+    let mut answer = upstream.send(&route, request, log.attempts()).await;
+    if let Err(ProxyError::Upstream(e)) = &mut answer {
         log.upstream_failed(e.status);
+        // Vertex counts Claude's tokens in some locations only, and says just "not found".
+        if operation == Operation::CountTokens && e.status == 404 {
+            e.message = format!(
+                "Vertex does not serve token counting for this model in {} (count-tokens:rawPredict answered 404: {})",
+                route.location(),
+                e.message
+            );
+            e.anthropic = None;
+        }
     }
     let answer = answer?;
     drop(held);

@@ -311,3 +311,36 @@ async fn models_lists_the_claude_alias() {
     assert_eq!(model["owned_by"], "anthropic");
     assert_eq!(model["location"], "us-east5");
 }
+
+#[tokio::test]
+async fn a_location_without_token_counting_is_named_in_the_error() {
+    let vertex = FakeVertex::start_with(|r: &Recorded| {
+        if r.path.ends_with("/count-tokens:rawPredict") {
+            let message =
+                r#"{"type":"error","error":{"type":"not_found_error","message":"Not found."}}"#;
+            Reply::Respond(response(
+                StatusCode::NOT_FOUND,
+                "application/json",
+                full(message),
+            ))
+        } else {
+            stand_in(r)
+        }
+    })
+    .await;
+    let proxy = in_process_with(&vertex, &settings(&[])).await;
+    let answer = request(
+        Method::POST,
+        &proxy.url("/v1/messages/count_tokens"),
+        &[("x-api-key", KEY)],
+        r#"{"model":"sonnet","messages":[{"role":"user","content":"x"}]}"#,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    let (kind, message) = anthropic_error(&answer);
+    assert_eq!(kind, "not_found_error");
+    assert!(
+        message.starts_with("Vertex does not serve token counting for this model in us-east5"),
+        "{message}"
+    );
+}

@@ -39,6 +39,7 @@ impl Config {
             "max_attempts": self.retries.max_attempts,
             "retry_budget_secs": self.retries.budget.as_secs(),
             "thought_signatures": self.thought_signatures.as_str(),
+            "anthropic_betas": self.anthropic_betas,
         })
     }
 }
