@@ -204,6 +204,22 @@ fn text_of(content: &Value) -> String {
     }
 }
 
+/// A tool call's arguments for a JSON schema: every property, a string being `said`.
+fn arguments_for(schema: &Value, said: &str) -> serde_json::Map<String, Value> {
+    let mut arguments = serde_json::Map::new();
+    if let Some(properties) = schema["properties"].as_object() {
+        for (name, property) in properties {
+            let value = match property["type"].as_str() {
+                Some("number") | Some("integer") => json!(1),
+                Some("boolean") => json!(true),
+                _ => json!(said),
+            };
+            arguments.insert(name.clone(), value);
+        }
+    }
+    arguments
+}
+
 fn words(text: &str) -> u64 {
     text.split_whitespace().count().max(1) as u64
 }
@@ -229,17 +245,7 @@ fn reply(body: &Value) -> (Option<Value>, String) {
         .and_then(|t| t.first())
         .map(|t| &t["function"])
     {
-        let mut arguments = serde_json::Map::new();
-        if let Some(properties) = function["parameters"]["properties"].as_object() {
-            for (name, schema) in properties {
-                let value = match schema["type"].as_str() {
-                    Some("number") | Some("integer") => json!(1),
-                    Some("boolean") => json!(true),
-                    _ => json!(last_user),
-                };
-                arguments.insert(name.clone(), value);
-            }
-        }
+        let arguments = arguments_for(&function["parameters"], &last_user);
         let id = gemini3::call_id(body);
         let mut call = json!({
             "id": id,

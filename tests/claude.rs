@@ -31,6 +31,11 @@ async fn messages(proxy: &impl Served, headers: &[(&str, &str)], body: &str) -> 
     .await
 }
 
+async fn count_tokens(proxy: &impl Served, body: &str) -> Answer {
+    let url = proxy.url("/v1/messages/count_tokens");
+    request(Method::POST, &url, &[("x-api-key", KEY)], body.to_owned()).await
+}
+
 /// Claude's error shape, checked, with its type and message.
 fn anthropic_error(answer: &Answer) -> (String, String) {
     let json = answer.json();
@@ -52,12 +57,7 @@ async fn a_message_goes_to_raw_predict_with_the_model_in_the_url_and_the_version
     for auth in [("x-api-key", KEY), ("authorization", bearer.as_str())] {
         let headers = [auth, ("anthropic-version", "2023-06-01")];
         let answer = messages(&proxy, &headers, MESSAGES).await;
-        assert_eq!(
-            answer.status,
-            StatusCode::OK,
-            "{}",
-            String::from_utf8_lossy(&answer.body)
-        );
+        answer.expect(StatusCode::OK);
         assert_eq!(
             answer.json()["content"][0]["text"],
             "You said: hello claude"
@@ -132,13 +132,8 @@ async fn a_stream_goes_to_stream_raw_predict_without_vertex_events_and_its_usage
 async fn count_tokens_keeps_the_model_as_vertex_names_it() {
     let vertex = FakeVertex::start_with(stand_in).await;
     let proxy = in_process_with(&vertex, &settings(&[])).await;
-    let answer = request(
-        Method::POST,
-        &proxy.url("/v1/messages/count_tokens"),
-        &[("x-api-key", KEY)],
-        r#"{"model":"sonnet","messages":[{"role":"user","content":"one two three"}]}"#,
-    )
-    .await;
+    let body = r#"{"model":"sonnet","messages":[{"role":"user","content":"one two three"}]}"#;
+    let answer = count_tokens(&proxy, body).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.json(), json!({"input_tokens": 3}));
     let received = vertex.wait_for(1).await.remove(0);
@@ -161,12 +156,7 @@ async fn only_the_betas_vertex_knows_go_on_and_each_dropped_one_is_logged_once()
     for _ in 0..2 {
         let headers = [("x-api-key", KEY), ("anthropic-beta", betas)];
         let answer = messages(&proxy, &headers, MESSAGES).await;
-        assert_eq!(
-            answer.status,
-            StatusCode::OK,
-            "{}",
-            String::from_utf8_lossy(&answer.body)
-        );
+        answer.expect(StatusCode::OK);
     }
     for received in vertex.received() {
         assert_eq!(
@@ -329,13 +319,8 @@ async fn a_location_without_token_counting_is_named_in_the_error() {
     })
     .await;
     let proxy = in_process_with(&vertex, &settings(&[])).await;
-    let answer = request(
-        Method::POST,
-        &proxy.url("/v1/messages/count_tokens"),
-        &[("x-api-key", KEY)],
-        r#"{"model":"sonnet","messages":[{"role":"user","content":"x"}]}"#,
-    )
-    .await;
+    let body = r#"{"model":"sonnet","messages":[{"role":"user","content":"x"}]}"#;
+    let answer = count_tokens(&proxy, body).await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     let (kind, message) = anthropic_error(&answer);
     assert_eq!(kind, "not_found_error");

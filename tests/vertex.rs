@@ -366,12 +366,7 @@ async fn gemini3_history_that_lost_its_signature_gets_the_sentinel_and_nothing_e
     let vertex = FakeVertex::start().await;
     let (_metadata, proxy) = spawn_with(&vertex, &[("THOUGHT_SIGNATURES", "fill")]).await;
     let answer = post(&proxy, "/v1/chat/completions", KEY, TOOL_HISTORY).await;
-    assert_eq!(
-        answer.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
+    answer.expect(StatusCode::OK);
     let received = vertex.wait_for(1).await.remove(0);
     let expected = TOOL_HISTORY
         .replacen(r#""pro-preview""#, r#""google/gemini-3.1-pro-preview""#, 1)
@@ -424,12 +419,7 @@ async fn first_step(proxy: &impl Served, key: &str, stream: bool) -> Value {
         r#"{{"model":"pro-preview","stream":{stream},"tools":{TOOLS},"messages":[{{"role":"user","content":"Paris"}}]}}"#
     );
     let answer = post(proxy, "/v1/chat/completions", key, &body).await;
-    assert_eq!(
-        answer.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
+    answer.expect(StatusCode::OK);
     if !stream {
         return answer.json()["choices"][0]["message"]["tool_calls"][0].clone();
     }
@@ -478,12 +468,7 @@ async fn restore_gives_vertex_back_the_signature_it_issued_from_json_and_sse() {
             .to_owned();
         proxy.clear_lines();
         let answer = post(&proxy, "/v1/chat/completions", KEY, &second_step(&call)).await;
-        assert_eq!(
-            answer.status,
-            StatusCode::OK,
-            "{}",
-            String::from_utf8_lossy(&answer.body)
-        );
+        answer.expect(StatusCode::OK);
         assert_eq!(
             answer.json()["choices"][0]["message"]["content"],
             "The tool said: sunny"

@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::{HeaderMap, Response, StatusCode, header};
 use serde_json::{Value, json};
 
-use super::{ChannelBody, text_of, words};
+use super::{ChannelBody, arguments_for, text_of, words};
 use crate::body::{self, ProxyBody};
 
 /// The betas the stand-in accepts, as Vertex does; any other is refused.
@@ -97,17 +97,7 @@ fn reply(body: &Value) -> Reply {
     }
     let said = text_of(&last["content"]);
     if let Some(tool) = body["tools"].as_array().and_then(|t| t.first()) {
-        let mut input = serde_json::Map::new();
-        if let Some(properties) = tool["input_schema"]["properties"].as_object() {
-            for (name, schema) in properties {
-                let value = match schema["type"].as_str() {
-                    Some("number") | Some("integer") => json!(1),
-                    Some("boolean") => json!(true),
-                    _ => json!(said),
-                };
-                input.insert(name.clone(), value);
-            }
-        }
+        let input = arguments_for(&tool["input_schema"], &said);
         let digest = crate::keys::sha256(body["messages"].to_string().as_bytes());
         let id = format!("toolu_vrtx_{}", hex::encode(&digest[..8]));
         let name = tool["name"].as_str().unwrap_or("tool").to_owned();

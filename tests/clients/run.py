@@ -485,6 +485,14 @@ def node_sdk():
         print(f"FAIL node openai: the script exited {result.returncode}")
 
 
+def docs_pi_block():
+    """The models.json block /docs gives for pi (plain text, indented by four spaces)."""
+    docs = urllib.request.urlopen(PROXY_URL + "/docs").read().decode()
+    section = docs[docs.index("pi coding agent\n"):]
+    match = re.search(r"^    \{\n.*?^    \}$", section, re.S | re.M)
+    return json.loads("\n".join(line[4:] for line in match.group(0).splitlines()))
+
+
 def pi_agent():
     home = tempfile.mkdtemp()
     pi = os.path.join(HERE, "node_modules", ".bin", "pi")
@@ -493,10 +501,7 @@ def pi_agent():
 
     @step("pi", "models.json exactly as /docs gives it")
     def _():
-        docs = urllib.request.urlopen(PROXY_URL + "/docs").read().decode()
-        section = docs[docs.index("pi coding agent\n"):]
-        match = re.search(r"^    \{\n.*?^    \}$", section, re.S | re.M)
-        block = json.loads("\n".join(line[4:] for line in match.group(0).splitlines()))
+        block = docs_pi_block()
         provider = block["providers"]["vertex-proxy"]
         assert provider["api"] == "openai-completions" and provider["baseUrl"] == PROXY_URL + "/v1"
         assert provider["apiKey"] == "VERTEX_PROXY_KEY" and provider["headers"]["x-api-key"] == "VERTEX_PROXY_KEY"
@@ -557,11 +562,7 @@ def pi_agent():
 
     @step("pi", "an anthropic-messages provider, as /docs gives it, with a tool round trip")
     def _():
-        docs = urllib.request.urlopen(PROXY_URL + "/docs").read().decode()
-        section = docs[docs.index("pi coding agent\n"):]
-        match = re.search(r"^    \{\n.*?^    \}$", section, re.S | re.M)
-        block = json.loads("\n".join(line[4:] for line in match.group(0).splitlines()))
-        provider = block["providers"]["vertex-proxy-claude"]
+        provider = docs_pi_block()["providers"]["vertex-proxy-claude"]
         assert provider["api"] == "anthropic-messages" and provider["baseUrl"] == PROXY_URL, provider
         assert provider["compat"] == {"supportsEagerToolInputStreaming": False}
         result = subprocess.run([pi, "-p", "notes.txt", "--provider", "vertex-proxy-claude", "--model",

@@ -21,6 +21,16 @@ impl Answer {
             .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
     }
 
+    /// Checks the status, showing the body when it is not the one expected.
+    pub fn expect(&self, status: StatusCode) {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+    }
+
     /// The message of an OpenAI-shaped error, checking the shape on the way.
     pub fn error_message(&self) -> String {
         let json = self.json();
