@@ -1,4 +1,5 @@
-//! The proxy's own errors, and the one mapping from them to OpenAI-shaped HTTP responses.
+//! The proxy's own errors, and the one mapping from them to HTTP responses, in the shape of
+//! the API the client called (OpenAI's, or Anthropic's on Claude's paths).
 //!
 //! Upstream (Vertex) successes never pass through here: they are streamed back unchanged.
 //! Its errors do ([`UpstreamError`]): Google's envelope becomes OpenAI's shape, with the same

@@ -16,14 +16,16 @@
 //!   connections its pool keeps (past each HTTP/2 peer's stream limit), again while it fails
 //!   before the client has a byte ([`upstream::retry`]: 429, 5xx, broken connections, an
 //!   error as a stream's first event; across the route's locations), and relays the answer,
-//!   Vertex's errors in OpenAI's shape; one file per kind;
+//!   Vertex's errors in the client's API's shape; one file per kind (Vertex's OpenAI
+//!   endpoint, Claude's Messages API);
 //! - [`signatures`]: steps 4 and 6 for Gemini 3, the thought signatures clients drop, put back
 //!   from what the answers carried, or the sentinel;
 //! - [`auth`]: the service account's Google token (google-cloud-auth), for step 4, rebuilt
 //!   when it breaks for good;
 //! - [`log`]: step 7, one Cloud Logging JSON line per request, written when its response
 //!   ends, with the token [`usage`] read from the response's tail and its cost;
-//! - [`error`]: the proxy's own errors and their one mapping to OpenAI-shaped responses;
+//! - [`error`]: the proxy's own errors and their one mapping to responses, in OpenAI's shape
+//!   or, on Claude's paths, Anthropic's;
 //! - [`pages`]: the public splash and `/docs` runbook.
 //!
 //! [`cli`] parses the command line; [`config`] reads the environment; [`app`] wires it all up

@@ -366,7 +366,7 @@ async fn docs_and_splash_pages_describe_this_deployment_and_hold_no_secret() {
     let mut env = env(&vertex, &metadata);
     env.insert(
         "MODEL_ALIASES_JSON".into(),
-        r#"{"flash":{"model":"google/gemini-2.5-flash","locations":["europe-west4","europe-west1"]},"llama":{"model":"meta/llama-3.3-70b-instruct-maas","location":"us-central1"}}"#.into(),
+        r#"{"flash":{"model":"google/gemini-2.5-flash","locations":["europe-west4","europe-west1"]},"llama":{"model":"meta/llama-3.3-70b-instruct-maas","location":"us-central1"},"claude-sonnet":{"model":"anthropic/claude-sonnet-4-5@20250929","location":"us-east5"}}"#.into(),
     );
     env.insert(
         "PRICES_JSON".into(),
@@ -424,6 +424,13 @@ async fn docs_and_splash_pages_describe_this_deployment_and_hold_no_secret() {
         "up to 4 attempts (MAX_ATTEMPTS), waiting at most 20 s",
         "RESOURCE_EXHAUSTED",
         "(THOUGHT_SIGNATURES=fill)",
+        // Claude, for Claude Code and the Anthropic SDK, at the service's own URL.
+        "/v1/messages",
+        "export ANTHROPIC_BASE_URL=https://llm.example.com\n",
+        "export ANTHROPIC_MODEL=claude-sonnet",
+        "ANTHROPIC_DEFAULT_SONNET_MODEL=claude-sonnet",
+        "CLAUDE_CODE_DISABLE_EXPERIMENTAL_BETAS=1",
+        r#"Anthropic(base_url="https://llm.example.com""#,
     ] {
         assert!(docs.contains(expected), "/docs lacks {expected:?}:\n{docs}");
     }
@@ -441,6 +448,12 @@ async fn docs_and_splash_pages_describe_this_deployment_and_hold_no_secret() {
         .collect();
     assert_eq!(ids, ["flash", "llama"]);
     assert_eq!(provider["models"][0]["cost"]["output"], 2.5);
+    // Claude's aliases are pi's second provider, on the Messages API, without `/v1`.
+    let claude = &pi["providers"]["vertex-proxy-claude"];
+    assert_eq!(claude["api"], "anthropic-messages");
+    assert_eq!(claude["baseUrl"], "https://llm.example.com");
+    assert_eq!(claude["compat"]["supportsEagerToolInputStreaming"], false);
+    assert_eq!(claude["models"][0]["id"], "claude-sonnet");
 
     // A browser: HTML with the same content, escaped, and no script.
     let html = request(
