@@ -403,8 +403,26 @@ async fn demo_mode_answers_curl() {
     assert_eq!(text, "You said: one two three");
     assert!(sse.contains("\"usage\""));
 
+    // Claude too, through the Anthropic Messages API, as the banner shows.
+    let claude = curl(vec![
+        "-sS".into(),
+        proxy.url("/v1/messages"),
+        "-H".into(),
+        format!("x-api-key: {}", vertex_proxy::demo::KEY),
+        "-d".into(),
+        r#"{"model":"sonnet","max_tokens":64,"messages":[{"role":"user","content":"Hello Claude"}]}"#
+            .into(),
+    ])
+    .await;
+    let claude: serde_json::Value = serde_json::from_str(&claude).unwrap();
+    assert_eq!(
+        claude["content"][0]["text"], "You said: Hello Claude",
+        "{claude}"
+    );
+
     let health = curl(vec!["-sS".into(), proxy.url("/healthz")]).await;
     assert!(health.contains("\"mode\":\"demo\""));
+    assert!(health.contains("\"sonnet\""), "{health}");
     let line = proxy.request_line("/v1/chat/completions", 200).await;
     assert_eq!(line["key_id"], "demo");
 
@@ -417,6 +435,7 @@ async fn demo_mode_answers_curl() {
         "{banner}"
     );
     assert!(banner.contains("\"stream\": true"), "{banner}");
+    assert!(banner.contains("/v1/messages"), "{banner}");
 }
 
 #[tokio::test]
