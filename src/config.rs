@@ -356,6 +356,16 @@ impl Config {
             }
         }
 
+        for (alias, route) in aliases.iter() {
+            let size = serde_json::to_string(&route.defaults).map_or(0, |d| d.len());
+            if size > max_body_bytes {
+                let message = format!(
+                    "alias {alias:?}: \"defaults\" is {size} bytes, more than a request body may be (MAX_BODY_BYTES)"
+                );
+                report(&mut errors, "MODEL_ALIASES_JSON", message);
+            }
+        }
+
         let prices = match get("PRICES_JSON") {
             None => HashMap::new(),
             Some(json) => usage::parse_prices(&json).unwrap_or_else(|errs| {
@@ -500,6 +510,39 @@ mod tests {
             config.aliases.get("pro-preview").unwrap().model,
             "google/gemini-3.1-pro-preview"
         );
+    }
+
+    #[test]
+    fn new_settings_have_their_defaults_and_are_checked() {
+        let config = parse(&[("API_KEYS_JSON", KEYS)]).unwrap();
+        assert_eq!(config.thought_signatures, signatures::Mode::Restore);
+        assert_eq!(config.retries.max_attempts, 3);
+        assert_eq!(config.retries.budget, Duration::from_secs(20));
+        assert!(
+            config
+                .anthropic_betas
+                .iter()
+                .any(|b| b == "interleaved-thinking-2025-05-14")
+        );
+        let errors = parse(&[
+            ("API_KEYS_JSON", KEYS),
+            ("THOUGHT_SIGNATURES", "sometimes"),
+            ("MAX_ATTEMPTS", "0"),
+            ("MAX_BODY_BYTES", "100"),
+            (
+                "MODEL_ALIASES_JSON",
+                r#"{"a":{"model":"p/m","defaults":{"x":"a string well over one hundred bytes, a string well over one hundred bytes, a string well over"}}}"#,
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        for var in [
+            "THOUGHT_SIGNATURES",
+            "MAX_ATTEMPTS",
+            "MODEL_ALIASES_JSON: alias \"a\": \"defaults\" is",
+        ] {
+            assert!(errors.contains(var), "{var}: {errors}");
+        }
     }
 
     #[test]

@@ -50,8 +50,8 @@ pub struct Route {
     /// Never empty; a request goes to the first.
     pub locations: Vec<String>,
     pub auth: Auth,
-    /// Top-level body fields added where the client's body lacks them; none can be configured
-    /// yet.
+    /// Top-level body fields added where the client's body lacks them (the alias's
+    /// `defaults`): the client wins.
     pub defaults: Map<String, Value>,
 }
 
@@ -84,6 +84,7 @@ impl Route {
             "vertex_id": self.model,
             "location": self.location(),
             "locations": self.locations,
+            "defaults": self.defaults,
         })
     }
 }
@@ -120,22 +121,30 @@ impl Aliases {
                 ));
                 continue;
             }
-            let (model, locations) = match &spec {
-                Value::String(model) => (Some(model.as_str()), None),
+            let (model, locations, defaults) = match &spec {
+                Value::String(model) => (Some(model.as_str()), None, Map::new()),
                 Value::Object(fields) => {
-                    const FIELDS: [&str; 3] = ["model", "location", "locations"];
+                    const FIELDS: [&str; 4] = ["model", "location", "locations", "defaults"];
                     if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
                         errors.push(format!(
-                            "alias {alias:?}: unknown field {unknown:?} (allowed: model, location, locations)"
+                            "alias {alias:?}: unknown field {unknown:?} (allowed: model, location, locations, defaults)"
                         ));
                     }
                     let locations = locations_of(fields).unwrap_or_else(|e| {
                         errors.push(format!("alias {alias:?}: {e}"));
                         None
                     });
-                    (fields.get("model").and_then(Value::as_str), locations)
+                    let defaults = defaults_of(fields.get("defaults")).unwrap_or_else(|e| {
+                        errors.push(format!("alias {alias:?}: {e}"));
+                        Map::new()
+                    });
+                    (
+                        fields.get("model").and_then(Value::as_str),
+                        locations,
+                        defaults,
+                    )
                 }
-                _ => (None, None),
+                _ => (None, None, Map::new()),
             };
             match model.map(normalise_model_id) {
                 Some(Ok(model)) => {
@@ -143,6 +152,7 @@ impl Aliases {
                     if let Some(locations) = locations {
                         route.locations = locations;
                     }
+                    route.defaults = defaults;
                     aliases.insert(alias, route);
                 }
                 Some(Err(e)) => errors.push(format!("alias {alias:?}: {e}")),
@@ -238,6 +248,28 @@ impl Aliases {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.routes.keys().map(String::as_str)
     }
+}
+
+/// Fields a default may not set: they say what the request is, not how it is served.
+const NOT_DEFAULTS: [&str; 3] = ["model", "stream", "messages"];
+
+/// An alias's `defaults`: top-level fields added to a request body that lacks them.
+fn defaults_of(defaults: Option<&Value>) -> Result<Map<String, Value>, String> {
+    let Some(defaults) = defaults else {
+        return Ok(Map::new());
+    };
+    let Value::Object(fields) = defaults else {
+        return Err("\"defaults\" must be a JSON object of top-level request fields".into());
+    };
+    if let Some(field) = fields.keys().find(|k| NOT_DEFAULTS.contains(&k.as_str())) {
+        return Err(format!(
+            "\"defaults\" may not set {field:?} (nor model, stream or messages)"
+        ));
+    }
+    // Depth needs no check of its own: inside this variable the object sits deeper than it
+    // will in a body, and serde_json's limit is the body's. Size is checked against
+    // MAX_BODY_BYTES with the rest of the configuration.
+    Ok(fields.clone())
 }
 
 /// An alias's `location` (one) or `locations` (tried in turn when one fails), if given.
@@ -376,6 +408,44 @@ mod tests {
         .unwrap_err();
         assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(errors.iter().any(|e| e.contains("not both")), "{errors:?}");
+
+        let fast = Aliases::parse(
+            r#"{"flash-fast":{"model":"google/gemini-2.5-flash","defaults":{"reasoning_effort":"none"}}}"#,
+            "global",
+        )
+        .unwrap();
+        let route = fast.get("flash-fast").unwrap();
+        assert_eq!(route.defaults["reasoning_effort"], "none");
+        assert_eq!(
+            route.model_object("flash-fast", 0)["defaults"]["reasoning_effort"],
+            "none"
+        );
+        let deep = format!(
+            r#"{{"a":{{"model":"p/m","defaults":{{"x":{}1{}}}}}}}"#,
+            "[".repeat(127),
+            "]".repeat(127)
+        );
+        for (json, says) in [
+            (
+                r#"{"a":{"model":"p/m","defaults":[1]}}"#,
+                "must be a JSON object",
+            ),
+            (
+                r#"{"a":{"model":"p/m","defaults":{"stream":true}}}"#,
+                "may not set \"stream\"",
+            ),
+            (
+                r#"{"a":{"model":"p/m","defaults":{"messages":[]}}}"#,
+                "may not set \"messages\"",
+            ),
+            (deep.as_str(), "recursion limit"),
+        ] {
+            let errors = Aliases::parse(json, "global").unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.contains(says)),
+                "{json}: {errors:?}"
+            );
+        }
         assert!(Aliases::parse("[]", "global").unwrap_err()[0].contains("JSON object"));
     }
 

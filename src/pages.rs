@@ -83,12 +83,18 @@ pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Respons
         "alias".into(),
         "Vertex model".into(),
         "location".into(),
+        "defaults (when your request lacks them)".into(),
     ]];
     aliases.extend(config.aliases.iter().map(|(alias, route)| {
+        let defaults = match route.defaults.is_empty() {
+            true => "—".to_owned(),
+            false => serde_json::Value::Object(route.defaults.clone()).to_string(),
+        };
         vec![
             alias.to_owned(),
             route.model.clone(),
             route.locations.join(", then "),
+            defaults,
         ]
     }));
     let blocks = vec![

@@ -7,9 +7,12 @@
 use std::fmt;
 use std::ops::Range;
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 use crate::error::ProxyError;
 
@@ -156,6 +159,35 @@ fn skip_ws(bytes: &[u8]) -> usize {
         .unwrap_or(bytes.len())
 }
 
+/// The members of `defaults` whose keys the body's top level lacks, as `"key":value,` each:
+/// what goes just inside the body's `{` (see [`insert_first`]). `None` when the body has
+/// them all.
+pub fn missing_members(body: &[u8], defaults: &Map<String, Value>) -> Option<Bytes> {
+    // The body was validated by `find_model`; its keys are compared unescaped.
+    let present: HashMap<String, IgnoredAny> = serde_json::from_slice(body).ok()?;
+    let mut members = Vec::new();
+    for (key, value) in defaults {
+        if !present.contains_key(key) {
+            serde_json::to_writer(&mut members, key).ok()?;
+            members.push(b':');
+            serde_json::to_writer(&mut members, value).ok()?;
+            members.push(b',');
+        }
+    }
+    (!members.is_empty()).then(|| Bytes::from(members))
+}
+
+/// `pieces` with `members` just inside the body's opening `{`. The first piece holds it:
+/// every other edit is inside the object.
+pub fn insert_first(mut pieces: Vec<Bytes>, members: Bytes) -> Vec<Bytes> {
+    let Some(brace) = pieces.first().and_then(|p| memchr::memchr(b'{', p)) else {
+        return pieces;
+    };
+    let first = pieces.remove(0);
+    let tail = [first.slice(..=brace), members, first.slice(brace + 1..)];
+    tail.into_iter().chain(pieces).collect()
+}
+
 /// A string as a JSON value, quotes included.
 pub fn json_string(text: &str) -> Bytes {
     Bytes::from(serde_json::to_string(text).expect("a string always serialises"))
@@ -291,6 +323,28 @@ mod tests {
             cut(r#"{"a":{"model":"inner"},"model":"b","c":[1]}"#),
             r#"{"a":{"model":"inner"},"c":[1]}"#
         );
+    }
+
+    #[test]
+    fn defaults_fill_only_what_the_client_left_out() {
+        let defaults: Map<String, Value> = serde_json::from_str(
+            r#"{"reasoning_effort":"none","chat_template_kwargs":{"enable_thinking":true}}"#,
+        )
+        .unwrap();
+        let body = r#" {"model":"a","reasoning_effort":"high"}"#;
+        let members = missing_members(body.as_bytes(), &defaults).unwrap();
+        assert_eq!(
+            members,
+            r#""chat_template_kwargs":{"enable_thinking":true},"#
+        );
+        let pieces = insert_first(vec![Bytes::from(body)], members);
+        assert_eq!(
+            pieces.concat(),
+            br#" {"chat_template_kwargs":{"enable_thinking":true},"model":"a","reasoning_effort":"high"}"#
+        );
+        // Keys are compared unescaped.
+        let escaped = r#"{"model":"a","reasoning_\u0065ffort":"x","chat_template_kwargs":null}"#;
+        assert_eq!(missing_members(escaped.as_bytes(), &defaults), None);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::body::{self, Pieces, ProxyBody, UpstreamBody};
 use crate::config::{Config, Retries as RetryPolicy, Timeouts};
 use crate::error::{Dialect, ProxyError};
 use crate::models::{Auth, Kind, Route};
-use crate::rewrite::ModelField;
+use crate::rewrite::{self, ModelField};
 use crate::signatures::{self, Counts, Harvest, Mode, Store};
 pub use answer::Answer;
 use headers::{request_headers, response_headers};
@@ -183,9 +183,10 @@ impl Upstream {
         route: &Route,
         operation: Operation,
         client_headers: &HeaderMap,
-        (body, model): (&Bytes, &ModelField),
+        (client_body, model): (&Bytes, &ModelField),
         key_id: &str,
     ) -> Result<Prepared, ProxyError> {
+        let body = client_body;
         let (body, signatures, target) = match route.kind {
             Kind::VertexOpenAi => {
                 let restore = Some((&*self.signatures, key_id));
@@ -198,6 +199,14 @@ impl Upstream {
                 let target = vertex_anthropic::target(route, operation, stream);
                 (body, Counts::default(), Target::Path(target))
             }
+        };
+        // The alias's defaults, for the fields the client left out: the client wins.
+        let body = match route.defaults.is_empty() {
+            true => body,
+            false => match rewrite::missing_members(client_body, &route.defaults) {
+                Some(members) => rewrite::insert_first(body, members),
+                None => body,
+            },
         };
         let credential = match route.auth {
             Auth::GoogleAccessToken => self.tokens.headers(self.timeouts.token).await?,

@@ -57,14 +57,17 @@ pub fn body(
     let top: Top = serde_json::from_slice(body).unwrap_or_default();
     let stream = top.stream == Some(serde_json::Value::Bool(true));
     let version = Bytes::from(format!(r#""anthropic_version":"{VERSION}""#));
-    let edits: Vec<(Range<usize>, Bytes)> = match (operation, top.anthropic_version) {
+    // A version among the alias's defaults comes in with them.
+    let version_given =
+        top.anthropic_version.is_some() || route.defaults.contains_key("anthropic_version");
+    let edits: Vec<(Range<usize>, Bytes)> = match (operation, version_given) {
         (Operation::CountTokens, version_given) => {
             let name = route
                 .model
                 .strip_prefix("anthropic/")
                 .unwrap_or(&route.model);
             let mut edits = vec![(model.span.clone(), rewrite::json_string(name))];
-            if version_given.is_none() {
+            if !version_given {
                 let at = rewrite::member_start(body, &model.span);
                 let mut version = BytesMut::from(&version[..]);
                 version.extend_from_slice(b",");
@@ -72,9 +75,9 @@ pub fn body(
             }
             edits
         }
-        (_, Some(_)) => vec![(rewrite::member_with_comma(body, &model.span), Bytes::new())],
+        (_, true) => vec![(rewrite::member_with_comma(body, &model.span), Bytes::new())],
         // The version takes the model's place: no comma moves.
-        (_, None) => {
+        (_, false) => {
             let member = rewrite::member_start(body, &model.span)..model.span.end;
             vec![(member, version)]
         }
