@@ -170,7 +170,54 @@ async fn answer(request: Request<Incoming>) -> Response<ProxyBody> {
 /// What the stand-in answers an authorized request to Vertex at `path`: Claude's endpoints
 /// or the OpenAI ones. The test suites' fake Vertex answers the same way.
 pub fn vertex_answer(path: &str, headers: &http::HeaderMap, body: &Value) -> Response<ProxyBody> {
+    if let Some(model) = path
+        .split("/publishers/google/models/")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(":predict"))
+    {
+        return predict(model, body);
+    }
     claude::answer(path, headers, body).unwrap_or_else(|| openai_answer(path, body))
+}
+
+/// Google's embedding models by `:predict`: `{"predictions": [{"embeddings": {"values",
+/// "statistics": {"token_count", "truncated"}}}]}`, values derived from a hash of each
+/// text. Strict as Vertex is: `gemini-embedding-001` takes one instance a call.
+fn predict(model: &str, body: &Value) -> Response<ProxyBody> {
+    let Some(instances) = body["instances"].as_array() else {
+        return google_error(StatusCode::BAD_REQUEST, "\"instances\" is required.");
+    };
+    if model == "gemini-embedding-001" && instances.len() != 1 {
+        let message =
+            "Unable to submit request because the model supports only 1 instance per request.";
+        return google_error(StatusCode::BAD_REQUEST, message);
+    }
+    if instances.len() > 250 {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "At most 250 instances per request.",
+        );
+    }
+    let size = body["parameters"]["outputDimensionality"]
+        .as_u64()
+        .unwrap_or(8) as usize;
+    let predictions: Vec<Value> = instances
+        .iter()
+        .map(|instance| {
+            let text = instance["content"].as_str().unwrap_or_default();
+            let digest = crate::keys::sha256(text.as_bytes());
+            let values: Vec<f64> = (0..size)
+                .map(|i| f64::from(digest[i % digest.len()]) / 256.0)
+                .collect();
+            json!({"embeddings": {"values": values, "statistics": {"token_count": words(text), "truncated": false}}})
+        })
+        .collect();
+    let mut response = Response::new(body::full(json!({"predictions": predictions}).to_string()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// What the stand-in answers an authorized request to Vertex's OpenAI endpoint at `path`.

@@ -21,17 +21,35 @@ pub enum Kind {
     /// Claude on Vertex: the Anthropic Messages API through `…/publishers/anthropic/models/
     /// {model}:rawPredict`. Vertex's OpenAI endpoint refuses Claude.
     VertexAnthropic,
+    /// Google's embedding models, through `…/publishers/google/models/{model}:predict`.
+    VertexEmbeddings,
 }
 
 impl Kind {
-    /// The kind of a Vertex model id, by its publisher.
+    /// The kind of a Vertex model id, by its publisher and name.
     pub fn of(model: &str) -> Kind {
         if model.starts_with("anthropic/") {
             Kind::VertexAnthropic
+        } else if is_embedding_model(model) {
+            Kind::VertexEmbeddings
         } else {
             Kind::VertexOpenAi
         }
     }
+}
+
+/// Whether a Vertex model id is one of Google's embedding models, which Vertex serves by
+/// `:predict` rather than its OpenAI endpoint.
+pub fn is_embedding_model(model: &str) -> bool {
+    model.strip_prefix("google/").is_some_and(|name| {
+        [
+            "gemini-embedding-",
+            "text-embedding-",
+            "text-multilingual-embedding-",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+    })
 }
 
 /// How the upstream request is authorized.
@@ -408,6 +426,21 @@ mod tests {
         .unwrap_err();
         assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(errors.iter().any(|e| e.contains("not both")), "{errors:?}");
+        for (id, kind) in [
+            ("google/gemini-embedding-001", Kind::VertexEmbeddings),
+            (
+                "google/text-multilingual-embedding-002",
+                Kind::VertexEmbeddings,
+            ),
+            ("google/gemini-2.5-flash", Kind::VertexOpenAi),
+            ("intfloat/multilingual-e5-small-maas", Kind::VertexOpenAi),
+            (
+                "anthropic/claude-sonnet-4-5@20250929",
+                Kind::VertexAnthropic,
+            ),
+        ] {
+            assert_eq!(Kind::of(id), kind, "{id}");
+        }
 
         let fast = Aliases::parse(
             r#"{"flash-fast":{"model":"google/gemini-2.5-flash","defaults":{"reasoning_effort":"none"}}}"#,

@@ -101,7 +101,7 @@ pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Respons
         Block::Para("This service gives OpenAI-compatible clients access to models on Vertex AI. Use it like the OpenAI API with this base URL and your key.".into()),
         Block::Code(format!("base URL:  {base}\nAPI key:   the key you were given (export {KEY_VAR}=...)")),
         Block::Heading("Models".into()),
-        Block::Para("Send the alias as \"model\". GET /v1/models lists the aliases your key may use.".into()),
+        Block::Para("Send the alias as \"model\". GET /v1/models lists the aliases your key may use. Google's embedding models (gemini-embedding-*, text-embedding-*) answer /v1/embeddings through Vertex's :predict, in OpenAI's shape; an alias's defaults are added to requests that lack those fields, e.g. {\"flash-fast\": {\"model\": \"google/gemini-2.5-flash\", \"defaults\": {\"reasoning_effort\": \"none\"}}}.".into()),
         Block::Table(aliases),
         Block::Heading("Endpoints".into()),
         Block::Table(vec![

@@ -182,11 +182,24 @@ async fn forward(
     // 3. Resolve the route.
     let model = rewrite::find_model(&body)?;
     let route = config.aliases.route_for(&model.name, |m| key.may_use(m))?;
-    if route.kind != operation.kind() {
-        return Err(wrong_endpoint(&model.name, operation));
+    if !operation.serves(route.kind) {
+        return Err(wrong_endpoint(&model.name, route.kind, operation));
     }
     let price = config.price_of(&model.name, &route.model);
     log.routed(&model.name, &route.model, route.location(), price);
+    // Google's embedding models take another API: steps 4 to 6 are one translation.
+    if route.kind == Kind::VertexEmbeddings {
+        let response = upstream
+            .embed(&route, &model.name, &parts.headers, &body)
+            .await;
+        if let Err(ProxyError::Upstream(e)) = &response {
+            log.upstream_failed(e.status);
+        }
+        let response = response?;
+        drop(held);
+        log.upstream_answered(200, false, false);
+        return Ok(response);
+    }
     // 4. Prepare the upstream request, by kind.
     let request = upstream
         .prepare(&route, operation, &parts.headers, (&body, &model), &key.id)
@@ -218,11 +231,13 @@ async fn forward(
     Ok(upstream.relay(&route, answer, &key.id))
 }
 
-/// A Claude model sent to an OpenAI endpoint, or another model to the Messages API.
-fn wrong_endpoint(model: &str, asked: Operation) -> ProxyError {
-    let (what, right) = match asked.kind() {
-        Kind::VertexOpenAi => ("a Claude model", Operation::Messages.endpoint()),
-        Kind::VertexAnthropic => ("not a Claude model", Operation::ChatCompletions.endpoint()),
+/// A model sent to an endpoint that cannot serve it: a Claude model to an OpenAI endpoint,
+/// another to the Messages API, an embedding model to chat.
+fn wrong_endpoint(model: &str, kind: Kind, asked: Operation) -> ProxyError {
+    let (what, right) = match kind {
+        Kind::VertexAnthropic => ("a Claude model", Operation::Messages.endpoint()),
+        Kind::VertexEmbeddings => ("an embedding model", Operation::Embeddings.endpoint()),
+        Kind::VertexOpenAi => ("not a Claude model", Operation::ChatCompletions.endpoint()),
     };
     let model: String = model.chars().take(100).collect();
     ProxyError::bad_request(

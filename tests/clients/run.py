@@ -33,6 +33,7 @@ ALIASES = {
     "pro-preview": "google/gemini-3.1-pro-preview",
     "stream429": "google/stream-429-once",
     "claude-sonnet": {"model": "anthropic/claude-sonnet-4-5@20250929", "location": "us-east5"},
+    "embed": "google/gemini-embedding-001",
 }
 CLAUDE = "anthropic/claude-sonnet-4-5@20250929"
 CLAUDE_PATH = "/v1/projects/{project}/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:"
@@ -202,6 +203,19 @@ def python_sdk():
         result = client.embeddings.create(model="flash", input=["a", "b"])
         assert len(result.data) == 2 and len(result.data[0].embedding) == 8
         assert_vertex_saw(count=1)
+
+    @step("python openai", "embeddings.create on a Google embedding model, by :predict, float and base64")
+    def _():
+        floats = client.embeddings.create(model="embed", input=["a", "b c"], encoding_format="float")
+        # Without encoding_format the SDK asks for base64 and decodes it itself.
+        default = client.embeddings.create(model="embed", input=["a", "b c"])
+        assert [d.embedding for d in floats.data] == [d.embedding for d in default.data], (floats, default)
+        assert len(floats.data) == 2 and len(floats.data[0].embedding) == 8 and floats.model == "embed"
+        assert floats.usage.prompt_tokens == 3, floats.usage
+        requests = recorded()
+        assert len(requests) == 4 and all(r["path"].endswith("/gemini-embedding-001:predict") for r in requests)
+        assert all(len(r["body"]["instances"]) == 1 for r in requests), "gemini-embedding-001 takes one text a call"
+        assert all(r["headers"]["authorization"] == "Bearer " + FAKE["token"] for r in requests)
 
     @step("python openai", "a bad key raises AuthenticationError")
     def _():

@@ -1,0 +1,139 @@
+//! Google's embedding models through Vertex's `:predict`, against the stand-in's strict
+//! `:predict`: what Vertex received, what the client got back in OpenAI's shape.
+
+mod support;
+
+use base64::Engine;
+use http::StatusCode;
+use serde_json::{Value, json};
+use support::*;
+
+const ALIASES: &str = r#"{"flash":"google/gemini-2.5-flash","embed":"google/gemini-embedding-001","embed-text":"google/text-embedding-005","e5":"intfloat/multilingual-e5-small-maas"}"#;
+
+async fn embeddings(proxy: &impl Served, body: &str) -> Answer {
+    post(proxy, "/v1/embeddings", KEY, body).await
+}
+
+#[tokio::test]
+async fn gemini_embedding_fans_out_one_text_a_call_and_answers_in_input_order() {
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let proxy = in_process_with(&vertex, &[("MODEL_ALIASES_JSON", ALIASES)]).await;
+    let body = r#"{"model":"embed","input":["first text","second","third one here"],"dimensions":4,"task_type":"RETRIEVAL_QUERY"}"#;
+    let answer = embeddings(&proxy, body).await;
+    answer.expect(StatusCode::OK);
+    let json = answer.json();
+    assert_eq!(json["object"], "list");
+    assert_eq!(json["model"], "embed");
+    assert_eq!(
+        json["usage"],
+        json!({"prompt_tokens": 6, "total_tokens": 6})
+    );
+    let received = vertex.received();
+    assert_eq!(received.len(), 3, "one :predict call per text");
+    let mut contents = Vec::new();
+    for call in &received {
+        assert_eq!(
+            call.path,
+            "/v1/projects/test-proj/locations/global/publishers/google/models/gemini-embedding-001:predict"
+        );
+        assert_eq!(
+            call.headers["authorization"],
+            format!("Bearer {GOOGLE_TOKEN}")
+        );
+        let sent = call.json();
+        assert_eq!(sent["parameters"], json!({"outputDimensionality": 4}));
+        assert_eq!(sent["instances"][0]["task_type"], "RETRIEVAL_QUERY");
+        contents.push(sent["instances"][0]["content"].as_str().unwrap().to_owned());
+    }
+    contents.sort();
+    assert_eq!(contents, ["first text", "second", "third one here"]);
+    // Each answer is the stand-in's vector for its own text, in the order asked.
+    for (index, text) in ["first text", "second", "third one here"]
+        .iter()
+        .enumerate()
+    {
+        let datum = &json["data"][index];
+        assert_eq!(datum["index"], index);
+        let digest = vertex_proxy::keys::sha256(text.as_bytes());
+        let expected: Vec<f64> = (0..4).map(|i| f64::from(digest[i]) / 256.0).collect();
+        assert_eq!(datum["embedding"], json!(expected), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn other_embedding_models_take_every_text_in_one_call_and_base64_is_little_endian_f32() {
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let proxy = in_process_with(&vertex, &[("MODEL_ALIASES_JSON", ALIASES)]).await;
+    let body = r#"{"model":"embed-text","input":["a b","c"],"encoding_format":"base64"}"#;
+    let answer = embeddings(&proxy, body).await;
+    answer.expect(StatusCode::OK);
+    let received = vertex.wait_for(1).await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&received[0].body),
+        r#"{"instances":[{"content":"a b"},{"content":"c"}]}"#
+    );
+    let json = answer.json();
+    let encoded = json["data"][1]["embedding"].as_str().expect("base64");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    let digest = vertex_proxy::keys::sha256(b"c");
+    let expected: Vec<u8> = (0..8)
+        .flat_map(|i| (f32::from(digest[i]) / 256.0).to_le_bytes())
+        .collect();
+    assert_eq!(bytes, expected);
+}
+
+#[tokio::test]
+async fn bad_inputs_are_refused_before_vertex_and_a_failed_part_fails_the_whole() {
+    let vertex = FakeVertex::start_with(|r: &Recorded| {
+        if r.json()["instances"][0]["content"] == "poison" {
+            google_error(400, "INVALID_ARGUMENT", None)
+        } else {
+            stand_in(r)
+        }
+    })
+    .await;
+    let proxy = in_process_with(&vertex, &[("MODEL_ALIASES_JSON", ALIASES)]).await;
+    let tokens = embeddings(&proxy, r#"{"model":"embed","input":[[1,2,3]]}"#).await;
+    tokens.expect(StatusCode::BAD_REQUEST);
+    assert!(tokens.error_message().contains("token arrays"));
+    let many = format!(
+        r#"{{"model":"embed","input":[{}]}}"#,
+        vec!["\"x\""; 251].join(",")
+    );
+    let answer = embeddings(&proxy, &many).await;
+    answer.expect(StatusCode::BAD_REQUEST);
+    assert!(answer.error_message().contains("at most 250"));
+    assert_eq!(vertex.count(), 0);
+    let answer = embeddings(&proxy, r#"{"model":"embed","input":["fine","poison"]}"#).await;
+    answer.expect(StatusCode::BAD_REQUEST);
+    assert_eq!(answer.json()["error"]["code"], "INVALID_ARGUMENT");
+    assert!(answer.json().get("data").is_none());
+}
+
+#[tokio::test]
+async fn other_publishers_keep_vertexs_openai_route_and_chat_is_refused_for_embedding_models() {
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let proxy = in_process_with(&vertex, &[("MODEL_ALIASES_JSON", ALIASES)]).await;
+    embeddings(&proxy, r#"{"model":"e5","input":"x"}"#)
+        .await
+        .expect(StatusCode::OK);
+    let received = vertex.wait_for(1).await.remove(0);
+    assert!(
+        received.path.ends_with("/endpoints/openapi/embeddings"),
+        "{}",
+        received.path
+    );
+    let chat = post(
+        &proxy,
+        "/v1/chat/completions",
+        KEY,
+        r#"{"model":"embed","messages":[]}"#,
+    )
+    .await;
+    chat.expect(StatusCode::BAD_REQUEST);
+    assert!(chat.error_message().contains("send it to /v1/embeddings"));
+    let _: Value = chat.json();
+}
