@@ -1,7 +1,7 @@
 //! Which headers cross the proxy, in each direction: allowlists, so that nothing of the
 //! client's reaches the upstream unless it is known to be harmless, credentials above all.
 
-use http::{HeaderMap, HeaderName, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// Request headers a client may send on to Vertex. Everything else stays here: the client's
 /// credentials, cookies, hop-by-hop headers and anything we have not thought about.
@@ -26,7 +26,8 @@ const FORWARDED_RESPONSE_HEADERS: [HeaderName; 6] = [
 ];
 
 /// The request headers that go to Vertex: the allowlisted client headers, then the
-/// credential's own (`authorization`, maybe `x-goog-user-project`).
+/// credential's own (`authorization`, maybe `x-goog-user-project`), then the two the proxy
+/// sets itself.
 pub fn request_headers(client: &HeaderMap, credential: HeaderMap) -> HeaderMap {
     // Room for the usual few; a map of more than 6 would be one allocation over 1 KiB.
     let mut headers = HeaderMap::with_capacity(6);
@@ -36,6 +37,19 @@ pub fn request_headers(client: &HeaderMap, credential: HeaderMap) -> HeaderMap {
             headers.insert(name, value);
         }
     }
+    // The body was checked to be a JSON object; say so whatever the client sent (curl -d
+    // sends a form type).
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // Uncompressed, whatever the client accepts, so that usage and cost can be read from the
+    // answer's tail as it passes. The answers are small text, the hop to Vertex is Google's
+    // own network, and decompressing every stream would cost CPU on each byte.
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     headers
 }
 
@@ -59,7 +73,6 @@ fn copy_allowed(from: &HeaderMap, to: &mut HeaderMap, allowed: &[HeaderName]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     #[test]
     fn only_allowlisted_headers_cross_and_the_credential_wins() {
@@ -93,6 +106,8 @@ mod tests {
         ] {
             assert!(headers.get(gone).is_none(), "{gone} was forwarded");
         }
-        assert_eq!(headers.len(), 6);
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(headers["accept-encoding"], "identity");
+        assert_eq!(headers.len(), 7);
     }
 }

@@ -226,19 +226,6 @@ impl Upstream {
         {
             headers.insert("anthropic-beta", betas);
         }
-        // The body was checked to be a JSON object; say so whatever the client sent (curl -d
-        // sends a form type).
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        // Uncompressed, whatever the client accepts, so that usage and cost can be read from
-        // the answer's tail as it passes. The answers are small text, the hop to Vertex is
-        // Google's own network, and decompressing every stream would cost CPU on each byte.
-        headers.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static("identity"),
-        );
         Ok(Prepared {
             target,
             headers,
@@ -313,15 +300,7 @@ impl Upstream {
         let credential = match route.auth {
             Auth::GoogleAccessToken => self.tokens.headers(self.timeouts.token).await?,
         };
-        let mut headers = request_headers(client_headers, credential);
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static("identity"),
-        );
+        let headers = request_headers(client_headers, credential);
         let target = vertex_predict::target(&route.model);
         let batches = vertex_predict::batches(&route.model, request.inputs.len());
         let permits = Arc::new(tokio::sync::Semaphore::new(FAN_OUT));
