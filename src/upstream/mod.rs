@@ -2,7 +2,8 @@
 //! (again, while it fails before the client has a byte), and relay the answer; and the one
 //! mapping from a failed upstream call to a proxy error.
 //!
-//! One file per kind of upstream holds what is particular to it: [`vertex_openai`]. Beside
+//! One file per kind of upstream holds what is particular to it: [`vertex_openai`],
+//! [`vertex_anthropic`] (Claude) and [`vertex_predict`] (Google's embedding models). Beside
 //! them: the connections (`pool`), the header allowlists (`headers`), Google's error envelope
 //! ([`envelope`]), what an answer means (`answer`), the retries ([`retry`]) and the startup
 //! lookup of the project (`metadata`).
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::CertificateDer;
@@ -284,70 +285,6 @@ impl Upstream {
         }
     }
 
-    /// Google's embedding models (steps 4 to 6 at once): the OpenAI request becomes
-    /// `:predict` calls (one per input for `gemini-embedding-001`, at most [`FAN_OUT`] at a
-    /// time), each sent as [`Upstream::send`] sends them, retries included; their answers
-    /// become one OpenAI answer, in input order, named by `alias`. A call that fails fails the
-    /// request: partial results never pass for a success.
-    pub async fn embed(
-        &self,
-        route: &Route,
-        alias: &str,
-        client_headers: &HeaderMap,
-        body: &Bytes,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let request = vertex_predict::parse(body)?;
-        let credential = match route.auth {
-            Auth::GoogleAccessToken => self.tokens.headers(self.timeouts.token).await?,
-        };
-        let headers = request_headers(client_headers, credential);
-        let target = vertex_predict::target(&route.model);
-        let batches = vertex_predict::batches(&route.model, request.inputs.len());
-        let permits = Arc::new(tokio::sync::Semaphore::new(FAN_OUT));
-        // Dropped with the request (the client left, or a call failed): the calls still
-        // running are aborted with it.
-        let mut calls = tokio::task::JoinSet::new();
-        let count = batches.len();
-        for (n, range) in batches.into_iter().enumerate() {
-            let prepared = Prepared {
-                target: Target::Path(target.clone()),
-                headers: headers.clone(),
-                body: vec![vertex_predict::predict_body(&request, range.clone())],
-                auth: route.auth,
-                signatures: Counts::default(),
-            };
-            let (upstream, route, permits) = (self.clone(), route.clone(), permits.clone());
-            calls.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                let answer = upstream.send(&route, prepared, &mut Vec::new()).await?;
-                let body = http_body_util::Limited::new(answer.response.into_body(), PREDICT_BODY);
-                let read = tokio::time::timeout(upstream.timeouts.upstream_idle, body.collect());
-                let bytes = match read.await {
-                    Ok(Ok(collected)) => collected.to_bytes(),
-                    _ => {
-                        let message = "Vertex's :predict answer could not be read whole";
-                        return Err(ProxyError::bad_gateway("upstream_error", message));
-                    }
-                };
-                Ok((n, vertex_predict::parse_answer(&bytes, range.len())?))
-            });
-        }
-        let mut parts: Vec<Vec<vertex_predict::Embedding>> = vec![Vec::new(); count];
-        while let Some(joined) = calls.join_next().await {
-            let lost = || ProxyError::bad_gateway("upstream_error", "an embeddings call was lost");
-            let (n, embeddings) = joined.map_err(|_| lost())??;
-            parts[n] = embeddings;
-        }
-        let all: Vec<vertex_predict::Embedding> = parts.into_iter().flatten().collect();
-        let answer = vertex_predict::openai_answer(alias, &all, request.base64);
-        let mut response = Response::new(body::full(answer));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        Ok(response)
-    }
-
     /// Whether the Google token is failing, for `/health`.
     pub fn token_failing(&self) -> bool {
         self.tokens.failing()
@@ -441,12 +378,6 @@ impl Upstream {
         response
     }
 }
-
-/// `:predict` calls in flight at once for one embeddings request.
-pub const FAN_OUT: usize = 8;
-
-/// The most of a `:predict` answer read: 250 embeddings of 3072 numbers, as JSON, with room.
-const PREDICT_BODY: usize = 32 * 1024 * 1024;
 
 /// Where a prepared request goes, in any location.
 enum Target {

@@ -2,15 +2,96 @@
 //! OpenAI's embeddings answer out. The one translation of a client's JSON the proxy makes
 //! (the request is rewritten, not spliced), because `:predict` speaks another shape.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, header};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::headers::request_headers;
+use super::{Prepared, Target, Upstream};
+use crate::body::{self, ProxyBody};
 use crate::error::ProxyError;
+use crate::models::{Auth, Route};
+use crate::signatures::Counts;
 
 /// Inputs one request may carry.
 pub const MAX_INPUTS: usize = 250;
+
+/// `:predict` calls in flight at once for one embeddings request.
+pub const FAN_OUT: usize = 8;
+
+/// The most of a `:predict` answer read: 250 embeddings of 3072 numbers, as JSON, with room.
+const PREDICT_BODY: usize = 32 * 1024 * 1024;
+
+impl Upstream {
+    /// Google's embedding models (steps 4 to 6 at once): the OpenAI request becomes
+    /// `:predict` calls (one per input for `gemini-embedding-001`, at most [`FAN_OUT`] at a
+    /// time), each sent as [`Upstream::send`] sends them, retries included; their answers
+    /// become one OpenAI answer, in input order, named by `alias`. A call that fails fails the
+    /// request: partial results never pass for a success.
+    pub async fn embed(
+        &self,
+        route: &Route,
+        alias: &str,
+        client_headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let request = parse(body)?;
+        let credential = match route.auth {
+            Auth::GoogleAccessToken => self.tokens.headers(self.timeouts.token).await?,
+        };
+        let headers = request_headers(client_headers, credential);
+        let target = target(&route.model);
+        let batches = batches(&route.model, request.inputs.len());
+        let permits = Arc::new(tokio::sync::Semaphore::new(FAN_OUT));
+        // Dropped with the request (the client left, or a call failed): the calls still
+        // running are aborted with it.
+        let mut calls = tokio::task::JoinSet::new();
+        let count = batches.len();
+        for (n, range) in batches.into_iter().enumerate() {
+            let prepared = Prepared {
+                target: Target::Path(target.clone()),
+                headers: headers.clone(),
+                body: vec![predict_body(&request, range.clone())],
+                auth: route.auth,
+                signatures: Counts::default(),
+            };
+            let (upstream, route, permits) = (self.clone(), route.clone(), permits.clone());
+            calls.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let answer = upstream.send(&route, prepared, &mut Vec::new()).await?;
+                let body = http_body_util::Limited::new(answer.response.into_body(), PREDICT_BODY);
+                let read = tokio::time::timeout(upstream.timeouts.upstream_idle, body.collect());
+                let bytes = match read.await {
+                    Ok(Ok(collected)) => collected.to_bytes(),
+                    _ => {
+                        let message = "Vertex's :predict answer could not be read whole";
+                        return Err(ProxyError::bad_gateway("upstream_error", message));
+                    }
+                };
+                Ok((n, parse_answer(&bytes, range.len())?))
+            });
+        }
+        let mut parts: Vec<Vec<Embedding>> = vec![Vec::new(); count];
+        while let Some(joined) = calls.join_next().await {
+            let lost = || ProxyError::bad_gateway("upstream_error", "an embeddings call was lost");
+            let (n, embeddings) = joined.map_err(|_| lost())??;
+            parts[n] = embeddings;
+        }
+        let all: Vec<Embedding> = parts.into_iter().flatten().collect();
+        let answer = openai_answer(alias, &all, request.base64);
+        let mut response = Response::new(body::full(answer));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(response)
+    }
+}
 
 /// The path after `…/locations/{location}/` for `model`.
 pub fn target(model: &str) -> String {
