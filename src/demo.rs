@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::body::{self, BoxError, ProxyBody};
 use crate::config::Env;
+use crate::error::json_response;
 
 /// The key `demo` accepts when `API_KEYS_JSON` is not set. It is printed, so it is no secret;
 /// the demo listens on loopback only.
@@ -135,13 +136,7 @@ pub fn google_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
     };
     let payload =
         json!([{"error": {"code": status.as_u16(), "message": message, "status": google_status}}]);
-    let mut response = Response::new(body::full(payload.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
+    json_response(status, &payload)
 }
 
 async fn answer(request: Request<Incoming>) -> Response<ProxyBody> {
@@ -212,12 +207,7 @@ fn predict(model: &str, body: &Value) -> Response<ProxyBody> {
             json!({"embeddings": {"values": values, "statistics": {"token_count": words(text), "truncated": false}}})
         })
         .collect();
-    let mut response = Response::new(body::full(json!({"predictions": predictions}).to_string()));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
+    json_response(StatusCode::OK, &json!({"predictions": predictions}))
 }
 
 /// What the stand-in answers an authorized request to Vertex's OpenAI endpoint at `path`.

@@ -118,12 +118,10 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<P
     ));
     let log = guard.get();
     log.set_trace(request.headers(), state.upstream.project());
-    // Claude's clients read Anthropic's error shape, from the first error on.
-    let dialect = match route(request.method(), request.uri().path()) {
-        Ok(Route::Keyed(Keyed::Forward(operation))) => operation.dialect(),
-        _ => Dialect::OpenAi,
-    };
-    let response = match dispatch(&state, request, log).await {
+    // Claude's clients read Anthropic's error shape: the route sets it, before any other
+    // error can happen.
+    let mut dialect = Dialect::OpenAi;
+    let response = match dispatch(&state, request, log, &mut dialect).await {
         Ok(response) => response,
         Err(error) => {
             log.failed(error.log_text());
@@ -139,6 +137,7 @@ async fn dispatch(
     state: &State,
     request: Request<Incoming>,
     log: &mut RequestLog,
+    dialect: &mut Dialect,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let config = &state.config;
     let keyed = match route(request.method(), request.uri().path())? {
@@ -150,6 +149,9 @@ async fn dispatch(
         }
         Route::Keyed(keyed) => keyed,
     };
+    if let Keyed::Forward(operation) = keyed {
+        *dialect = operation.dialect();
+    }
     // 1. Authenticate. No upstream I/O of any kind happens before this succeeds.
     let keys = state.keys.current();
     let key = keys.authenticate(request.headers())?;

@@ -9,7 +9,8 @@ use http::{HeaderMap, Response, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::{ChannelBody, arguments_for, text_of, words};
-use crate::body::{self, ProxyBody};
+use crate::body::ProxyBody;
+use crate::error::json_response;
 
 /// The betas the stand-in accepts, as Vertex does; any other is refused.
 const KNOWN_BETAS: [&str; 3] = [
@@ -36,17 +37,7 @@ pub fn answer(path: &str, headers: &HeaderMap, body: &Value) -> Option<Response<
 /// Claude's error shape, as Vertex passes it on.
 pub fn error(status: StatusCode, kind: &str, message: &str) -> Response<ProxyBody> {
     let payload = json!({"type": "error", "error": {"type": kind, "message": message}});
-    json(status, &payload)
-}
-
-fn json(status: StatusCode, payload: &Value) -> Response<ProxyBody> {
-    let mut response = Response::new(body::full(payload.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
+    json_response(status, &payload)
 }
 
 fn refusal(headers: &HeaderMap, body: &Value, model: &str) -> Option<Response<ProxyBody>> {
@@ -125,7 +116,7 @@ fn input_tokens(body: &Value) -> u64 {
 }
 
 fn count_tokens(body: &Value) -> Response<ProxyBody> {
-    json(StatusCode::OK, &json!({"input_tokens": input_tokens(body)}))
+    json_response(StatusCode::OK, &json!({"input_tokens": input_tokens(body)}))
 }
 
 fn message(model: &str, body: &Value) -> Response<ProxyBody> {
@@ -147,7 +138,7 @@ fn message(model: &str, body: &Value) -> Response<ProxyBody> {
         "content": content, "stop_reason": stop, "stop_sequence": null,
         "usage": {"input_tokens": input, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 2, "output_tokens": output},
     });
-    json(StatusCode::OK, &payload)
+    json_response(StatusCode::OK, &payload)
 }
 
 fn stream(model: &str, body: &Value) -> Response<ProxyBody> {

@@ -132,29 +132,25 @@ impl Line<'_> {
         if let Some(usage) = &self.usage {
             key(out, "usage");
             // Claude's counts as Claude names them, the ones it gave; OpenAI's all three.
-            let (counts, all) = if usage.is_anthropic() {
-                let counts = [
-                    ("input_tokens", usage.input_tokens),
-                    ("output_tokens", usage.output_tokens),
-                    (
-                        "cache_creation_input_tokens",
-                        usage.cache_creation_input_tokens,
-                    ),
-                    ("cache_read_input_tokens", usage.cache_read_input_tokens),
-                ];
-                (counts, false)
-            } else {
-                let counts = [
-                    ("prompt_tokens", usage.prompt_tokens),
-                    ("completion_tokens", usage.completion_tokens),
-                    ("total_tokens", usage.total_tokens),
-                    ("", None),
-                ];
-                (counts, true)
-            };
+            let claude = [
+                ("input_tokens", usage.input_tokens),
+                ("output_tokens", usage.output_tokens),
+                (
+                    "cache_creation_input_tokens",
+                    usage.cache_creation_input_tokens,
+                ),
+                ("cache_read_input_tokens", usage.cache_read_input_tokens),
+            ];
+            let openai = [
+                ("prompt_tokens", usage.prompt_tokens),
+                ("completion_tokens", usage.completion_tokens),
+                ("total_tokens", usage.total_tokens),
+            ];
+            let anthropic = usage.is_anthropic();
+            let counts: &[(&str, Option<u64>)] = if anthropic { &claude } else { &openai };
             let mut first = true;
-            for (key, count) in counts {
-                if key.is_empty() || (!all && count.is_none()) {
+            for &(key, count) in counts {
+                if anthropic && count.is_none() {
                     continue;
                 }
                 out.push(if first { b'{' } else { b',' });

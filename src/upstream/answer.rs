@@ -33,12 +33,8 @@ pub async fn judge(response: Response<UpstreamBody>, idle: Duration) -> Outcome<
     let status = response.status();
     if status.is_success() {
         let headers = response.headers();
-        let sse = headers
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         // A compressed stream (the proxy asks for none) cannot be read as it passes.
-        let encoded = headers.contains_key(header::CONTENT_ENCODING);
-        if !sse || encoded {
+        if !super::is_sse(headers) || headers.contains_key(header::CONTENT_ENCODING) {
             return Outcome::Done(Answer {
                 response,
                 read: None,
@@ -48,15 +44,7 @@ pub async fn judge(response: Response<UpstreamBody>, idle: Duration) -> Outcome<
     }
     let after = retry::retry_after(response.headers());
     let error = ProxyError::Upstream(Box::new(read_error(response, idle).await));
-    if retry::retryable(status.as_u16()) {
-        Outcome::Retry {
-            error,
-            status: status.as_u16(),
-            after,
-        }
-    } else {
-        Outcome::Fail(error)
-    }
+    Outcome::failed(error, status.as_u16(), after)
 }
 
 /// Reads a stream up to its first data event.
@@ -103,16 +91,7 @@ async fn first_event(response: Response<UpstreamBody>, idle: Duration) -> Outcom
             First::Incomplete | First::Content => break,
             First::Error(error) => {
                 let status = error.status;
-                let error = ProxyError::Upstream(Box::new(error));
-                return if retry::retryable(status) {
-                    Outcome::Retry {
-                        error,
-                        status,
-                        after: None,
-                    }
-                } else {
-                    Outcome::Fail(error)
-                };
+                return Outcome::failed(ProxyError::Upstream(Box::new(error)), status, None);
             }
         }
     }

@@ -408,6 +408,7 @@ impl Prepared {
     }
 }
 
+/// Whether an answer is an SSE stream.
 fn is_sse(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)

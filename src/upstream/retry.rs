@@ -29,6 +29,21 @@ pub enum Outcome<T> {
     Fail(ProxyError),
 }
 
+impl<T> Outcome<T> {
+    /// An attempt that ended in `error`: worth another if its status says "not now".
+    pub fn failed(error: ProxyError, status: u16, after: Option<Duration>) -> Outcome<T> {
+        if retryable(status) {
+            Outcome::Retry {
+                error,
+                status,
+                after,
+            }
+        } else {
+            Outcome::Fail(error)
+        }
+    }
+}
+
 /// One attempt, as the log line shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {

@@ -6,15 +6,15 @@ use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, header};
+use http::{HeaderMap, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::headers::request_headers;
 use super::{Prepared, Target, Upstream};
-use crate::body::{self, ProxyBody};
-use crate::error::ProxyError;
+use crate::body::ProxyBody;
+use crate::error::{ProxyError, json_response};
 use crate::models::{Auth, Route};
 use crate::signatures::Counts;
 
@@ -84,12 +84,7 @@ impl Upstream {
         }
         let all: Vec<Embedding> = parts.into_iter().flatten().collect();
         let answer = openai_answer(alias, &all, request.base64);
-        let mut response = Response::new(body::full(answer));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        Ok(response)
+        Ok(json_response(StatusCode::OK, &answer))
     }
 }
 
@@ -235,7 +230,7 @@ pub fn parse_answer(body: &[u8], count: usize) -> Result<Vec<Embedding>, ProxyEr
 }
 
 /// OpenAI's embeddings answer: in input order, floats or base64 of little-endian f32.
-pub fn openai_answer(alias: &str, embeddings: &[Embedding], base64: bool) -> Bytes {
+pub fn openai_answer(alias: &str, embeddings: &[Embedding], base64: bool) -> Value {
     let data: Vec<Value> = embeddings
         .iter()
         .enumerate()
@@ -250,11 +245,10 @@ pub fn openai_answer(alias: &str, embeddings: &[Embedding], base64: bool) -> Byt
         })
         .collect();
     let tokens: u64 = embeddings.iter().map(|(_, t)| t).sum();
-    let answer = json!({
+    json!({
         "object": "list", "data": data, "model": alias,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    });
-    Bytes::from(answer.to_string())
+    })
 }
 
 #[cfg(test)]
@@ -304,13 +298,11 @@ mod tests {
     fn answers_become_openais_in_floats_or_base64() {
         let predict = br#"{"predictions":[{"embeddings":{"values":[0.5,-1.0],"statistics":{"token_count":3,"truncated":false}}}]}"#;
         let embeddings = parse_answer(predict, 1).unwrap();
-        let floats: Value =
-            serde_json::from_slice(&openai_answer("emb", &embeddings, false)).unwrap();
+        let floats = openai_answer("emb", &embeddings, false);
         assert_eq!(floats["data"][0]["embedding"], json!([0.5, -1.0]));
         assert_eq!(floats["usage"]["total_tokens"], 3);
         assert_eq!(floats["model"], "emb");
-        let encoded: Value =
-            serde_json::from_slice(&openai_answer("emb", &embeddings, true)).unwrap();
+        let encoded = openai_answer("emb", &embeddings, true);
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded["data"][0]["embedding"].as_str().unwrap())
             .unwrap();
