@@ -9,8 +9,9 @@ use tokio::net::TcpListener;
 
 use crate::auth::TokenSource;
 use crate::config::{Config, ConfigError, ConfigErrors, Env, Mode};
+use crate::models::Auth;
 use crate::state::State;
-use crate::upstream::{self, ClientSettings, HttpClient, Upstream};
+use crate::upstream::{self, ClientSettings, HttpClient, IdTokens, Upstream};
 use crate::{demo, keys, log, server};
 
 /// Why the proxy did not start.
@@ -53,7 +54,8 @@ pub async fn run(env: &dyn Env, mode: Mode) -> Result<(), StartupError> {
 pub struct Loaded {
     pub config: Config,
     pub project: String,
-    pub tokens: TokenSource,
+    /// Vertex's access token, and the services' ID tokens.
+    pub tokens: (TokenSource, IdTokens),
     pub client: HttpClient,
 }
 
@@ -137,15 +139,45 @@ pub async fn load(env: &dyn Env, mode: Mode) -> Result<Loaded, ConfigErrors> {
             return Err(ConfigErrors(parse_errors));
         }
     };
+    let id_tokens = id_tokens(&config, mode, &mut errors);
     let (Some(tokens), Some(project), true) = (tokens, project, errors.is_empty()) else {
         return Err(ConfigErrors(errors));
     };
     Ok(Loaded {
         config,
         project,
-        tokens,
+        tokens: (tokens, id_tokens),
         client,
     })
+}
+
+/// An ID-token credential for each audience the services' aliases name. The demo's stand-in
+/// checks no token.
+fn id_tokens(config: &Config, mode: Mode, errors: &mut Vec<ConfigError>) -> IdTokens {
+    let mut id_tokens = IdTokens::new();
+    for (_, route) in config.aliases.iter() {
+        let Auth::GoogleIdToken { audience, .. } = &route.auth else {
+            continue;
+        };
+        if id_tokens.contains_key(audience) {
+            continue;
+        }
+        let tokens = match mode {
+            Mode::Demo => TokenSource::Fixed(HeaderValue::from_static(demo::TOKEN_HEADER)),
+            Mode::Vertex => match TokenSource::id_token(audience) {
+                Ok(tokens) => tokens,
+                Err(message) => {
+                    errors.push(ConfigError {
+                        var: "GOOGLE_APPLICATION_CREDENTIALS",
+                        message,
+                    });
+                    continue;
+                }
+            },
+        };
+        id_tokens.insert(audience.clone(), tokens);
+    }
+    id_tokens
 }
 
 /// Everything up to the first accept, so that the order of startup is in one place.
@@ -156,8 +188,11 @@ pub async fn prepare(env: &dyn Env, mode: Mode) -> Result<(State, TcpListener), 
         tokens,
         client,
     } = load(env, mode).await.map_err(StartupError::Config)?;
-    // The first token fetch runs while the socket is bound and the first request travels.
-    tokens.warm_up(config.timeouts.token);
+    // The first token fetches run while the socket is bound and the first request travels.
+    tokens.0.warm_up(config.timeouts.token);
+    for id_tokens in tokens.1.values() {
+        id_tokens.warm_up(config.timeouts.token);
+    }
 
     let host = match mode {
         // The demo has a well-known key: keep it off the network.

@@ -1,5 +1,6 @@
-//! The Google credential: Application Default Credentials through google-cloud-auth, warmed at
-//! startup, rebuilt when it breaks for good, and the headers it adds to each upstream request.
+//! The Google credentials: Application Default Credentials through google-cloud-auth, for
+//! Vertex's access token and for the ID tokens of private services; each warmed at startup,
+//! rebuilt when it breaks for good, and the headers it adds to each upstream request.
 //!
 //! google-cloud-auth caches the token, refreshes it before expiry and retries transient
 //! failures by itself. After a non-transient one (a 4xx from the metadata server, say) it
@@ -10,7 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use google_cloud_auth::credentials::{self, CacheableResource, Credentials};
+use google_cloud_auth::credentials::idtoken::{self, IDTokenCredentials};
+use google_cloud_auth::credentials::{
+    self, CacheableResource, Credentials, CredentialsProvider, EntityTag,
+};
+use google_cloud_auth::errors::CredentialsError;
 use http::{HeaderMap, HeaderValue};
 
 use crate::error::ProxyError;
@@ -46,6 +51,10 @@ type Build = Box<dyn Fn() -> Result<Credentials, String> + Send + Sync>;
 
 /// The credential every worker shares, and what is known of its health.
 pub struct Google {
+    /// What it yields, for the log and the client's error: "Google access token".
+    what: String,
+    /// Whom it is for, in the client's error: "Vertex", "the service".
+    whom: &'static str,
     /// The credential in use; replaced whole when it is rebuilt.
     credentials: RwLock<Credentials>,
     build: Build,
@@ -69,10 +78,37 @@ impl TokenSource {
         Ok(TokenSource::google(build()?, Box::new(build)))
     }
 
+    /// ID tokens for `audience`, from google-cloud-auth's ID-token credentials: the metadata
+    /// server's identity endpoint on Cloud Run, or a service-account file signing locally
+    /// (`GOOGLE_APPLICATION_CREDENTIALS`). They come as `authorization: Bearer …`. Must run
+    /// inside the tokio runtime.
+    pub fn id_token(audience: &str) -> Result<TokenSource, String> {
+        let audience = audience.to_owned();
+        let what = format!("Google ID token for {audience}");
+        let build = move || {
+            idtoken::Builder::new(audience.as_str())
+                .build()
+                .map(|id| Credentials::from(IdTokenHeaders(id)))
+                .map_err(|e| format!("ID-token credentials for {audience}: {e}"))
+        };
+        Ok(TokenSource::with(
+            build()?,
+            Box::new(build),
+            what,
+            "the service",
+        ))
+    }
+
     /// `credentials` now, and `build` to make another when it breaks.
     pub fn google(credentials: Credentials, build: Build) -> TokenSource {
+        TokenSource::with(credentials, build, "Google access token".into(), "Vertex")
+    }
+
+    fn with(credentials: Credentials, build: Build, what: String, whom: &'static str) -> Self {
         TokenSource::Google {
             shared: Arc::new(Google {
+                what,
+                whom,
                 credentials: RwLock::new(credentials),
                 build,
                 failing: AtomicBool::new(false),
@@ -192,7 +228,9 @@ impl Google {
                 Err(ProxyError::bad_gateway(
                     "token_unavailable",
                     format!(
-                        "could not obtain a Google access token for Vertex within {}s",
+                        "could not obtain a {} for {} within {}s",
+                        self.what,
+                        self.whom,
                         timeout.as_secs()
                     ),
                 ))
@@ -208,11 +246,14 @@ impl Google {
         logged.retain(|(_, at)| at.elapsed() < LOG_EVERY);
         if !logged.iter().any(|(seen, _)| seen == cause) {
             logged.push((cause.to_owned(), Instant::now()));
-            log::error(&format!("Google access token: {cause}"));
+            log::error(&format!("{}: {cause}", self.what));
         }
         ProxyError::bad_gateway(
             "token_unavailable",
-            "could not obtain a Google access token for Vertex (the proxy's log has the cause)",
+            format!(
+                "could not obtain a {} for {} (the proxy's log has the cause)",
+                self.what, self.whom
+            ),
         )
     }
 
@@ -250,12 +291,40 @@ impl Google {
                         .credentials
                         .write()
                         .unwrap_or_else(|e| e.into_inner()) = credentials;
-                    log::info("Google access token: the credential was rebuilt");
+                    log::info(&format!("{}: the credential was rebuilt", google.what));
                     break;
                 }
             }
             google.rebuilding.store(false, Ordering::Release);
         });
+    }
+}
+
+/// google-cloud-auth's ID-token credentials as a credential that yields headers, so that an
+/// ID token is cached, reused, rebuilt and reported exactly as the access token is.
+#[derive(Debug)]
+struct IdTokenHeaders(IDTokenCredentials);
+
+impl CredentialsProvider for IdTokenHeaders {
+    async fn headers(
+        &self,
+        _: http::Extensions,
+    ) -> Result<CacheableResource<HeaderMap>, CredentialsError> {
+        // The crate caches the token and fetches the next one before this one expires.
+        let token = self.0.id_token().await?;
+        let mut value = HeaderValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| CredentialsError::from_msg(false, "the ID token is not a header value"))?;
+        value.set_sensitive(true);
+        let mut data = HeaderMap::with_capacity(1);
+        data.insert(http::header::AUTHORIZATION, value);
+        Ok(CacheableResource::New {
+            entity_tag: EntityTag::new(),
+            data,
+        })
+    }
+
+    async fn universe_domain(&self) -> Option<String> {
+        None
     }
 }
 
@@ -272,9 +341,6 @@ impl std::fmt::Debug for TokenSource {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
-
-    use google_cloud_auth::credentials::{CredentialsProvider, EntityTag};
-    use google_cloud_auth::errors::CredentialsError;
 
     use super::*;
 

@@ -14,7 +14,7 @@ use crate::signatures;
 use crate::usage::{self, Price};
 
 mod summary;
-mod values;
+pub(crate) mod values;
 
 pub use values::is_project_id;
 use values::{number, parse_base_url, positive, read_roots};

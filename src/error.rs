@@ -35,7 +35,11 @@ pub enum ProxyError {
     BadGateway { message: String, code: &'static str },
     /// 502: the upstream answered 401 or 403 to the proxy's own credentials; `cause` is its
     /// Google error, for the log only.
-    UpstreamRefused { status: u16, cause: String },
+    UpstreamRefused {
+        status: u16,
+        cause: String,
+        from: Origin,
+    },
     /// 504: connecting to the upstream took longer than `UPSTREAM_CONNECT_TIMEOUT_SECS`, or
     /// its response head longer than `UPSTREAM_IDLE_TIMEOUT_SECS`.
     GatewayTimeout(String),
@@ -52,9 +56,38 @@ pub enum Dialect {
     Anthropic,
 }
 
-/// An error the upstream answered, read from Google's envelope or Anthropic's shape.
+/// Which kind of upstream a message speaks of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Vertex,
+    /// A private service, at an alias's `upstream`.
+    Service,
+}
+
+impl Origin {
+    /// The upstream as a message names it, mid-sentence.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Origin::Vertex => "Vertex",
+            Origin::Service => "the service",
+        }
+    }
+
+    /// The same, to begin a sentence.
+    pub fn subject(self) -> &'static str {
+        match self {
+            Origin::Vertex => "Vertex",
+            Origin::Service => "The service",
+        }
+    }
+}
+
+/// An error the upstream answered, read from Google's envelope, Anthropic's shape or
+/// OpenAI's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamError {
+    /// Who answered it.
+    pub from: Origin,
     /// The HTTP status; for an error inside a stream, the envelope's `code`.
     pub status: u16,
     /// Google's message, for the client; never logged, since it may quote the request.
@@ -144,9 +177,22 @@ impl ProxyError {
             ProxyError::MethodNotAllowed { allow } => {
                 format!("method not allowed on this path; allowed: {allow}")
             }
-            ProxyError::UpstreamRefused { status, .. } => format!(
+            ProxyError::UpstreamRefused {
+                status,
+                from: Origin::Vertex,
+                ..
+            } => format!(
                 "Vertex refused the proxy's own credentials (HTTP {status}): your API key was accepted, \
                  and the deployment's service account needs fixing; the proxy's log has the cause"
+            ),
+            ProxyError::UpstreamRefused {
+                status,
+                from: Origin::Service,
+                ..
+            } => format!(
+                "the service refused the proxy's ID token (HTTP {status}): your API key was accepted, \
+                 and the deployment's service account needs roles/run.invoker on the service \
+                 (deploy.sh --invoker-of); the proxy's log has the cause"
             ),
             ProxyError::PayloadTooLarge { limit } => {
                 format!("request body is larger than the limit of {limit} bytes (MAX_BODY_BYTES)")
@@ -163,14 +209,19 @@ impl ProxyError {
                 self.message()
             }
             // Google's own words: what the operator needs, and nothing of the request.
-            ProxyError::UpstreamRefused { status, cause } => {
+            ProxyError::UpstreamRefused {
+                status,
+                cause,
+                from,
+            } => {
                 let cause: String = cause.chars().take(500).collect();
-                format!("Vertex refused the proxy's credentials (HTTP {status}): {cause}")
+                let from = from.subject();
+                format!("{from} refused the proxy's credentials (HTTP {status}): {cause}")
             }
             ProxyError::Upstream(e) => {
                 let place = if e.in_stream { " in its stream" } else { "" };
                 let code = self.kind().1;
-                format!("Vertex answered {} {code}{place}", e.status)
+                format!("{} answered {} {code}{place}", e.from.subject(), e.status)
             }
             _ => self.kind().1.to_owned(),
         }
@@ -325,6 +376,7 @@ mod tests {
                 ProxyError::UpstreamRefused {
                     status: 403,
                     cause: "PERMISSION_DENIED no".into(),
+                    from: Origin::Vertex,
                 },
                 502,
             ),
@@ -344,6 +396,7 @@ mod tests {
 
     fn busy(in_stream: bool) -> UpstreamError {
         UpstreamError {
+            from: Origin::Vertex,
             status: 429,
             message: "Resource exhausted.".into(),
             google_status: Some("RESOURCE_EXHAUSTED".into()),

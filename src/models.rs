@@ -1,9 +1,14 @@
 //! Where a model name goes: the alias table, each alias's [`Route`], and the model objects of
 //! `/v1/models`. The configuration parser, `/v1/models`, `/docs` and the log line all read the
-//! same `Route`.
+//! same `Route`. The alias form for a private service is parsed in [`service`].
+
+mod service;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::HeaderName;
 
 use serde_json::{Map, Value, json};
 
@@ -23,6 +28,9 @@ pub enum Kind {
     VertexAnthropic,
     /// Google's embedding models, through `…/publishers/google/models/{model}:predict`.
     VertexEmbeddings,
+    /// A private OpenAI-compatible service (vLLM or TGI on Cloud Run, say) at the alias's
+    /// `upstream`, called with an ID token.
+    Service,
 }
 
 impl Kind {
@@ -53,10 +61,15 @@ pub fn is_embedding_model(model: &str) -> bool {
 }
 
 /// How the upstream request is authorized.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
     /// The service account's OAuth access token, from google-cloud-auth.
     GoogleAccessToken,
+    /// A Google-signed ID token for `audience`, sent in `header` as `Bearer …`.
+    GoogleIdToken {
+        audience: Arc<str>,
+        header: HeaderName,
+    },
 }
 
 /// Where an alias goes: everything the pipeline needs once the key has been checked.
@@ -65,8 +78,11 @@ pub struct Route {
     pub kind: Kind,
     /// The upstream's model id, spliced into the body: `google/gemini-2.5-flash`.
     pub model: String,
-    /// Never empty; a request goes to the first.
+    /// Vertex's locations, never empty for a Vertex kind; a request goes to the first. A
+    /// service has none.
     pub locations: Vec<String>,
+    /// A service's base URL, without a trailing slash: `https://gemma-abc-uc.a.run.app/v1`.
+    pub upstream: Option<Arc<str>>,
     pub auth: Auth,
     /// Top-level body fields added where the client's body lacks them (the alias's
     /// `defaults`): the client wins.
@@ -81,18 +97,30 @@ impl Route {
             kind: Kind::of(&model),
             model,
             locations: vec![location],
+            upstream: None,
             auth: Auth::GoogleAccessToken,
             defaults: Map::new(),
         }
     }
 
-    /// Where a request goes first.
+    /// Where a request goes first: a Vertex location, or `service`.
     pub fn location(&self) -> &str {
-        self.locations.first().map_or("global", String::as_str)
+        self.locations.first().map_or("service", String::as_str)
     }
 
-    /// The model object `/v1/models` shows for `id`.
+    /// The model object `/v1/models` shows for `id`. A service's URL is not shown: it is
+    /// the deployment's business, not the client's.
     pub fn model_object(&self, id: &str, created: u64) -> Value {
+        if self.kind == Kind::Service {
+            return json!({
+                "id": id,
+                "object": "model",
+                "created": created,
+                "owned_by": "service",
+                "upstream_model": self.model,
+                "defaults": self.defaults,
+            });
+        }
         let owned_by = self.model.split('/').next().unwrap_or("google");
         json!({
             "id": id,
@@ -141,11 +169,22 @@ impl Aliases {
             }
             let (model, locations, defaults) = match &spec {
                 Value::String(model) => (Some(model.as_str()), None, Map::new()),
+                Value::Object(fields) if fields.contains_key("upstream") => {
+                    match service::route(fields) {
+                        Ok(route) => {
+                            aliases.insert(alias, route);
+                        }
+                        Err(errs) => {
+                            errors.extend(errs.into_iter().map(|e| format!("alias {alias:?}: {e}")))
+                        }
+                    }
+                    continue;
+                }
                 Value::Object(fields) => {
                     const FIELDS: [&str; 4] = ["model", "location", "locations", "defaults"];
                     if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
                         errors.push(format!(
-                            "alias {alias:?}: unknown field {unknown:?} (allowed: model, location, locations, defaults)"
+                            "alias {alias:?}: unknown field {unknown:?} (allowed: model, location, locations, defaults; or upstream, model, audience, auth_header, defaults for a service)"
                         ));
                     }
                     let locations = locations_of(fields).unwrap_or_else(|e| {
@@ -212,9 +251,13 @@ impl Aliases {
         let model = normalise_model_id(model)?;
         self.routes
             .entry(alias.to_owned())
-            .and_modify(|route| {
-                route.kind = Kind::of(&model);
-                route.model.clone_from(&model);
+            .and_modify(|route| match route.kind {
+                // Pointed at Vertex now: the service's URL and token no longer apply.
+                Kind::Service => *route = Route::vertex(model.clone(), default_location.to_owned()),
+                _ => {
+                    route.kind = Kind::of(&model);
+                    route.model.clone_from(&model);
+                }
             })
             .or_insert_with(|| Route::vertex(model, default_location.to_owned()));
         Ok(())
@@ -272,7 +315,7 @@ impl Aliases {
 const NOT_DEFAULTS: [&str; 3] = ["model", "stream", "messages"];
 
 /// An alias's `defaults`: top-level fields added to a request body that lacks them.
-fn defaults_of(defaults: Option<&Value>) -> Result<Map<String, Value>, String> {
+pub(crate) fn defaults_of(defaults: Option<&Value>) -> Result<Map<String, Value>, String> {
     let Some(defaults) = defaults else {
         return Ok(Map::new());
     };

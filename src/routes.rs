@@ -239,7 +239,9 @@ fn wrong_endpoint(model: &str, kind: Kind, asked: Operation) -> ProxyError {
     let (what, right) = match kind {
         Kind::VertexAnthropic => ("a Claude model", Operation::Messages.endpoint()),
         Kind::VertexEmbeddings => ("an embedding model", Operation::Embeddings.endpoint()),
-        Kind::VertexOpenAi => ("not a Claude model", Operation::ChatCompletions.endpoint()),
+        Kind::VertexOpenAi | Kind::Service => {
+            ("not a Claude model", Operation::ChatCompletions.endpoint())
+        }
     };
     let model: String = model.chars().take(100).collect();
     ProxyError::bad_request(

@@ -74,7 +74,7 @@ pub(super) fn read_roots(path: &str) -> Result<Vec<CertificateDer<'static>>, Str
     Ok(roots)
 }
 
-fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host

@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use super::envelope;
 use super::retry::{self, Outcome};
 use crate::body::UpstreamBody;
-use crate::error::{ProxyError, UpstreamError};
+use crate::error::{Origin, ProxyError, UpstreamError};
 
 /// An answer to relay: the response, and the bytes of its stream already read.
 pub struct Answer {
@@ -29,7 +29,11 @@ const ERROR_BODY: usize = 64 * 1024;
 
 /// Judges a response whose head has come: 2xx is content (a stream once its first event is
 /// one); 429 and 5xx may be retried; other errors are final.
-pub async fn judge(response: Response<UpstreamBody>, idle: Duration) -> Outcome<Answer> {
+pub async fn judge(
+    response: Response<UpstreamBody>,
+    idle: Duration,
+    from: Origin,
+) -> Outcome<Answer> {
     let status = response.status();
     if status.is_success() {
         let headers = response.headers();
@@ -40,22 +44,27 @@ pub async fn judge(response: Response<UpstreamBody>, idle: Duration) -> Outcome<
                 read: None,
             });
         }
-        return first_event(response, idle).await;
+        return first_event(response, idle, from).await;
     }
     let after = retry::retry_after(response.headers());
-    let error = ProxyError::Upstream(Box::new(read_error(response, idle).await));
+    let error = ProxyError::Upstream(Box::new(read_error(response, idle, from).await));
     Outcome::failed(error, status.as_u16(), after)
 }
 
 /// Reads a stream up to its first data event.
-async fn first_event(response: Response<UpstreamBody>, idle: Duration) -> Outcome<Answer> {
+async fn first_event(
+    response: Response<UpstreamBody>,
+    idle: Duration,
+    from: Origin,
+) -> Outcome<Answer> {
     let (parts, mut body) = response.into_parts();
     let mut read: Option<Bytes> = None;
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => {
                 return Outcome::Fail(ProxyError::GatewayTimeout(format!(
-                    "Vertex sent nothing of its stream within {}s (UPSTREAM_IDLE_TIMEOUT_SECS)",
+                    "{} sent nothing of its stream within {}s (UPSTREAM_IDLE_TIMEOUT_SECS)",
+                    from.subject(),
                     idle.as_secs()
                 )));
             }
@@ -63,7 +72,7 @@ async fn first_event(response: Response<UpstreamBody>, idle: Duration) -> Outcom
             Ok(Some(Err(_))) => {
                 let error = ProxyError::bad_gateway(
                     "upstream_error",
-                    "Vertex's stream failed before its first event",
+                    format!("{}'s stream failed before its first event", from.subject()),
                 );
                 return Outcome::Retry {
                     error,
@@ -89,7 +98,8 @@ async fn first_event(response: Response<UpstreamBody>, idle: Duration) -> Outcom
         match first_data(held) {
             First::Incomplete if held.len() < HOLD_AT_MOST => continue,
             First::Incomplete | First::Content => break,
-            First::Error(error) => {
+            First::Error(mut error) => {
+                error.from = from;
                 let status = error.status;
                 return Outcome::failed(ProxyError::Upstream(Box::new(error)), status, None);
             }
@@ -153,7 +163,11 @@ fn judge_data(data: &[u8]) -> First {
 }
 
 /// Reads an error answer's body (bounded, and within the idle limit) for its message.
-async fn read_error(response: Response<UpstreamBody>, idle: Duration) -> UpstreamError {
+async fn read_error(
+    response: Response<UpstreamBody>,
+    idle: Duration,
+    from: Origin,
+) -> UpstreamError {
     let status = response.status().as_u16();
     let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
     let body = http_body_util::Limited::new(response.into_body(), ERROR_BODY).collect();
@@ -163,13 +177,26 @@ async fn read_error(response: Response<UpstreamBody>, idle: Duration) -> Upstrea
     };
     let mut error = upstream_error(status, &body, false);
     error.retry_after = retry_after;
+    if error.message.is_empty() {
+        let reason = StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("error");
+        error.message = format!(
+            "{} answered HTTP {status} ({reason}) without an error message",
+            from.subject()
+        );
+    }
+    error.from = from;
     error
 }
 
-/// The error `body` holds, Google's or Claude's, as the proxy passes it on. Claude's is kept
-/// whole, to go back unchanged on the Messages route.
+/// The error `body` holds, Google's, Claude's or OpenAI's (a service's), as the proxy passes
+/// it on; the message is empty if it holds none. Claude's is kept whole, to go back unchanged
+/// on the Messages route.
 fn upstream_error(status: u16, body: &[u8], in_stream: bool) -> UpstreamError {
     let mut error = UpstreamError {
+        from: Origin::Vertex,
         status,
         message: String::new(),
         google_status: None,
@@ -181,18 +208,14 @@ fn upstream_error(status: u16, body: &[u8], in_stream: bool) -> UpstreamError {
         error.message = claude.message;
         error.google_status = Some(claude.kind);
         error.anthropic = Some(Bytes::copy_from_slice(body));
+    } else if let Some(openai) = envelope::parse_openai(body) {
+        error.message = openai.message;
+        error.google_status = Some(openai.kind);
     } else if let Some(google) = envelope::parse(body)
         && (!google.message.is_empty() || !google.status.is_empty())
     {
         error.message = google.message;
         error.google_status = (!google.status.is_empty()).then_some(google.status);
-    } else {
-        let reason = StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("error");
-        error.message =
-            format!("Vertex answered HTTP {status} ({reason}) without an error message");
     }
     error
 }
@@ -241,10 +264,21 @@ mod tests {
     #[test]
     fn an_error_that_is_not_googles_still_says_what_happened() {
         let e = upstream_error(502, b"<html>", false);
-        assert_eq!(
-            e.message,
-            "Vertex answered HTTP 502 (Bad Gateway) without an error message"
+        assert_eq!((e.message.as_str(), e.google_status), ("", None));
+        // vLLM's errors, in OpenAI's shape and in its older flat one.
+        let e = upstream_error(
+            400,
+            br#"{"error":{"message":"max_tokens is too large","type":"BadRequestError","param":null,"code":400}}"#,
+            false,
         );
-        assert_eq!(e.google_status, None);
+        assert_eq!(e.message, "max_tokens is too large");
+        assert_eq!(e.google_status.as_deref(), Some("BadRequestError"));
+        let e = upstream_error(
+            404,
+            br#"{"object":"error","message":"The model `x` does not exist.","type":"NotFoundError","param":null,"code":404}"#,
+            false,
+        );
+        assert_eq!(e.message, "The model `x` does not exist.");
+        assert_eq!(e.google_status.as_deref(), Some("NotFoundError"));
     }
 }

@@ -1,6 +1,7 @@
-//! The errors Vertex answers with: Google's envelope, `{"error": {"code", "message",
-//! "status"}}`, often wrapped in a JSON array; and, from Claude, Anthropic's own shape,
-//! `{"type": "error", "error": {"type", "message"}}`.
+//! The errors upstreams answer with: Vertex's, in Google's envelope, `{"error": {"code",
+//! "message", "status"}}`, often wrapped in a JSON array; from Claude, Anthropic's own shape,
+//! `{"type": "error", "error": {"type", "message"}}`; and from a private service (vLLM, TGI),
+//! OpenAI's, `{"error": {"message", "type", …}}`, or vLLM's older flat one.
 
 use serde::Deserialize;
 
@@ -70,6 +71,28 @@ impl AnthropicError {
             "overloaded_error" => 529,
             _ => 500,
         }
+    }
+}
+
+/// An OpenAI-shaped error: its message and its `type` (`BadRequestError`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct OpenAiError {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// The error in `body` if it is OpenAI's shape, nested under `error` or flat (older
+/// vLLM); `None` without a `type`, which Google's envelope never has.
+pub fn parse_openai(body: &[u8]) -> Option<OpenAiError> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Shape {
+        Nested { error: OpenAiError },
+        Flat(OpenAiError),
+    }
+    match serde_json::from_slice(body).ok()? {
+        Shape::Nested { error } | Shape::Flat(error) => Some(error),
     }
 }
 

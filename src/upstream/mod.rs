@@ -3,7 +3,8 @@
 //! mapping from a failed upstream call to a proxy error.
 //!
 //! One file per kind of upstream holds what is particular to it: [`vertex_openai`],
-//! [`vertex_anthropic`] (Claude) and [`vertex_predict`] (Google's embedding models). Beside
+//! [`vertex_anthropic`] (Claude) and [`vertex_predict`] (Google's embedding models); a private
+//! service needs only its URL and its ID token, which are here. Beside
 //! them: the connections (`pool`), the header allowlists (`headers`), Google's error envelope
 //! ([`envelope`]), what an answer means (`answer`), the retries ([`retry`]) and the startup
 //! lookup of the project (`metadata`).
@@ -31,7 +32,7 @@ use rustls::pki_types::CertificateDer;
 use crate::auth::TokenSource;
 use crate::body::{self, Pieces, ProxyBody, UpstreamBody};
 use crate::config::{Config, Retries as RetryPolicy, Timeouts};
-use crate::error::{Dialect, ProxyError};
+use crate::error::{Dialect, Origin, ProxyError};
 use crate::models::{Auth, Kind, Route};
 use crate::rewrite::{self, ModelField};
 use crate::signatures::{self, Counts, Harvest, Mode, Store};
@@ -66,8 +67,11 @@ impl Operation {
     /// Whether a route of `kind` can serve it.
     pub fn serves(self, kind: Kind) -> bool {
         match self {
-            Operation::ChatCompletions => kind == Kind::VertexOpenAi,
-            Operation::Embeddings => matches!(kind, Kind::VertexOpenAi | Kind::VertexEmbeddings),
+            Operation::ChatCompletions => matches!(kind, Kind::VertexOpenAi | Kind::Service),
+            Operation::Embeddings => matches!(
+                kind,
+                Kind::VertexOpenAi | Kind::VertexEmbeddings | Kind::Service
+            ),
             Operation::Messages | Operation::CountTokens => kind == Kind::VertexAnthropic,
         }
     }
@@ -94,6 +98,8 @@ pub struct Upstream {
     /// What each worker's own client is built from.
     settings: ClientSettings,
     tokens: TokenSource,
+    /// The ID tokens of the services, by audience.
+    id_tokens: IdTokens,
     vertex: Endpoints,
     timeouts: Timeouts,
     retries: RetryPolicy,
@@ -131,7 +137,7 @@ impl Upstream {
     pub fn new(
         config: &Config,
         project: String,
-        tokens: TokenSource,
+        (tokens, id_tokens): (TokenSource, IdTokens),
         client: HttpClient,
     ) -> Upstream {
         let locations = config
@@ -143,6 +149,7 @@ impl Upstream {
             client,
             settings: ClientSettings::of(config),
             tokens,
+            id_tokens,
             vertex: Endpoints::new(config.base_url.clone(), project, locations),
             timeouts: config.timeouts,
             retries: config.retries,
@@ -161,6 +168,9 @@ impl Upstream {
         Upstream {
             client: client(&self.settings),
             tokens: self.tokens.for_worker(),
+            id_tokens: (self.id_tokens.iter())
+                .map(|(audience, tokens)| (audience.clone(), tokens.for_worker()))
+                .collect(),
             ..self.clone()
         }
     }
@@ -202,6 +212,16 @@ impl Upstream {
                 let target = vertex_anthropic::target(route, operation, stream);
                 (body, Counts::default(), Target::Path(target))
             }
+            Kind::Service => {
+                let body = rewrite::splice_model(body, &model.span, &route.model).into();
+                let base = route.upstream.as_deref().unwrap_or_default();
+                let uri = format!("{base}/{}", operation.path())
+                    .parse()
+                    .map_err(|_| {
+                        ProxyError::bad_gateway("upstream_url", "could not build the service's URL")
+                    })?;
+                (body, Counts::default(), Target::Url(uri))
+            }
             // Translated, not spliced: see `embed`.
             Kind::VertexEmbeddings => {
                 return Err(ProxyError::bad_gateway(
@@ -218,9 +238,7 @@ impl Upstream {
                 None => body,
             },
         };
-        let credential = match route.auth {
-            Auth::GoogleAccessToken => self.tokens.headers(self.timeouts.token).await?,
-        };
+        let credential = self.credential(&route.auth, false).await?;
         let mut headers = request_headers(client_headers, credential);
         if route.kind == Kind::VertexAnthropic
             && let Some(betas) = vertex_anthropic::betas(client_headers, &self.betas, operation)
@@ -231,9 +249,37 @@ impl Upstream {
             target,
             headers,
             body,
-            auth: route.auth,
+            auth: route.auth.clone(),
             signatures,
         })
+    }
+
+    /// The headers that authorize a request: the access token, or a service's ID token in
+    /// the header the alias names. `fresh` bypasses every cache.
+    async fn credential(&self, auth: &Auth, fresh: bool) -> Result<HeaderMap, ProxyError> {
+        let (tokens, header) = match auth {
+            Auth::GoogleAccessToken => (&self.tokens, None),
+            Auth::GoogleIdToken { audience, header } => match self.id_tokens.get(audience) {
+                Some(tokens) => (tokens, Some(header)),
+                None => {
+                    return Err(ProxyError::bad_gateway(
+                        "token_unavailable",
+                        "no ID-token credential was made for this service",
+                    ));
+                }
+            },
+        };
+        let mut headers = match fresh {
+            true => tokens.fresh(self.timeouts.token).await?,
+            false => tokens.headers(self.timeouts.token).await?,
+        };
+        if let Some(header) = header
+            && header != header::AUTHORIZATION
+            && let Some(token) = headers.remove(header::AUTHORIZATION)
+        {
+            headers.insert(header.clone(), token);
+        }
+        Ok(headers)
     }
 
     /// Step 5: sends the request to the route's locations in turn, as [`retry`] allows,
@@ -263,31 +309,31 @@ impl Upstream {
         let uri = match &prepared.target {
             Target::OpenAi(operation) => self.vertex.uri(location, *operation),
             Target::Path(rest) => self.vertex.at(location, rest),
+            Target::Url(uri) => Ok(uri.clone()),
         };
         let uri = match uri {
             Ok(uri) => uri,
             Err(e) => return Outcome::Fail(e),
         };
-        let mut sent = self.send_once(prepared.request(&uri)).await;
+        let from = prepared.target.origin();
+        let mut sent = self.send_once(prepared.request(&uri), from).await;
         if let Err(Outcome::Fail(ProxyError::UpstreamRefused { status: 401, .. })) = sent {
-            let credential = match prepared.auth {
-                Auth::GoogleAccessToken => self.tokens.fresh(self.timeouts.token).await,
-            };
-            match credential {
+            match self.credential(&prepared.auth, true).await {
                 Ok(credential) => prepared.headers.extend(credential),
                 Err(e) => return Outcome::Fail(e),
             }
-            sent = self.send_once(prepared.request(&uri)).await;
+            sent = self.send_once(prepared.request(&uri), from).await;
         }
         match sent {
-            Ok(response) => answer::judge(response, self.timeouts.upstream_idle).await,
+            Ok(response) => answer::judge(response, self.timeouts.upstream_idle, from).await,
             Err(outcome) => outcome,
         }
     }
 
-    /// Whether the Google token is failing, for `/health`.
+    /// Whether a Google token (the access token, or a service's ID token) is failing, for
+    /// `/health`.
     pub fn token_failing(&self) -> bool {
-        self.tokens.failing()
+        self.tokens.failing() || self.id_tokens.values().any(TokenSource::failing)
     }
 
     /// Sends once: waits for the response head at most `UPSTREAM_IDLE_TIMEOUT_SECS`.
@@ -296,13 +342,14 @@ impl Upstream {
     async fn send_once(
         &self,
         request: Request<Pieces>,
+        from: Origin,
     ) -> Result<Response<UpstreamBody>, Outcome<Answer>> {
         let host = request.uri().host().unwrap_or_default().to_owned();
         let idle = self.timeouts.upstream_idle;
         let response = match tokio::time::timeout(idle, self.client.send(request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(failure)) => {
-                let error = classify(&failure, &host, self.timeouts.connect);
+                let error = classify(&failure, (from, &host), self.timeouts.connect);
                 return Err(match &error {
                     ProxyError::BadGateway {
                         code: "upstream_tls_error",
@@ -317,7 +364,8 @@ impl Upstream {
             }
             Err(_) => {
                 return Err(Outcome::Fail(ProxyError::GatewayTimeout(format!(
-                    "Vertex did not answer within {}s (UPSTREAM_IDLE_TIMEOUT_SECS)",
+                    "{} did not answer within {}s (UPSTREAM_IDLE_TIMEOUT_SECS)",
+                    from.subject(),
                     idle.as_secs()
                 ))));
             }
@@ -326,14 +374,14 @@ impl Upstream {
             // SDKs take a 401 for "your key is wrong": these are about the proxy's own
             // credentials, so they are the gateway's failure, with the cause in the log.
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                Err(Outcome::Fail(self.refused(response).await))
+                Err(Outcome::Fail(self.refused(response, from).await))
             }
             _ => Ok(response),
         }
     }
 
     /// The error for a 401 or 403 from the upstream, with the cause Google's envelope gives.
-    async fn refused(&self, response: Response<UpstreamBody>) -> ProxyError {
+    async fn refused(&self, response: Response<UpstreamBody>, from: Origin) -> ProxyError {
         let status = response.status().as_u16();
         let body = http_body_util::Limited::new(response.into_body(), 16 * 1024).collect();
         let cause = match tokio::time::timeout(self.timeouts.upstream_idle, body).await {
@@ -343,7 +391,11 @@ impl Upstream {
             ),
             _ => "(the answer could not be read)".to_owned(),
         };
-        ProxyError::UpstreamRefused { status, cause }
+        ProxyError::UpstreamRefused {
+            status,
+            cause,
+            from,
+        }
     }
 
     /// Step 6: the response the client gets, by the route's kind. The body streams through
@@ -385,6 +437,17 @@ enum Target {
     OpenAi(Operation),
     /// The path after `…/locations/{location}/`.
     Path(String),
+    /// A service's URL: the same wherever.
+    Url(http::Uri),
+}
+
+impl Target {
+    fn origin(&self) -> Origin {
+        match self {
+            Target::Url(_) => Origin::Service,
+            _ => Origin::Vertex,
+        }
+    }
 }
 
 /// A prepared upstream request, kept whole so that it can be sent again.
@@ -417,6 +480,9 @@ fn is_sse(headers: &HeaderMap) -> bool {
 
 pub type HttpClient = Pool;
 
+/// The ID-token credentials of the services, by audience, made at startup.
+pub type IdTokens = std::collections::BTreeMap<Arc<str>, TokenSource>;
+
 /// A worker's connections for every upstream call ([`Pool`]): HTTP/2 when ALPN offers it,
 /// else HTTP/1.1, trusting the built-in roots and `extra_roots` (`UPSTREAM_CA_FILE`). There is
 /// a connect timeout but no total timeout: Cloud Run's request timeout bounds streams.
@@ -444,7 +510,12 @@ pub fn client(settings: &ClientSettings) -> HttpClient {
 
 /// Maps a failure to what the caller should be told. Messages name the host and the kind of
 /// failure, never a header.
-fn classify(failure: &Failure, host: &str, connect_timeout: Duration) -> ProxyError {
+fn classify(
+    failure: &Failure,
+    (from, host): (Origin, &str),
+    connect_timeout: Duration,
+) -> ProxyError {
+    let name = from.noun();
     let (error, connecting): (&(dyn std::error::Error + 'static), bool) = match failure {
         Failure::Connect(e) => (e.as_ref(), true),
         Failure::Send(e) => (e, false),
@@ -456,14 +527,14 @@ fn classify(failure: &Failure, host: &str, connect_timeout: Duration) -> ProxyEr
             && connecting
         {
             return ProxyError::GatewayTimeout(format!(
-                "connecting to Vertex ({host}) timed out after {}s",
+                "connecting to {name} ({host}) timed out after {}s",
                 connect_timeout.as_secs()
             ));
         }
         if let Some(tls) = current.downcast_ref::<rustls::Error>() {
             return ProxyError::bad_gateway(
                 "upstream_tls_error",
-                format!("TLS with Vertex ({host}) failed: {tls}"),
+                format!("TLS with {name} ({host}) failed: {tls}"),
             );
         }
         cause = current.source();
@@ -473,12 +544,12 @@ fn classify(failure: &Failure, host: &str, connect_timeout: Duration) -> ProxyEr
         let reason = error.source().unwrap_or(error).to_string();
         ProxyError::bad_gateway(
             "upstream_unreachable",
-            format!("could not connect to Vertex ({host}): {reason}"),
+            format!("could not connect to {name} ({host}): {reason}"),
         )
     } else {
         ProxyError::bad_gateway(
             "upstream_error",
-            format!("the request to Vertex ({host}) failed before a response arrived"),
+            format!("the request to {name} ({host}) failed before a response arrived"),
         )
     }
 }

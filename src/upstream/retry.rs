@@ -59,7 +59,7 @@ pub struct Attempt {
 /// Dropping the caller's future (the client left) ends the retries, waits included.
 pub struct Retries<'a> {
     policy: Policy,
-    /// Never empty.
+    /// Vertex's locations; none for a service, whose attempts all go to its one URL.
     locations: &'a [String],
     /// Attempts made.
     made: usize,
@@ -81,9 +81,13 @@ impl<'a> Retries<'a> {
         }
     }
 
-    /// Where the next attempt goes: the locations in turn, from the first.
+    /// Where the next attempt goes: the locations in turn, from the first; `service` when
+    /// there are none.
     pub fn location(&self) -> &'a str {
-        self.locations[self.made % self.locations.len()].as_str()
+        match self.locations.len() {
+            0 => "service",
+            n => self.locations[self.made % n].as_str(),
+        }
     }
 
     /// After an attempt: the result to return, or the wait before the next attempt. Every

@@ -15,7 +15,7 @@ use super::headers::request_headers;
 use super::{Prepared, Target, Upstream};
 use crate::body::ProxyBody;
 use crate::error::{ProxyError, json_response};
-use crate::models::{Auth, Route};
+use crate::models::Route;
 use crate::signatures::Counts;
 
 /// Inputs one request may carry.
@@ -41,9 +41,7 @@ impl Upstream {
         body: &Bytes,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let request = parse(body)?;
-        let credential = match route.auth {
-            Auth::GoogleAccessToken => self.tokens.headers(self.timeouts.token).await?,
-        };
+        let credential = self.credential(&route.auth, false).await?;
         let headers = request_headers(client_headers, credential);
         let target = target(&route.model);
         let batches = batches(&route.model, request.inputs.len());
@@ -57,7 +55,7 @@ impl Upstream {
                 target: Target::Path(target.clone()),
                 headers: headers.clone(),
                 body: vec![predict_body(&request, range.clone())],
-                auth: route.auth,
+                auth: route.auth.clone(),
                 signatures: Counts::default(),
             };
             let (upstream, route, permits) = (self.clone(), route.clone(), permits.clone());

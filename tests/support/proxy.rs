@@ -40,10 +40,29 @@ impl InProcess {
         let config = Config::from_env(&env, Mode::Vertex).expect("a valid configuration");
         let token = http::HeaderValue::from_str(&format!("Bearer {GOOGLE_TOKEN}")).unwrap();
         let tokens = vertex_proxy::auth::TokenSource::Fixed(token);
+        // Each service's ID token is fixed too: `ID_TOKEN`, for any audience.
+        let id_tokens = config
+            .aliases
+            .iter()
+            .filter_map(|(_, route)| match &route.auth {
+                vertex_proxy::models::Auth::GoogleIdToken { audience, .. } => {
+                    Some(audience.clone())
+                }
+                _ => None,
+            })
+            .map(|audience| {
+                let token = http::HeaderValue::from_str(&format!("Bearer {ID_TOKEN}")).unwrap();
+                (audience, vertex_proxy::auth::TokenSource::Fixed(token))
+            })
+            .collect();
         let client =
             vertex_proxy::upstream::client(&vertex_proxy::upstream::ClientSettings::of(&config));
-        let upstream =
-            vertex_proxy::upstream::Upstream::new(&config, PROJECT.into(), tokens, client);
+        let upstream = vertex_proxy::upstream::Upstream::new(
+            &config,
+            PROJECT.into(),
+            (tokens, id_tokens),
+            client,
+        );
         let state = Arc::new(vertex_proxy::state::State::new(config, upstream));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();

@@ -1,0 +1,199 @@
+//! The alias form for a private OpenAI-compatible service (vLLM or TGI on Cloud Run):
+//! `{"upstream": "https://gemma-abc-uc.a.run.app/v1", "model": …, "audience": …,
+//! "auth_header": "authorization" | "x-serverless-authorization", "defaults": {…}}`.
+
+use http::{HeaderName, Uri};
+use serde_json::{Map, Value};
+
+use super::{Auth, Kind, Route, defaults_of};
+use crate::config::values::is_loopback;
+
+const FIELDS: [&str; 5] = ["upstream", "model", "audience", "auth_header", "defaults"];
+
+/// Cloud Run reads the ID token from either; `x-serverless-authorization` leaves
+/// `Authorization` to the service itself.
+const HEADERS: [&str; 2] = ["authorization", "x-serverless-authorization"];
+
+/// The route for a service alias, or every error in it.
+pub fn route(fields: &Map<String, Value>) -> Result<Route, Vec<String>> {
+    let mut errors = Vec::new();
+    if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        errors.push(format!(
+            "unknown field {unknown:?} (a service alias allows: {})",
+            FIELDS.join(", ")
+        ));
+    }
+    let upstream = match fields.get("upstream") {
+        Some(Value::String(url)) => base_url(url).map_err(|e| errors.push(e)).ok(),
+        _ => {
+            errors.push("\"upstream\" must be the service's base URL, like \"https://gemma-abc-uc.a.run.app/v1\"".into());
+            None
+        }
+    };
+    let model = match fields.get("model") {
+        Some(Value::String(model)) if is_service_model(model) => Some(model.clone()),
+        _ => {
+            errors.push("\"model\" must be the name the service expects: 1 to 256 printable ASCII characters, no spaces".into());
+            None
+        }
+    };
+    let audience = match fields.get("audience") {
+        None => upstream.as_ref().map(|(_, origin)| format!("{origin}/")),
+        Some(Value::String(audience)) if is_audience(audience) => Some(audience.clone()),
+        Some(_) => {
+            errors.push("\"audience\" must be a URL of 1 to 1024 printable ASCII characters (by default the service's origin, with a trailing slash)".into());
+            None
+        }
+    };
+    let header = match fields.get("auth_header") {
+        None => Some(http::header::AUTHORIZATION),
+        Some(Value::String(name)) if HEADERS.contains(&name.to_ascii_lowercase().as_str()) => {
+            HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok()
+        }
+        Some(_) => {
+            errors.push(format!(
+                "\"auth_header\" must be \"{}\" or \"{}\"",
+                HEADERS[0], HEADERS[1]
+            ));
+            None
+        }
+    };
+    let defaults = defaults_of(fields.get("defaults")).unwrap_or_else(|e| {
+        errors.push(e);
+        Map::new()
+    });
+    match (upstream, model, audience, header) {
+        (Some((upstream, _)), Some(model), Some(audience), Some(header)) if errors.is_empty() => {
+            Ok(Route {
+                kind: Kind::Service,
+                model,
+                locations: Vec::new(),
+                upstream: Some(upstream.into()),
+                auth: Auth::GoogleIdToken {
+                    audience: audience.into(),
+                    header,
+                },
+                defaults,
+            })
+        }
+        _ => Err(errors),
+    }
+}
+
+/// The base URL without its trailing slash, and its origin. `https://` only, but for
+/// loopback, so that the ID token never crosses a network in clear text.
+fn base_url(url: &str) -> Result<(String, String), String> {
+    let base = url.trim_end_matches('/');
+    let uri: Uri = base
+        .parse()
+        .map_err(|_| format!("\"upstream\" {url:?} is not a URL"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(format!(
+            "\"upstream\" {url:?} must be an absolute URL, like \"https://gemma-abc-uc.a.run.app/v1\""
+        ));
+    };
+    if uri.query().is_some() || base.contains('#') {
+        return Err(format!(
+            "\"upstream\" {url:?} may not have a query or fragment"
+        ));
+    }
+    if authority.as_str().contains('@') {
+        return Err(format!("\"upstream\" {url:?} may not hold credentials"));
+    }
+    match scheme {
+        "https" => {}
+        "http" if is_loopback(authority.host()) => {}
+        "http" => {
+            return Err(format!(
+                "\"upstream\" {url:?}: http:// is accepted only for loopback hosts (127.0.0.1, ::1, localhost); use https://"
+            ));
+        }
+        _ => return Err(format!("\"upstream\" {url:?} must start with https://")),
+    }
+    Ok((base.to_owned(), format!("{scheme}://{authority}")))
+}
+
+/// Any name the service accepts, within bounds: it is spliced into the body as a JSON string.
+fn is_service_model(model: &str) -> bool {
+    (1..=256).contains(&model.len()) && model.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn is_audience(audience: &str) -> bool {
+    (1..=1024).contains(&audience.len()) && audience.bytes().all(|b| b.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Route, Vec<String>> {
+        match serde_json::from_str(json).unwrap() {
+            Value::Object(fields) => route(&fields),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_service_alias_and_its_defaults() {
+        let gemma = parse(
+            r#"{"upstream":"https://gemma-abc-uc.a.run.app/v1/","model":"google/gemma-3-12b-it"}"#,
+        )
+        .unwrap();
+        assert_eq!(gemma.kind, Kind::Service);
+        assert_eq!(
+            gemma.upstream.as_deref(),
+            Some("https://gemma-abc-uc.a.run.app/v1")
+        );
+        assert_eq!(gemma.model, "google/gemma-3-12b-it");
+        assert_eq!(
+            gemma.auth,
+            Auth::GoogleIdToken {
+                audience: "https://gemma-abc-uc.a.run.app/".into(),
+                header: http::header::AUTHORIZATION,
+            }
+        );
+        assert!(gemma.locations.is_empty());
+
+        let own = parse(r#"{"upstream":"http://127.0.0.1:8080/v1","model":"gemma3:12b","audience":"https://gemma.example.com","auth_header":"X-Serverless-Authorization","defaults":{"chat_template_kwargs":{"enable_thinking":true}}}"#).unwrap();
+        assert_eq!(
+            own.auth,
+            Auth::GoogleIdToken {
+                audience: "https://gemma.example.com".into(),
+                header: HeaderName::from_static("x-serverless-authorization"),
+            }
+        );
+        assert_eq!(
+            own.defaults["chat_template_kwargs"]["enable_thinking"],
+            true
+        );
+    }
+
+    #[test]
+    fn every_error_in_a_service_alias_is_named() {
+        let errors = parse(r#"{"upstream":"http://10.0.0.1/v1","model":"a b","audience":7,"auth_header":"cookie","location":"global","defaults":{"stream":true}}"#).unwrap_err();
+        for says in [
+            "unknown field \"location\"",
+            "loopback",
+            "\"model\"",
+            "\"audience\"",
+            "\"auth_header\"",
+            "may not set \"stream\"",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.contains(says)),
+                "{says}: {errors:?}"
+            );
+        }
+        for bad in [
+            "ftp://x/v1",
+            "/v1",
+            "https://x/v1?key=1",
+            "https://user:pw@x/v1",
+            "not a url",
+        ] {
+            let json = format!(r#"{{"upstream":"{bad}","model":"m"}}"#);
+            assert!(parse(&json).is_err(), "{bad}");
+        }
+        assert!(parse(r#"{"upstream":"https://x/v1"}"#).is_err());
+    }
+}
