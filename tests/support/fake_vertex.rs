@@ -184,7 +184,7 @@ impl FakeVertex {
     pub async fn start_tls_with(
         behaviour: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
     ) -> FakeVertex {
-        FakeVertex::listen(behaviour, Some(tls_acceptor()), None).await
+        FakeVertex::listen(behaviour, Some(tls_acceptor("leaf")), None).await
     }
 
     /// [`FakeVertex::start_tls_with`], advertising `SETTINGS_MAX_CONCURRENT_STREAMS` of
@@ -193,7 +193,7 @@ impl FakeVertex {
         streams: u32,
         behaviour: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
     ) -> FakeVertex {
-        FakeVertex::listen(behaviour, Some(tls_acceptor()), Some(streams)).await
+        FakeVertex::listen(behaviour, Some(tls_acceptor("leaf")), Some(streams)).await
     }
 
     async fn listen(
@@ -548,13 +548,14 @@ impl Body for FallibleChannel {
     }
 }
 
-fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+/// A TLS server for the certificate `tests/tls/{leaf}.pem`.
+pub(super) fn tls_acceptor(leaf: &str) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     vertex_proxy::install_crypto_provider();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls");
-    let cert = CertificateDer::from_pem_file(format!("{dir}/leaf.pem")).unwrap();
-    let key = PrivateKeyDer::from_pem_file(format!("{dir}/leaf.key")).unwrap();
+    let cert = CertificateDer::from_pem_file(format!("{dir}/{leaf}.pem")).unwrap();
+    let key = PrivateKeyDer::from_pem_file(format!("{dir}/{leaf}.key")).unwrap();
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)

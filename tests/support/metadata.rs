@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use super::cloud_run;
 use super::fake_vertex::{full, response};
 use super::*;
 
@@ -39,6 +40,8 @@ pub struct FakeMetadata {
     project: Arc<Mutex<String>>,
     /// While false, token requests wait: concurrent callers pile up behind one fetch.
     open: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The audience of each ID token asked for, in order.
+    pub identity_requests: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeMetadata {
@@ -51,6 +54,7 @@ impl FakeMetadata {
             mode: Arc::new(Mutex::new(MetadataMode::Ok)),
             project: Arc::new(Mutex::new(PROJECT.into())),
             open: Arc::new(tokio::sync::watch::channel(true).0),
+            identity_requests: Arc::default(),
         };
         let (count, fetched, mode, open, project) = (
             fake.token_requests.clone(),
@@ -59,8 +63,10 @@ impl FakeMetadata {
             fake.open.clone(),
             fake.project.clone(),
         );
+        let identities = fake.identity_requests.clone();
         serve(listener, move |request: Request<Incoming>| {
             let (count, fetched, mode) = (count.clone(), fetched.clone(), mode.clone());
+            let identities = identities.clone();
             let project = project.lock().unwrap().clone();
             let mut open = open.subscribe();
             async move {
@@ -79,6 +85,24 @@ impl FakeMetadata {
                 let path = request.uri().path();
                 if path == "/computeMetadata/v1/project/project-id" {
                     return response(StatusCode::OK, "application/text", full(project));
+                }
+                // An ID token, as plain text: Google-signed on Cloud Run, here signed by no one.
+                if path == "/computeMetadata/v1/instance/service-accounts/default/identity" {
+                    let query = request.uri().query().unwrap_or_default();
+                    let Some(audience) = query_value(query, "audience") else {
+                        return response(
+                            StatusCode::BAD_REQUEST,
+                            "text/plain",
+                            full("non-empty audience parameter required"),
+                        );
+                    };
+                    identities.lock().unwrap().push(audience.clone());
+                    fetched.notify_waiters();
+                    if *mode.lock().unwrap() == MetadataMode::Forbidden {
+                        return response(StatusCode::FORBIDDEN, "text/plain", full("forbidden"));
+                    }
+                    let token = cloud_run::id_token(&audience, "metadata");
+                    return response(StatusCode::OK, "text/plain", full(token));
                 }
                 if path == "/computeMetadata/v1/instance/service-accounts/default/token" {
                     let n = count.fetch_add(1, Ordering::SeqCst) + 1;
@@ -136,6 +160,21 @@ impl FakeMetadata {
         .await
     }
 
+    /// Waits until at least `n` ID tokens have been asked for, and returns their audiences.
+    pub async fn wait_for_identity_requests(&self, n: usize) -> Vec<String> {
+        within("ID-token requests at the fake metadata server", async {
+            loop {
+                let notified = self.token_fetched.notified();
+                let asked = self.identity_requests.lock().unwrap().clone();
+                if asked.len() >= n {
+                    return asked;
+                }
+                notified.await;
+            }
+        })
+        .await
+    }
+
     pub fn set_project(&self, project: &str) {
         *self.project.lock().unwrap() = project.to_owned();
     }
@@ -153,8 +192,41 @@ impl FakeMetadata {
     }
 }
 
+/// `name`'s value in a URL query, percent-decoded.
+fn query_value(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name && !value.is_empty()).then(|| percent_decode(value))
+    })
+}
+
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Serves HTTP/1.1 on `listener` with `handler` until the test ends.
-fn serve<F, Fut>(listener: TcpListener, handler: F)
+pub(super) fn serve<F, Fut>(listener: TcpListener, handler: F)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<BoxBody<Bytes, Infallible>>> + Send + 'static,

@@ -3,11 +3,13 @@
 #![allow(dead_code)]
 
 mod client;
+mod cloud_run;
 mod fake_vertex;
 mod metadata;
 mod proxy;
 
 pub use client::*;
+pub use cloud_run::*;
 pub use fake_vertex::*;
 pub use metadata::*;
 pub use proxy::*;

@@ -40,7 +40,7 @@ impl InProcess {
         let config = Config::from_env(&env, Mode::Vertex).expect("a valid configuration");
         let token = http::HeaderValue::from_str(&format!("Bearer {GOOGLE_TOKEN}")).unwrap();
         let tokens = vertex_proxy::auth::TokenSource::Fixed(token);
-        // Each service's ID token is fixed too: `ID_TOKEN`, for any audience.
+        // Each service's ID token is fixed too: one for its audience.
         let id_tokens = config
             .aliases
             .iter()
@@ -51,7 +51,8 @@ impl InProcess {
                 _ => None,
             })
             .map(|audience| {
-                let token = http::HeaderValue::from_str(&format!("Bearer {ID_TOKEN}")).unwrap();
+                let token = id_token(&audience, "in-process");
+                let token = http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
                 (audience, vertex_proxy::auth::TokenSource::Fixed(token))
             })
             .collect();

@@ -1,0 +1,265 @@
+//! Private OpenAI-compatible services (vLLM on Cloud Run, say) behind an alias with an
+//! `upstream`: the binary gets their ID tokens from google-cloud-auth, from the metadata
+//! server or from a service-account file, and a fake Cloud Run front end lets through only a
+//! token for its audience, in the header the alias names.
+
+mod support;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use support::*;
+use tokio::sync::mpsc;
+
+const GEMMA: &str = "google/gemma-3-12b-it";
+
+/// The aliases for a service at `base` (a fake's origin), besides Vertex's `flash`: `gemma`
+/// as is, `gemma-x` with the token in `x-serverless-authorization`, `gemma-gone` naming a
+/// model the service lacks, and `gemma-stranger` with an audience the service does not take.
+fn aliases(base: &str) -> String {
+    serde_json::json!({
+        "flash": "google/gemini-2.5-flash",
+        "gemma": {"upstream": format!("{base}/v1"), "model": GEMMA},
+        "gemma-x": {"upstream": format!("{base}/v1/"), "model": GEMMA, "auth_header": "x-serverless-authorization"},
+        "gemma-gone": {"upstream": format!("{base}/v1"), "model": "google/nope"},
+        "gemma-stranger": {"upstream": format!("{base}/v1"), "model": GEMMA, "audience": "https://stranger.example/"},
+    })
+    .to_string()
+}
+
+fn bearer_claims(recorded: &Recorded, header: &str) -> serde_json::Value {
+    let value = recorded.headers[header].to_str().unwrap();
+    claims(value.strip_prefix("Bearer ").expect("a bearer token")).expect("a JWT")
+}
+
+#[tokio::test]
+async fn an_id_token_from_the_metadata_server_opens_the_service_and_the_body_is_spliced() {
+    let vertex = FakeVertex::start().await;
+    let service = FakeVertex::start_with(|_: &Recorded| Reply::Hangup).await;
+    let audience = format!("{}/", service.base_url());
+    service.set_behaviour(cloud_run(&audience, "authorization", vllm(GEMMA)));
+    let aliases = aliases(&service.base_url());
+    let (metadata, proxy) = spawn_with(&vertex, &[("MODEL_ALIASES_JSON", &aliases)]).await;
+
+    // Warmed at startup, before any request: one token per audience, the origin's by default.
+    let mut asked = metadata.wait_for_identity_requests(2).await;
+    asked.sort();
+    assert_eq!(
+        asked,
+        [audience.clone(), "https://stranger.example/".into()]
+    );
+
+    let body = r#"{"model":"gemma","messages":[{"role":"user","content":"hi"}],"max_tokens":5}"#;
+    let answer = post(&proxy, "/v1/chat/completions", KEY, body).await;
+    answer.expect(StatusCode::OK);
+    assert_eq!(answer.json()["model"], GEMMA);
+    let received = service.wait_for(1).await;
+    let call = &received[0];
+    assert_eq!(call.path, "/v1/chat/completions");
+    assert_eq!(
+        call.body,
+        body.replace("\"gemma\"", &format!("\"{GEMMA}\""))
+            .as_bytes(),
+        "the client's bytes, with only the model replaced"
+    );
+    let token = bearer_claims(call, "authorization");
+    assert_eq!(token["aud"], audience.as_str());
+    assert_eq!(token["fake_issuer"], "metadata");
+    for credential in credentials() {
+        assert!(
+            call.headers
+                .values()
+                .all(|v| !v.to_str().unwrap_or_default().contains(&credential)),
+            "a client credential reached the service"
+        );
+    }
+    assert!(!call.headers.contains_key("x-api-key"));
+
+    // Embeddings go to the same base; the token is cached, not asked for again.
+    let answer = post(
+        &proxy,
+        "/v1/embeddings",
+        KEY,
+        r#"{"model":"gemma","input":"hi"}"#,
+    )
+    .await;
+    answer.expect(StatusCode::OK);
+    assert_eq!(service.wait_for(2).await[1].path, "/v1/embeddings");
+    assert_eq!(metadata.identity_requests.lock().unwrap().len(), 2);
+
+    // The service's own error keeps its status and message, in OpenAI's shape.
+    let answer = post(
+        &proxy,
+        "/v1/chat/completions",
+        KEY,
+        r#"{"model":"gemma-gone","messages":[]}"#,
+    )
+    .await;
+    answer.expect(StatusCode::NOT_FOUND);
+    let error = &answer.json()["error"];
+    assert_eq!(
+        error["message"],
+        "The model `\"google/nope\"` does not exist."
+    );
+    assert_eq!(error["code"], "NotFoundError");
+
+    // A token the front end refuses is the proxy's failure, with what to do about it.
+    let answer = post(
+        &proxy,
+        "/v1/chat/completions",
+        KEY,
+        r#"{"model":"gemma-stranger","messages":[]}"#,
+    )
+    .await;
+    answer.expect(StatusCode::BAD_GATEWAY);
+    let message = answer.error_message();
+    assert!(
+        message.starts_with("the service refused the proxy's ID token (HTTP 401)")
+            && message.contains("roles/run.invoker"),
+        "{message}"
+    );
+    assert_eq!(
+        answer.json()["error"]["code"],
+        "upstream_refused_credentials"
+    );
+    // Vertex saw none of it.
+    assert_eq!(vertex.count(), 0);
+}
+
+#[tokio::test]
+async fn with_x_serverless_authorization_the_token_leaves_authorization_to_the_service() {
+    let vertex = FakeVertex::start().await;
+    let service = FakeVertex::start_with(|_: &Recorded| Reply::Hangup).await;
+    let audience = format!("{}/", service.base_url());
+    service.set_behaviour(cloud_run(
+        &audience,
+        "x-serverless-authorization",
+        vllm(GEMMA),
+    ));
+    let aliases = aliases(&service.base_url());
+    let (_metadata, proxy) = spawn_with(&vertex, &[("MODEL_ALIASES_JSON", &aliases)]).await;
+
+    // Sent with Authorization: Bearer <the proxy key>, which must not pass either.
+    let answer = request(
+        Method::POST,
+        &proxy.url("/v1/chat/completions"),
+        &[("authorization", &format!("Bearer {KEY}"))],
+        r#"{"model":"gemma-x","messages":[]}"#,
+    )
+    .await;
+    answer.expect(StatusCode::OK);
+    let call = &service.wait_for(1).await[0];
+    assert_eq!(
+        call.path, "/v1/chat/completions",
+        "the trailing slash is trimmed"
+    );
+    assert_eq!(
+        bearer_claims(call, "x-serverless-authorization")["aud"],
+        audience.as_str()
+    );
+    assert!(!call.headers.contains_key("authorization"));
+
+    // The same service through `authorization` is refused by this front end: the header
+    // is what the alias says, not a guess.
+    let answer = post(
+        &proxy,
+        "/v1/chat/completions",
+        KEY,
+        r#"{"model":"gemma","messages":[]}"#,
+    )
+    .await;
+    answer.expect(StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn a_service_account_file_signs_locally_and_its_exchanged_id_token_opens_the_service() {
+    let vertex = FakeVertex::start().await;
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    let rx = std::sync::Mutex::new(Some(rx));
+    let service = FakeVertex::start_with(|_: &Recorded| Reply::Hangup).await;
+    let audience = format!("{}/", service.base_url());
+    service.set_behaviour(cloud_run(&audience, "authorization", move |_| {
+        let rx = rx.lock().unwrap().take().expect("one stream");
+        Reply::Channel(StatusCode::OK, "text/event-stream", rx)
+    }));
+    let oauth = FakeOAuth::start().await;
+    let metadata = FakeMetadata::start().await;
+    let mut env = env(&vertex, &metadata);
+    let base = service.base_url();
+    let aliases = serde_json::json!({"flash": "google/gemini-2.5-flash", "gemma": {"upstream": format!("{base}/v1"), "model": GEMMA}});
+    env.insert("MODEL_ALIASES_JSON".into(), aliases.to_string());
+    env.extend(oauth.env());
+    let proxy = spawn(&env).await;
+
+    // At startup: the assertion, signed with the file's key, names the audience.
+    let exchanges = oauth.wait_for_exchanges(1).await;
+    let assertion = &exchanges[0].claims;
+    assert_eq!(assertion["target_audience"], audience.as_str());
+    assert_eq!(assertion["iss"], SERVICE_ACCOUNT_EMAIL);
+
+    // A stream passes through as it comes: the second event reaches the client while the
+    // service still holds the stream open.
+    tx.send(Bytes::from("data: {\"choices\":[]}\n\n"))
+        .await
+        .unwrap();
+    let response = start_request(
+        Method::POST,
+        &proxy.url("/v1/chat/completions"),
+        &[("x-api-key", KEY)],
+        r#"{"model":"gemma","stream":true,"messages":[]}"#,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let first = within("the first event", body.frame())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "data: {\"choices\":[]}\n\n");
+    tx.send(Bytes::from("data: [DONE]\n\n")).await.unwrap();
+    let second = within("the second event", body.frame())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.into_data().unwrap(), "data: [DONE]\n\n");
+    drop(tx);
+
+    let call = &service.wait_for(1).await[0];
+    let token = bearer_claims(call, "authorization");
+    assert_eq!(token["aud"], audience.as_str());
+    assert_eq!(
+        token["fake_issuer"], "oauth2",
+        "the exchanged token, not the metadata's"
+    );
+    assert!(metadata.identity_requests.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_unreachable_service_is_named_as_the_service() {
+    let vertex = FakeVertex::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let aliases = serde_json::json!({"flash": "google/gemini-2.5-flash", "gemma": {"upstream": format!("{base}/v1"), "model": GEMMA}});
+    let proxy = in_process_with(
+        &vertex,
+        &[
+            ("MODEL_ALIASES_JSON", &aliases.to_string()),
+            ("MAX_ATTEMPTS", "1"),
+        ],
+    )
+    .await;
+    let answer = post(
+        &proxy,
+        "/v1/chat/completions",
+        KEY,
+        r#"{"model":"gemma","messages":[]}"#,
+    )
+    .await;
+    answer.expect(StatusCode::BAD_GATEWAY);
+    let message = answer.error_message();
+    assert!(
+        message.starts_with("could not connect to the service (127.0.0.1)"),
+        "{message}"
+    );
+}
