@@ -23,6 +23,10 @@ Usage: ./deploy.sh [keys] [options]
   --keys-secret NAME      keep the keys in this Secret Manager secret, mounted as a file
                                                       [KEYS_SECRET]
   --domain DOMAIN         map this custom domain      [DOMAIN]
+  --invoker-of SVC[,SVC]  let the proxy call these private Cloud Run services (roles/run.invoker
+                          on each, in --region), for aliases with an "upstream" [INVOKER_OF]
+                          (given, the list is exact: grants it made for services no longer
+                          listed are removed; not given, the grants stay as they are)
   --max-instances N       [MAX_INSTANCES] (default: 4)
   --concurrency N         [CONCURRENCY] (default: 250)
   --memory SIZE           [MEMORY] (default: 256Mi)
@@ -50,6 +54,9 @@ MODEL_ALIASES_JSON=${MODEL_ALIASES_JSON:-}
 KEYS_FILE=${KEYS_FILE:-api-keys.json}
 KEYS_SECRET=${KEYS_SECRET:-}
 DOMAIN=${DOMAIN:-}
+# Unset means "leave the grants alone"; set, even empty, means "exactly these".
+INVOKER_GIVEN=${INVOKER_OF+yes}
+INVOKER_OF=${INVOKER_OF:-}
 MAX_INSTANCES=${MAX_INSTANCES:-4}
 CONCURRENCY=${CONCURRENCY:-250}
 MEMORY=${MEMORY:-256Mi}
@@ -72,6 +79,7 @@ while [[ $# -gt 0 ]]; do
     --keys-file) KEYS_FILE=$value ;;
     --keys-secret) KEYS_SECRET=$value ;;
     --domain) DOMAIN=$value ;;
+    --invoker-of) INVOKER_OF=$value; INVOKER_GIVEN=yes ;;
     --max-instances) MAX_INSTANCES=$value ;;
     --concurrency) CONCURRENCY=$value ;;
     --memory) MEMORY=$value ;;
@@ -116,6 +124,18 @@ hash_keys() {
 }
 KEYS_HASHED=$(hash_keys)
 
+# The private services to invoke, one per line; each must be a Cloud Run service name.
+invokees=()
+if [[ -n $INVOKER_GIVEN ]]; then
+  IFS=, read -r -a listed <<<"$INVOKER_OF"
+  for name in "${listed[@]}"; do
+    name=${name// /}
+    [[ -n $name ]] || continue
+    [[ $name =~ ^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$ ]] || die "--invoker-of: '$name' is not a Cloud Run service name (lowercase letters, digits and hyphens, at most 49)."
+    invokees+=("$name")
+  done
+fi
+
 # gcloud's alternate-delimiter syntax, with a delimiter that appears in no value.
 delimiter_for() {
   local d
@@ -144,6 +164,7 @@ vertex-proxy $COMMAND
   keys file        $KEYS_FILE ($(jq 'length' <<<"$KEYS_HASHED") entries, sent as SHA-256 hashes)
   keys secret      ${KEYS_SECRET:-none, keys go in the service environment}
   domain           ${DOMAIN:-none}
+  invoker of       $(if [[ -z $INVOKER_GIVEN ]]; then echo "unchanged"; elif [[ ${#invokees[@]} -eq 0 ]]; then echo "none"; else echo "${invokees[*]} (in $REGION)"; fi)
   max instances    $MAX_INSTANCES, concurrency $CONCURRENCY, memory $MEMORY
 EOF
 
@@ -156,7 +177,24 @@ service_env() {
   else
     vars+=("API_KEYS_JSON=$KEYS_HASHED")
   fi
+  # deploy.sh's record of the run.invoker grants it made, for the next deploy and for
+  # teardown.sh; the proxy ignores it.
+  [[ -z $INVOKER_GIVEN ]] || vars+=("INVOKER_OF=$INVOKER_RECORD")
   printf '%s\n' "${vars[@]}"
+}
+
+# The services whose run.invoker grant an earlier deploy made (INVOKER_OF on the service).
+recorded_invokees() {
+  gcloud run services describe "$SERVICE" --region="$REGION" --format=json "${G[@]}" 2>/dev/null \
+    | jq -r '.spec.template.spec.containers[0].env // [] | map(select(.name == "INVOKER_OF"))[0].value // empty' \
+    | tr ',' '\n' | grep -v '^$' || true
+}
+
+# Whether the proxy's service account may invoke service $1 already.
+is_invoker() {
+  gcloud run services get-iam-policy "$1" --region="$REGION" --flatten='bindings[].members' \
+    --filter='bindings.role:roles/run.invoker' --format='value(bindings.members)' "${G[@]}" \
+    | grep -qx "serviceAccount:$SA_EMAIL"
 }
 
 env_flag() {
@@ -232,6 +270,11 @@ if [[ $COMMAND == keys ]]; then
 fi
 
 preflight_check
+# The services to invoke must exist where the proxy runs: found now, before any change.
+for name in "${invokees[@]}"; do
+  gcloud run services describe "$name" --region="$REGION" --format='value(status.url)' "${G[@]}" >/dev/null 2>&1 \
+    || die "--invoker-of: no Cloud Run service '$name' in $REGION of $PROJECT; nothing was changed."
+done
 
 # --- 2. APIs. ------------------------------------------------------------------------------
 apis=(run.googleapis.com aiplatform.googleapis.com artifactregistry.googleapis.com cloudbuild.googleapis.com)
@@ -258,6 +301,36 @@ if ! grep -qx roles/aiplatform.user <<<"$roles"; then
   say "granting roles/aiplatform.user to $SA_EMAIL"
   gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$SA_EMAIL" \
     --role=roles/aiplatform.user --condition=None "${G[@]}" >/dev/null
+fi
+
+# --- 3b. The right to call the private services the aliases name. -----------------------------
+# Only grants made here are recorded, so that teardown.sh removes exactly those: one that
+# existed before stays, and stays unrecorded.
+INVOKER_RECORD=""
+if [[ -n $INVOKER_GIVEN ]]; then
+  mapfile -t previous < <(recorded_invokees)
+  record=()
+  for name in "${invokees[@]}"; do
+    if printf '%s\n' "${previous[@]}" | grep -qx "$name"; then
+      is_invoker "$name" || gcloud run services add-iam-policy-binding "$name" --region="$REGION" \
+        --member="serviceAccount:$SA_EMAIL" --role=roles/run.invoker "${G[@]}" >/dev/null
+      record+=("$name")
+    elif is_invoker "$name"; then
+      say "$SA_EMAIL may already invoke $name (a grant deploy.sh did not make, and leaves alone)"
+    else
+      say "granting roles/run.invoker on $name to $SA_EMAIL"
+      gcloud run services add-iam-policy-binding "$name" --region="$REGION" \
+        --member="serviceAccount:$SA_EMAIL" --role=roles/run.invoker "${G[@]}" >/dev/null
+      record+=("$name")
+    fi
+  done
+  for name in "${previous[@]}"; do
+    printf '%s\n' "${invokees[@]}" | grep -qx "$name" && continue
+    say "removing roles/run.invoker on $name from $SA_EMAIL (no longer in --invoker-of)"
+    gcloud run services remove-iam-policy-binding "$name" --region="$REGION" \
+      --member="serviceAccount:$SA_EMAIL" --role=roles/run.invoker "${G[@]}" >/dev/null || true
+  done
+  INVOKER_RECORD=$(IFS=,; printf '%s' "${record[*]}")
 fi
 
 # --- 4. Keys in Secret Manager, when asked. --------------------------------------------------

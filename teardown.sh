@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Removes what deploy.sh made: the domain mapping, the service, the keys secret, the IAM
-# bindings and the service account. Only what carries deploy.sh's mark (the label
+# bindings (the run.invoker grants on private services among them) and the service account. Only what carries deploy.sh's mark (the label
 # managed-by=vertex-proxy, or for the service account that text in its description) is
 # deleted, and a domain mapping only if it routes to this service: anything else is skipped,
 # with the reason. Vertex AI and the other APIs stay enabled. Anything already gone is skipped.
@@ -72,6 +72,8 @@ This deletes, in project $PROJECT:
   }service          $SERVICE (region $REGION)
   ${KEYS_SECRET:+secret           $KEYS_SECRET
   }IAM binding      roles/aiplatform.user for $SA_EMAIL
+  IAM bindings     roles/run.invoker for $SA_EMAIL on the services deploy.sh
+                   granted it (--invoker-of, as recorded on $SERVICE)
   service account  $SA_EMAIL
 The APIs stay enabled.
 EOF
@@ -93,6 +95,21 @@ if [[ -n $DOMAIN ]] && mapping=$(gcloud beta run domain-mappings describe --doma
 fi
 if service=$(gcloud run services describe "$SERVICE" --region="$REGION" --format=json "${G[@]}" 2>/dev/null); then
   if [[ $(jq -r --arg k "$LABEL_KEY" '.metadata.labels[$k] // empty' <<<"$service") == "$LABEL_VALUE" ]]; then
+    # Exactly the grants deploy.sh recorded making; read before the record goes with the service.
+    invokees=$(jq -r '.spec.template.spec.containers[0].env // [] | map(select(.name == "INVOKER_OF"))[0].value // empty' <<<"$service")
+    IFS=, read -r -a invokees <<<"$invokees"
+    for name in "${invokees[@]}"; do
+      [[ -n $name ]] || continue
+      if gcloud run services get-iam-policy "$name" --region="$REGION" --flatten='bindings[].members' \
+          --filter='bindings.role:roles/run.invoker' --format='value(bindings.members)' "${G[@]}" 2>/dev/null \
+          | grep -qx "serviceAccount:$SA_EMAIL"; then
+        say "removing roles/run.invoker on $name from $SA_EMAIL"
+        gcloud run services remove-iam-policy-binding "$name" --region="$REGION" \
+          --member="serviceAccount:$SA_EMAIL" --role=roles/run.invoker "${G[@]}" >/dev/null
+      else
+        skip "roles/run.invoker on $name: $SA_EMAIL no longer has it, or $name is gone"
+      fi
+    done
     say "deleting service $SERVICE"
     gcloud run services delete "$SERVICE" --region="$REGION" "${G[@]}"
   else

@@ -81,7 +81,7 @@ pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Respons
         .to_owned();
     let mut aliases = vec![vec![
         "alias".into(),
-        "Vertex model".into(),
+        "upstream model".into(),
         "location".into(),
         "defaults (when your request lacks them)".into(),
     ]];
@@ -93,7 +93,11 @@ pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Respons
         vec![
             alias.to_owned(),
             route.model.clone(),
-            route.locations.join(", then "),
+            match route.kind {
+                // The service's URL is the deployment's business: this page is public.
+                Kind::Service => "a private service".to_owned(),
+                _ => route.locations.join(", then "),
+            },
             defaults,
         ]
     }));
@@ -101,7 +105,7 @@ pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Respons
         Block::Para("This service gives OpenAI-compatible clients access to models on Vertex AI. Use it like the OpenAI API with this base URL and your key.".into()),
         Block::Code(format!("base URL:  {base}\nAPI key:   the key you were given (export {KEY_VAR}=...)")),
         Block::Heading("Models".into()),
-        Block::Para("Send the alias as \"model\". GET /v1/models lists the aliases your key may use. Google's embedding models (gemini-embedding-*, text-embedding-*) answer /v1/embeddings through Vertex's :predict, in OpenAI's shape; an alias's defaults are added to requests that lack those fields, e.g. {\"flash-fast\": {\"model\": \"google/gemini-2.5-flash\", \"defaults\": {\"reasoning_effort\": \"none\"}}}.".into()),
+        Block::Para("Send the alias as \"model\". GET /v1/models lists the aliases your key may use. Google's embedding models (gemini-embedding-*, text-embedding-*) answer /v1/embeddings through Vertex's :predict, in OpenAI's shape; an alias's defaults are added to requests that lack those fields, e.g. {\"flash-fast\": {\"model\": \"google/gemini-2.5-flash\", \"defaults\": {\"reasoning_effort\": \"none\"}}}. Aliases marked \"a private service\" are the deployment's own OpenAI-compatible models (vLLM or TGI on Cloud Run), e.g. {\"gemma\": {\"upstream\": \"https://gemma-123456789012.us-central1.run.app/v1\", \"model\": \"google/gemma-3-12b-it\"}}: chat and embeddings, called the same way.".into()),
         Block::Table(aliases),
         Block::Heading("Endpoints".into()),
         Block::Table(vec![
@@ -214,7 +218,7 @@ pub fn pi_models_json(config: &Config, base: &str) -> String {
     let models: Vec<serde_json::Value> = config
         .aliases
         .iter()
-        .filter(|(_, route)| route.kind == Kind::VertexOpenAi)
+        .filter(|(_, route)| matches!(route.kind, Kind::VertexOpenAi | Kind::Service))
         .map(|(alias, route)| {
             let mut model = serde_json::json!({"id": alias, "name": format!("{alias} ({})", route.model)});
             if route.model.starts_with("google/gemini") {

@@ -773,3 +773,112 @@ fn teardown_deletes_only_what_deploy_made() {
     }
     assert!(scratch.dir.join("state/secrets/shared-keys").is_dir());
 }
+
+/// A private Cloud Run service that exists before the deploy, as `name` in the fake's state.
+fn private_service(scratch: &Scratch, name: &str) {
+    let dir = scratch.dir.join(format!("state/services/{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("url"),
+        format!("https://{name}-abc-uc.a.run.app\n"),
+    )
+    .unwrap();
+}
+
+fn invokers(scratch: &Scratch, name: &str) -> Vec<String> {
+    std::fs::read_to_string(scratch.dir.join(format!("state/services/{name}/invokers")))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn invoker_of_grants_run_invoker_and_teardown_removes_exactly_those_grants() {
+    let scratch = Scratch::new("invoker");
+    let help = scratch.ok("deploy.sh", &["--help"]);
+    assert!(help.contains("--invoker-of SVC[,SVC]"), "{help}");
+    let member = "serviceAccount:vertex-proxy@test-proj.iam.gserviceaccount.com";
+    for name in ["gemma", "llama", "qwen", "shared"] {
+        private_service(&scratch, name);
+    }
+    // `shared` let the proxy in before deploy.sh did: that grant is not deploy.sh's.
+    gcloud_by_hand(
+        &scratch,
+        &[
+            "run",
+            "services",
+            "add-iam-policy-binding",
+            "shared",
+            "--region=us-central1",
+            &format!("--member={member}"),
+            "--role=roles/run.invoker",
+        ],
+    );
+
+    // A service that does not exist stops the deploy before any change.
+    let output = scratch.run(
+        "deploy.sh",
+        &["--invoker-of", "gemma,missing"],
+        &scratch.path(),
+        "test-proj",
+    );
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("no Cloud Run service 'missing' in us-central1"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !scratch
+            .calls()
+            .iter()
+            .any(|c| is_mutation(c) && !has(c, "shared"))
+    );
+    let bad = scratch.run(
+        "deploy.sh",
+        &["--invoker-of", "Gemma!"],
+        &scratch.path(),
+        "test-proj",
+    );
+    assert!(!bad.status.success());
+
+    let out = scratch.ok("deploy.sh", &["--invoker-of", "gemma, llama,shared"]);
+    assert!(
+        out.contains("invoker of       gemma llama shared (in us-central1)"),
+        "{out}"
+    );
+    for name in ["gemma", "llama", "shared"] {
+        assert_eq!(invokers(&scratch, name), [member], "{name}");
+    }
+    let grants = calls_with(
+        &scratch.calls(),
+        &["run", "services", "add-iam-policy-binding"],
+    )
+    .into_iter()
+    .filter(|c| has(c, "--region=us-central1") && has(c, "--role=roles/run.invoker"))
+    .count();
+    assert_eq!(grants, 3, "gemma and llama, and shared by hand");
+    let env = std::fs::read_to_string(scratch.dir.join("state/services/vertex-proxy/env")).unwrap();
+    assert!(env.lines().any(|l| l == "INVOKER_OF=gemma,llama"), "{env}");
+
+    // A redeploy without the flag leaves the grants and the record alone...
+    scratch.ok("deploy.sh", &[]);
+    let env = std::fs::read_to_string(scratch.dir.join("state/services/vertex-proxy/env")).unwrap();
+    assert!(env.lines().any(|l| l == "INVOKER_OF=gemma,llama"), "{env}");
+    // ...and one with it makes the list exact: llama's grant goes, qwen's comes.
+    scratch.ok("deploy.sh", &["--invoker-of=gemma,qwen"]);
+    assert!(invokers(&scratch, "llama").is_empty());
+    assert_eq!(invokers(&scratch, "qwen"), [member]);
+    let env = std::fs::read_to_string(scratch.dir.join("state/services/vertex-proxy/env")).unwrap();
+    assert!(env.lines().any(|l| l == "INVOKER_OF=gemma,qwen"), "{env}");
+
+    // Teardown removes exactly the recorded grants: not shared's, which it did not make.
+    let out = scratch.ok("teardown.sh", &["--yes"]);
+    assert!(out.contains("removing roles/run.invoker on gemma"), "{out}");
+    for name in ["gemma", "qwen"] {
+        assert!(invokers(&scratch, name).is_empty(), "{name}");
+    }
+    assert_eq!(invokers(&scratch, "shared"), [member]);
+}

@@ -263,3 +263,28 @@ async fn an_unreachable_service_is_named_as_the_service() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn listings_show_a_service_alias_without_its_url() {
+    let vertex = FakeVertex::start().await;
+    let base = "https://gemma-abc-uc.a.run.app";
+    let aliases = serde_json::json!({"flash": "google/gemini-2.5-flash", "gemma": {"upstream": format!("{base}/v1"), "model": GEMMA, "defaults": {"chat_template_kwargs": {"enable_thinking": true}}}});
+    let proxy = in_process_with(&vertex, &[("MODEL_ALIASES_JSON", &aliases.to_string())]).await;
+    let models = get(&proxy, "/v1/models/gemma", KEY).await;
+    models.expect(StatusCode::OK);
+    let model = models.json();
+    assert_eq!(model["owned_by"], "service");
+    assert_eq!(model["upstream_model"], GEMMA);
+    assert_eq!(
+        model["defaults"]["chat_template_kwargs"]["enable_thinking"],
+        true
+    );
+    let docs = get(&proxy, "/docs", KEY).await;
+    let page = String::from_utf8_lossy(&docs.body);
+    assert!(page.contains("a private service"), "{page}");
+    assert!(
+        !page.contains("gemma-abc-uc"),
+        "the service's URL is on a public page"
+    );
+    assert!(!String::from_utf8_lossy(&models.body).contains("gemma-abc-uc"));
+}

@@ -1,6 +1,7 @@
 //! The resolved configuration, as the startup log line and `vertex-proxy check` show it.
 
 use super::Config;
+use crate::models::Auth;
 
 impl Config {
     /// The resolved configuration, for the startup log line. Holds no secret.
@@ -9,10 +10,14 @@ impl Config {
             .aliases
             .iter()
             .map(|(alias, route)| {
-                (
-                    alias.to_owned(),
-                    serde_json::json!({"model": route.model, "location": route.location(), "locations": route.locations}),
-                )
+                let mut shown = serde_json::json!({"model": route.model, "location": route.location(), "locations": route.locations});
+                // A service's URL and audience are the operator's to see (a log line, `check`).
+                if let (Some(upstream), Auth::GoogleIdToken { audience, header }) =
+                    (&route.upstream, &route.auth)
+                {
+                    shown = serde_json::json!({"model": route.model, "upstream": upstream.as_ref(), "audience": audience.as_ref(), "auth_header": header.as_str()});
+                }
+                (alias.to_owned(), shown)
             })
             .collect();
         serde_json::json!({
