@@ -51,10 +51,10 @@ type Build = Box<dyn Fn() -> Result<Credentials, String> + Send + Sync>;
 
 /// The credential every worker shares, and what is known of its health.
 pub struct Google {
-    /// What it yields, for the log and the client's error: "Google access token".
-    what: String,
-    /// Whom it is for, in the client's error: "Vertex", "the service".
-    whom: &'static str,
+    /// What it yields and for whom, in the client's error: "Google access token", "Vertex".
+    what: (&'static str, &'static str),
+    /// The same for the log, which may name a service's audience: the client may not.
+    label: String,
     /// The credential in use; replaced whole when it is rebuilt.
     credentials: RwLock<Credentials>,
     build: Build,
@@ -84,31 +84,33 @@ impl TokenSource {
     /// inside the tokio runtime.
     pub fn id_token(audience: &str) -> Result<TokenSource, String> {
         let audience = audience.to_owned();
-        let what = format!("Google ID token for {audience}");
+        let label = format!("Google ID token for {audience}");
         let build = move || {
             idtoken::Builder::new(audience.as_str())
                 .build()
                 .map(|id| Credentials::from(IdTokenHeaders(id)))
                 .map_err(|e| format!("ID-token credentials for {audience}: {e}"))
         };
-        Ok(TokenSource::with(
-            build()?,
-            Box::new(build),
-            what,
-            "the service",
-        ))
+        let what = ("Google ID token", "the service");
+        Ok(TokenSource::with(build()?, Box::new(build), what, label))
     }
 
     /// `credentials` now, and `build` to make another when it breaks.
     pub fn google(credentials: Credentials, build: Build) -> TokenSource {
-        TokenSource::with(credentials, build, "Google access token".into(), "Vertex")
+        let what = ("Google access token", "Vertex");
+        TokenSource::with(credentials, build, what, what.0.into())
     }
 
-    fn with(credentials: Credentials, build: Build, what: String, whom: &'static str) -> Self {
+    fn with(
+        credentials: Credentials,
+        build: Build,
+        what: (&'static str, &'static str),
+        label: String,
+    ) -> Self {
         TokenSource::Google {
             shared: Arc::new(Google {
                 what,
-                whom,
+                label,
                 credentials: RwLock::new(credentials),
                 build,
                 failing: AtomicBool::new(false),
@@ -229,8 +231,8 @@ impl Google {
                     "token_unavailable",
                     format!(
                         "could not obtain a {} for {} within {}s",
-                        self.what,
-                        self.whom,
+                        self.what.0,
+                        self.what.1,
                         timeout.as_secs()
                     ),
                 ))
@@ -246,13 +248,13 @@ impl Google {
         logged.retain(|(_, at)| at.elapsed() < LOG_EVERY);
         if !logged.iter().any(|(seen, _)| seen == cause) {
             logged.push((cause.to_owned(), Instant::now()));
-            log::error(&format!("{}: {cause}", self.what));
+            log::error(&format!("{}: {cause}", self.label));
         }
         ProxyError::bad_gateway(
             "token_unavailable",
             format!(
                 "could not obtain a {} for {} (the proxy's log has the cause)",
-                self.what, self.whom
+                self.what.0, self.what.1
             ),
         )
     }
@@ -291,7 +293,7 @@ impl Google {
                         .credentials
                         .write()
                         .unwrap_or_else(|e| e.into_inner()) = credentials;
-                    log::info(&format!("{}: the credential was rebuilt", google.what));
+                    log::info(&format!("{}: the credential was rebuilt", google.label));
                     break;
                 }
             }

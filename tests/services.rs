@@ -288,3 +288,59 @@ async fn listings_show_a_service_alias_without_its_url() {
     );
     assert!(!String::from_utf8_lossy(&models.body).contains("gemma-abc-uc"));
 }
+
+#[tokio::test]
+async fn a_refused_id_token_is_reported_without_the_audience_and_recovered_from() {
+    let vertex = FakeVertex::start().await;
+    let service = FakeVertex::start_with(|_: &Recorded| Reply::Hangup).await;
+    let audience = format!("{}/", service.base_url());
+    service.set_behaviour(cloud_run(&audience, "authorization", vllm(GEMMA)));
+    let metadata = FakeMetadata::start().await;
+    metadata
+        .identity_refused
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut env = env(&vertex, &metadata);
+    let base = service.base_url();
+    let aliases = serde_json::json!({"flash": "google/gemini-2.5-flash", "gemma": {"upstream": format!("{base}/v1"), "model": GEMMA}});
+    env.insert("MODEL_ALIASES_JSON".into(), aliases.to_string());
+    let proxy = spawn(&env).await;
+    metadata.wait_for_identity_requests(1).await;
+
+    let chat = |model: &'static str| {
+        let body = format!(r#"{{"model":"{model}","messages":[]}}"#);
+        let proxy = &proxy;
+        async move { post(proxy, "/v1/chat/completions", KEY, &body).await }
+    };
+    let answer = chat("gemma").await;
+    answer.expect(StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.json()["error"]["code"], "token_unavailable");
+    assert_eq!(
+        answer.error_message(),
+        "could not obtain a Google ID token for the service (the proxy's log has the cause)"
+    );
+    assert_eq!(get(&proxy, "/health", KEY).await.json()["token"], "failing");
+    // Vertex's own token is another credential, and unaffected.
+    chat("flash").await.expect(StatusCode::OK);
+    // The operator's log names the audience.
+    let logged = format!("Google ID token for {audience}: ");
+    proxy
+        .wait_for_line("the ID token's failure in the log", |line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(&logged))
+        })
+        .await;
+
+    // Once the metadata server gives tokens again, the credential is rebuilt and serves.
+    metadata
+        .identity_refused
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let asked = metadata.identity_requests.lock().unwrap().len();
+    metadata.wait_for_identity_requests(asked + 1).await;
+    // That fetch was the rebuild's; the new credential is put in use right after it.
+    within("the service to be reachable again", async {
+        while chat("gemma").await.status != StatusCode::OK {}
+    })
+    .await;
+    assert_eq!(get(&proxy, "/health", KEY).await.json()["token"], "ok");
+}

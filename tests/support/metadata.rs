@@ -42,6 +42,8 @@ pub struct FakeMetadata {
     open: Arc<tokio::sync::watch::Sender<bool>>,
     /// The audience of each ID token asked for, in order.
     pub identity_requests: Arc<Mutex<Vec<String>>>,
+    /// While true, ID tokens are refused with 403 (access tokens are not).
+    pub identity_refused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FakeMetadata {
@@ -55,6 +57,7 @@ impl FakeMetadata {
             project: Arc::new(Mutex::new(PROJECT.into())),
             open: Arc::new(tokio::sync::watch::channel(true).0),
             identity_requests: Arc::default(),
+            identity_refused: Arc::default(),
         };
         let (count, fetched, mode, open, project) = (
             fake.token_requests.clone(),
@@ -63,10 +66,13 @@ impl FakeMetadata {
             fake.open.clone(),
             fake.project.clone(),
         );
-        let identities = fake.identity_requests.clone();
+        let (identities, refused) = (
+            fake.identity_requests.clone(),
+            fake.identity_refused.clone(),
+        );
         serve(listener, move |request: Request<Incoming>| {
             let (count, fetched, mode) = (count.clone(), fetched.clone(), mode.clone());
-            let identities = identities.clone();
+            let (identities, refused) = (identities.clone(), refused.clone());
             let project = project.lock().unwrap().clone();
             let mut open = open.subscribe();
             async move {
@@ -98,7 +104,9 @@ impl FakeMetadata {
                     };
                     identities.lock().unwrap().push(audience.clone());
                     fetched.notify_waiters();
-                    if *mode.lock().unwrap() == MetadataMode::Forbidden {
+                    if *mode.lock().unwrap() == MetadataMode::Forbidden
+                        || refused.load(Ordering::SeqCst)
+                    {
                         return response(StatusCode::FORBIDDEN, "text/plain", full("forbidden"));
                     }
                     let token = cloud_run::id_token(&audience, "metadata");
