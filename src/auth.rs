@@ -89,7 +89,13 @@ impl TokenSource {
             idtoken::Builder::new(audience.as_str())
                 .build()
                 .map(|id| Credentials::from(IdTokenHeaders(id)))
-                .map_err(|e| format!("ID-token credentials for {audience}: {e}"))
+                .map_err(|e| {
+                    format!(
+                        "cannot make ID tokens for {audience} from these credentials ({e}); \
+                         use a service-account key file, or run `gcloud auth \
+                         application-default login --impersonate-service-account EMAIL`"
+                    )
+                })
         };
         let what = ("Google ID token", "the service");
         Ok(TokenSource::with(build()?, Box::new(build), what, label))

@@ -279,7 +279,7 @@ impl std::fmt::Display for UpstreamIdle {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(
             f,
-            "Vertex sent nothing for {}s (UPSTREAM_IDLE_TIMEOUT_SECS); the stream was cut",
+            "the upstream sent nothing for {}s (UPSTREAM_IDLE_TIMEOUT_SECS); the stream was cut",
             self.0.as_secs()
         )
     }

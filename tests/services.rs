@@ -344,3 +344,34 @@ async fn a_refused_id_token_is_reported_without_the_audience_and_recovered_from(
     .await;
     assert_eq!(get(&proxy, "/health", KEY).await.json()["token"], "ok");
 }
+
+#[tokio::test]
+async fn credentials_that_cannot_make_id_tokens_stop_the_start_and_say_what_to_use() {
+    let vertex = FakeVertex::start().await;
+    let metadata = FakeMetadata::start().await;
+    let file = std::env::temp_dir().join(format!("user-adc-{}.json", std::process::id()));
+    std::fs::write(
+        &file,
+        r#"{"type":"authorized_user","client_id":"x.apps.googleusercontent.com","client_secret":"s","refresh_token":"r"}"#,
+    )
+    .unwrap();
+    let mut env = env(&vertex, &metadata);
+    let aliases = serde_json::json!({"flash": "google/gemini-2.5-flash", "gemma": {"upstream": "https://gemma-abc-uc.a.run.app/v1", "model": GEMMA}});
+    env.insert("MODEL_ALIASES_JSON".into(), aliases.to_string());
+    env.insert(
+        "GOOGLE_APPLICATION_CREDENTIALS".into(),
+        file.display().to_string(),
+    );
+    let (code, stderr) = try_spawn(&[], &env).await.err().expect("refused");
+    let _ = std::fs::remove_file(&file);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("GOOGLE_APPLICATION_CREDENTIALS: cannot make ID tokens for https://gemma-abc-uc.a.run.app/")
+            && stderr.contains("--impersonate-service-account"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("refresh_token") && !stderr.contains("\"r\""),
+        "{stderr}"
+    );
+}
