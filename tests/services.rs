@@ -27,6 +27,12 @@ fn aliases(base: &str) -> String {
     .to_string()
 }
 
+/// A chat completion for `model` with an empty conversation.
+async fn chat(proxy: &impl Served, model: &str) -> Answer {
+    let body = format!(r#"{{"model":"{model}","messages":[]}}"#);
+    post(proxy, "/v1/chat/completions", KEY, &body).await
+}
+
 fn bearer_claims(recorded: &Recorded, header: &str) -> serde_json::Value {
     let value = recorded.headers[header].to_str().unwrap();
     claims(value.strip_prefix("Bearer ").expect("a bearer token")).expect("a JWT")
@@ -88,13 +94,7 @@ async fn an_id_token_from_the_metadata_server_opens_the_service_and_the_body_is_
     assert_eq!(metadata.identity_requests.lock().unwrap().len(), 2);
 
     // The service's own error keeps its status and message, in OpenAI's shape.
-    let answer = post(
-        &proxy,
-        "/v1/chat/completions",
-        KEY,
-        r#"{"model":"gemma-gone","messages":[]}"#,
-    )
-    .await;
+    let answer = chat(&proxy, "gemma-gone").await;
     answer.expect(StatusCode::NOT_FOUND);
     let error = &answer.json()["error"];
     assert_eq!(
@@ -104,13 +104,7 @@ async fn an_id_token_from_the_metadata_server_opens_the_service_and_the_body_is_
     assert_eq!(error["code"], "NotFoundError");
 
     // A token the front end refuses is the proxy's failure, with what to do about it.
-    let answer = post(
-        &proxy,
-        "/v1/chat/completions",
-        KEY,
-        r#"{"model":"gemma-stranger","messages":[]}"#,
-    )
-    .await;
+    let answer = chat(&proxy, "gemma-stranger").await;
     answer.expect(StatusCode::BAD_GATEWAY);
     let message = answer.error_message();
     assert!(
@@ -161,13 +155,7 @@ async fn with_x_serverless_authorization_the_token_leaves_authorization_to_the_s
 
     // The same service through `authorization` is refused by this front end: the header
     // is what the alias says, not a guess.
-    let answer = post(
-        &proxy,
-        "/v1/chat/completions",
-        KEY,
-        r#"{"model":"gemma","messages":[]}"#,
-    )
-    .await;
+    let answer = chat(&proxy, "gemma").await;
     answer.expect(StatusCode::BAD_GATEWAY);
 }
 
@@ -249,13 +237,7 @@ async fn an_unreachable_service_is_named_as_the_service() {
         ],
     )
     .await;
-    let answer = post(
-        &proxy,
-        "/v1/chat/completions",
-        KEY,
-        r#"{"model":"gemma","messages":[]}"#,
-    )
-    .await;
+    let answer = chat(&proxy, "gemma").await;
     answer.expect(StatusCode::BAD_GATEWAY);
     let message = answer.error_message();
     assert!(
@@ -306,12 +288,7 @@ async fn a_refused_id_token_is_reported_without_the_audience_and_recovered_from(
     let proxy = spawn(&env).await;
     metadata.wait_for_identity_requests(1).await;
 
-    let chat = |model: &'static str| {
-        let body = format!(r#"{{"model":"{model}","messages":[]}}"#);
-        let proxy = &proxy;
-        async move { post(proxy, "/v1/chat/completions", KEY, &body).await }
-    };
-    let answer = chat("gemma").await;
+    let answer = chat(&proxy, "gemma").await;
     answer.expect(StatusCode::BAD_GATEWAY);
     assert_eq!(answer.json()["error"]["code"], "token_unavailable");
     assert_eq!(
@@ -320,7 +297,7 @@ async fn a_refused_id_token_is_reported_without_the_audience_and_recovered_from(
     );
     assert_eq!(get(&proxy, "/health", KEY).await.json()["token"], "failing");
     // Vertex's own token is another credential, and unaffected.
-    chat("flash").await.expect(StatusCode::OK);
+    chat(&proxy, "flash").await.expect(StatusCode::OK);
     // The operator's log names the audience.
     let logged = format!("Google ID token for {audience}: ");
     proxy
@@ -339,7 +316,7 @@ async fn a_refused_id_token_is_reported_without_the_audience_and_recovered_from(
     metadata.wait_for_identity_requests(asked + 1).await;
     // That fetch was the rebuild's; the new credential is put in use right after it.
     within("the service to be reachable again", async {
-        while chat("gemma").await.status != StatusCode::OK {}
+        while chat(&proxy, "gemma").await.status != StatusCode::OK {}
     })
     .await;
     assert_eq!(get(&proxy, "/health", KEY).await.json()["token"], "ok");
