@@ -352,3 +352,28 @@ async fn credentials_that_cannot_make_id_tokens_stop_the_start_and_say_what_to_u
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_service_over_tls_is_connected_at_startup_and_the_first_request_uses_it() {
+    let vertex = FakeVertex::start().await;
+    let service = FakeVertex::start_tls_with(|_: &Recorded| Reply::Hangup).await;
+    let base = format!("https://localhost:{}", service.addr.port());
+    service.set_behaviour(cloud_run(&format!("{base}/"), "authorization", vllm(GEMMA)));
+    let aliases = serde_json::json!({"flash": "google/gemini-2.5-flash", "gemma": {"upstream": format!("{base}/v1"), "model": GEMMA}});
+    let proxy = in_process_with(
+        &vertex,
+        &[
+            ("MODEL_ALIASES_JSON", &aliases.to_string()),
+            ("UPSTREAM_CA_FILE", TEST_CA_FILE),
+            ("UPSTREAM_PRECONNECT", "true"),
+        ],
+    )
+    .await;
+    // Before any request, the connection (TCP, TLS, HTTP/2) is there.
+    service.wait_for_connections(1).await;
+    assert_eq!(service.count(), 0);
+    chat(&proxy, "gemma").await.expect(StatusCode::OK);
+    let call = &service.received()[0];
+    assert_eq!((call.connection, call.version), (1, http::Version::HTTP_2));
+    assert_eq!(service.connections(), 1);
+}

@@ -101,6 +101,8 @@ pub struct Upstream {
     /// The ID tokens of the services, by audience.
     id_tokens: IdTokens,
     vertex: Endpoints,
+    /// The services' origins, for `preconnect`.
+    services: Arc<[http::Uri]>,
     timeouts: Timeouts,
     retries: RetryPolicy,
     /// `THOUGHT_SIGNATURES`.
@@ -151,6 +153,7 @@ impl Upstream {
             tokens,
             id_tokens,
             vertex: Endpoints::new(config.base_url.clone(), project, locations),
+            services: service_origins(config),
             timeouts: config.timeouts,
             retries: config.retries,
             signature_mode: config.thought_signatures,
@@ -183,7 +186,12 @@ impl Upstream {
     /// first request after a cold start does not pay the handshakes (`UPSTREAM_PRECONNECT`).
     /// Must run on the worker's own runtime.
     pub fn preconnect(&self) {
-        for uri in self.vertex.origins() {
+        for uri in self
+            .vertex
+            .origins()
+            .into_iter()
+            .chain(self.services.iter().cloned())
+        {
             let client = self.client.clone();
             tokio::spawn(async move { client.preconnect(&uri).await });
         }
@@ -479,6 +487,30 @@ fn is_sse(headers: &HeaderMap) -> bool {
 }
 
 pub type HttpClient = Pool;
+
+/// The distinct origins of the services the aliases name.
+fn service_origins(config: &Config) -> Arc<[http::Uri]> {
+    let mut origins: Vec<http::Uri> = Vec::new();
+    for (_, route) in config.aliases.iter() {
+        let Some(Ok(base)) = route.upstream.as_deref().map(str::parse::<http::Uri>) else {
+            continue;
+        };
+        let (Some(scheme), Some(authority)) = (base.scheme(), base.authority()) else {
+            continue;
+        };
+        let origin = http::Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build();
+        if let Ok(origin) = origin
+            && !origins.contains(&origin)
+        {
+            origins.push(origin);
+        }
+    }
+    origins.into()
+}
 
 /// The ID-token credentials of the services, by audience, made at startup.
 pub type IdTokens = std::collections::BTreeMap<Arc<str>, TokenSource>;
