@@ -8,7 +8,8 @@
 //! reset, and `google/stream-429-once` answers its first streamed call after each reset with a
 //! 200 whose first event is a 429, as Gemini does; errors come in Google's array-wrapped
 //! envelope. Gemini 3 models sign their tool
-//! calls and refuse history that lost the signature, as Vertex does.
+//! calls and refuse history that lost the signature, as Vertex does. Under `/service/v1/` it
+//! is a private Cloud Run service, which lets through only an ID token for its own origin.
 //!
 //! Prints one JSON line, `{"vertex": "127.0.0.1:P", "metadata": "127.0.0.1:Q", "token": …,
 //! "project": …}`, then serves until its standard input closes.
@@ -22,7 +23,8 @@ use std::sync::{Arc, Mutex};
 use http::StatusCode;
 use serde_json::{Value, json};
 use support::{
-    FakeMetadata, FakeVertex, GOOGLE_TOKEN, PROJECT, Recorded, Reply, error_in_stream, google_error,
+    FakeMetadata, FakeVertex, GOOGLE_TOKEN, PROJECT, Recorded, Reply, cloud_run, error_in_stream,
+    google_error,
 };
 
 /// What the client suite reads back: every request but the control ones, and the calls per
@@ -65,6 +67,16 @@ fn reply(log: &Mutex<Log>, request: &Recorded) -> Reply {
     let first_call = *calls == 1;
     drop(log);
 
+    // A private Cloud Run service at /service/v1, behind the front end's check of its ID
+    // token (audience: this origin), answering as Vertex's OpenAI endpoint does.
+    if let Some(rest) = request.path.strip_prefix("/service/v1/") {
+        let host = request.headers.get("host").and_then(|h| h.to_str().ok());
+        let audience = format!("http://{}/", host.unwrap_or_default());
+        let path = format!("/endpoints/openapi/{rest}");
+        let service =
+            move |_: &Recorded| Reply::Respond(vertex_proxy::demo::openai_answer(&path, &body));
+        return cloud_run(&audience, "authorization", service)(request);
+    }
     let authorized = request.headers.get("authorization").map(|v| v.as_bytes())
         == Some(format!("Bearer {GOOGLE_TOKEN}").as_bytes());
     if !authorized {

@@ -13,6 +13,7 @@ shows that the fake refuses what Gemini 3 refuses.
 """
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -34,6 +35,8 @@ ALIASES = {
     "stream429": "google/stream-429-once",
     "claude-sonnet": {"model": "anthropic/claude-sonnet-4-5@20250929", "location": "us-east5"},
     "embed": "google/gemini-embedding-001",
+    # A private Cloud Run service; its upstream, the fake's own origin, is set at start.
+    "gemma": {"upstream": None, "model": "google/gemma-3-12b-it"},
 }
 CLAUDE = "anthropic/claude-sonnet-4-5@20250929"
 CLAUDE_PATH = "/v1/projects/{project}/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:"
@@ -73,6 +76,7 @@ def start_fake(binary):
     if not line:
         raise SystemExit("the fake Vertex did not start")
     FAKE.update(json.loads(line))
+    ALIASES["gemma"]["upstream"] = fake_url() + "/service/v1"
     return fake
 
 
@@ -203,6 +207,26 @@ def python_sdk():
         result = client.embeddings.create(model="flash", input=["a", "b"])
         assert len(result.data) == 2 and len(result.data[0].embedding) == 8
         assert_vertex_saw(count=1)
+
+    @step("python openai", "a private Cloud Run service: chat, stream and embeddings, with its ID token")
+    def _():
+        reply = client.chat.completions.create(model="gemma", messages=[{"role": "user", "content": "hello there"}])
+        assert reply.choices[0].message.content == "You said: hello there", reply
+        chunks = list(client.chat.completions.create(
+            model="gemma", messages=[{"role": "user", "content": "one two three four"}], stream=True))
+        texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+        assert len(texts) >= 3 and "".join(texts) == "You said: one two three four", texts
+        vectors = client.embeddings.create(model="gemma", input=["a", "b"])
+        assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 8
+        requests = recorded()
+        paths = [r["path"] for r in requests]
+        assert paths == ["/service/v1/chat/completions"] * 2 + ["/service/v1/embeddings"], paths
+        for request in requests:
+            assert request["body"]["model"] == "google/gemma-3-12b-it", request["body"]
+            token = request["headers"]["authorization"].removeprefix("Bearer ")
+            claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+            assert claims["aud"] == fake_url() + "/", claims
+            assert KEY not in json.dumps(request["headers"]) and "x-api-key" not in request["headers"]
 
     @step("python openai", "embeddings.create on a Google embedding model, by :predict, float and base64")
     def _():
