@@ -3,8 +3,8 @@
 //! mapping from a failed upstream call to a proxy error.
 //!
 //! One file per kind of upstream holds what is particular to it: [`vertex_openai`],
-//! [`vertex_anthropic`] (Claude) and [`vertex_predict`] (Google's embedding models); a private
-//! service needs only its URL and its ID token, which are here. Beside
+//! [`vertex_anthropic`] (Claude), [`vertex_predict`] (Google's embedding models) and
+//! [`service`] (a private OpenAI-compatible service, with an ID token). Beside
 //! them: the connections (`pool`), the header allowlists (`headers`), Google's error envelope
 //! ([`envelope`]), what an answer means (`answer`), the retries ([`retry`]) and the startup
 //! lookup of the project (`metadata`).
@@ -15,6 +15,7 @@ mod headers;
 mod metadata;
 mod pool;
 pub mod retry;
+pub mod service;
 pub mod vertex_anthropic;
 pub mod vertex_openai;
 pub mod vertex_predict;
@@ -153,7 +154,7 @@ impl Upstream {
             tokens,
             id_tokens,
             vertex: Endpoints::new(config.base_url.clone(), project, locations),
-            services: service_origins(config),
+            services: service::origins(config),
             timeouts: config.timeouts,
             retries: config.retries,
             signature_mode: config.thought_signatures,
@@ -222,12 +223,7 @@ impl Upstream {
             }
             Kind::Service => {
                 let body = rewrite::splice_model(body, &model.span, &route.model).into();
-                let base = route.upstream.as_deref().unwrap_or_default();
-                let uri = format!("{base}/{}", operation.path())
-                    .parse()
-                    .map_err(|_| {
-                        ProxyError::bad_gateway("upstream_url", "could not build the service's URL")
-                    })?;
+                let uri = service::url(route, operation)?;
                 (body, Counts::default(), Target::Url(uri))
             }
             // Translated, not spliced: see `embed`.
@@ -487,30 +483,6 @@ fn is_sse(headers: &HeaderMap) -> bool {
 }
 
 pub type HttpClient = Pool;
-
-/// The distinct origins of the services the aliases name.
-fn service_origins(config: &Config) -> Arc<[http::Uri]> {
-    let mut origins: Vec<http::Uri> = Vec::new();
-    for (_, route) in config.aliases.iter() {
-        let Some(Ok(base)) = route.upstream.as_deref().map(str::parse::<http::Uri>) else {
-            continue;
-        };
-        let (Some(scheme), Some(authority)) = (base.scheme(), base.authority()) else {
-            continue;
-        };
-        let origin = http::Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
-            .path_and_query("/")
-            .build();
-        if let Ok(origin) = origin
-            && !origins.contains(&origin)
-        {
-            origins.push(origin);
-        }
-    }
-    origins.into()
-}
 
 /// The ID-token credentials of the services, by audience, made at startup.
 pub type IdTokens = std::collections::BTreeMap<Arc<str>, TokenSource>;
