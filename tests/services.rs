@@ -377,3 +377,33 @@ async fn a_service_over_tls_is_connected_at_startup_and_the_first_request_uses_i
     assert_eq!((call.connection, call.version), (1, http::Version::HTTP_2));
     assert_eq!(service.connections(), 1);
 }
+
+#[tokio::test]
+async fn an_id_token_is_refreshed_before_it_expires_without_a_request_waiting_for_it() {
+    let vertex = FakeVertex::start().await;
+    let service = FakeVertex::start_with(|_: &Recorded| Reply::Hangup).await;
+    let audience = format!("{}/", service.base_url());
+    service.set_behaviour(cloud_run(&audience, "authorization", vllm(GEMMA)));
+    let metadata = FakeMetadata::start().await;
+    // Valid 241 s: google-cloud-auth replaces a token 240 s before it expires.
+    metadata
+        .identity_lifetime
+        .store(241, std::sync::atomic::Ordering::SeqCst);
+    let mut env = env(&vertex, &metadata);
+    let base = service.base_url();
+    let aliases = serde_json::json!({"flash": "google/gemini-2.5-flash", "gemma": {"upstream": format!("{base}/v1"), "model": GEMMA}});
+    env.insert("MODEL_ALIASES_JSON".into(), aliases.to_string());
+    let proxy = spawn(&env).await;
+    // The warm-up's token, then its replacement, and the next: the second was received and
+    // put in use before the third was asked for. No request came in between.
+    metadata.wait_for_identity_requests(3).await;
+    assert_eq!(service.count(), 0);
+    chat(&proxy, "gemma").await.expect(StatusCode::OK);
+    let token = bearer_claims(&service.received()[0], "authorization");
+    let issued = metadata.identity_issued.lock().unwrap().clone();
+    let serial = token["jti"].as_u64().unwrap();
+    assert!(
+        issued.contains(&serial) && serial != issued[0],
+        "the request carried the warm-up's token {serial}, of {issued:?}"
+    );
+}

@@ -38,14 +38,24 @@ fn now() -> u64 {
 }
 
 /// An ID token for `audience`, shaped as Google's (a JWT with `aud`, `exp`, `iss`), with a
-/// signature no one checks; `issued_by` says which fake made it.
+/// signature no one checks, valid for an hour; `issued_by` says which fake made it.
 pub fn id_token(audience: &str, issued_by: &str) -> String {
+    id_token_for(audience, issued_by, 3600)
+}
+
+/// How many ID tokens the fakes have issued: each has its number in `jti`.
+static ISSUED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// [`id_token`], valid for `lifetime` seconds.
+pub fn id_token_for(audience: &str, issued_by: &str, lifetime: u64) -> String {
+    let serial = ISSUED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"fake","typ":"JWT"}"#);
     let claims = serde_json::json!({
         "aud": audience,
         "azp": SERVICE_ACCOUNT_EMAIL,
         "email": SERVICE_ACCOUNT_EMAIL,
-        "exp": now() + 3600,
+        "exp": now() + lifetime,
+        "jti": serial,
         "iat": now(),
         "iss": "https://accounts.google.com",
         "sub": "123456789",

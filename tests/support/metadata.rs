@@ -42,8 +42,12 @@ pub struct FakeMetadata {
     open: Arc<tokio::sync::watch::Sender<bool>>,
     /// The audience of each ID token asked for, in order.
     pub identity_requests: Arc<Mutex<Vec<String>>>,
+    /// The `jti` of each ID token issued, in order.
+    pub identity_issued: Arc<Mutex<Vec<u64>>>,
     /// While true, ID tokens are refused with 403 (access tokens are not).
     pub identity_refused: Arc<std::sync::atomic::AtomicBool>,
+    /// How long the ID tokens it issues are valid, in seconds (an hour, as Google's).
+    pub identity_lifetime: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl FakeMetadata {
@@ -57,7 +61,9 @@ impl FakeMetadata {
             project: Arc::new(Mutex::new(PROJECT.into())),
             open: Arc::new(tokio::sync::watch::channel(true).0),
             identity_requests: Arc::default(),
+            identity_issued: Arc::default(),
             identity_refused: Arc::default(),
+            identity_lifetime: Arc::new(3600.into()),
         };
         let (count, fetched, mode, open, project) = (
             fake.token_requests.clone(),
@@ -66,13 +72,17 @@ impl FakeMetadata {
             fake.open.clone(),
             fake.project.clone(),
         );
-        let (identities, refused) = (
+        let issued = fake.identity_issued.clone();
+        let (identities, refused, lifetime) = (
             fake.identity_requests.clone(),
             fake.identity_refused.clone(),
+            fake.identity_lifetime.clone(),
         );
         serve(listener, move |request: Request<Incoming>| {
             let (count, fetched, mode) = (count.clone(), fetched.clone(), mode.clone());
-            let (identities, refused) = (identities.clone(), refused.clone());
+            let (identities, refused, issued) =
+                (identities.clone(), refused.clone(), issued.clone());
+            let lifetime = lifetime.load(Ordering::SeqCst);
             let project = project.lock().unwrap().clone();
             let mut open = open.subscribe();
             async move {
@@ -109,7 +119,9 @@ impl FakeMetadata {
                     {
                         return response(StatusCode::FORBIDDEN, "text/plain", full("forbidden"));
                     }
-                    let token = cloud_run::id_token(&audience, "metadata");
+                    let token = cloud_run::id_token_for(&audience, "metadata", lifetime);
+                    let serial = cloud_run::claims(&token).and_then(|c| c["jti"].as_u64());
+                    issued.lock().unwrap().extend(serial);
                     return response(StatusCode::OK, "text/plain", full(token));
                 }
                 if path == "/computeMetadata/v1/instance/service-accounts/default/token" {
