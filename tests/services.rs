@@ -47,6 +47,14 @@ async fn an_id_token_from_the_metadata_server_opens_the_service_and_the_body_is_
     let aliases = aliases(&service.base_url());
     let (metadata, proxy) = spawn_with(&vertex, &[("MODEL_ALIASES_JSON", &aliases)]).await;
 
+    // The operator sees where each service alias goes (clients do not: see the listings).
+    let startup = proxy
+        .wait_for_line("the startup line", |line| line.get("config").is_some())
+        .await;
+    let gemma_x = &startup["config"]["aliases"]["gemma-x"];
+    assert_eq!(gemma_x["upstream"], format!("{}/v1", service.base_url()));
+    assert_eq!(gemma_x["audience"], audience.as_str());
+    assert_eq!(gemma_x["auth_header"], "x-serverless-authorization");
     // Warmed at startup, before any request: one token per audience, the origin's by default.
     let mut asked = metadata.wait_for_identity_requests(2).await;
     asked.sort();
