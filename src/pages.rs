@@ -70,6 +70,23 @@ pub fn splash(config: &Config, headers: &HeaderMap) -> Response<ProxyBody> {
     render(&page, headers)
 }
 
+/// Every form of `MODEL_ALIASES_JSON` entry, with an example each.
+const ALIAS_FORMS: &str = r#"{
+  "flash": "google/gemini-2.5-flash",
+  "llama": {"model": "meta/llama-3.3-70b-instruct-maas", "location": "us-central1"},
+  "pro": {"model": "google/gemini-2.5-pro", "locations": ["global", "us-central1"]},
+  "embed": "google/gemini-embedding-001",
+  "claude-sonnet": {"model": "anthropic/claude-sonnet-4-5@20250929", "location": "us-east5"},
+  "flash-fast": {"model": "google/gemini-2.5-flash", "defaults": {"reasoning_effort": "none"}},
+  "gemma": {"upstream": "https://gemma-123456789012.us-central1.run.app/v1", "model": "google/gemma-3-12b-it",
+            "audience": "https://gemma-123456789012.us-central1.run.app/", "auth_header": "x-serverless-authorization",
+            "defaults": {"chat_template_kwargs": {"enable_thinking": true}}}
+}
+"pro" tries its locations in turn; "embed" answers /v1/embeddings through Vertex's :predict;
+"claude-sonnet" answers /v1/messages; "gemma" is a private Cloud Run service, called with an
+ID token for its audience (default: its origin with a trailing slash), for which the proxy's
+service account needs roles/run.invoker (deploy.sh --invoker-of gemma)."#;
+
 pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Response<ProxyBody> {
     let base = base_url(headers, host);
     let example = config
@@ -105,8 +122,10 @@ pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Respons
         Block::Para("This service gives OpenAI-compatible clients access to models on Vertex AI. Use it like the OpenAI API with this base URL and your key.".into()),
         Block::Code(format!("base URL:  {base}\nAPI key:   the key you were given (export {KEY_VAR}=...)")),
         Block::Heading("Models".into()),
-        Block::Para("Send the alias as \"model\". GET /v1/models lists the aliases your key may use. Google's embedding models (gemini-embedding-*, text-embedding-*) answer /v1/embeddings through Vertex's :predict, in OpenAI's shape; an alias's defaults are added to requests that lack those fields, e.g. {\"flash-fast\": {\"model\": \"google/gemini-2.5-flash\", \"defaults\": {\"reasoning_effort\": \"none\"}}}. Aliases marked \"a private service\" are the deployment's own OpenAI-compatible models (vLLM or TGI on Cloud Run), e.g. {\"gemma\": {\"upstream\": \"https://gemma-123456789012.us-central1.run.app/v1\", \"model\": \"google/gemma-3-12b-it\"}}: chat and embeddings, called the same way.".into()),
+        Block::Para("Send the alias as \"model\". GET /v1/models lists the aliases your key may use. Aliases marked \"a private service\" are the deployment's own OpenAI-compatible models (vLLM or TGI on Cloud Run): chat and embeddings, called the same way. An alias's defaults are added to requests that lack those fields.".into()),
         Block::Table(aliases),
+        Block::Para("For the operator: the forms an alias takes in MODEL_ALIASES_JSON.".into()),
+        Block::Code(ALIAS_FORMS.into()),
         Block::Heading("Endpoints".into()),
         Block::Table(vec![
             vec!["method".into(), "path".into(), "what".into()],
@@ -475,6 +494,19 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn the_alias_forms_shown_are_ones_the_proxy_takes() {
+        use crate::models::{Aliases, Kind};
+        let json = ALIAS_FORMS.split("\n}\n").next().unwrap().to_owned() + "}";
+        let aliases = Aliases::parse(&json, "global").expect("every form parses");
+        let kind = |alias| aliases.get(alias).unwrap().kind;
+        assert_eq!(aliases.names().count(), 7);
+        assert_eq!(kind("embed"), Kind::VertexEmbeddings);
+        assert_eq!(kind("claude-sonnet"), Kind::VertexAnthropic);
+        assert_eq!(kind("gemma"), Kind::Service);
+        assert_eq!(aliases.get("pro").unwrap().locations.len(), 2);
     }
 
     #[test]
