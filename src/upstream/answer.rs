@@ -99,7 +99,7 @@ async fn first_event(
             First::Incomplete if held.len() < HOLD_AT_MOST => continue,
             First::Incomplete | First::Content => break,
             First::Error(mut error) => {
-                error.from = from;
+                said_by(&mut error, from);
                 let status = error.status;
                 return Outcome::failed(ProxyError::Upstream(Box::new(error)), status, None);
             }
@@ -177,7 +177,15 @@ async fn read_error(
     };
     let mut error = upstream_error(status, &body, false);
     error.retry_after = retry_after;
+    said_by(&mut error, from);
+    error
+}
+
+/// Names who answered `error`, and gives it a message if its body had none.
+fn said_by(error: &mut UpstreamError, from: Origin) {
+    error.from = from;
     if error.message.is_empty() {
+        let status = error.status;
         let reason = StatusCode::from_u16(status)
             .ok()
             .and_then(|s| s.canonical_reason())
@@ -187,8 +195,6 @@ async fn read_error(
             from.subject()
         );
     }
-    error.from = from;
-    error
 }
 
 /// The error `body` holds, Google's, Claude's or OpenAI's (a service's), as the proxy passes
@@ -264,7 +270,14 @@ mod tests {
     #[test]
     fn an_error_that_is_not_googles_still_says_what_happened() {
         let e = upstream_error(502, b"<html>", false);
-        assert_eq!((e.message.as_str(), e.google_status), ("", None));
+        assert_eq!((e.message.as_str(), e.google_status.as_deref()), ("", None));
+        let mut e = upstream_error(429, br#"{"error":{"code":429}}"#, true);
+        said_by(&mut e, Origin::Service);
+        assert_eq!(
+            e.message,
+            "The service answered HTTP 429 (Too Many Requests) without an error message"
+        );
+        assert_eq!(e.from, Origin::Service);
         // vLLM's errors, in OpenAI's shape and in its older flat one.
         let e = upstream_error(
             400,
