@@ -1,8 +1,9 @@
 //! Where a model name goes: the alias table, each alias's [`Route`], and the model objects of
 //! `/v1/models`. The configuration parser, `/v1/models`, `/docs` and the log line all read the
-//! same `Route`. The alias form for a private service is parsed in [`service`].
+//! same `Route`. The object forms of an alias are parsed in [`vertex`] and [`service`].
 
 mod service;
+mod vertex;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -167,55 +168,23 @@ impl Aliases {
                 ));
                 continue;
             }
-            let (model, locations, defaults) = match &spec {
-                Value::String(model) => (Some(model.as_str()), None, Map::new()),
-                Value::Object(fields) if fields.contains_key("upstream") => {
-                    match service::route(fields) {
-                        Ok(route) => {
-                            aliases.insert(alias, route);
-                        }
-                        Err(errs) => {
-                            errors.extend(errs.into_iter().map(|e| format!("alias {alias:?}: {e}")))
-                        }
-                    }
-                    continue;
-                }
-                Value::Object(fields) => {
-                    const FIELDS: [&str; 4] = ["model", "location", "locations", "defaults"];
-                    if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-                        errors.push(format!(
-                            "alias {alias:?}: unknown field {unknown:?} (allowed: model, location, locations, defaults; or upstream, model, audience, auth_header, defaults for a service)"
-                        ));
-                    }
-                    let locations = locations_of(fields).unwrap_or_else(|e| {
-                        errors.push(format!("alias {alias:?}: {e}"));
-                        None
-                    });
-                    let defaults = defaults_of(fields.get("defaults")).unwrap_or_else(|e| {
-                        errors.push(format!("alias {alias:?}: {e}"));
-                        Map::new()
-                    });
-                    (
-                        fields.get("model").and_then(Value::as_str),
-                        locations,
-                        defaults,
-                    )
-                }
-                _ => (None, None, Map::new()),
+            let route = match &spec {
+                Value::String(model) => normalise_model_id(model)
+                    .map(|model| Route::vertex(model, default_location.to_owned()))
+                    .map_err(|e| vec![e]),
+                Value::Object(fields) if fields.contains_key("upstream") => service::route(fields),
+                Value::Object(fields) => vertex::route(fields, default_location),
+                _ => Err(vec![
+                    "must map to a model id string or {\"model\": id, \"location\": loc}".into(),
+                ]),
             };
-            match model.map(normalise_model_id) {
-                Some(Ok(model)) => {
-                    let mut route = Route::vertex(model, default_location.to_owned());
-                    if let Some(locations) = locations {
-                        route.locations = locations;
-                    }
-                    route.defaults = defaults;
+            match route {
+                Ok(route) => {
                     aliases.insert(alias, route);
                 }
-                Some(Err(e)) => errors.push(format!("alias {alias:?}: {e}")),
-                None => errors.push(format!(
-                    "alias {alias:?} must map to a model id string or {{\"model\": id, \"location\": loc}}"
-                )),
+                Err(errs) => {
+                    errors.extend(errs.into_iter().map(|e| format!("alias {alias:?}: {e}")));
+                }
             }
         }
         if errors.is_empty() && aliases.is_empty() {
@@ -333,30 +302,6 @@ pub(crate) fn defaults_of(defaults: Option<&Value>) -> Result<Map<String, Value>
     Ok(fields.clone())
 }
 
-/// An alias's `location` (one) or `locations` (tried in turn when one fails), if given.
-fn locations_of(fields: &Map<String, Value>) -> Result<Option<Vec<String>>, String> {
-    const WHAT: &str = "a Vertex location such as \"us-central1\" or \"global\"";
-    match (fields.get("location"), fields.get("locations")) {
-        (Some(_), Some(_)) => Err("give \"location\" or \"locations\", not both".into()),
-        (None, None) => Ok(None),
-        (Some(Value::String(loc)), None) if is_location(loc) => Ok(Some(vec![loc.clone()])),
-        (Some(_), None) => Err(format!("\"location\" must be {WHAT}")),
-        (None, Some(Value::Array(list))) if !list.is_empty() => {
-            let mut locations = Vec::new();
-            for loc in list {
-                match loc.as_str() {
-                    Some(loc) if is_location(loc) => locations.push(loc.to_owned()),
-                    _ => return Err(format!("each of \"locations\" must be {WHAT}")),
-                }
-            }
-            Ok(Some(locations))
-        }
-        (None, Some(_)) => Err(format!(
-            "\"locations\" must be a non-empty list, each {WHAT}"
-        )),
-    }
-}
-
 /// A client's model name as quoted back in an error: bounded, since it can be any size.
 fn shorten(name: &str) -> String {
     match name.char_indices().nth(100) {
@@ -367,7 +312,7 @@ fn shorten(name: &str) -> String {
 
 /// Vertex's OpenAI endpoint wants `publisher/model`; a bare Gemini id is given the `google/`
 /// publisher, since that is the only thing it can mean there.
-fn normalise_model_id(id: &str) -> Result<String, String> {
+pub(crate) fn normalise_model_id(id: &str) -> Result<String, String> {
     let id = id.trim();
     if id.contains('/') {
         if is_raw_model_id(id) {
