@@ -190,11 +190,13 @@ recorded_invokees() {
     | tr ',' '\n' | grep -v '^$' || true
 }
 
-# Whether the proxy's service account may invoke service $1 already.
+# Whether the proxy's service account may invoke service $1 already. (Read whole first: a
+# grep that stops early would fail gcloud's write, and the pipeline with it.)
 is_invoker() {
-  gcloud run services get-iam-policy "$1" --region="$REGION" --flatten='bindings[].members' \
-    --filter='bindings.role:roles/run.invoker' --format='value(bindings.members)' "${G[@]}" \
-    | grep -qx "serviceAccount:$SA_EMAIL"
+  local members
+  members=$(gcloud run services get-iam-policy "$1" --region="$REGION" --flatten='bindings[].members' \
+    --filter='bindings.role:roles/run.invoker' --format='value(bindings.members)' "${G[@]}")
+  grep -qx "serviceAccount:$SA_EMAIL" <<<"$members"
 }
 
 env_flag() {
@@ -312,8 +314,11 @@ if [[ -n $INVOKER_GIVEN ]]; then
   record=()
   for name in "${invokees[@]}"; do
     if printf '%s\n' "${previous[@]}" | grep -qx "$name"; then
-      is_invoker "$name" || gcloud run services add-iam-policy-binding "$name" --region="$REGION" \
-        --member="serviceAccount:$SA_EMAIL" --role=roles/run.invoker "${G[@]}" >/dev/null
+      if ! is_invoker "$name"; then
+        say "granting roles/run.invoker on $name to $SA_EMAIL again (it was removed)"
+        gcloud run services add-iam-policy-binding "$name" --region="$REGION" \
+          --member="serviceAccount:$SA_EMAIL" --role=roles/run.invoker "${G[@]}" >/dev/null
+      fi
       record+=("$name")
     elif is_invoker "$name"; then
       say "$SA_EMAIL may already invoke $name (a grant deploy.sh did not make, and leaves alone)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Removes what deploy.sh made: the domain mapping, the service, the keys secret, the IAM
-# bindings (the run.invoker grants on private services among them) and the service account. Only what carries deploy.sh's mark (the label
+# bindings (the run.invoker grants on private services among them) and the service account.
+# Only what carries deploy.sh's mark (the label
 # managed-by=vertex-proxy, or for the service account that text in its description) is
 # deleted, and a domain mapping only if it routes to this service: anything else is skipped,
 # with the reason. Vertex AI and the other APIs stay enabled. Anything already gone is skipped.
@@ -100,9 +101,9 @@ if service=$(gcloud run services describe "$SERVICE" --region="$REGION" --format
     IFS=, read -r -a invokees <<<"$invokees"
     for name in "${invokees[@]}"; do
       [[ -n $name ]] || continue
-      if gcloud run services get-iam-policy "$name" --region="$REGION" --flatten='bindings[].members' \
-          --filter='bindings.role:roles/run.invoker' --format='value(bindings.members)' "${G[@]}" 2>/dev/null \
-          | grep -qx "serviceAccount:$SA_EMAIL"; then
+      members=$(gcloud run services get-iam-policy "$name" --region="$REGION" --flatten='bindings[].members' \
+        --filter='bindings.role:roles/run.invoker' --format='value(bindings.members)' "${G[@]}" 2>/dev/null || true)
+      if grep -qx "serviceAccount:$SA_EMAIL" <<<"$members"; then
         say "removing roles/run.invoker on $name from $SA_EMAIL"
         gcloud run services remove-iam-policy-binding "$name" --region="$REGION" \
           --member="serviceAccount:$SA_EMAIL" --role=roles/run.invoker "${G[@]}" >/dev/null

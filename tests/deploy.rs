@@ -867,8 +867,26 @@ fn invoker_of_grants_run_invoker_and_teardown_removes_exactly_those_grants() {
     scratch.ok("deploy.sh", &[]);
     let env = std::fs::read_to_string(scratch.dir.join("state/services/vertex-proxy/env")).unwrap();
     assert!(env.lines().any(|l| l == "INVOKER_OF=gemma,llama"), "{env}");
-    // ...and one with it makes the list exact: llama's grant goes, qwen's comes.
-    scratch.ok("deploy.sh", &["--invoker-of=gemma,qwen"]);
+    // ...and one with it makes the list exact: llama's grant goes, qwen's comes, and gemma's,
+    // removed by hand meanwhile, is made again.
+    gcloud_by_hand(
+        &scratch,
+        &[
+            "run",
+            "services",
+            "remove-iam-policy-binding",
+            "gemma",
+            "--region=us-central1",
+            &format!("--member={member}"),
+            "--role=roles/run.invoker",
+        ],
+    );
+    let out = scratch.ok("deploy.sh", &["--invoker-of=gemma,qwen"]);
+    assert!(
+        out.contains("on gemma to vertex-proxy@test-proj.iam.gserviceaccount.com again"),
+        "{out}"
+    );
+    assert_eq!(invokers(&scratch, "gemma"), [member]);
     assert!(invokers(&scratch, "llama").is_empty());
     assert_eq!(invokers(&scratch, "qwen"), [member]);
     let env = std::fs::read_to_string(scratch.dir.join("state/services/vertex-proxy/env")).unwrap();
