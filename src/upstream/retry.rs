@@ -119,9 +119,16 @@ impl<'a> Retries<'a> {
                 after,
             } => (error, status, after),
         };
-        log.push(record(at, status, self.wait));
+        let attempt = record(at, status, self.wait);
+        // One attempt, and no other to follow, is no list.
+        let give_up = |log: &mut Vec<Attempt>, error| {
+            if !first {
+                log.push(attempt.clone());
+            }
+            ControlFlow::Break(Err(error))
+        };
         if self.made >= self.policy.max_attempts as usize {
-            return ControlFlow::Break(Err(error));
+            return give_up(log, error);
         }
         // Another location's capacity is its own: the first time round, it is tried at once.
         let wait = if self.made < self.locations.len() {
@@ -131,8 +138,9 @@ impl<'a> Retries<'a> {
             after.unwrap_or_else(|| jittered(self.backoffs - 1))
         };
         if self.waited + wait > self.policy.budget {
-            return ControlFlow::Break(Err(error));
+            return give_up(log, error);
         }
+        log.push(attempt);
         self.waited += wait;
         self.wait = wait;
         ControlFlow::Continue(wait)
@@ -262,9 +270,13 @@ mod tests {
             max_attempts: 1,
             ..POLICY
         };
+        // One attempt is no list, whether retries are off or the first wait is too long.
         let (result, tried, log) = scripted(once, &["global"], vec![busy(None)]).await;
         assert!(result.is_err());
-        assert_eq!((tried.len(), log.len()), (1, 1));
+        assert_eq!((tried.len(), log.len()), (1, 0));
+        let (result, tried, log) = scripted(POLICY, &["global"], vec![busy(Some(25))]).await;
+        assert!(result.is_err());
+        assert_eq!((tried.len(), log.len()), (1, 0));
     }
 
     #[tokio::test(start_paused = true)]
