@@ -38,6 +38,36 @@ fn bearer_claims(recorded: &Recorded, header: &str) -> serde_json::Value {
     claims(value.strip_prefix("Bearer ").expect("a bearer token")).expect("a JWT")
 }
 
+/// Vertex, a vLLM-like service behind Cloud Run's check of an ID token in `authorization`,
+/// a metadata server, and the environment for a proxy with `flash` and the service as
+/// `gemma`; the test may change the metadata server's ways before it spawns the proxy.
+struct OneService {
+    service: FakeVertex,
+    audience: String,
+    metadata: FakeMetadata,
+    env: std::collections::HashMap<String, String>,
+    _vertex: FakeVertex,
+}
+
+async fn one_service() -> OneService {
+    let vertex = FakeVertex::start().await;
+    let service = FakeVertex::start_with(|_: &Recorded| Reply::Hangup).await;
+    let audience = format!("{}/", service.base_url());
+    service.set_behaviour(cloud_run(&audience, "authorization", vllm(GEMMA)));
+    let metadata = FakeMetadata::start().await;
+    let mut env = env(&vertex, &metadata);
+    let base = service.base_url();
+    let aliases = serde_json::json!({"flash": "google/gemini-2.5-flash", "gemma": {"upstream": format!("{base}/v1"), "model": GEMMA}});
+    env.insert("MODEL_ALIASES_JSON".into(), aliases.to_string());
+    OneService {
+        service,
+        audience,
+        metadata,
+        env,
+        _vertex: vertex,
+    }
+}
+
 #[tokio::test]
 async fn an_id_token_from_the_metadata_server_opens_the_service_and_the_body_is_spliced() {
     let vertex = FakeVertex::start().await;
@@ -281,19 +311,12 @@ async fn listings_show_a_service_alias_without_its_url() {
 
 #[tokio::test]
 async fn a_refused_id_token_is_reported_without_the_audience_and_recovered_from() {
-    let vertex = FakeVertex::start().await;
-    let service = FakeVertex::start_with(|_: &Recorded| Reply::Hangup).await;
-    let audience = format!("{}/", service.base_url());
-    service.set_behaviour(cloud_run(&audience, "authorization", vllm(GEMMA)));
-    let metadata = FakeMetadata::start().await;
+    let setup = one_service().await;
+    let (audience, metadata) = (&setup.audience, &setup.metadata);
     metadata
         .identity_refused
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let mut env = env(&vertex, &metadata);
-    let base = service.base_url();
-    let aliases = serde_json::json!({"flash": "google/gemini-2.5-flash", "gemma": {"upstream": format!("{base}/v1"), "model": GEMMA}});
-    env.insert("MODEL_ALIASES_JSON".into(), aliases.to_string());
-    let proxy = spawn(&env).await;
+    let proxy = spawn(&setup.env).await;
     metadata.wait_for_identity_requests(1).await;
 
     let answer = chat(&proxy, "gemma").await;
@@ -388,20 +411,13 @@ async fn a_service_over_tls_is_connected_at_startup_and_the_first_request_uses_i
 
 #[tokio::test]
 async fn an_id_token_is_refreshed_before_it_expires_without_a_request_waiting_for_it() {
-    let vertex = FakeVertex::start().await;
-    let service = FakeVertex::start_with(|_: &Recorded| Reply::Hangup).await;
-    let audience = format!("{}/", service.base_url());
-    service.set_behaviour(cloud_run(&audience, "authorization", vllm(GEMMA)));
-    let metadata = FakeMetadata::start().await;
+    let setup = one_service().await;
+    let (service, metadata) = (&setup.service, &setup.metadata);
     // Valid 241 s: google-cloud-auth replaces a token 240 s before it expires.
     metadata
         .identity_lifetime
         .store(241, std::sync::atomic::Ordering::SeqCst);
-    let mut env = env(&vertex, &metadata);
-    let base = service.base_url();
-    let aliases = serde_json::json!({"flash": "google/gemini-2.5-flash", "gemma": {"upstream": format!("{base}/v1"), "model": GEMMA}});
-    env.insert("MODEL_ALIASES_JSON".into(), aliases.to_string());
-    let proxy = spawn(&env).await;
+    let proxy = spawn(&setup.env).await;
     // The warm-up's token, then its replacement, and the next: the second was received and
     // put in use before the third was asked for. No request came in between.
     metadata.wait_for_identity_requests(3).await;
