@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use http::HeaderName;
+use http::{HeaderName, Uri};
 
 use serde_json::{Map, Value, json};
 
@@ -73,6 +73,19 @@ pub enum Auth {
     },
 }
 
+/// A private service's URLs, built when the alias is read.
+#[derive(Debug, PartialEq)]
+pub struct Service {
+    /// The alias's `upstream`, without a trailing slash: `https://gemma-abc-uc.a.run.app/v1`.
+    pub base: String,
+    /// `{base}/chat/completions`.
+    pub chat_completions: Uri,
+    /// `{base}/embeddings`.
+    pub embeddings: Uri,
+    /// `https://gemma-abc-uc.a.run.app/`: the default audience, and where to connect early.
+    pub origin: Uri,
+}
+
 /// Where an alias goes: everything the pipeline needs once the key has been checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
@@ -82,8 +95,8 @@ pub struct Route {
     /// Vertex's locations, never empty for a Vertex kind; a request goes to the first. A
     /// service has none.
     pub locations: Vec<String>,
-    /// A service's base URL, without a trailing slash: `https://gemma-abc-uc.a.run.app/v1`.
-    pub upstream: Option<Arc<str>>,
+    /// A private service's URLs.
+    pub upstream: Option<Arc<Service>>,
     pub auth: Auth,
     /// Top-level body fields added where the client's body lacks them (the alias's
     /// `defaults`): the client wins.

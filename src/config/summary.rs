@@ -15,7 +15,7 @@ impl Config {
                 if let (Some(upstream), Auth::GoogleIdToken { audience, header }) =
                     (&route.upstream, &route.auth)
                 {
-                    shown = serde_json::json!({"model": route.model, "upstream": upstream.as_ref(), "audience": audience.as_ref(), "auth_header": header.as_str()});
+                    shown = serde_json::json!({"model": route.model, "upstream": upstream.base, "audience": audience.as_ref(), "auth_header": header.as_str()});
                 }
                 (alias.to_owned(), shown)
             })

@@ -5,7 +5,7 @@
 use http::{HeaderName, Uri};
 use serde_json::{Map, Value};
 
-use super::{Auth, Kind, Route, defaults_of};
+use super::{Auth, Kind, Route, Service, defaults_of};
 use crate::config::values::is_loopback;
 
 const FIELDS: [&str; 5] = ["upstream", "model", "audience", "auth_header", "defaults"];
@@ -24,7 +24,7 @@ pub fn route(fields: &Map<String, Value>) -> Result<Route, Vec<String>> {
         ));
     }
     let upstream = match fields.get("upstream") {
-        Some(Value::String(url)) => base_url(url).map_err(|e| errors.push(e)).ok(),
+        Some(Value::String(url)) => service(url).map_err(|e| errors.push(e)).ok(),
         _ => {
             errors.push("\"upstream\" must be the service's base URL, like \"https://gemma-abc-uc.a.run.app/v1\"".into());
             None
@@ -38,7 +38,7 @@ pub fn route(fields: &Map<String, Value>) -> Result<Route, Vec<String>> {
         }
     };
     let audience = match fields.get("audience") {
-        None => upstream.as_ref().map(|(_, origin)| format!("{origin}/")),
+        None => upstream.as_ref().map(|service| service.origin.to_string()),
         Some(Value::String(audience)) if is_audience(audience) => Some(audience.clone()),
         Some(_) => {
             errors.push("\"audience\" must be a URL of 1 to 1024 printable ASCII characters (by default the service's origin, with a trailing slash)".into());
@@ -63,7 +63,7 @@ pub fn route(fields: &Map<String, Value>) -> Result<Route, Vec<String>> {
         Map::new()
     });
     match (upstream, model, audience, header) {
-        (Some((upstream, _)), Some(model), Some(audience), Some(header)) if errors.is_empty() => {
+        (Some(upstream), Some(model), Some(audience), Some(header)) if errors.is_empty() => {
             Ok(Route {
                 kind: Kind::Service,
                 model,
@@ -80,9 +80,9 @@ pub fn route(fields: &Map<String, Value>) -> Result<Route, Vec<String>> {
     }
 }
 
-/// The base URL without its trailing slash, and its origin. `https://` only, but for
+/// The service's URLs, built once here rather than on each request. `https://` only, but for
 /// loopback, so that the ID token never crosses a network in clear text.
-fn base_url(url: &str) -> Result<(String, String), String> {
+fn service(url: &str) -> Result<Service, String> {
     let base = url.trim_end_matches('/');
     let uri: Uri = base
         .parse()
@@ -110,7 +110,19 @@ fn base_url(url: &str) -> Result<(String, String), String> {
         }
         _ => return Err(format!("\"upstream\" {url:?} must start with https://")),
     }
-    Ok((base.to_owned(), format!("{scheme}://{authority}")))
+    let at = |path: &str| {
+        format!("{base}{path}")
+            .parse::<Uri>()
+            .map_err(|_| format!("\"upstream\" {url:?} does not make a valid URL with {path}"))
+    };
+    Ok(Service {
+        base: base.to_owned(),
+        chat_completions: at("/chat/completions")?,
+        embeddings: at("/embeddings")?,
+        origin: format!("{scheme}://{authority}/")
+            .parse()
+            .map_err(|_| format!("\"upstream\" {url:?} has no valid origin"))?,
+    })
 }
 
 /// Any name the service accepts, within bounds: it is spliced into the body as a JSON string.
@@ -140,9 +152,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(gemma.kind, Kind::Service);
+        let service = gemma.upstream.as_deref().unwrap();
+        assert_eq!(service.base, "https://gemma-abc-uc.a.run.app/v1");
         assert_eq!(
-            gemma.upstream.as_deref(),
-            Some("https://gemma-abc-uc.a.run.app/v1")
+            service.chat_completions,
+            "https://gemma-abc-uc.a.run.app/v1/chat/completions"
+        );
+        assert_eq!(
+            service.embeddings,
+            "https://gemma-abc-uc.a.run.app/v1/embeddings"
         );
         assert_eq!(gemma.model, "google/gemma-3-12b-it");
         assert_eq!(

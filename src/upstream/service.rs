@@ -1,6 +1,6 @@
 //! A private OpenAI-compatible service (vLLM or TGI on Cloud Run) at an alias's `upstream`:
-//! its URLs. The body is Vertex's splice of the model, the credential an ID token (`auth`),
-//! and the answer passes as it comes.
+//! its URLs, built when the alias was read. The body is Vertex's splice of the model, the
+//! credential an ID token (`auth`), and the answer passes as it comes.
 
 use std::sync::Arc;
 
@@ -11,34 +11,28 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::models::Route;
 
-/// The URL of `operation` at the service: its base with `/chat/completions` or
-/// `/embeddings` appended.
+/// The URL of `operation` at the route's service.
 pub fn url(route: &Route, operation: Operation) -> Result<Uri, ProxyError> {
-    let base = route.upstream.as_deref().unwrap_or_default();
-    format!("{base}/{}", operation.path())
-        .parse()
-        .map_err(|_| ProxyError::bad_gateway("upstream_url", "could not build the service's URL"))
+    match (route.upstream.as_deref(), operation) {
+        (Some(service), Operation::ChatCompletions) => Ok(service.chat_completions.clone()),
+        (Some(service), Operation::Embeddings) => Ok(service.embeddings.clone()),
+        _ => Err(ProxyError::bad_gateway(
+            "upstream_url",
+            "a private service serves only chat completions and embeddings",
+        )),
+    }
 }
 
 /// The distinct origins of the services the aliases name, to connect to at startup.
 pub fn origins(config: &Config) -> Arc<[Uri]> {
     let mut origins: Vec<Uri> = Vec::new();
-    for (_, route) in config.aliases.iter() {
-        let Some(Ok(base)) = route.upstream.as_deref().map(str::parse::<Uri>) else {
-            continue;
-        };
-        let (Some(scheme), Some(authority)) = (base.scheme(), base.authority()) else {
-            continue;
-        };
-        let origin = Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
-            .path_and_query("/")
-            .build();
-        if let Ok(origin) = origin
-            && !origins.contains(&origin)
-        {
-            origins.push(origin);
+    for service in config
+        .aliases
+        .iter()
+        .filter_map(|(_, r)| r.upstream.as_deref())
+    {
+        if !origins.contains(&service.origin) {
+            origins.push(service.origin.clone());
         }
     }
     origins.into()
