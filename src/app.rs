@@ -9,7 +9,6 @@ use tokio::net::TcpListener;
 
 use crate::auth::TokenSource;
 use crate::config::{Config, ConfigError, ConfigErrors, Env, Mode};
-use crate::models::Auth;
 use crate::state::State;
 use crate::upstream::{self, ClientSettings, HttpClient, IdTokens, Upstream};
 use crate::{demo, keys, log, server};
@@ -155,16 +154,10 @@ pub async fn load(env: &dyn Env, mode: Mode) -> Result<Loaded, ConfigErrors> {
 /// checks no token.
 fn id_tokens(config: &Config, mode: Mode, errors: &mut Vec<ConfigError>) -> IdTokens {
     let mut id_tokens = IdTokens::new();
-    for (_, route) in config.aliases.iter() {
-        let Auth::GoogleIdToken { audience, .. } = &route.auth else {
-            continue;
-        };
-        if id_tokens.contains_key(audience) {
-            continue;
-        }
+    for audience in config.aliases.audiences() {
         let tokens = match mode {
             Mode::Demo => TokenSource::Fixed(HeaderValue::from_static(demo::TOKEN_HEADER)),
-            Mode::Vertex => match TokenSource::id_token(audience) {
+            Mode::Vertex => match TokenSource::id_token(&audience) {
                 Ok(tokens) => tokens,
                 Err(message) => {
                     errors.push(ConfigError {
@@ -175,7 +168,7 @@ fn id_tokens(config: &Config, mode: Mode, errors: &mut Vec<ConfigError>) -> IdTo
                 }
             },
         };
-        id_tokens.insert(audience.clone(), tokens);
+        id_tokens.insert(audience, tokens);
     }
     id_tokens
 }

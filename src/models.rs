@@ -6,7 +6,7 @@ mod service;
 mod vertex;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use http::{HeaderName, Uri};
@@ -286,6 +286,16 @@ impl Aliases {
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Route)> {
         self.routes.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The distinct audiences of the ID tokens the services' aliases need.
+    pub fn audiences(&self) -> BTreeSet<Arc<str>> {
+        (self.routes.values())
+            .filter_map(|route| match &route.auth {
+                Auth::GoogleIdToken { audience, .. } => Some(audience.clone()),
+                Auth::GoogleAccessToken => None,
+            })
+            .collect()
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {

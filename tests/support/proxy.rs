@@ -41,15 +41,7 @@ impl InProcess {
         let token = http::HeaderValue::from_str(&format!("Bearer {GOOGLE_TOKEN}")).unwrap();
         let tokens = vertex_proxy::auth::TokenSource::Fixed(token);
         // Each service's ID token is fixed too: one for its audience.
-        let id_tokens = config
-            .aliases
-            .iter()
-            .filter_map(|(_, route)| match &route.auth {
-                vertex_proxy::models::Auth::GoogleIdToken { audience, .. } => {
-                    Some(audience.clone())
-                }
-                _ => None,
-            })
+        let id_tokens = (config.aliases.audiences().into_iter())
             .map(|audience| {
                 let token = id_token(&audience, "in-process");
                 let token = http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
