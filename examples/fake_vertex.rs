@@ -75,7 +75,7 @@ fn reply(log: &Mutex<Log>, request: &Recorded) -> Reply {
         let path = format!("/endpoints/openapi/{rest}");
         let service =
             move |_: &Recorded| Reply::Respond(vertex_proxy::demo::openai_answer(&path, &body));
-        return cloud_run(&audience, "authorization", service)(request);
+        return cloud_run(&audience, service)(request);
     }
     let authorized = request.headers.get("authorization").map(|v| v.as_bytes())
         == Some(format!("Bearer {GOOGLE_TOKEN}").as_bytes());

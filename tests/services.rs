@@ -53,7 +53,7 @@ async fn one_service() -> OneService {
     let vertex = FakeVertex::start().await;
     let service = FakeVertex::start_with(|_: &Recorded| Reply::Hangup).await;
     let audience = format!("{}/", service.base_url());
-    service.set_behaviour(cloud_run(&audience, "authorization", vllm(GEMMA)));
+    service.set_behaviour(cloud_run(&audience, vllm(GEMMA)));
     let metadata = FakeMetadata::start().await;
     let mut env = env(&vertex, &metadata);
     let base = service.base_url();
@@ -73,7 +73,7 @@ async fn an_id_token_from_the_metadata_server_opens_the_service_and_the_body_is_
     let vertex = FakeVertex::start().await;
     let service = FakeVertex::start_with(|_: &Recorded| Reply::Hangup).await;
     let audience = format!("{}/", service.base_url());
-    service.set_behaviour(cloud_run(&audience, "authorization", vllm(GEMMA)));
+    service.set_behaviour(cloud_run(&audience, vllm(GEMMA)));
     let aliases = aliases(&service.base_url());
     let (metadata, proxy) = spawn_with(&vertex, &[("MODEL_ALIASES_JSON", &aliases)]).await;
 
@@ -163,11 +163,7 @@ async fn with_x_serverless_authorization_the_token_leaves_authorization_to_the_s
     let vertex = FakeVertex::start().await;
     let service = FakeVertex::start_with(|_: &Recorded| Reply::Hangup).await;
     let audience = format!("{}/", service.base_url());
-    service.set_behaviour(cloud_run(
-        &audience,
-        "x-serverless-authorization",
-        vllm(GEMMA),
-    ));
+    service.set_behaviour(cloud_run(&audience, vllm(GEMMA)));
     let aliases = aliases(&service.base_url());
     let (_metadata, proxy) = spawn_with(&vertex, &[("MODEL_ALIASES_JSON", &aliases)]).await;
 
@@ -191,10 +187,14 @@ async fn with_x_serverless_authorization_the_token_leaves_authorization_to_the_s
     );
     assert!(!call.headers.contains_key("authorization"));
 
-    // The same service through `authorization` is refused by this front end: the header
-    // is what the alias says, not a guess.
-    let answer = chat(&proxy, "gemma").await;
-    answer.expect(StatusCode::BAD_GATEWAY);
+    // Through `gemma` the token goes in `authorization`, which Cloud Run reads too.
+    chat(&proxy, "gemma").await.expect(StatusCode::OK);
+    let call = &service.wait_for(2).await[1];
+    assert_eq!(
+        bearer_claims(call, "authorization")["aud"],
+        audience.as_str()
+    );
+    assert!(!call.headers.contains_key("x-serverless-authorization"));
 }
 
 #[tokio::test]
@@ -204,7 +204,7 @@ async fn a_service_account_file_signs_locally_and_its_exchanged_id_token_opens_t
     let rx = std::sync::Mutex::new(Some(rx));
     let service = FakeVertex::start_with(|_: &Recorded| Reply::Hangup).await;
     let audience = format!("{}/", service.base_url());
-    service.set_behaviour(cloud_run(&audience, "authorization", move |_| {
+    service.set_behaviour(cloud_run(&audience, move |_| {
         let rx = rx.lock().unwrap().take().expect("one stream");
         Reply::Channel(StatusCode::OK, "text/event-stream", rx)
     }));
@@ -389,7 +389,7 @@ async fn a_service_over_tls_is_connected_at_startup_and_the_first_request_uses_i
     let vertex = FakeVertex::start().await;
     let service = FakeVertex::start_tls_with(|_: &Recorded| Reply::Hangup).await;
     let base = format!("https://localhost:{}", service.addr.port());
-    service.set_behaviour(cloud_run(&format!("{base}/"), "authorization", vllm(GEMMA)));
+    service.set_behaviour(cloud_run(&format!("{base}/"), vllm(GEMMA)));
     let aliases = serde_json::json!({"flash": "google/gemini-2.5-flash", "gemma": {"upstream": format!("{base}/v1"), "model": GEMMA}});
     let proxy = in_process_with(
         &vertex,

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use http::{HeaderName, Request, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -71,20 +71,18 @@ pub fn claims(token: &str) -> Option<serde_json::Value> {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
 }
 
-/// What Cloud Run's front end lets through to a private service: a request whose `header`
-/// (`authorization`, or `x-serverless-authorization`, which it reads first) holds `Bearer`
-/// and an unexpired Google ID token for `audience`. Anything else gets its 401, an HTML page
+/// What Cloud Run's front end lets through to a private service: a request with `Bearer` and
+/// an unexpired Google ID token for `audience` in `X-Serverless-Authorization`, which it reads
+/// first, or else in `Authorization` (REFERENCE.md). Anything else gets its 401, an HTML page
 /// with no JSON in it, and never reaches the service.
 pub fn cloud_run(
     audience: &str,
-    header: &'static str,
     service: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
 ) -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {
     let audience = audience.to_owned();
     move |r: &Recorded| {
-        let token = r
-            .headers
-            .get(HeaderName::from_static(header))
+        let token = (r.headers.get("x-serverless-authorization"))
+            .or_else(|| r.headers.get(http::header::AUTHORIZATION))
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         let valid = token.and_then(claims).is_some_and(|claims| {
