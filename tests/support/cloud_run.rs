@@ -213,16 +213,14 @@ impl FakeOAuth {
 
     /// Waits until at least `n` exchanges have been answered.
     pub async fn wait_for_exchanges(&self, n: usize) -> Vec<Exchange> {
-        within("ID-token exchanges at the fake token endpoint", async {
-            loop {
-                let notified = self.exchanged.notified();
+        until(
+            "ID-token exchanges at the fake token endpoint",
+            &self.exchanged,
+            || {
                 let seen = self.exchanges.lock().unwrap().clone();
-                if seen.len() >= n {
-                    return seen;
-                }
-                notified.await;
-            }
-        })
+                (seen.len() >= n).then_some(seen)
+            },
+        )
         .await
     }
 }

@@ -297,15 +297,11 @@ impl FakeVertex {
 
     /// Waits until at least `n` connections have been accepted.
     pub async fn wait_for_connections(&self, n: usize) {
-        within("connections at the fake Vertex", async {
-            loop {
-                let connected = self.work.connected.notified();
-                if self.connections() >= n {
-                    return;
-                }
-                connected.await;
-            }
-        })
+        until(
+            "connections at the fake Vertex",
+            &self.work.connected,
+            || (self.connections() >= n).then_some(()),
+        )
         .await
     }
 
@@ -316,14 +312,8 @@ impl FakeVertex {
 
     /// Waits until every answer begun has ended or been given up.
     pub async fn wait_until_idle(&self) {
-        within("the fake's answers to end", async {
-            loop {
-                let ended = self.work.ended.notified();
-                if self.in_flight() == 0 {
-                    return;
-                }
-                ended.await;
-            }
+        until("the fake's answers to end", &self.work.ended, || {
+            (self.in_flight() == 0).then_some(())
         })
         .await
     }
@@ -382,14 +372,8 @@ impl FakeVertex {
 
     /// Waits until at least `n` requests have arrived.
     pub async fn wait_for(&self, n: usize) -> Vec<Recorded> {
-        within("requests at the fake Vertex", async {
-            loop {
-                let notified = self.arrived.notified();
-                if self.count() >= n {
-                    return self.received();
-                }
-                notified.await;
-            }
+        until("requests at the fake Vertex", &self.arrived, || {
+            (self.count() >= n).then(|| self.received())
         })
         .await
     }

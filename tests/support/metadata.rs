@@ -168,30 +168,24 @@ impl FakeMetadata {
 
     /// Waits until at least `n` token requests have arrived.
     pub async fn wait_for_token_requests(&self, n: usize) {
-        within("token requests at the fake metadata server", async {
-            loop {
-                let notified = self.token_fetched.notified();
-                if self.token_requests() >= n {
-                    return;
-                }
-                notified.await;
-            }
-        })
+        until(
+            "token requests at the fake metadata server",
+            &self.token_fetched,
+            || (self.token_requests() >= n).then_some(()),
+        )
         .await
     }
 
     /// Waits until at least `n` ID tokens have been asked for, and returns their audiences.
     pub async fn wait_for_identity_requests(&self, n: usize) -> Vec<String> {
-        within("ID-token requests at the fake metadata server", async {
-            loop {
-                let notified = self.token_fetched.notified();
+        until(
+            "ID-token requests at the fake metadata server",
+            &self.token_fetched,
+            || {
                 let asked = self.identity_requests.lock().unwrap().clone();
-                if asked.len() >= n {
-                    return asked;
-                }
-                notified.await;
-            }
-        })
+                (asked.len() >= n).then_some(asked)
+            },
+        )
         .await
     }
 
@@ -220,29 +214,11 @@ fn query_value(query: &str, name: &str) -> Option<String> {
     })
 }
 
+/// A URL query's or a form's value, decoded (`+` is a space in both).
 pub fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(&text.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Serves HTTP/1.1 on `listener` with `handler` until the test ends.

@@ -17,6 +17,8 @@ pub use proxy::*;
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 pub const KEY: &str = "sk_test_0123456789abcdef";
 pub const KEY_FLASH_ONLY: &str = "sk_test_flash_only_0000";
 pub const KEY_DISABLED: &str = "sk_test_disabled_000000";
@@ -30,6 +32,22 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
         Ok(value) => value,
         Err(_) => panic!("timed out waiting for {what}"),
     }
+}
+
+/// Waits, within the tests' bound, until `check` has a value; `changed` is told whenever what
+/// it looks at may have changed. The waiter is registered before each look, so a change
+/// between the look and the wait is not missed.
+pub async fn until<T>(what: &str, changed: &Notify, check: impl Fn() -> Option<T>) -> T {
+    within(what, async {
+        loop {
+            let notified = changed.notified();
+            if let Some(value) = check() {
+                return value;
+            }
+            notified.await;
+        }
+    })
+    .await
 }
 
 pub fn sha256_hex(text: &str) -> String {

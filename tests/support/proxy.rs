@@ -300,18 +300,10 @@ impl Proxy {
         what: &str,
         predicate: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        within(what, async {
-            loop {
-                let notified = self.new_line.notified();
-                for line in self.lines() {
-                    if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
-                        && predicate(&json)
-                    {
-                        return json;
-                    }
-                }
-                notified.await;
-            }
+        until(what, &self.new_line, || {
+            (self.lines().iter())
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .find(|json| predicate(json))
         })
         .await
     }
