@@ -145,6 +145,11 @@ def check_log():
         assert secret not in text, f"{secret[:8]}… reached the proxy's log"
 
 
+def text_pieces(chunks):
+    """The text of a streamed chat completion, chunk by chunk."""
+    return [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+
+
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -183,7 +188,7 @@ def python_sdk():
         chunks = list(client.chat.completions.create(
             model="flash", messages=[{"role": "user", "content": "one two three four"}],
             stream=True, stream_options={"include_usage": True}))
-        texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+        texts = text_pieces(chunks)
         assert len(texts) >= 3, f"the text came in {len(texts)} chunks"
         assert "".join(texts) == "You said: one two three four"
         assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
@@ -214,7 +219,7 @@ def python_sdk():
         assert reply.choices[0].message.content == "You said: hello there", reply
         chunks = list(client.chat.completions.create(
             model="gemma", messages=[{"role": "user", "content": "one two three four"}], stream=True))
-        texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+        texts = text_pieces(chunks)
         assert len(texts) >= 3 and "".join(texts) == "You said: one two three four", texts
         vectors = client.embeddings.create(model="gemma", input=["a", "b"])
         assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 8
@@ -295,7 +300,7 @@ def python_sdk():
     def _():
         chunks = list(client.chat.completions.create(
             model="stream429", messages=[{"role": "user", "content": "one two three"}], stream=True))
-        texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+        texts = text_pieces(chunks)
         assert "".join(texts) == "You said: one two three", texts
         assert_vertex_saw(model="google/stream-429-once", count=2, stream=True)
 
