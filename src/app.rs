@@ -58,6 +58,20 @@ pub struct Loaded {
     pub client: HttpClient,
 }
 
+impl Loaded {
+    /// A loaded configuration from parts the caller already holds (the tests' fixed
+    /// tokens), with the client `load` would build.
+    pub fn new(config: Config, project: String, tokens: (TokenSource, IdTokens)) -> Loaded {
+        let client = upstream::client(&ClientSettings::of(&config));
+        Loaded {
+            config,
+            project,
+            tokens,
+            client,
+        }
+    }
+}
+
 /// `vertex-proxy check`: validates exactly as startup does, and returns the configuration
 /// summary (no secrets) or every problem.
 pub async fn check(env: &dyn Env) -> Result<serde_json::Value, ConfigErrors> {
@@ -219,6 +233,24 @@ pub async fn prepare(env: &dyn Env, mode: Mode) -> Result<(State, TcpListener), 
         demo::print_banner(local, !demo::DemoEnv(env).has_own_keys());
     }
 
+    let loaded = Loaded {
+        config,
+        project,
+        tokens,
+        client,
+    };
+    Ok((assemble(loaded), listener))
+}
+
+/// The state every request shares, from a loaded configuration: what startup serves, and
+/// what the tests serve, so that the two cannot drift apart.
+pub fn assemble(loaded: Loaded) -> State {
+    let Loaded {
+        config,
+        project,
+        tokens,
+        client,
+    } = loaded;
     let upstream = Upstream::new(&config, project, tokens, client);
-    Ok((State::new(config, upstream), listener))
+    State::new(config, upstream)
 }

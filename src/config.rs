@@ -122,12 +122,12 @@ pub struct Config {
     /// `UPSTREAM_PRECONNECT`: each worker opens its upstream connections at startup.
     pub upstream_preconnect: bool,
     /// `THOUGHT_SIGNATURES`: what Gemini 3 history that lost its signatures gets.
-    pub thought_signatures: signatures::Mode,
+    pub thought_signatures: signatures::SignatureMode,
     /// `THOUGHT_SIGNATURES_CACHE_BYTES` and `THOUGHT_SIGNATURES_TTL_SECS`: the store of
     /// signatures `restore` puts back.
     pub signature_cache_bytes: usize,
     pub signature_ttl: Duration,
-    pub retries: Retries,
+    pub retries: RetryPolicy,
     /// `ANTHROPIC_BETAS`: the `anthropic-beta` values passed to Claude on Vertex.
     pub anthropic_betas: Vec<String>,
     /// Threads serving requests, each with its own runtime and upstream pool.
@@ -137,7 +137,7 @@ pub struct Config {
 /// `MAX_ATTEMPTS` and `RETRY_BUDGET_SECS`: how far the proxy retries a request that failed
 /// before the client saw a byte of its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retries {
+pub struct RetryPolicy {
     /// Attempts in all, the first included; 1 turns retries off.
     pub max_attempts: u32,
     /// The most time spent waiting between attempts, in all.
@@ -257,11 +257,11 @@ impl Config {
         let allow_raw_model_ids = flag("ALLOW_RAW_MODEL_IDS", false);
         let upstream_preconnect = flag("UPSTREAM_PRECONNECT", true);
         let thought_signatures = match get("THOUGHT_SIGNATURES").as_deref().map(str::trim) {
-            None => signatures::Mode::Restore,
-            Some(text) => signatures::Mode::parse(text).unwrap_or_else(|| {
+            None => signatures::SignatureMode::Restore,
+            Some(text) => signatures::SignatureMode::parse(text).unwrap_or_else(|| {
                 let message = "must be restore, fill or off".into();
                 report(&mut errors, "THOUGHT_SIGNATURES", message);
-                signatures::Mode::Restore
+                signatures::SignatureMode::Restore
             }),
         };
         let signature_cache_bytes = or_report(
@@ -282,7 +282,7 @@ impl Config {
             .map(|b| b.trim().to_owned())
             .filter(|b| !b.is_empty())
             .collect();
-        let retries = Retries {
+        let retries = RetryPolicy {
             max_attempts: or_report(
                 &mut errors,
                 "MAX_ATTEMPTS",
@@ -515,7 +515,10 @@ mod tests {
     #[test]
     fn new_settings_have_their_defaults_and_are_checked() {
         let config = parse(&[("API_KEYS_JSON", KEYS)]).unwrap();
-        assert_eq!(config.thought_signatures, signatures::Mode::Restore);
+        assert_eq!(
+            config.thought_signatures,
+            signatures::SignatureMode::Restore
+        );
         assert_eq!(config.retries.max_attempts, 3);
         assert_eq!(config.retries.budget, Duration::from_secs(20));
         assert!(

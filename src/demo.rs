@@ -124,7 +124,7 @@ pub async fn start_stand_in() -> std::io::Result<SocketAddr> {
 /// An error in Google's envelope, wrapped in an array as Vertex's OpenAI endpoint often
 /// sends it.
 pub fn google_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let google_status = match status.as_u16() {
+    let code = match status.as_u16() {
         400 => "INVALID_ARGUMENT",
         401 => "UNAUTHENTICATED",
         403 => "PERMISSION_DENIED",
@@ -134,8 +134,7 @@ pub fn google_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
         504 => "DEADLINE_EXCEEDED",
         _ => "INTERNAL",
     };
-    let payload =
-        json!([{"error": {"code": status.as_u16(), "message": message, "status": google_status}}]);
+    let payload = json!([{"error": {"code": status.as_u16(), "message": message, "status": code}}]);
     json_response(status, &payload)
 }
 

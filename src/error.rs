@@ -93,7 +93,7 @@ pub struct UpstreamError {
     /// Google's message, for the client; never logged, since it may quote the request.
     pub message: String,
     /// Google's status, `RESOURCE_EXHAUSTED`, or `None` when the body was not its envelope.
-    pub google_status: Option<String>,
+    pub code: Option<String>,
     /// The upstream's `Retry-After`, passed on.
     pub retry_after: Option<HeaderValue>,
     /// It came as the first event of a 200 stream: the client gets it as one SSE event too.
@@ -147,7 +147,7 @@ impl ProxyError {
                     400..500 => "invalid_request_error",
                     _ => "api_error",
                 };
-                (kind, e.google_status.as_deref().unwrap_or("upstream_error"))
+                (kind, e.code.as_deref().unwrap_or("upstream_error"))
             }
             ProxyError::BadRequest { code, .. } => ("invalid_request_error", code),
             ProxyError::Unauthorized(_) => ("invalid_request_error", "invalid_api_key"),
@@ -399,7 +399,7 @@ mod tests {
             from: Origin::Vertex,
             status: 429,
             message: "Resource exhausted.".into(),
-            google_status: Some("RESOURCE_EXHAUSTED".into()),
+            code: Some("RESOURCE_EXHAUSTED".into()),
             retry_after: Some(HeaderValue::from_static("5")),
             in_stream,
             anthropic: None,

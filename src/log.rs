@@ -66,7 +66,7 @@ fn bounded(text: &str) -> String {
 
 /// How a response ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Outcome {
+enum Ending {
     /// Still open: if it is dropped in this state, the client went away.
     Open,
     Complete,
@@ -106,7 +106,7 @@ pub struct RequestLog {
     usage_head: Option<Head>,
     price: Option<Price>,
     response_bytes: u64,
-    outcome: Outcome,
+    outcome: Ending,
 }
 
 impl RequestLog {
@@ -134,7 +134,7 @@ impl RequestLog {
             usage_head: None,
             price: None,
             response_bytes: 0,
-            outcome: Outcome::Open,
+            outcome: Ending::Open,
         }
     }
 
@@ -218,12 +218,12 @@ impl RequestLog {
     }
 
     pub fn completed(&mut self) {
-        self.outcome = Outcome::Complete;
+        self.outcome = Ending::Complete;
     }
 
     /// The upstream body failed mid-stream; `reason` is the proxy's own text.
     pub fn stream_failed(&mut self, reason: String) {
-        self.outcome = Outcome::UpstreamFailed(reason);
+        self.outcome = Ending::UpstreamFailed(reason);
     }
 
     /// The line, borrowing from the log.
@@ -231,7 +231,7 @@ impl RequestLog {
         // 499 is nginx's "client closed request": there was no status to send.
         let status = self.status.unwrap_or(499);
         let severity = match (&self.outcome, status) {
-            (Outcome::UpstreamFailed(_), _) => "ERROR",
+            (Ending::UpstreamFailed(_), _) => "ERROR",
             (_, 500..) => "ERROR",
             (_, 400..) => "WARNING",
             _ => "INFO",
@@ -275,9 +275,9 @@ impl RequestLog {
                 .zip(self.price)
                 .map(|(usage, price)| price.cost(&usage)),
             usage,
-            cancelled: self.outcome == Outcome::Open,
+            cancelled: self.outcome == Ending::Open,
             stream_error: match &self.outcome {
-                Outcome::UpstreamFailed(reason) => Some(reason),
+                Ending::UpstreamFailed(reason) => Some(reason),
                 _ => None,
             },
         }
@@ -356,7 +356,7 @@ mod tests {
         entry.status = Some(502);
         entry.key_id = Some("raj".into());
         entry.upstream_status = Some(503);
-        entry.outcome = Outcome::Complete;
+        entry.outcome = Ending::Complete;
         let line = entry.to_json();
         assert_eq!(line["severity"], "ERROR");
         assert_eq!(line["httpRequest"]["requestMethod"], "POST");
@@ -396,7 +396,7 @@ mod tests {
         let mut tail = Tail::default();
         tail.push(br#"{"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":null}}"#);
         entry.usage_tail = Some(tail);
-        entry.outcome = Outcome::UpstreamFailed("cut".into());
+        entry.outcome = Ending::UpstreamFailed("cut".into());
         let line = entry.to_json();
         let expected = serde_json::json!({
             "severity": "ERROR",

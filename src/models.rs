@@ -5,6 +5,8 @@
 mod service;
 mod vertex;
 
+pub use service::is_loopback;
+
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -75,7 +77,7 @@ pub enum Auth {
 
 /// A private service's URLs, built when the alias is read.
 #[derive(Debug, PartialEq)]
-pub struct Service {
+pub struct ServiceUrls {
     /// The alias's `upstream`, without a trailing slash: `https://gemma-abc-uc.a.run.app/v1`.
     pub base: String,
     /// `{base}/chat/completions`.
@@ -96,7 +98,7 @@ pub struct Route {
     /// service has none.
     pub locations: Vec<String>,
     /// A private service's URLs.
-    pub upstream: Option<Arc<Service>>,
+    pub upstream: Option<Arc<ServiceUrls>>,
     pub auth: Auth,
     /// Top-level body fields added where the client's body lacks them (the alias's
     /// `defaults`): the client wins.

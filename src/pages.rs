@@ -14,7 +14,7 @@ use crate::body::{self, ProxyBody};
 use crate::config::Config;
 use crate::keys::sha256;
 use crate::models::Kind;
-use crate::signatures::Mode;
+use crate::signatures::SignatureMode;
 
 /// The name clients use for this service's key, in every snippet.
 mod claude;
@@ -285,13 +285,13 @@ fn errors_text(config: &Config) -> String {
 fn signatures_text(config: &Config) -> String {
     let problem = "Gemini 3 refuses the second step of a tool loop when the previous step's tool call comes back without the extra_content.google.thought_signature it was given; several clients (pi, the Agents SDK with an alias) drop it.";
     let what = match config.thought_signatures {
-        Mode::Restore => {
+        SignatureMode::Restore => {
             "This service puts back the signature it saw in its answer to your key (by tool-call id, for an hour at most), or else the sentinel skip_thought_signature_validator, which Gemini accepts (THOUGHT_SIGNATURES=restore). A signature you kept is never replaced."
         }
-        Mode::Fill => {
+        SignatureMode::Fill => {
             "This service puts the sentinel skip_thought_signature_validator, which Gemini accepts, on such calls (THOUGHT_SIGNATURES=fill). A signature you kept is never replaced."
         }
-        Mode::Off => {
+        SignatureMode::Off => {
             "This service leaves requests alone (THOUGHT_SIGNATURES=off): keep extra_content on tool calls in your history."
         }
     };

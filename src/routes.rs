@@ -41,7 +41,7 @@ use crate::upstream::{Operation, Queued};
 use crate::{pages, rewrite};
 
 #[derive(Debug, PartialEq, Eq)]
-enum Route<'a> {
+enum Endpoint<'a> {
     /// No key needed, nothing upstream.
     Public(Public),
     /// Authenticated first.
@@ -65,26 +65,29 @@ enum Keyed<'a> {
 const GET: &str = "GET, HEAD";
 const POST: &str = "POST";
 
-fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ProxyError> {
+fn endpoint<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, ProxyError> {
     let bare = match path.strip_prefix("/v1") {
         // `/v1/` alone is not the splash page.
         Some(rest) if rest.starts_with('/') && rest.len() > 1 => rest,
         _ => path,
     };
-    let (route, allow) = match bare {
-        "/" => (Route::Public(Public::Splash), GET),
-        "/docs" => (Route::Public(Public::Docs), GET),
-        "/healthz" | "/health" => (Route::Public(Public::Health), GET),
-        "/models" => (Route::Keyed(Keyed::Models), GET),
+    let (endpoint, allow) = match bare {
+        "/" => (Endpoint::Public(Public::Splash), GET),
+        "/docs" => (Endpoint::Public(Public::Docs), GET),
+        "/healthz" | "/health" => (Endpoint::Public(Public::Health), GET),
+        "/models" => (Endpoint::Keyed(Keyed::Models), GET),
         "/chat/completions" => (
-            Route::Keyed(Keyed::Forward(Operation::ChatCompletions)),
+            Endpoint::Keyed(Keyed::Forward(Operation::ChatCompletions)),
             POST,
         ),
-        "/embeddings" => (Route::Keyed(Keyed::Forward(Operation::Embeddings)), POST),
-        "/messages" => (Route::Keyed(Keyed::Forward(Operation::Messages)), POST),
-        "/messages/count_tokens" => (Route::Keyed(Keyed::Forward(Operation::CountTokens)), POST),
+        "/embeddings" => (Endpoint::Keyed(Keyed::Forward(Operation::Embeddings)), POST),
+        "/messages" => (Endpoint::Keyed(Keyed::Forward(Operation::Messages)), POST),
+        "/messages/count_tokens" => (
+            Endpoint::Keyed(Keyed::Forward(Operation::CountTokens)),
+            POST,
+        ),
         _ => match bare.strip_prefix("/models/") {
-            Some(model) if !model.is_empty() => (Route::Keyed(Keyed::Model(model)), GET),
+            Some(model) if !model.is_empty() => (Endpoint::Keyed(Keyed::Model(model)), GET),
             _ => {
                 return Err(ProxyError::NotFound(format!(
                     "no such endpoint: {path}; see /v1/chat/completions, /v1/embeddings, /v1/messages, /v1/models"
@@ -97,7 +100,7 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ProxyError> {
         _ => method == Method::GET || method == Method::HEAD,
     };
     if allowed {
-        Ok(route)
+        Ok(endpoint)
     } else {
         Err(ProxyError::MethodNotAllowed { allow })
     }
@@ -140,14 +143,14 @@ async fn dispatch(
     dialect: &mut Dialect,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let config = &state.config;
-    let keyed = match route(request.method(), request.uri().path())? {
-        Route::Public(Public::Health) => return Ok(health(state)),
-        Route::Public(Public::Splash) => return Ok(pages::splash(config, request.headers())),
-        Route::Public(Public::Docs) => {
+    let keyed = match endpoint(request.method(), request.uri().path())? {
+        Endpoint::Public(Public::Health) => return Ok(health(state)),
+        Endpoint::Public(Public::Splash) => return Ok(pages::splash(config, request.headers())),
+        Endpoint::Public(Public::Docs) => {
             let authority = request.uri().authority().map(|a| a.as_str());
             return Ok(pages::docs(config, request.headers(), authority));
         }
-        Route::Keyed(keyed) => keyed,
+        Endpoint::Keyed(keyed) => keyed,
     };
     if let Keyed::Forward(operation) = keyed {
         *dialect = operation.dialect();
@@ -295,45 +298,54 @@ mod tests {
     fn routes_with_and_without_v1() {
         let get = Method::GET;
         let post = Method::POST;
-        assert_eq!(route(&get, "/healthz"), Ok(Route::Public(Public::Health)));
-        assert_eq!(route(&get, "/docs"), Ok(Route::Public(Public::Docs)));
-        assert_eq!(route(&get, "/"), Ok(Route::Public(Public::Splash)));
-        assert_eq!(route(&get, "/v1/models"), Ok(Route::Keyed(Keyed::Models)));
-        assert_eq!(route(&get, "/models"), Ok(Route::Keyed(Keyed::Models)));
         assert_eq!(
-            route(&get, "/v1/models/flash"),
-            Ok(Route::Keyed(Keyed::Model("flash")))
+            endpoint(&get, "/healthz"),
+            Ok(Endpoint::Public(Public::Health))
+        );
+        assert_eq!(endpoint(&get, "/docs"), Ok(Endpoint::Public(Public::Docs)));
+        assert_eq!(endpoint(&get, "/"), Ok(Endpoint::Public(Public::Splash)));
+        assert_eq!(
+            endpoint(&get, "/v1/models"),
+            Ok(Endpoint::Keyed(Keyed::Models))
         );
         assert_eq!(
-            route(&get, "/v1/models/meta/llama"),
-            Ok(Route::Keyed(Keyed::Model("meta/llama")))
+            endpoint(&get, "/models"),
+            Ok(Endpoint::Keyed(Keyed::Models))
         );
         assert_eq!(
-            route(&post, "/v1/chat/completions"),
-            Ok(Route::Keyed(Keyed::Forward(Operation::ChatCompletions)))
+            endpoint(&get, "/v1/models/flash"),
+            Ok(Endpoint::Keyed(Keyed::Model("flash")))
         );
         assert_eq!(
-            route(&post, "/embeddings"),
-            Ok(Route::Keyed(Keyed::Forward(Operation::Embeddings)))
+            endpoint(&get, "/v1/models/meta/llama"),
+            Ok(Endpoint::Keyed(Keyed::Model("meta/llama")))
         );
         assert_eq!(
-            route(&post, "/v1/messages"),
-            Ok(Route::Keyed(Keyed::Forward(Operation::Messages)))
+            endpoint(&post, "/v1/chat/completions"),
+            Ok(Endpoint::Keyed(Keyed::Forward(Operation::ChatCompletions)))
         );
         assert_eq!(
-            route(&post, "/messages/count_tokens"),
-            Ok(Route::Keyed(Keyed::Forward(Operation::CountTokens)))
+            endpoint(&post, "/embeddings"),
+            Ok(Endpoint::Keyed(Keyed::Forward(Operation::Embeddings)))
+        );
+        assert_eq!(
+            endpoint(&post, "/v1/messages"),
+            Ok(Endpoint::Keyed(Keyed::Forward(Operation::Messages)))
+        );
+        assert_eq!(
+            endpoint(&post, "/messages/count_tokens"),
+            Ok(Endpoint::Keyed(Keyed::Forward(Operation::CountTokens)))
         );
     }
 
     #[test]
     fn wrong_methods_and_unknown_paths() {
         assert_eq!(
-            route(&Method::GET, "/v1/chat/completions"),
+            endpoint(&Method::GET, "/v1/chat/completions"),
             Err(ProxyError::MethodNotAllowed { allow: POST })
         );
         assert_eq!(
-            route(&Method::DELETE, "/v1/models"),
+            endpoint(&Method::DELETE, "/v1/models"),
             Err(ProxyError::MethodNotAllowed { allow: GET })
         );
         for path in [
@@ -346,7 +358,7 @@ mod tests {
             "/v1/v1/models",
         ] {
             assert_eq!(
-                route(&Method::GET, path).unwrap_err().status(),
+                endpoint(&Method::GET, path).unwrap_err().status(),
                 StatusCode::NOT_FOUND,
                 "{path}"
             );

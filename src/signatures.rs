@@ -26,7 +26,7 @@ pub const SENTINEL: &str = "skip_thought_signature_validator";
 
 /// `THOUGHT_SIGNATURES`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub enum SignatureMode {
     /// Put back the signature this instance saw; the sentinel when there is none.
     Restore,
     /// Always the sentinel.
@@ -35,21 +35,21 @@ pub enum Mode {
     Off,
 }
 
-impl Mode {
-    pub fn parse(text: &str) -> Option<Mode> {
+impl SignatureMode {
+    pub fn parse(text: &str) -> Option<SignatureMode> {
         match text {
-            "restore" => Some(Mode::Restore),
-            "fill" => Some(Mode::Fill),
-            "off" => Some(Mode::Off),
+            "restore" => Some(SignatureMode::Restore),
+            "fill" => Some(SignatureMode::Fill),
+            "off" => Some(SignatureMode::Off),
             _ => None,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Mode::Restore => "restore",
-            Mode::Fill => "fill",
-            Mode::Off => "off",
+            SignatureMode::Restore => "restore",
+            SignatureMode::Fill => "fill",
+            SignatureMode::Off => "off",
         }
     }
 }
@@ -169,10 +169,10 @@ pub fn complete(
     body: &Bytes,
     model: &ModelField,
     new_model: &str,
-    mode: Mode,
+    mode: SignatureMode,
     restore: Option<(&Store, &str)>,
 ) -> Option<(Vec<Bytes>, Counts)> {
-    if mode == Mode::Off {
+    if mode == SignatureMode::Off {
         return None;
     }
     let gaps = gaps(body);
@@ -184,7 +184,7 @@ pub fn complete(
     edits.push((model.span.clone(), rewrite::json_string(new_model)));
     for gap in gaps {
         let remembered = match (mode, restore, &gap.id) {
-            (Mode::Restore, Some((store, key_id)), Some(id)) => store.recall(key_id, id),
+            (SignatureMode::Restore, Some((store, key_id)), Some(id)) => store.recall(key_id, id),
             _ => None,
         };
         let signature = match &remembered {
@@ -415,7 +415,11 @@ mod tests {
     const SENTINEL_FIELD: &str =
         r#""extra_content":{"google":{"thought_signature":"skip_thought_signature_validator"}}"#;
 
-    fn completed(body: &str, mode: Mode, store: Option<(&Store, &str)>) -> (String, Counts) {
+    fn completed(
+        body: &str,
+        mode: SignatureMode,
+        store: Option<(&Store, &str)>,
+    ) -> (String, Counts) {
         let field = find_model(body.as_bytes()).unwrap();
         let bytes = Bytes::copy_from_slice(body.as_bytes());
         let (pieces, counts) = complete(&bytes, &field, "google/gemini-3-pro-preview", mode, store)
@@ -426,7 +430,7 @@ mod tests {
     #[test]
     fn sentinels_go_only_where_a_first_tool_call_has_no_extra_content() {
         let body = r#"{"model":"p","messages":[{"role":"user","tool_calls":[{}]},{"role":"assistant","tool_calls":[{ }]},{"role":"assistant","tool_calls":[{"id":"a"},{"id":"b"}]},{"role":"assistant","tool_calls":[{"extra_content":{"google":{"thought_signature":"real"}}}]},{"role":"assistant","tool_calls":[]},{"role":"assistant","content":"no tools"}]}"#;
-        let (out, counts) = completed(body, Mode::Fill, None);
+        let (out, counts) = completed(body, SignatureMode::Fill, None);
         assert_eq!(
             counts,
             Counts {
@@ -450,9 +454,9 @@ mod tests {
         serde_json::from_str::<serde_json::Value>(&expected).expect("still JSON");
         let field = find_model(br#"{"model":"p"}"#).unwrap();
         let nothing = Bytes::from_static(br#"{"model":"p"}"#);
-        assert!(complete(&nothing, &field, "m", Mode::Fill, None).is_none());
+        assert!(complete(&nothing, &field, "m", SignatureMode::Fill, None).is_none());
         assert!(gaps(br#"{"model":"p","messages":"x"}"#).is_empty());
-        assert!(complete(&Bytes::from(body), &field, "m", Mode::Off, None).is_none());
+        assert!(complete(&Bytes::from(body), &field, "m", SignatureMode::Off, None).is_none());
     }
 
     const HISTORY: &str = r#"{"model":"p","messages":[{"role":"assistant","tool_calls":[{"id":"call_1","type":"function"}]},{"role":"assistant","tool_calls":[{"id":"call_2"}]}]}"#;
@@ -461,7 +465,7 @@ mod tests {
     fn restore_puts_back_what_this_key_was_sent_and_fills_the_rest() {
         let store = Store::new(1 << 20, Duration::from_secs(60));
         store.remember("alice", vec![("call_1".into(), "c2lnLTE=".into())]);
-        let (out, counts) = completed(HISTORY, Mode::Restore, Some((&store, "alice")));
+        let (out, counts) = completed(HISTORY, SignatureMode::Restore, Some((&store, "alice")));
         assert_eq!(
             counts,
             Counts {
@@ -477,11 +481,11 @@ mod tests {
         );
         assert!(out.contains(&format!(r#"[{{{SENTINEL_FIELD},"id":"call_2"}}"#)));
         // Another key never gets it.
-        let (out, counts) = completed(HISTORY, Mode::Restore, Some((&store, "bob")));
+        let (out, counts) = completed(HISTORY, SignatureMode::Restore, Some((&store, "bob")));
         assert_eq!(counts.filled, 2);
         assert!(!out.contains("c2lnLTE="));
         // `fill` ignores the store.
-        let (_, counts) = completed(HISTORY, Mode::Fill, Some((&store, "alice")));
+        let (_, counts) = completed(HISTORY, SignatureMode::Fill, Some((&store, "alice")));
         assert_eq!(counts.restored, 0);
     }
 

@@ -5,6 +5,8 @@ use http::Uri;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+use crate::models::is_loopback;
+
 /// A whole number of at least 1.
 pub(super) fn positive<T: std::str::FromStr + PartialEq + From<u8>>(
     value: Option<String>,
@@ -72,14 +74,6 @@ pub(super) fn read_roots(path: &str) -> Result<Vec<CertificateDer<'static>>, Str
         return Err(format!("{path} holds no PEM certificate"));
     }
     Ok(roots)
-}
-
-pub(crate) fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

@@ -5,8 +5,7 @@
 use http::{HeaderName, Uri};
 use serde_json::{Map, Value};
 
-use super::{Auth, Kind, Route, Service, defaults_of};
-use crate::config::values::is_loopback;
+use super::{Auth, Kind, Route, ServiceUrls, defaults_of};
 
 const FIELDS: [&str; 5] = ["upstream", "model", "audience", "auth_header", "defaults"];
 
@@ -82,7 +81,7 @@ pub fn route(fields: &Map<String, Value>) -> Result<Route, Vec<String>> {
 
 /// The service's URLs, built once here rather than on each request. `https://` only, but for
 /// loopback, so that the ID token never crosses a network in clear text.
-fn service(url: &str) -> Result<Service, String> {
+fn service(url: &str) -> Result<ServiceUrls, String> {
     let base = url.trim_end_matches('/');
     let uri: Uri = base
         .parse()
@@ -115,7 +114,7 @@ fn service(url: &str) -> Result<Service, String> {
             .parse::<Uri>()
             .map_err(|_| format!("\"upstream\" {url:?} does not make a valid URL with {path}"))
     };
-    Ok(Service {
+    Ok(ServiceUrls {
         base: base.to_owned(),
         chat_completions: at("/chat/completions")?,
         embeddings: at("/embeddings")?,
@@ -132,6 +131,16 @@ fn is_service_model(model: &str) -> bool {
 
 fn is_audience(audience: &str) -> bool {
     (1..=1024).contains(&audience.len()) && audience.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Whether `host` is this machine: plain `http://` is allowed to it alone (a local fake, a
+/// sidecar), never across a network.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

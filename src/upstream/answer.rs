@@ -205,23 +205,23 @@ fn upstream_error(status: u16, body: &[u8], in_stream: bool) -> UpstreamError {
         from: Origin::Vertex,
         status,
         message: String::new(),
-        google_status: None,
+        code: None,
         retry_after: None,
         in_stream,
         anthropic: None,
     };
     if let Some(claude) = envelope::parse_anthropic(body) {
         error.message = claude.message;
-        error.google_status = Some(claude.kind);
+        error.code = Some(claude.kind);
         error.anthropic = Some(Bytes::copy_from_slice(body));
     } else if let Some(openai) = envelope::parse_openai(body) {
         error.message = openai.message;
-        error.google_status = Some(openai.kind);
+        error.code = Some(openai.kind);
     } else if let Some(google) = envelope::parse(body)
         && (!google.message.is_empty() || !google.status.is_empty())
     {
         error.message = google.message;
-        error.google_status = (!google.status.is_empty()).then_some(google.status);
+        error.code = (!google.status.is_empty()).then_some(google.status);
     }
     error
 }
@@ -240,7 +240,7 @@ mod tests {
         match first_data(error) {
             First::Error(e) => {
                 assert_eq!(
-                    (e.status, e.google_status.as_deref()),
+                    (e.status, e.code.as_deref()),
                     (429, Some("RESOURCE_EXHAUSTED"))
                 );
                 assert!(e.in_stream);
@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn an_error_that_is_not_googles_still_says_what_happened() {
         let e = upstream_error(502, b"<html>", false);
-        assert_eq!((e.message.as_str(), e.google_status.as_deref()), ("", None));
+        assert_eq!((e.message.as_str(), e.code.as_deref()), ("", None));
         let mut e = upstream_error(429, br#"{"error":{"code":429}}"#, true);
         said_by(&mut e, Origin::Service);
         assert_eq!(
@@ -285,13 +285,13 @@ mod tests {
             false,
         );
         assert_eq!(e.message, "max_tokens is too large");
-        assert_eq!(e.google_status.as_deref(), Some("BadRequestError"));
+        assert_eq!(e.code.as_deref(), Some("BadRequestError"));
         let e = upstream_error(
             404,
             br#"{"object":"error","message":"The model `x` does not exist.","type":"NotFoundError","param":null,"code":404}"#,
             false,
         );
         assert_eq!(e.message, "The model `x` does not exist.");
-        assert_eq!(e.google_status.as_deref(), Some("NotFoundError"));
+        assert_eq!(e.code.as_deref(), Some("NotFoundError"));
     }
 }

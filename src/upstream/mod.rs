@@ -32,11 +32,11 @@ use rustls::pki_types::CertificateDer;
 
 use crate::auth::TokenSource;
 use crate::body::{self, Pieces, ProxyBody, UpstreamBody};
-use crate::config::{Config, Retries as RetryPolicy, Timeouts};
+use crate::config::{Config, RetryPolicy, Timeouts};
 use crate::error::{Dialect, Origin, ProxyError};
 use crate::models::{Auth, Kind, Route};
 use crate::rewrite::{self, ModelField};
-use crate::signatures::{self, Counts, Harvest, Mode, Store};
+use crate::signatures::{self, Counts, Harvest, SignatureMode, Store};
 pub use answer::Answer;
 use headers::{request_headers, response_headers};
 pub use metadata::project_from_metadata;
@@ -107,7 +107,7 @@ pub struct Upstream {
     timeouts: Timeouts,
     retries: RetryPolicy,
     /// `THOUGHT_SIGNATURES`.
-    signature_mode: Mode,
+    signature_mode: SignatureMode,
     /// The signatures seen, shared by every worker.
     signatures: Arc<Store>,
     /// `ANTHROPIC_BETAS`.
@@ -412,7 +412,7 @@ impl Upstream {
         let edit: Option<body::Edit> = match route.kind {
             Kind::VertexOpenAi
                 if success
-                    && self.signature_mode == Mode::Restore
+                    && self.signature_mode == SignatureMode::Restore
                     && signatures::applies_to(&route.model) =>
             {
                 let mut harvest = Harvest::new(self.signatures.clone(), key_id);

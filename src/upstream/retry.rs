@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
-use crate::config::Retries as Policy;
+use crate::config::RetryPolicy as Policy;
 use crate::error::ProxyError;
 
 /// The first backoff's ceiling; each retry in place doubles it.

@@ -8,7 +8,7 @@ use super::Operation;
 use crate::error::ProxyError;
 use crate::models::Route;
 use crate::rewrite::{self, ModelField};
-use crate::signatures::{self, Counts, Mode, Store};
+use crate::signatures::{self, Counts, SignatureMode, Store};
 
 /// The body Vertex gets: the client's, with the alias replaced by the Vertex model id, and,
 /// for Gemini 3, a thought signature on each assistant message's first tool call that lost
@@ -17,7 +17,7 @@ pub fn body(
     body: &Bytes,
     model: &ModelField,
     route: &Route,
-    mode: Mode,
+    mode: SignatureMode,
     restore: Option<(&Store, &str)>,
 ) -> (Vec<Bytes>, Counts) {
     if signatures::applies_to(&route.model)
