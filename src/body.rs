@@ -16,8 +16,6 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-use crate::log::LogGuard;
-
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the proxy serves, whether it made the bytes or the upstream did.
@@ -376,58 +374,6 @@ impl<G: Unpin> Body for Holding<G> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A response body that tells the request's log what passes, and writes the log line when it
-/// ends or is dropped (the guard's drop).
-pub struct Logged {
-    inner: ProxyBody,
-    guard: LogGuard,
-}
-
-/// Wraps `inner` so that the request is logged when the client has it all, or has left.
-pub fn logged(inner: ProxyBody, mut guard: LogGuard) -> ProxyBody {
-    if inner.is_end_stream() {
-        guard.get().completed();
-    }
-    Logged { inner, guard }.boxed()
-}
-
-impl Body for Logged {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        // hyper stops polling once a body says it has ended, so the end is noticed here too.
-        let ended = self.inner.is_end_stream();
-        let log = self.guard.get();
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    log.sent(data);
-                }
-                if ended {
-                    log.completed();
-                }
-            }
-            Poll::Ready(Some(Err(e))) => log.stream_failed(e.to_string()),
-            Poll::Ready(None) => log.completed(),
-            Poll::Pending => {}
-        }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

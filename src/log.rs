@@ -4,6 +4,7 @@
 //! SECURITY: nothing here is given keys, key hashes, tokens or bodies, and nothing may be.
 
 mod json;
+mod logged;
 mod trace;
 
 use std::io::Write;
@@ -12,8 +13,8 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, Method, Version};
 use serde_json::{Value, json};
 
-use crate::signatures::Counts;
-use crate::upstream::retry::Attempt;
+pub use logged::logged;
+
 use crate::usage::{Head, Price, Tail};
 
 /// Writes one line. A closed stdout must not take a request down with it, so errors are
@@ -64,6 +65,25 @@ fn bounded(text: &str) -> String {
     format!("{}…[truncated from {} bytes]", &text[..end], text.len())
 }
 
+/// Thought signatures the proxy put in one request's body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignatureCounts {
+    /// Signatures a client dropped, put back from what an earlier answer carried.
+    pub restored: usize,
+    /// Sentinels, where no signature was known.
+    pub filled: usize,
+}
+
+/// One attempt upstream, as the line shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub location: String,
+    /// The upstream's status, or the proxy's own (502, 504) when none came.
+    pub status: u16,
+    /// How long the proxy waited before making this attempt.
+    pub wait: Duration,
+}
+
 /// How a response ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Ending {
@@ -88,7 +108,7 @@ pub struct RequestLog {
     upstream_status: Option<u16>,
     /// Every upstream connection was at its stream limit: the request waited for a stream.
     upstream_queued: bool,
-    signatures: Counts,
+    signatures: SignatureCounts,
     /// Every attempt upstream, when there was more than one.
     attempts: Vec<Attempt>,
     /// The status sent to the client; `None` until a response exists.
@@ -123,7 +143,7 @@ impl RequestLog {
             location: None,
             upstream_status: None,
             upstream_queued: false,
-            signatures: Counts::default(),
+            signatures: SignatureCounts::default(),
             attempts: Vec::new(),
             status: None,
             error: None,
@@ -173,7 +193,7 @@ impl RequestLog {
     }
 
     /// Thought signatures the proxy put in the request body.
-    pub fn signatures(&mut self, counts: Counts) {
+    pub fn signatures(&mut self, counts: SignatureCounts) {
         self.signatures = counts;
     }
 

@@ -34,7 +34,7 @@ use serde_json::json;
 use crate::body::{self, ProxyBody};
 use crate::error::{Dialect, ProxyError, json_response};
 use crate::keys::KeyEntry;
-use crate::log::{LogGuard, RequestLog};
+use crate::log::{self, LogGuard, RequestLog};
 use crate::models::Kind;
 use crate::state::State;
 use crate::upstream::{Operation, Queued};
@@ -133,7 +133,7 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<P
     };
     log.responded(response.status().as_u16());
     // 7. Log, when the client has the whole response or has left.
-    response.map(|body| body::logged(body, guard))
+    response.map(|body| log::logged(body, guard))
 }
 
 async fn dispatch(

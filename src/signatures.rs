@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
+use crate::log::SignatureCounts;
 use crate::rewrite::{self, ModelField};
 
 /// What Gemini 3 accepts in place of a thought signature it issued: for history a client
@@ -57,13 +58,6 @@ impl SignatureMode {
 /// Whether a Vertex model checks thought signatures.
 pub fn applies_to(model: &str) -> bool {
     model.starts_with("google/gemini-3")
-}
-
-/// What was put in one request, for its log line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub restored: usize,
-    pub filled: usize,
 }
 
 // ------------------------------------------------------------------------- the store
@@ -171,7 +165,7 @@ pub fn complete(
     new_model: &str,
     mode: SignatureMode,
     restore: Option<(&Store, &str)>,
-) -> Option<(Vec<Bytes>, Counts)> {
+) -> Option<(Vec<Bytes>, SignatureCounts)> {
     if mode == SignatureMode::Off {
         return None;
     }
@@ -179,7 +173,7 @@ pub fn complete(
     if gaps.is_empty() {
         return None;
     }
-    let mut counts = Counts::default();
+    let mut counts = SignatureCounts::default();
     let mut edits: Vec<(Range<usize>, Bytes)> = Vec::with_capacity(gaps.len() + 1);
     edits.push((model.span.clone(), rewrite::json_string(new_model)));
     for gap in gaps {
@@ -419,7 +413,7 @@ mod tests {
         body: &str,
         mode: SignatureMode,
         store: Option<(&Store, &str)>,
-    ) -> (String, Counts) {
+    ) -> (String, SignatureCounts) {
         let field = find_model(body.as_bytes()).unwrap();
         let bytes = Bytes::copy_from_slice(body.as_bytes());
         let (pieces, counts) = complete(&bytes, &field, "google/gemini-3-pro-preview", mode, store)
@@ -433,7 +427,7 @@ mod tests {
         let (out, counts) = completed(body, SignatureMode::Fill, None);
         assert_eq!(
             counts,
-            Counts {
+            SignatureCounts {
                 restored: 0,
                 filled: 2
             }
@@ -468,7 +462,7 @@ mod tests {
         let (out, counts) = completed(HISTORY, SignatureMode::Restore, Some((&store, "alice")));
         assert_eq!(
             counts,
-            Counts {
+            SignatureCounts {
                 restored: 1,
                 filled: 1
             }

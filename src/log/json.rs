@@ -5,8 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::signatures::Counts;
-use crate::upstream::retry::Attempt;
+use super::{Attempt, SignatureCounts};
 use crate::usage::Usage;
 
 /// One request's line, in Cloud Logging's structured format.
@@ -25,7 +24,7 @@ pub(super) struct Line<'a> {
     pub(super) error: Option<&'a str>,
     pub(super) upstream_status: Option<u16>,
     pub(super) upstream_queued: bool,
-    pub(super) signatures: Counts,
+    pub(super) signatures: SignatureCounts,
     pub(super) attempts: &'a [Attempt],
     pub(super) trace: Option<&'a str>,
     pub(super) span_id: Option<&'a str>,
@@ -90,7 +89,7 @@ impl Line<'_> {
             key(out, "upstream_queued");
             out.extend_from_slice(b"true");
         }
-        let Counts { restored, filled } = self.signatures;
+        let SignatureCounts { restored, filled } = self.signatures;
         if restored + filled > 0 {
             key(out, "thought_signatures");
             out.extend_from_slice(b"{\"restored\":");

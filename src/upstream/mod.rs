@@ -34,15 +34,17 @@ use crate::auth::TokenSource;
 use crate::body::{self, Pieces, ProxyBody, UpstreamBody};
 use crate::config::{Config, RetryPolicy, Timeouts};
 use crate::error::{Dialect, Origin, ProxyError};
+use crate::log::Attempt;
+use crate::log::SignatureCounts;
 use crate::models::{Auth, Kind, Route};
 use crate::rewrite::{self, ModelField};
-use crate::signatures::{self, Counts, Harvest, SignatureMode, Store};
+use crate::signatures::{self, Harvest, SignatureMode, Store};
 pub use answer::Answer;
 use headers::{request_headers, response_headers};
 pub use metadata::project_from_metadata;
 pub use pool::Queued;
 use pool::{Failure, Pool};
-use retry::{Attempt, Outcome, Retries};
+use retry::{Outcome, Retries};
 use vertex_openai::Endpoints;
 
 /// What a forwarded request asks for: the OpenAI endpoints, under Vertex's
@@ -219,12 +221,12 @@ impl Upstream {
             Kind::VertexAnthropic => {
                 let (body, stream) = vertex_anthropic::body(body, model, route, operation);
                 let target = vertex_anthropic::target(route, operation, stream);
-                (body, Counts::default(), Target::Path(target))
+                (body, SignatureCounts::default(), Target::Path(target))
             }
             Kind::Service => {
                 let body = rewrite::splice_model(body, &model.span, &route.model).into();
                 let uri = service::url(route, operation)?;
-                (body, Counts::default(), Target::Url(uri))
+                (body, SignatureCounts::default(), Target::Url(uri))
             }
             // Translated, not spliced: see `embed`.
             Kind::VertexEmbeddings => {
@@ -462,7 +464,7 @@ pub struct Prepared {
     body: Vec<Bytes>,
     auth: Auth,
     /// Thought signatures put in the body, for the log.
-    pub signatures: Counts,
+    pub signatures: SignatureCounts,
 }
 
 impl Prepared {

@@ -9,6 +9,7 @@ use http::HeaderMap;
 
 use crate::config::RetryPolicy as Policy;
 use crate::error::ProxyError;
+use crate::log::Attempt;
 
 /// The first backoff's ceiling; each retry in place doubles it.
 const BASE: Duration = Duration::from_secs(1);
@@ -42,16 +43,6 @@ impl<T> Outcome<T> {
             Outcome::Fail(error)
         }
     }
-}
-
-/// One attempt, as the log line shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attempt {
-    pub location: String,
-    /// The upstream's status, or the proxy's own (502, 504) when none came.
-    pub status: u16,
-    /// How long the proxy waited before making this attempt.
-    pub wait: Duration,
 }
 
 /// Where each attempt goes and how long to wait before it. The caller loops: attempt at

@@ -6,9 +6,10 @@ use http::Uri;
 
 use super::Operation;
 use crate::error::ProxyError;
+use crate::log::SignatureCounts;
 use crate::models::Route;
 use crate::rewrite::{self, ModelField};
-use crate::signatures::{self, Counts, SignatureMode, Store};
+use crate::signatures::{self, SignatureMode, Store};
 
 /// The body Vertex gets: the client's, with the alias replaced by the Vertex model id, and,
 /// for Gemini 3, a thought signature on each assistant message's first tool call that lost
@@ -19,7 +20,7 @@ pub fn body(
     route: &Route,
     mode: SignatureMode,
     restore: Option<(&Store, &str)>,
-) -> (Vec<Bytes>, Counts) {
+) -> (Vec<Bytes>, SignatureCounts) {
     if signatures::applies_to(&route.model)
         && let Some(completed) = signatures::complete(body, model, &route.model, mode, restore)
     {
@@ -27,7 +28,7 @@ pub fn body(
     }
     (
         rewrite::splice_model(body, &model.span, &route.model).into(),
-        Counts::default(),
+        SignatureCounts::default(),
     )
 }
 

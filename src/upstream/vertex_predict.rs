@@ -15,8 +15,8 @@ use super::headers::request_headers;
 use super::{Prepared, Target, Upstream};
 use crate::body::ProxyBody;
 use crate::error::{ProxyError, json_response};
+use crate::log::SignatureCounts;
 use crate::models::Route;
-use crate::signatures::Counts;
 
 /// Inputs one request may carry.
 pub const MAX_INPUTS: usize = 250;
@@ -56,7 +56,7 @@ impl Upstream {
                 headers: headers.clone(),
                 body: vec![predict_body(&request, range.clone())],
                 auth: route.auth.clone(),
-                signatures: Counts::default(),
+                signatures: SignatureCounts::default(),
             };
             let (upstream, route, permits) = (self.clone(), route.clone(), permits.clone());
             calls.spawn(async move {
