@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::TokenSource;
 use crate::config::{Config, ConfigError, ConfigErrors, Env, Mode};
+use crate::kinds::Kinds;
 use crate::state::State;
 use crate::upstream::{self, ClientSettings, HttpClient, IdTokens, Upstream};
 use crate::{demo, keys, log, server};
@@ -251,6 +252,7 @@ pub fn assemble(loaded: Loaded) -> State {
         tokens,
         client,
     } = loaded;
-    let upstream = Upstream::new(&config, project, tokens, client);
-    State::new(config, upstream)
+    let kinds = Kinds::new(&config, project);
+    let upstream = Upstream::new(&config, tokens, client);
+    State::new(config, kinds, upstream)
 }

@@ -1,11 +1,11 @@
-//! The proxy's own errors, and the one mapping from them to HTTP responses, in the shape of
-//! the API the client called (OpenAI's, or Anthropic's on Claude's paths).
+//! The proxy's own errors, and the one mapping from them to HTTP responses: status and
+//! headers here, the body in the dialect of the API the client called (each API's file in
+//! `api/` writes its own).
 //!
-//! Upstream (Vertex) successes never pass through here: they are streamed back unchanged.
-//! Its errors do ([`UpstreamError`]): Google's envelope becomes OpenAI's shape, with the same
-//! status, so that the SDKs can read them. So do failures to reach the upstream.
-//! Every message is written for the client to read, so none may contain a key, a key hash,
-//! a token or request body content.
+//! The upstream's errors pass through here too ([`UpstreamError`]), with their status, so
+//! that the SDKs can read them; so do failures to reach the upstream. Its successes stream
+//! back without passing through here. Every message is written for the client to read, so
+//! none may contain a key, a key hash, a token or request body content.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -47,13 +47,13 @@ pub enum ProxyError {
     Upstream(Box<UpstreamError>),
 }
 
-/// Which API's error shape a client gets: the route it called decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// `{"error": {"message", "type", "param", "code"}}`, and SSE `data:` events.
-    OpenAi,
-    /// `{"type": "error", "error": {"type", "message"}}`, and SSE `event: error`.
-    Anthropic,
+/// How a client API writes an error: each API's file in `api/` defines its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Dialect {
+    /// The error's JSON body.
+    pub body: fn(&ProxyError) -> Bytes,
+    /// What comes before the body when the error is the one event of a stream.
+    pub event: &'static [u8],
 }
 
 /// Which kind of upstream a message speaks of.
@@ -138,28 +138,21 @@ impl ProxyError {
         }
     }
 
-    /// OpenAI's `(type, code)` pair; the SDKs branch on the status, people read these.
-    fn kind(&self) -> (&'static str, &str) {
+    /// The error's code: the proxy's own name for it (`invalid_api_key`), or the upstream's
+    /// (Google's status, Claude's or OpenAI's error type). The log and every dialect use it.
+    pub fn code(&self) -> &str {
         match self {
-            ProxyError::Upstream(e) => {
-                let kind = match e.status {
-                    429 => "rate_limit_error",
-                    400..500 => "invalid_request_error",
-                    _ => "api_error",
-                };
-                (kind, e.code.as_deref().unwrap_or("upstream_error"))
-            }
-            ProxyError::BadRequest { code, .. } => ("invalid_request_error", code),
-            ProxyError::Unauthorized(_) => ("invalid_request_error", "invalid_api_key"),
-            ProxyError::Forbidden(_) => ("permission_error", "model_not_allowed"),
-            ProxyError::NotFound(_) => ("invalid_request_error", "not_found"),
-            ProxyError::MethodNotAllowed { .. } => ("invalid_request_error", "method_not_allowed"),
-            ProxyError::RequestTimeout(_) => ("invalid_request_error", "request_timeout"),
-            ProxyError::PayloadTooLarge { .. } => ("invalid_request_error", "request_too_large"),
-            ProxyError::BadGateway { code, .. } => ("api_error", code),
-            ProxyError::UpstreamRefused { .. } => ("api_error", "upstream_refused_credentials"),
-            ProxyError::GatewayTimeout(_) => ("api_error", "upstream_timeout"),
-            ProxyError::Busy(_) => ("api_error", "proxy_busy"),
+            ProxyError::Upstream(e) => e.code.as_deref().unwrap_or("upstream_error"),
+            ProxyError::BadRequest { code, .. } | ProxyError::BadGateway { code, .. } => code,
+            ProxyError::Unauthorized(_) => "invalid_api_key",
+            ProxyError::Forbidden(_) => "model_not_allowed",
+            ProxyError::NotFound(_) => "not_found",
+            ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
+            ProxyError::RequestTimeout(_) => "request_timeout",
+            ProxyError::PayloadTooLarge { .. } => "request_too_large",
+            ProxyError::UpstreamRefused { .. } => "upstream_refused_credentials",
+            ProxyError::GatewayTimeout(_) => "upstream_timeout",
+            ProxyError::Busy(_) => "proxy_busy",
         }
     }
 
@@ -220,65 +213,20 @@ impl ProxyError {
             }
             ProxyError::Upstream(e) => {
                 let place = if e.in_stream { " in its stream" } else { "" };
-                let code = self.kind().1;
+                let code = self.code();
                 format!("{} answered {} {code}{place}", e.from.subject(), e.status)
             }
-            _ => self.kind().1.to_owned(),
+            _ => self.code().to_owned(),
         }
-    }
-
-    /// Anthropic's error type for this error, by its status.
-    fn anthropic_kind(&self) -> &'static str {
-        match self.status().as_u16() {
-            401 => "authentication_error",
-            403 => "permission_error",
-            404 => "not_found_error",
-            429 => "rate_limit_error",
-            529 => "overloaded_error",
-            400..500 => "invalid_request_error",
-            _ => "api_error",
-        }
-    }
-
-    /// The error as the dialect's SDKs expect it, as bytes.
-    fn body(&self, dialect: Dialect) -> bytes::Bytes {
-        match (dialect, self) {
-            (Dialect::OpenAi, _) => self.payload().to_string().into(),
-            (Dialect::Anthropic, ProxyError::Upstream(e)) if e.anthropic.is_some() => {
-                e.anthropic.clone().unwrap_or_default()
-            }
-            (Dialect::Anthropic, _) => serde_json::json!({
-                "type": "error",
-                "error": {"type": self.anthropic_kind(), "message": self.message()},
-            })
-            .to_string()
-            .into(),
-        }
-    }
-
-    /// The error as OpenAI's SDKs expect it.
-    fn payload(&self) -> serde_json::Value {
-        let (kind, code) = self.kind();
-        serde_json::json!({
-            "error": {
-                "message": self.message(),
-                "type": kind,
-                "param": null,
-                "code": code,
-            }
-        })
     }
 
     /// The one place a proxy error becomes HTTP, in the shape of the API the client called.
     pub fn into_response(self, dialect: Dialect) -> Response<ProxyBody> {
-        let body = self.body(dialect);
+        let body = (dialect.body)(&self);
         if matches!(&self, ProxyError::Upstream(e) if e.in_stream) {
             // The stream's head said 200 and the client asked for a stream: the error is its
             // one event, and no `[DONE]` follows.
-            let mut event = match dialect {
-                Dialect::OpenAi => b"data: ".to_vec(),
-                Dialect::Anthropic => b"event: error\ndata: ".to_vec(),
-            };
+            let mut event = dialect.event.to_vec();
             event.extend_from_slice(&body);
             event.extend_from_slice(b"\n\n");
             let mut response = Response::new(body::full(event));
@@ -346,96 +294,4 @@ pub fn json_response(status: StatusCode, payload: &serde_json::Value) -> Respons
         HeaderValue::from_static("application/json"),
     );
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::BodyExt;
-
-    async fn body_json(response: Response<ProxyBody>) -> serde_json::Value {
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        serde_json::from_slice(&bytes).unwrap()
-    }
-
-    #[tokio::test]
-    async fn every_error_has_openai_shape_and_its_status() {
-        let cases = [
-            (ProxyError::bad_request("invalid_json", "x"), 400),
-            (ProxyError::Unauthorized("no key"), 401),
-            (ProxyError::Forbidden("no".into()), 403),
-            (ProxyError::NotFound("gone".into()), 404),
-            (ProxyError::MethodNotAllowed { allow: "GET" }, 405),
-            (ProxyError::PayloadTooLarge { limit: 10 }, 413),
-            (ProxyError::RequestTimeout("slow".into()), 408),
-            (ProxyError::bad_gateway("upstream_unreachable", "down"), 502),
-            (ProxyError::GatewayTimeout("slow".into()), 504),
-            (ProxyError::Busy("full".into()), 503),
-            (ProxyError::Upstream(Box::new(busy(false))), 429),
-            (
-                ProxyError::UpstreamRefused {
-                    status: 403,
-                    cause: "PERMISSION_DENIED no".into(),
-                    from: Origin::Vertex,
-                },
-                502,
-            ),
-        ];
-        for (error, status) in cases {
-            let message = error.message();
-            let response = error.into_response(Dialect::OpenAi);
-            assert_eq!(response.status().as_u16(), status);
-            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
-            let json = body_json(response).await;
-            let error = &json["error"];
-            assert_eq!(error["message"], message.as_str());
-            assert!(error["type"].is_string() && error["code"].is_string());
-            assert!(error.get("param").is_some());
-        }
-    }
-
-    fn busy(in_stream: bool) -> UpstreamError {
-        UpstreamError {
-            from: Origin::Vertex,
-            status: 429,
-            message: "Resource exhausted.".into(),
-            code: Some("RESOURCE_EXHAUSTED".into()),
-            retry_after: Some(HeaderValue::from_static("5")),
-            in_stream,
-            anthropic: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn an_upstream_error_keeps_its_status_and_in_a_stream_is_one_event() {
-        let response = ProxyError::Upstream(Box::new(busy(false))).into_response(Dialect::OpenAi);
-        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
-        let json = body_json(response).await;
-        assert_eq!(json["error"]["code"], "RESOURCE_EXHAUSTED");
-        assert_eq!(json["error"]["type"], "rate_limit_error");
-        let response = ProxyError::Upstream(Box::new(busy(true))).into_response(Dialect::OpenAi);
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(
-            response.headers()[header::CONTENT_TYPE],
-            "text/event-stream"
-        );
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let text = std::str::from_utf8(&bytes).unwrap();
-        let event = text
-            .strip_prefix("data: ")
-            .unwrap()
-            .strip_suffix("\n\n")
-            .unwrap();
-        let json: serde_json::Value = serde_json::from_str(event).unwrap();
-        assert_eq!(json["error"]["message"], "Resource exhausted.");
-    }
-
-    #[tokio::test]
-    async fn method_not_allowed_names_the_allowed_methods() {
-        let response =
-            ProxyError::MethodNotAllowed { allow: "POST" }.into_response(Dialect::OpenAi);
-        assert_eq!(response.headers()[header::ALLOW], "POST");
-        let json = body_json(response).await;
-        assert!(json["error"]["message"].as_str().unwrap().contains("POST"));
-    }
 }

@@ -84,6 +84,17 @@ pub struct Attempt {
     pub wait: Duration,
 }
 
+/// What the log records of an upstream answer's head.
+pub struct Answered {
+    pub status: u16,
+    /// The body is compressed: its usage cannot be read as it passes.
+    pub compressed: bool,
+    /// Every upstream connection was at its stream limit: the request waited for a stream.
+    pub queued: bool,
+    /// The answer gives usage at its start as well as its end (Claude's streams).
+    pub usage_at_start: bool,
+}
+
 /// How a response ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Ending {
@@ -158,20 +169,16 @@ impl RequestLog {
         }
     }
 
-    /// Vertex has answered: records the time to first byte, whether the request had to wait
-    /// for a free upstream stream, and whether to look for usage in the body (only in a
+    /// The upstream has answered: records the time to first byte, whether the request had to
+    /// wait for a free upstream stream, and where to look for usage in the body (only in a
     /// success that is not compressed).
-    pub fn upstream_answered(&mut self, status: u16, compressed: bool, queued: bool) {
+    pub fn upstream_answered(&mut self, answered: Answered) {
         self.ttfb = Some(self.start.elapsed());
-        self.upstream_status = Some(status);
-        self.upstream_queued = queued;
-        if (200..300).contains(&status) && !compressed {
+        self.upstream_status = Some(answered.status);
+        self.upstream_queued = answered.queued;
+        if (200..300).contains(&answered.status) && !answered.compressed {
             self.usage_tail = Some(Tail::default());
-            if self
-                .model
-                .as_deref()
-                .is_some_and(|m| m.starts_with("anthropic/"))
-            {
+            if answered.usage_at_start {
                 self.usage_head = Some(Head::default());
             }
         }

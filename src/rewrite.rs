@@ -130,7 +130,8 @@ pub fn splice(body: &Bytes, mut edits: Vec<(Range<usize>, Bytes)>) -> Vec<Bytes>
 /// it, or, for the last member, the one before it.
 pub fn member_with_comma(body: &[u8], value: &Range<usize>) -> Range<usize> {
     let key = member_start(body, value);
-    let after = value.end + skip_ws(&body[value.end..]);
+    let rest = &body[value.end..];
+    let after = value.end + (rest.len() - rest.trim_ascii_start().len());
     if body.get(after) == Some(&b',') {
         return key..after + 1;
     }
@@ -150,13 +151,6 @@ pub fn member_start(body: &[u8], value: &Range<usize>) -> usize {
         .unwrap_or(0);
     let close = body[..colon].iter().rposition(|&b| b == b'"').unwrap_or(0);
     body[..close].iter().rposition(|&b| b == b'"').unwrap_or(0)
-}
-
-fn skip_ws(bytes: &[u8]) -> usize {
-    bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len())
 }
 
 /// The members of `defaults` whose keys the body's top level lacks, as `"key":value,` each:

@@ -1,5 +1,5 @@
-//! Requests to responses: the pipeline. Every endpoint answers with and without the `/v1`
-//! prefix:
+//! The path table: each request to its handler. Every endpoint answers with and without the
+//! `/v1` prefix:
 //!
 //! | method   | path                   | key | does                                              |
 //! |----------|------------------------|-----|---------------------------------------------------|
@@ -15,15 +15,8 @@
 //!
 //! Anything else is 404, or 405 on a known path with the wrong method.
 //!
-//! A forwarded request goes through these steps, each in the module that owns it:
-//! 1. authenticate the key ([`crate::keys`]);
-//! 2. read the body, bounded ([`crate::body`]);
-//! 3. resolve the route of its model ([`crate::rewrite`] finds it, [`crate::models`] routes it);
-//! 4. prepare the upstream request, by the route's kind ([`crate::upstream`]);
-//! 5. send it, to the route's locations in turn, until an answer is worth relaying (retries
-//!    stop at the first byte of content);
-//! 6. relay the response, by kind;
-//! 7. log it, when the response ends ([`crate::body::logged`], [`crate::log`]).
+//! A forwarded request is read, resolved and handed to its kind: the steps are in the
+//! crate's documentation.
 
 use std::sync::Arc;
 
@@ -31,14 +24,14 @@ use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::json;
 
+use crate::api::{self, Operation};
 use crate::body::{self, ProxyBody};
-use crate::error::{Dialect, ProxyError, json_response};
+use crate::error::{ProxyError, json_response};
 use crate::keys::KeyEntry;
+use crate::kinds::Call;
 use crate::log::{self, LogGuard, RequestLog};
-use crate::models::Kind;
+use crate::pages;
 use crate::state::State;
-use crate::upstream::{Operation, Queued};
-use crate::{pages, rewrite};
 
 #[derive(Debug, PartialEq, Eq)]
 enum Endpoint<'a> {
@@ -120,10 +113,10 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<P
         request.version(),
     ));
     let log = guard.get();
-    log.set_trace(request.headers(), state.upstream.project());
+    log.set_trace(request.headers(), state.kinds.project());
     // Claude's clients read Anthropic's error shape: the route sets it, before any other
     // error can happen.
-    let mut dialect = Dialect::OpenAi;
+    let mut dialect = api::openai::DIALECT;
     let response = match dispatch(&state, request, log, &mut dialect).await {
         Ok(response) => response,
         Err(error) => {
@@ -140,7 +133,7 @@ async fn dispatch(
     state: &State,
     request: Request<Incoming>,
     log: &mut RequestLog,
-    dialect: &mut Dialect,
+    dialect: &mut crate::error::Dialect,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let config = &state.config;
     let keyed = match endpoint(request.method(), request.uri().path())? {
@@ -168,7 +161,7 @@ async fn dispatch(
     }
 }
 
-/// Steps 2 to 6 of a request that goes upstream.
+/// Steps 2 to 6 of a request that goes upstream: read, resolve, hand to the route's kind.
 async fn forward(
     state: &State,
     key: &KeyEntry,
@@ -176,7 +169,7 @@ async fn forward(
     request: Request<Incoming>,
     log: &mut RequestLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let (config, upstream) = (&state.config, &state.upstream);
+    let config = &state.config;
     let (parts, body) = request.into_parts();
     // 2. Read the body, bounded: the model must be found before anything is sent. Its bytes
     // count against the process's budget until the answer's head has come (a retry would
@@ -184,76 +177,20 @@ async fn forward(
     let (limit, timeout) = (config.max_body_bytes, config.timeouts.body_read);
     let (body, held) =
         body::read_bounded(&parts.headers, body, limit, timeout, &state.budget).await?;
-    // 3. Resolve the route.
-    let model = rewrite::find_model(&body)?;
+    // 3. Resolve the route of the model the request names.
+    let model = operation.model(&body)?;
     let route = config.aliases.route_for(&model.name, |m| key.may_use(m))?;
-    if !operation.serves(route.kind) {
-        return Err(wrong_endpoint(&model.name, route.kind, operation));
-    }
-    let price = config.price_of(&model.name, &route.model);
-    log.routed(&model.name, &route.model, route.location(), price);
-    // Google's embedding models take another API: steps 4 to 6 are one translation.
-    if route.kind == Kind::VertexEmbeddings {
-        let response = upstream
-            .embed(&route, &model.name, &parts.headers, &body)
-            .await;
-        if let Err(ProxyError::Upstream(e)) = &response {
-            log.upstream_failed(e.status);
-        }
-        let response = response?;
-        drop(held);
-        log.upstream_answered(200, false, false);
-        return Ok(response);
-    }
-    // 4. Prepare the upstream request, by kind.
-    let request = upstream
-        .prepare(&route, operation, &parts.headers, (&body, &model), &key.id)
-        .await?;
-    log.signatures(request.signatures);
-    // 5. Send it, and again while it fails before the client has a byte.
-    let mut answer = upstream.send(&route, request, log.attempts()).await;
-    if let Err(ProxyError::Upstream(e)) = &mut answer {
-        log.upstream_failed(e.status);
-        // Vertex counts Claude's tokens in some locations only, and says just "not found".
-        if operation == Operation::CountTokens && e.status == 404 {
-            e.message = format!(
-                "Vertex does not serve token counting for this model in {} (count-tokens:rawPredict answered 404: {})",
-                route.location(),
-                e.message
-            );
-            e.anthropic = None;
-        }
-    }
-    let answer = answer?;
-    drop(held);
-    let response = &answer.response;
-    log.upstream_answered(
-        response.status().as_u16(),
-        response.headers().contains_key(header::CONTENT_ENCODING),
-        response.extensions().get::<Queued>().is_some(),
-    );
-    // 6. Relay the response, by kind.
-    Ok(upstream.relay(&route, answer, &key.id))
-}
-
-/// A model sent to an endpoint that cannot serve it: a Claude model to an OpenAI endpoint,
-/// another to the Messages API, an embedding model to chat.
-fn wrong_endpoint(model: &str, kind: Kind, asked: Operation) -> ProxyError {
-    let (what, right) = match kind {
-        Kind::VertexAnthropic => ("a Claude model", Operation::Messages.endpoint()),
-        Kind::VertexEmbeddings => ("an embedding model", Operation::Embeddings.endpoint()),
-        Kind::VertexOpenAi | Kind::Service => {
-            ("not a Claude model", Operation::ChatCompletions.endpoint())
-        }
+    let call = Call {
+        operation,
+        route: &route,
+        model: &model,
+        body: &body,
+        headers: &parts.headers,
+        key_id: &key.id,
+        price: config.price_of(&model.name, &route.model),
     };
-    let model: String = model.chars().take(100).collect();
-    ProxyError::bad_request(
-        "wrong_endpoint",
-        format!(
-            "model {model:?} is {what}: send it to {right}, not {}",
-            asked.endpoint()
-        ),
-    )
+    // 4 to 6. Prepare, send and relay, by the route's kind.
+    state.kinds.forward(&state.upstream, call, held, log).await
 }
 
 fn health(state: &State) -> Response<ProxyBody> {

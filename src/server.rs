@@ -196,7 +196,7 @@ impl Worker {
         let state = self.state;
         if state.config.upstream_preconnect {
             // Beside the token's warm-up, and after the socket is listening.
-            state.upstream.preconnect();
+            state.upstream.preconnect(state.kinds.origins());
         }
         let mut builder = auto::Builder::new(Spread(self.shared.clone()));
         builder

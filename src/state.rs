@@ -1,4 +1,5 @@
-//! What every request shares: the configuration, the live key set and the way upstream.
+//! What every request shares: the configuration, the live key set, the upstream kinds and
+//! the transport under them.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -6,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::body::Budget;
 use crate::config::Config;
 use crate::keys::LiveKeys;
+use crate::kinds::Kinds;
 use crate::upstream::Upstream;
 
 /// Shared by the connections of one worker thread; each worker has its own `upstream`.
@@ -14,6 +16,8 @@ pub struct State {
     pub config: Config,
     /// The key set in force, swapped whole when `API_KEYS_FILE` changes; the only live copy.
     pub keys: Arc<LiveKeys>,
+    /// Each kind's own state, shared by the workers where it must be.
+    pub kinds: Kinds,
     pub upstream: Upstream,
     /// Reported as `created` in model objects.
     pub started_at: u64,
@@ -22,7 +26,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(config: Config, upstream: Upstream) -> State {
+    pub fn new(config: Config, kinds: Kinds, upstream: Upstream) -> State {
         let started_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -31,6 +35,7 @@ impl State {
             keys: Arc::new(LiveKeys::new(config.initial_keys.clone())),
             budget: Budget::new(config.max_buffered_bytes),
             config,
+            kinds,
             upstream,
             started_at,
         }

@@ -182,7 +182,7 @@ impl Head {
 fn last_usage(bytes: &[u8]) -> Option<Usage> {
     let needle = b"\"usage\"";
     let mut end = bytes.len();
-    while let Some(at) = rfind(&bytes[..end], needle) {
+    while let Some(at) = memchr::memmem::rfind(&bytes[..end], needle) {
         end = at;
         if let Some(usage) = usage_at(bytes, at) {
             return Some(usage);
@@ -197,25 +197,13 @@ fn usage_at(bytes: &[u8], at: usize) -> Option<Usage> {
     if at > 0 && bytes[at - 1] == b'\\' {
         return None;
     }
-    let rest = skip_space(&bytes[at + b"\"usage\"".len()..]);
-    let rest = skip_space(rest.strip_prefix(b":")?);
+    let rest = bytes[at + b"\"usage\"".len()..].trim_ascii_start();
+    let rest = rest.strip_prefix(b":")?.trim_ascii_start();
     // `"usage": null` in a chunk that has none.
     if rest.first() != Some(&b'{') {
         return None;
     }
     serde_json::from_slice::<Usage>(balanced_object(rest)?).ok()
-}
-
-fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).rposition(|w| w == needle)
-}
-
-fn skip_space(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    &bytes[start..]
 }
 
 /// The JSON object at the start of `bytes`, up to its matching brace.

@@ -5,7 +5,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// Request headers a client may send on to Vertex. Everything else stays here: the client's
 /// credentials, cookies, hop-by-hop headers and anything we have not thought about.
-/// `accept-encoding` is not among them: see `prepare`.
+/// `accept-encoding` is not among them: see [`request_headers`].
 const FORWARDED_REQUEST_HEADERS: [HeaderName; 6] = [
     header::CONTENT_TYPE,
     header::ACCEPT,

@@ -1,10 +1,9 @@
 //! The connections to the upstream: opened by hyper-rustls (HTTP/2 when ALPN offers it, else
 //! HTTP/1.1), kept by each worker thread and reused.
 //!
-//! This replaces hyper-util's legacy `Client`, whose pool hashed its key with SipHash three
-//! times per request and ran a checkout future and a spawned task per request, about a tenth
-//! of a proxied request's instructions when it was measured (BENCHMARKS.md). The upstream is
-//! one or a few origins, so a short list searched by comparison does the same job.
+//! Ours rather than hyper-util's legacy `Client`, which costs more per request for what a
+//! proxy to one or a few origins needs (BENCHMARKS.md has the figures): a short list searched
+//! by comparison does the job.
 //!
 //! What hyper-util's client did, and whether this pool does it:
 //! - one shared HTTP/2 connection per origin, found by ALPN: yes;
@@ -12,7 +11,7 @@
 //!   ones are dropped only when the origin is next used, not by a timer;
 //! - a request refused unsent by a reused connection sent again on a new one: yes;
 //! - `Host` and origin-form request lines for HTTP/1.1: yes;
-//! - connect timeout, TCP_NODELAY: yes, in the connector (`upstream::client`);
+//! - connect timeout, TCP_NODELAY: yes, in the connector (`upstream::connect`);
 //! - requests racing to a new HTTP/2 origin share one connecting future: no, each may open
 //!   one and the last is kept;
 //! - more connections when an HTTP/2 peer's stream limit is reached: yes, up to

@@ -48,15 +48,8 @@ impl InProcess {
                 (audience, vertex_proxy::auth::TokenSource::Fixed(token))
             })
             .collect();
-        let client =
-            vertex_proxy::upstream::client(&vertex_proxy::upstream::ClientSettings::of(&config));
-        let upstream = vertex_proxy::upstream::Upstream::new(
-            &config,
-            PROJECT.into(),
-            (tokens, id_tokens),
-            client,
-        );
-        let state = Arc::new(vertex_proxy::state::State::new(config, upstream));
+        let loaded = vertex_proxy::app::Loaded::new(config, PROJECT.into(), (tokens, id_tokens));
+        let state = Arc::new(vertex_proxy::app::assemble(loaded));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();

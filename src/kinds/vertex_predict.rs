@@ -6,17 +6,17 @@ use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
-use http::{HeaderMap, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::headers::request_headers;
-use super::{Prepared, Target, Upstream};
-use crate::body::ProxyBody;
-use crate::error::{ProxyError, json_response};
-use crate::log::SignatureCounts;
-use crate::models::Route;
+use super::{Call, Target, UpstreamKind, Way};
+use crate::api::Operation;
+use crate::body::{Held, ProxyBody};
+use crate::error::{Origin, ProxyError, json_response};
+use crate::log::{Answered, RequestLog};
+use crate::upstream::Outgoing;
 
 /// Inputs one request may carry.
 pub const MAX_INPUTS: usize = 250;
@@ -27,63 +27,97 @@ pub const FAN_OUT: usize = 8;
 /// The most of a `:predict` answer read: 250 embeddings of 3072 numbers, as JSON, with room.
 const PREDICT_BODY: usize = 32 * 1024 * 1024;
 
-impl Upstream {
-    /// Google's embedding models (steps 4 to 6 at once): the OpenAI request becomes
-    /// `:predict` calls (one per input for `gemini-embedding-001`, at most [`FAN_OUT`] at a
-    /// time), each sent as [`Upstream::send`] sends them, retries included; their answers
-    /// become one OpenAI answer, in input order, named by `alias`. A call that fails fails the
-    /// request: partial results never pass for a success.
-    pub async fn embed(
-        &self,
-        route: &Route,
-        alias: &str,
-        client_headers: &HeaderMap,
-        body: &Bytes,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let request = parse(body)?;
-        let credential = self.credential(&route.auth, false).await?;
-        let headers = request_headers(client_headers, credential);
-        let target = target(&route.model);
-        let batches = batches(&route.model, request.inputs.len());
-        let permits = Arc::new(tokio::sync::Semaphore::new(FAN_OUT));
-        // Dropped with the request (the client left, or a call failed): the calls still
-        // running are aborted with it.
-        let mut calls = tokio::task::JoinSet::new();
-        let count = batches.len();
-        for (n, range) in batches.into_iter().enumerate() {
-            let prepared = Prepared {
-                target: Target::Path(target.clone()),
-                headers: headers.clone(),
-                body: vec![predict_body(&request, range.clone())],
-                auth: route.auth.clone(),
-                signatures: SignatureCounts::default(),
-            };
-            let (upstream, route, permits) = (self.clone(), route.clone(), permits.clone());
-            calls.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                let answer = upstream.send(&route, prepared, &mut Vec::new()).await?;
-                let body = http_body_util::Limited::new(answer.response.into_body(), PREDICT_BODY);
-                let read = tokio::time::timeout(upstream.timeouts.upstream_idle, body.collect());
-                let bytes = match read.await {
-                    Ok(Ok(collected)) => collected.to_bytes(),
-                    _ => {
-                        let message = "Vertex's :predict answer could not be read whole";
-                        return Err(ProxyError::bad_gateway("upstream_error", message));
-                    }
-                };
-                Ok((n, parse_answer(&bytes, range.len())?))
-            });
-        }
-        let mut parts: Vec<Vec<Embedding>> = vec![Vec::new(); count];
-        while let Some(joined) = calls.join_next().await {
-            let lost = || ProxyError::bad_gateway("upstream_error", "an embeddings call was lost");
-            let (n, embeddings) = joined.map_err(|_| lost())??;
-            parts[n] = embeddings;
-        }
-        let all: Vec<Embedding> = parts.into_iter().flatten().collect();
-        let answer = openai_answer(alias, &all, request.base64);
-        Ok(json_response(StatusCode::OK, &answer))
+#[derive(Clone)]
+pub struct VertexPredict;
+
+impl UpstreamKind for VertexPredict {
+    const IS: &'static str = "an embedding model";
+    const BELONGS_AT: Operation = Operation::Embeddings;
+
+    fn serves(operation: Operation) -> bool {
+        operation == Operation::Embeddings
     }
+
+    /// Steps 4 to 6 at once: the OpenAI request becomes `:predict` calls (one per input for
+    /// `gemini-embedding-001`, at most [`FAN_OUT`] at a time), each sent as the transport
+    /// sends any, retries included; their answers become one OpenAI answer, in input order,
+    /// named by the client's alias. A call that fails fails the request: partial results
+    /// never pass for a success.
+    async fn forward(
+        &self,
+        way: Way<'_>,
+        call: Call<'_>,
+        held: Held,
+        log: &mut RequestLog,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let answer = embed(way, &call).await;
+        match &answer {
+            Err(ProxyError::Upstream(e)) => log.upstream_failed(e.status),
+            Err(_) => {}
+            Ok(_) => {
+                drop(held);
+                log.upstream_answered(Answered {
+                    status: 200,
+                    compressed: false,
+                    queued: false,
+                    usage_at_start: false,
+                });
+            }
+        }
+        answer
+    }
+}
+
+async fn embed(way: Way<'_>, call: &Call<'_>) -> Result<Response<ProxyBody>, ProxyError> {
+    let route = call.route;
+    let request = parse(call.body)?;
+    let headers = way.upstream.headers(call.headers, &route.auth).await?;
+    let target = Arc::new(Target::VertexPath(target(&route.model)));
+    let batches = batches(&route.model, request.inputs.len());
+    let permits = Arc::new(tokio::sync::Semaphore::new(FAN_OUT));
+    let locations: Arc<[String]> = route.locations.as_slice().into();
+    // Dropped with the request (the client left, or a call failed): the calls still
+    // running are aborted with it.
+    let mut calls = tokio::task::JoinSet::new();
+    let count = batches.len();
+    for (n, range) in batches.into_iter().enumerate() {
+        let body = vec![predict_body(&request, range.clone())];
+        let outgoing = Outgoing::new(headers.clone(), body, route.auth.clone());
+        let (upstream, vertex) = (way.upstream.clone(), way.vertex.clone());
+        let (target, locations, permits) = (target.clone(), locations.clone(), permits.clone());
+        calls.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let locate = |location: &str| target.uri(&vertex, location);
+            // The request's line records no attempts of its calls.
+            let mut attempts = Vec::new();
+            let sent = upstream.send(
+                outgoing,
+                (&locations, locate),
+                Origin::Vertex,
+                &mut attempts,
+            );
+            let answer = sent.await?;
+            let body = http_body_util::Limited::new(answer.response.into_body(), PREDICT_BODY);
+            let read = tokio::time::timeout(upstream.idle_timeout(), body.collect());
+            let bytes = match read.await {
+                Ok(Ok(collected)) => collected.to_bytes(),
+                _ => {
+                    let message = "Vertex's :predict answer could not be read whole";
+                    return Err(ProxyError::bad_gateway("upstream_error", message));
+                }
+            };
+            Ok((n, parse_answer(&bytes, range.len())?))
+        });
+    }
+    let mut parts: Vec<Vec<Embedding>> = vec![Vec::new(); count];
+    while let Some(joined) = calls.join_next().await {
+        let lost = || ProxyError::bad_gateway("upstream_error", "an embeddings call was lost");
+        let (n, embeddings) = joined.map_err(|_| lost())??;
+        parts[n] = embeddings;
+    }
+    let all: Vec<Embedding> = parts.into_iter().flatten().collect();
+    let answer = openai_answer(&call.model.name, &all, request.base64);
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 /// The path after `…/locations/{location}/` for `model`.

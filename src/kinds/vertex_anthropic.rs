@@ -4,16 +4,80 @@
 
 use std::collections::BTreeSet;
 use std::ops::Range;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::Operation;
+use super::{Call, Prepared, Target, UpstreamKind};
+use crate::api::Operation;
+use crate::body::Edit;
+use crate::config::Config;
+use crate::error::{ProxyError, UpstreamError};
 use crate::models::Route;
 use crate::rewrite::{self, ModelField};
+
+#[derive(Clone)]
+pub struct VertexAnthropic {
+    /// `ANTHROPIC_BETAS`.
+    betas: Arc<[String]>,
+}
+
+impl VertexAnthropic {
+    pub fn new(config: &Config) -> VertexAnthropic {
+        VertexAnthropic {
+            betas: config.anthropic_betas.as_slice().into(),
+        }
+    }
+}
+
+impl UpstreamKind for VertexAnthropic {
+    const IS: &'static str = "a Claude model";
+    const BELONGS_AT: Operation = Operation::Messages;
+    const USAGE_AT_START: bool = true;
+
+    fn serves(operation: Operation) -> bool {
+        matches!(operation, Operation::Messages | Operation::CountTokens)
+    }
+
+    fn prepare(&self, call: &Call) -> Result<Prepared, ProxyError> {
+        let (body, stream) = body(call.body, call.model, call.route, call.operation);
+        Ok(Prepared {
+            body,
+            target: Target::VertexPath(target(call.route, call.operation, stream)),
+            signatures: Default::default(),
+        })
+    }
+
+    fn add_headers(&self, call: &Call, headers: &mut HeaderMap) {
+        if let Some(betas) = betas(call.headers, &self.betas, call.operation) {
+            headers.insert("anthropic-beta", betas);
+        }
+    }
+
+    /// Vertex counts Claude's tokens in some locations only, and says just "not found".
+    fn upstream_error(&self, call: &Call, error: &mut UpstreamError) {
+        if call.operation == Operation::CountTokens && error.status == 404 {
+            error.message = format!(
+                "Vertex does not serve token counting for this model in {} (count-tokens:rawPredict answered 404: {})",
+                call.route.location(),
+                error.message
+            );
+            error.anthropic = None;
+        }
+    }
+
+    /// Vertex's own events go from its streams.
+    fn relay_edit(&self, _call: &Call, headers: &HeaderMap) -> Option<Edit> {
+        if !crate::upstream::is_sse(headers) {
+            return None;
+        }
+        let mut filter = DropVertexEvents::default();
+        Some(Box::new(move |bytes| filter.edit(bytes)))
+    }
+}
 
 /// The version Vertex's Claude endpoint takes in the body, where a client gave none.
 pub const VERSION: &str = "vertex-2023-10-16";
@@ -21,9 +85,9 @@ pub const VERSION: &str = "vertex-2023-10-16";
 /// Refused on `count-tokens` though accepted on messages.
 const NOT_FOR_COUNTING: [&str; 1] = ["web-search-2025-03-05"];
 
-/// The path after `…/locations/{location}/` for `operation` on `route`'s model, and the body
-/// that goes with it. `stream` is the body's own `"stream": true`.
-pub fn target(route: &Route, operation: Operation, stream: bool) -> String {
+/// The path after `…/locations/{location}/` for `operation` on `route`'s model. `stream` is
+/// the body's own `"stream": true`.
+fn target(route: &Route, operation: Operation, stream: bool) -> String {
     let name = route
         .model
         .strip_prefix("anthropic/")
@@ -47,7 +111,7 @@ struct Top {
 /// messages the `model` member goes (Vertex reads it from the URL); for counting its value
 /// becomes Vertex's name for the model. `"anthropic_version": "vertex-2023-10-16"` comes in
 /// unless the client gave a version of its own. Every other byte is the client's.
-pub fn body(
+fn body(
     body: &Bytes,
     model: &ModelField,
     route: &Route,
@@ -87,7 +151,7 @@ pub fn body(
 
 /// The `anthropic-beta` header Vertex gets: the client's values (from every such header,
 /// comma-separated) that `allowed` holds. Each value dropped is logged, once per process.
-pub fn betas(client: &HeaderMap, allowed: &[String], operation: Operation) -> Option<HeaderValue> {
+fn betas(client: &HeaderMap, allowed: &[String], operation: Operation) -> Option<HeaderValue> {
     let mut kept: Vec<&str> = Vec::new();
     for value in client.get_all("anthropic-beta") {
         let Ok(value) = value.to_str() else { continue };
@@ -123,7 +187,7 @@ fn dropped(beta: &str) {
 /// strict clients fail on an event type they do not know. Everything else passes as it
 /// comes; only the first line of each event (its `event:` name) is waited for.
 #[derive(Default)]
-pub struct DropVertexEvents {
+struct DropVertexEvents {
     state: State,
     /// The start of an event's first line, until the line ends.
     head: Vec<u8>,
@@ -141,7 +205,7 @@ enum State {
 
 impl DropVertexEvents {
     /// The part of `bytes` that goes on; `bytes` itself when nothing is dropped or held.
-    pub fn edit(&mut self, bytes: Bytes) -> Bytes {
+    fn edit(&mut self, bytes: Bytes) -> Bytes {
         // A first line begun in an earlier chunk: it goes out first, unless it names a
         // vertex_event.
         let mut held = std::mem::take(&mut self.head);

@@ -1,40 +1,16 @@
-//! Vertex's OpenAI-compatible endpoint (`…/endpoints/openapi/…`): its URLs, and the changes
-//! it needs in a body: the model, and Gemini 3's thought signatures.
+//! Vertex's URLs, shared by the Vertex kinds: `{origin}/v1/projects/{project}/locations/
+//! {location}/…`, on the location's own host (the global one has none), or on
+//! `VERTEX_BASE_URL`.
 
-use bytes::Bytes;
 use http::Uri;
 
-use super::Operation;
+use crate::api::Operation;
+use crate::config::Config;
 use crate::error::ProxyError;
-use crate::log::SignatureCounts;
-use crate::models::Route;
-use crate::rewrite::{self, ModelField};
-use crate::signatures::{self, SignatureMode, Store};
 
-/// The body Vertex gets: the client's, with the alias replaced by the Vertex model id, and,
-/// for Gemini 3, a thought signature on each assistant message's first tool call that lost
-/// its own ([`signatures`]). Returns the pieces and what was put in.
-pub fn body(
-    body: &Bytes,
-    model: &ModelField,
-    route: &Route,
-    mode: SignatureMode,
-    restore: Option<(&Store, &str)>,
-) -> (Vec<Bytes>, SignatureCounts) {
-    if signatures::applies_to(&route.model)
-        && let Some(completed) = signatures::complete(body, model, &route.model, mode, restore)
-    {
-        return completed;
-    }
-    (
-        rewrite::splice_model(body, &model.span, &route.model).into(),
-        SignatureCounts::default(),
-    )
-}
-
-/// Builds upstream URLs for one project.
+/// Vertex's URLs for one project, in any location.
 #[derive(Debug, Clone)]
-pub struct Endpoints {
+pub struct VertexUrls {
     /// `VERTEX_BASE_URL`, used for every location when set.
     base_url: Option<Uri>,
     project: String,
@@ -43,29 +19,35 @@ pub struct Endpoints {
     built: Vec<(String, [Uri; 2])>,
 }
 
-impl Endpoints {
-    pub fn new<'a>(
+impl VertexUrls {
+    /// The URLs of every location a route can take, built now.
+    pub fn new(config: &Config, project: String) -> VertexUrls {
+        let locations = (config.aliases.iter())
+            .flat_map(|(_, route)| route.locations.iter().map(String::as_str))
+            .chain([config.location.as_str()]);
+        VertexUrls::with(config.base_url.clone(), project, locations)
+    }
+
+    fn with<'a>(
         base_url: Option<Uri>,
         project: String,
         locations: impl IntoIterator<Item = &'a str>,
-    ) -> Endpoints {
-        let mut endpoints = Endpoints {
+    ) -> VertexUrls {
+        let mut urls = VertexUrls {
             base_url,
             project,
             built: Vec::new(),
         };
         for location in locations {
-            if endpoints.built.iter().any(|(l, _)| l == location) {
+            if urls.built.iter().any(|(l, _)| l == location) {
                 continue;
             }
             let operations = [Operation::ChatCompletions, Operation::Embeddings];
-            if let [Ok(chat), Ok(embeddings)] = operations.map(|op| endpoints.build(location, op)) {
-                endpoints
-                    .built
-                    .push((location.to_owned(), [chat, embeddings]));
+            if let [Ok(chat), Ok(embeddings)] = operations.map(|op| urls.build(location, op)) {
+                urls.built.push((location.to_owned(), [chat, embeddings]));
             }
         }
-        endpoints
+        urls
     }
 
     /// One URL on each distinct origin the configured locations reach.
@@ -83,9 +65,11 @@ impl Endpoints {
         &self.project
     }
 
+    /// The URL of one of the OpenAI endpoints in `location`.
     pub fn uri(&self, location: &str, operation: Operation) -> Result<Uri, ProxyError> {
-        match self.built.iter().find(|(l, _)| l == location) {
-            Some((_, uris)) => Ok(uris[operation as usize].clone()),
+        let built = self.built.iter().find(|(l, _)| l == location);
+        match built.and_then(|(_, uris)| uris.get(operation as usize)) {
+            Some(uri) => Ok(uri.clone()),
             None => self.build(location, operation),
         }
     }
@@ -121,15 +105,15 @@ impl Endpoints {
 mod tests {
     use super::*;
 
-    fn endpoints(base: Option<&str>) -> Endpoints {
-        Endpoints::new(base.map(|b| b.parse().unwrap()), "my-proj".into(), [])
+    fn endpoints(base: Option<&str>) -> VertexUrls {
+        VertexUrls::with(base.map(|b| b.parse().unwrap()), "my-proj".into(), [])
     }
 
     #[test]
     fn urls_built_at_startup_are_the_urls_built_on_demand() {
         for base in [None, Some("http://127.0.0.1:9000")] {
             let locations = ["global", "us-central1", "global"];
-            let built = Endpoints::new(
+            let built = VertexUrls::with(
                 base.map(|b| b.parse().unwrap()),
                 "my-proj".into(),
                 locations,
