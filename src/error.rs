@@ -92,7 +92,8 @@ pub struct UpstreamError {
     pub status: u16,
     /// Google's message, for the client; never logged, since it may quote the request.
     pub message: String,
-    /// Google's status, `RESOURCE_EXHAUSTED`, or `None` when the body was not its envelope.
+    /// The upstream's name for the error: Google's status (`RESOURCE_EXHAUSTED`), Claude's or
+    /// OpenAI's error type; `None` when the body held none of them.
     pub code: Option<String>,
     /// The upstream's `Retry-After`, passed on.
     pub retry_after: Option<HeaderValue>,
