@@ -8,25 +8,26 @@
 
 pub mod claude;
 pub mod gemini3;
+mod openai;
+
+pub use openai::answer as openai_answer;
 
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, Incoming};
+use http_body_util::channel::Channel;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 
-use crate::body::{self, BoxError, ProxyBody};
+use crate::body::{BoxError, ProxyBody};
 use crate::config::Env;
 use crate::error::json_response;
 
@@ -171,7 +172,7 @@ pub fn vertex_answer(path: &str, headers: &http::HeaderMap, body: &Value) -> Res
     {
         return predict(model, body);
     }
-    claude::answer(path, headers, body).unwrap_or_else(|| openai_answer(path, body))
+    claude::answer(path, headers, body).unwrap_or_else(|| openai::answer(path, body))
 }
 
 /// Google's embedding models by `:predict`: `{"predictions": [{"embeddings": {"values",
@@ -209,25 +210,6 @@ fn predict(model: &str, body: &Value) -> Response<ProxyBody> {
     json_response(StatusCode::OK, &json!({"predictions": predictions}))
 }
 
-/// What the stand-in answers an authorized request to Vertex's OpenAI endpoint at `path`.
-/// The test suites' fake Vertex answers the same way.
-pub fn openai_answer(path: &str, body: &Value) -> Response<ProxyBody> {
-    if let Some((status, _, message)) = gemini3::refusal(path, body) {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-        return google_error(status, &message);
-    }
-    if path.ends_with("/endpoints/openapi/chat/completions") {
-        chat(body)
-    } else if path.ends_with("/endpoints/openapi/embeddings") {
-        embeddings(body)
-    } else {
-        google_error(
-            StatusCode::NOT_FOUND,
-            "The requested URL was not found on this server.",
-        )
-    }
-}
-
 fn text_of(content: &Value) -> String {
     match content {
         Value::String(text) => text.clone(),
@@ -260,217 +242,22 @@ fn words(text: &str) -> u64 {
     text.split_whitespace().count().max(1) as u64
 }
 
-/// What the stand-in "model" says: a tool call, a reply to a tool result, or an echo.
-fn reply(body: &Value) -> (Option<Value>, String) {
-    let messages = body["messages"].as_array().cloned().unwrap_or_default();
-    let last = messages.last().cloned().unwrap_or(Value::Null);
-    let last_user = messages
-        .iter()
-        .rev()
-        .find(|m| m["role"] == "user")
-        .map(|m| text_of(&m["content"]))
-        .unwrap_or_default();
-    if last["role"] == "tool" {
-        return (
-            None,
-            format!("The tool said: {}", text_of(&last["content"])),
-        );
-    }
-    if let Some(function) = body["tools"]
-        .as_array()
-        .and_then(|t| t.first())
-        .map(|t| &t["function"])
-    {
-        let arguments = arguments_for(&function["parameters"], &last_user);
-        let id = gemini3::call_id(body);
-        let mut call = json!({
-            "id": id,
-            "type": "function",
-            "function": {"name": function["name"], "arguments": Value::Object(arguments).to_string()},
-        });
-        // Gemini 3 signs the first call of each step, and wants it back.
-        if gemini3::is_gemini3(body["model"].as_str().unwrap_or_default()) {
-            let signature = gemini3::signature_for(&id);
-            call["extra_content"] = json!({"google": {"thought_signature": signature}});
+/// An SSE response that sends `frames` one at a time, paced like a model so that the stream
+/// is visibly a stream; it stops "generating" when the reader goes away.
+fn paced_events(frames: Vec<Bytes>) -> Response<ProxyBody> {
+    let (mut sender, body) = Channel::<Bytes, BoxError>::new(1);
+    tokio::spawn(async move {
+        for frame in frames {
+            if sender.send_data(frame).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
         }
-        return (Some(call), String::new());
-    }
-    (None, format!("You said: {last_user}"))
-}
-
-fn chat(body: &Value) -> Response<ProxyBody> {
-    let model = body["model"].as_str().unwrap_or("unknown").to_owned();
-    let (tool_call, text) = reply(body);
-    let prompt_tokens: u64 = body["messages"]
-        .as_array()
-        .map(|m| m.iter().map(|m| words(&text_of(&m["content"]))).sum())
-        .unwrap_or(1);
-    let completion_tokens = words(&text);
-    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
-    let finish = if tool_call.is_some() {
-        "tool_calls"
-    } else {
-        "stop"
-    };
-    let created = 1_700_000_000u64;
-    let id = "chatcmpl-demo";
-
-    if body["stream"] != true {
-        let mut message = json!({"role": "assistant", "content": if tool_call.is_some() { Value::Null } else { json!(text) }});
-        if let Some(call) = &tool_call {
-            message["tool_calls"] = json!([call]);
-        }
-        let payload = json!({
-            "id": id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": usage,
-        });
-        let mut response = Response::new(body::full(payload.to_string()));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        );
-        return response;
-    }
-
-    let chunk = |delta: Value, finish: Value| {
-        json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-    };
-    let mut events = vec![chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    )];
-    if let Some(call) = tool_call {
-        let mut call = call;
-        call["index"] = json!(0);
-        events.push(chunk(json!({"tool_calls": [call]}), Value::Null));
-    } else {
-        let mut words = text.split_inclusive(' ');
-        for piece in words.by_ref() {
-            events.push(chunk(json!({"content": piece}), Value::Null));
-        }
-    }
-    events.push(chunk(json!({}), json!(finish)));
-    if body["stream_options"]["include_usage"] == true {
-        events.push(json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage}));
-    }
-    let mut frames: Vec<Bytes> = events
-        .iter()
-        .map(|e| Bytes::from(format!("data: {e}\n\n")))
-        .collect();
-    frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
-
-    // Paced like a model, so the stream is visibly a stream.
-    let mut response = Response::new(ChannelBody::paced(frames, Duration::from_millis(30)));
+    });
+    let mut response = Response::new(body.boxed());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/event-stream"),
     );
     response
-}
-
-fn embeddings(body: &Value) -> Response<ProxyBody> {
-    let inputs: Vec<String> = match &body["input"] {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(items) => items
-            .iter()
-            .map(|i| i.as_str().unwrap_or_default().to_owned())
-            .collect(),
-        _ => {
-            return google_error(
-                StatusCode::BAD_REQUEST,
-                "\"input\" must be a string or an array of strings.",
-            );
-        }
-    };
-    let data: Vec<Value> = inputs
-        .iter()
-        .enumerate()
-        .map(|(index, input)| {
-            let digest = crate::keys::sha256(input.as_bytes());
-            let vector: Vec<f64> = digest[..8].iter().map(|b| f64::from(*b) / 255.0).collect();
-            json!({"object": "embedding", "index": index, "embedding": vector})
-        })
-        .collect();
-    let tokens: u64 = inputs.iter().map(|i| words(i)).sum();
-    let payload = json!({"object": "list", "data": data, "model": body["model"],
-                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}});
-    let mut response = Response::new(body::full(payload.to_string()));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// A body fed frame by frame from a channel.
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl ChannelBody {
-    /// `frames`, one every `every`, as a model would send them; it stops when the reader
-    /// goes away.
-    fn paced(frames: Vec<Bytes>, every: Duration) -> ProxyBody {
-        let (sender, receiver) = mpsc::channel(1);
-        tokio::spawn(async move {
-            for frame in frames {
-                if sender.send(frame).await.is_err() {
-                    return; // the proxy went away: stop "generating"
-                }
-                tokio::time::sleep(every).await;
-            }
-        });
-        ChannelBody(receiver).boxed()
-    }
-}
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|bytes| bytes.map(|b| Ok(Frame::data(b))))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn echoes_the_last_user_message() {
-        let body = json!({"messages": [{"role": "user", "content": "first"}, {"role": "assistant", "content": "x"}, {"role": "user", "content": [{"type": "text", "text": "second"}]}]});
-        assert_eq!(reply(&body), (None, "You said: second".to_owned()));
-    }
-
-    #[test]
-    fn calls_the_first_tool_then_reads_its_result() {
-        let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}}}]);
-        let (call, _) =
-            reply(&json!({"tools": tools, "messages": [{"role": "user", "content": "Paris"}]}));
-        let call = call.expect("a tool call");
-        assert_eq!(call["function"]["name"], "get_weather");
-        let arguments: Value =
-            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
-        assert_eq!(arguments, json!({"city": "Paris", "days": 1}));
-        assert!(call.get("extra_content").is_none(), "only Gemini 3 signs");
-        let gemini3 = json!({"model": "google/gemini-3.1-pro-preview", "tools": tools, "messages": [{"role": "user", "content": "Paris"}]});
-        let (signed, _) = reply(&gemini3);
-        let signed = signed.expect("a tool call");
-        let id = signed["id"].as_str().unwrap();
-        assert_eq!(
-            signed["extra_content"]["google"]["thought_signature"],
-            gemini3::signature_for(id)
-        );
-        let (call, text) = reply(
-            &json!({"tools": tools, "messages": [{"role": "user", "content": "Paris"}, {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]}),
-        );
-        assert!(call.is_none());
-        assert_eq!(text, "The tool said: sunny");
-    }
 }

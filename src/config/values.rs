@@ -1,4 +1,4 @@
-//! The values configuration variables hold: numbers, project ids, URLs, certificate files.
+//! The values configuration variables hold: numbers, flags, project ids, URLs, certificate files.
 //! Each parser says what is wrong in words an operator can act on.
 
 use http::Uri;
@@ -28,6 +28,15 @@ pub(super) fn number<T: std::str::FromStr>(value: Option<String>, default: T) ->
             .trim()
             .parse()
             .map_err(|_| format!("must be a whole number, got {:?}", v.trim())),
+    }
+}
+
+pub(super) fn flag(value: Option<String>, default: bool) -> Result<bool, String> {
+    match value.as_deref().map(str::trim) {
+        None => Ok(default),
+        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(false),
+        Some(_) => Err("must be true or false".into()),
     }
 }
 

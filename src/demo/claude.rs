@@ -3,12 +3,10 @@
 //! `count-tokens:rawPredict`. As strict as Vertex where clients trip: an `anthropic-beta` it
 //! does not know is a 400, and so is a body with a `model` or without `anthropic_version`.
 
-use std::time::Duration;
-
-use http::{HeaderMap, Response, StatusCode, header};
+use http::{HeaderMap, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{ChannelBody, arguments_for, text_of, words};
+use super::{arguments_for, paced_events, text_of, words};
 use crate::body::ProxyBody;
 use crate::error::json_response;
 
@@ -193,13 +191,5 @@ fn stream(model: &str, body: &Value) -> Response<ProxyBody> {
     let frames = events
         .into_iter()
         .map(|(name, data)| bytes::Bytes::from(format!("event: {name}\ndata: {data}\n\n")));
-    let mut response = Response::new(ChannelBody::paced(
-        frames.collect(),
-        Duration::from_millis(30),
-    ));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/event-stream"),
-    );
-    response
+    paced_events(frames.collect())
 }

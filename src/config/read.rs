@@ -1,0 +1,389 @@
+//! Reads the environment one group of variables at a time, noting each problem and going on.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::Uri;
+use rustls::pki_types::CertificateDer;
+
+use super::values::{flag, number, parse_base_url, positive, read_roots};
+use super::{
+    ConfigError, ConfigErrors, DEFAULT_ANTHROPIC_BETAS, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_BUFFERED_BYTES, Env, RetryPolicy, Timeouts, is_project_id, key_set,
+};
+use crate::keys::KeySet;
+use crate::models::{self, Aliases};
+use crate::signatures::SignatureMode;
+use crate::usage::{self, Price};
+
+/// The environment, and every problem found in it so far. A bad variable is noted and its
+/// default used, so that the variables read after it are still checked, and the operator
+/// gets one report naming them all.
+pub(super) struct Reader<'a> {
+    env: &'a dyn Env,
+    errors: Vec<ConfigError>,
+}
+
+pub(super) struct Limits {
+    pub port: u16,
+    pub max_body_bytes: usize,
+    pub max_buffered_bytes: usize,
+    pub max_connections: usize,
+    pub max_upstream_connections: usize,
+    pub worker_threads: usize,
+}
+
+pub(super) struct Signatures {
+    pub mode: SignatureMode,
+    pub cache_bytes: usize,
+    pub ttl: Duration,
+}
+
+/// Which Vertex, and how it is reached.
+pub(super) struct Vertex {
+    pub project: Option<String>,
+    pub location: String,
+    pub base_url: Option<Uri>,
+    pub roots: Vec<CertificateDer<'static>>,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(env: &'a dyn Env) -> Reader<'a> {
+        Reader {
+            env,
+            errors: Vec::new(),
+        }
+    }
+
+    /// `value`, if nothing was wrong with any variable.
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, ConfigErrors> {
+        match value {
+            Some(value) if self.errors.is_empty() => Ok(value),
+            _ => Err(ConfigErrors(self.errors)),
+        }
+    }
+
+    /// A variable set to nothing but blanks is not set.
+    fn get(&self, name: &str) -> Option<String> {
+        self.env.var(name).filter(|v| !v.trim().is_empty())
+    }
+
+    fn report(&mut self, var: &'static str, message: String) {
+        self.errors.push(ConfigError { var, message });
+    }
+
+    fn checked<T>(&mut self, var: &'static str, parsed: Result<T, String>) -> Option<T> {
+        parsed.map_err(|e| self.report(var, e)).ok()
+    }
+
+    fn all_checked<T>(&mut self, var: &'static str, parsed: Result<T, Vec<String>>) -> Option<T> {
+        parsed
+            .map_err(|errs| errs.into_iter().for_each(|e| self.report(var, e)))
+            .ok()
+    }
+
+    fn number<T: std::str::FromStr + Copy>(&mut self, var: &'static str, default: T) -> T {
+        let parsed = number(self.get(var), default);
+        self.checked(var, parsed).unwrap_or(default)
+    }
+
+    fn positive<T>(&mut self, var: &'static str, default: T) -> T
+    where
+        T: std::str::FromStr + PartialEq + From<u8> + Copy,
+    {
+        let parsed = positive(self.get(var), default);
+        self.checked(var, parsed).unwrap_or(default)
+    }
+
+    pub fn seconds(&mut self, var: &'static str, default: u64) -> Duration {
+        Duration::from_secs(self.positive(var, default))
+    }
+
+    pub fn flag(&mut self, var: &'static str, default: bool) -> bool {
+        let parsed = flag(self.get(var), default);
+        self.checked(var, parsed).unwrap_or(default)
+    }
+}
+
+// The groups, in the order from_env reads them: the order of the report.
+impl Reader<'_> {
+    pub fn limits(&mut self) -> Limits {
+        let port = self.number("PORT", 8080u16);
+        let max_body_bytes = self.positive("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES);
+        let max_buffered_bytes = self.positive("MAX_BUFFERED_BYTES", DEFAULT_MAX_BUFFERED_BYTES);
+        if max_body_bytes > max_buffered_bytes {
+            self.report(
+                "MAX_BUFFERED_BYTES",
+                format!(
+                    "is {max_buffered_bytes}, less than MAX_BODY_BYTES ({max_body_bytes}): the largest body could never be read"
+                ),
+            );
+        }
+        let max_connections = self.positive("MAX_CONNECTIONS", 2000);
+        // Cloud Run's most concurrent requests (1000), at Google's usual 100 streams a
+        // connection, with room for a peer that allows fewer.
+        let max_upstream_connections = self.positive("MAX_UPSTREAM_CONNECTIONS", 16);
+        // What the process may use: a Cloud Run CPU limit counts.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Limits {
+            port,
+            max_body_bytes,
+            max_buffered_bytes,
+            max_connections,
+            max_upstream_connections,
+            worker_threads: self.positive("WORKER_THREADS", cores),
+        }
+    }
+
+    pub fn timeouts(&mut self) -> Timeouts {
+        Timeouts {
+            shutdown_grace: Duration::from_secs(self.number("SHUTDOWN_GRACE_SECS", 8)),
+            connect: self.seconds("UPSTREAM_CONNECT_TIMEOUT_SECS", 10),
+            token: self.seconds("TOKEN_TIMEOUT_SECS", 15),
+            upstream_idle: self.seconds("UPSTREAM_IDLE_TIMEOUT_SECS", 300),
+            header_read: self.seconds("HEADER_READ_TIMEOUT_SECS", 30),
+            body_read: self.seconds("BODY_READ_TIMEOUT_SECS", 60),
+            idle_connection: self.seconds("IDLE_CONNECTION_TIMEOUT_SECS", 620),
+        }
+    }
+
+    pub fn signatures(&mut self) -> Signatures {
+        let mode = match self.get("THOUGHT_SIGNATURES").as_deref().map(str::trim) {
+            None => SignatureMode::Restore,
+            Some(text) => SignatureMode::parse(text).unwrap_or_else(|| {
+                let message = "must be restore, fill or off".into();
+                self.report("THOUGHT_SIGNATURES", message);
+                SignatureMode::Restore
+            }),
+        };
+        Signatures {
+            mode,
+            cache_bytes: self.positive("THOUGHT_SIGNATURES_CACHE_BYTES", 8 << 20),
+            ttl: self.seconds("THOUGHT_SIGNATURES_TTL_SECS", 3600),
+        }
+    }
+
+    pub fn anthropic_betas(&self) -> Vec<String> {
+        self.get("ANTHROPIC_BETAS")
+            .unwrap_or_else(|| DEFAULT_ANTHROPIC_BETAS.to_owned())
+            .split(',')
+            .map(|b| b.trim().to_owned())
+            .filter(|b| !b.is_empty())
+            .collect()
+    }
+
+    pub fn retries(&mut self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.positive("MAX_ATTEMPTS", 3),
+            budget: Duration::from_secs(self.number("RETRY_BUDGET_SECS", 20)),
+        }
+    }
+
+    pub fn vertex(&mut self) -> Vertex {
+        let location = match self.get("VERTEX_LOCATION") {
+            None => "global".to_owned(),
+            Some(loc) if models::is_location(loc.trim()) => loc.trim().to_owned(),
+            Some(_) => {
+                self.report(
+                    "VERTEX_LOCATION",
+                    "must be a Vertex location such as \"global\" or \"us-central1\"".into(),
+                );
+                "global".to_owned()
+            }
+        };
+        let project = match self.get("GOOGLE_CLOUD_PROJECT") {
+            None => None,
+            Some(p) if is_project_id(p.trim()) => Some(p.trim().to_owned()),
+            Some(_) => {
+                self.report(
+                    "GOOGLE_CLOUD_PROJECT",
+                    "must be a project id: lowercase letters, digits, '-' (and 'domain:' if scoped)"
+                        .into(),
+                );
+                None
+            }
+        };
+        let base_url = self
+            .get("VERTEX_BASE_URL")
+            .and_then(|url| self.checked("VERTEX_BASE_URL", parse_base_url(url.trim())));
+        let roots = self
+            .get("UPSTREAM_CA_FILE")
+            .and_then(|path| self.checked("UPSTREAM_CA_FILE", read_roots(path.trim())));
+        Vertex {
+            project,
+            location,
+            base_url,
+            roots: roots.unwrap_or_default(),
+        }
+    }
+
+    /// The alias table, with `MODEL_FLASH_ID` and `MODEL_PRO_PREVIEW_ID` applied.
+    pub fn aliases(&mut self, location: &str, max_body_bytes: usize, raw_ids: bool) -> Aliases {
+        let mut aliases = match self.get("MODEL_ALIASES_JSON") {
+            None => Aliases::default_table(location),
+            Some(json) => {
+                let parsed = Aliases::parse(&json, location);
+                self.all_checked("MODEL_ALIASES_JSON", parsed)
+                    .unwrap_or_default()
+            }
+        };
+        for (var, alias) in [
+            ("MODEL_FLASH_ID", "flash"),
+            ("MODEL_PRO_PREVIEW_ID", "pro-preview"),
+        ] {
+            if let Some(id) = self.get(var)
+                && let Err(e) = aliases.set_model(alias, &id, location)
+            {
+                self.report(var, e);
+            }
+        }
+        // Defaults are spliced into request bodies, which must stay under the limit.
+        for (alias, route) in aliases.iter() {
+            let size = serde_json::to_string(&route.defaults).map_or(0, |d| d.len());
+            if size > max_body_bytes {
+                let message = format!(
+                    "alias {alias:?}: \"defaults\" is {size} bytes, more than a request body may be (MAX_BODY_BYTES)"
+                );
+                self.report("MODEL_ALIASES_JSON", message);
+            }
+        }
+        if raw_ids {
+            aliases.allow_raw_ids(location);
+        }
+        aliases
+    }
+
+    pub fn prices(&mut self) -> HashMap<String, Price> {
+        let parsed = self
+            .get("PRICES_JSON")
+            .map(|json| usage::parse_prices(&json));
+        parsed
+            .and_then(|parsed| self.all_checked("PRICES_JSON", parsed))
+            .unwrap_or_default()
+    }
+
+    /// The keys, and the file they came from if they came from one.
+    pub fn keys(&mut self, aliases: &Aliases) -> (Option<KeySet>, Option<PathBuf>) {
+        match (self.get("API_KEYS_JSON"), self.get("API_KEYS_FILE")) {
+            (Some(_), Some(_)) => {
+                self.report(
+                    "API_KEYS_FILE",
+                    "and API_KEYS_JSON are both set; set only one of them".into(),
+                );
+                (None, None)
+            }
+            (Some(json), None) => {
+                let keys = key_set(&json, aliases);
+                (self.all_checked("API_KEYS_JSON", keys), None)
+            }
+            (None, Some(path)) => {
+                let path = PathBuf::from(path.trim());
+                let keys = std::fs::read_to_string(&path)
+                    .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])
+                    .and_then(|json| key_set(&json, aliases));
+                (self.all_checked("API_KEYS_FILE", keys), Some(path))
+            }
+            (None, None) => {
+                self.report(
+                    "API_KEYS_JSON",
+                    "is required (or API_KEYS_FILE): a JSON array such as [{\"id\": \"me\", \"key\": \"<at least 16 characters>\"}]".into(),
+                );
+                (None, None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, Mode};
+    use super::*;
+
+    const KEYS: &str = r#"[{"id":"a","key":"sk_test_aaaaaaaaaaaaaaaa"}]"#;
+
+    fn parse(pairs: &[(&'static str, &'static str)]) -> Result<Config, ConfigErrors> {
+        let env: HashMap<&str, &str> = pairs.iter().copied().collect();
+        Config::from_env(&env, Mode::Vertex)
+    }
+
+    #[test]
+    fn new_settings_have_their_defaults_and_are_checked() {
+        let config = parse(&[("API_KEYS_JSON", KEYS)]).unwrap();
+        assert_eq!(config.thought_signatures, SignatureMode::Restore);
+        assert_eq!(config.retries.max_attempts, 3);
+        assert_eq!(config.retries.budget, Duration::from_secs(20));
+        assert!(
+            config
+                .anthropic_betas
+                .iter()
+                .any(|b| b == "interleaved-thinking-2025-05-14")
+        );
+        let errors = parse(&[
+            ("API_KEYS_JSON", KEYS),
+            ("THOUGHT_SIGNATURES", "sometimes"),
+            ("MAX_ATTEMPTS", "0"),
+            ("MAX_BODY_BYTES", "100"),
+            (
+                "MODEL_ALIASES_JSON",
+                r#"{"a":{"model":"p/m","defaults":{"x":"a string well over one hundred bytes, a string well over one hundred bytes, a string well over"}}}"#,
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        for var in [
+            "THOUGHT_SIGNATURES",
+            "MAX_ATTEMPTS",
+            "MODEL_ALIASES_JSON: alias \"a\": \"defaults\" is",
+        ] {
+            assert!(errors.contains(var), "{var}: {errors}");
+        }
+    }
+
+    #[test]
+    fn the_buffer_budget_holds_the_largest_body() {
+        let config = parse(&[("API_KEYS_JSON", KEYS)]).unwrap();
+        assert_eq!(config.max_buffered_bytes, 2 * config.max_body_bytes);
+        let errors = parse(&[
+            ("API_KEYS_JSON", KEYS),
+            ("MAX_BODY_BYTES", "2000"),
+            ("MAX_BUFFERED_BYTES", "1000"),
+        ])
+        .unwrap_err();
+        assert_eq!(errors.0[0].var, "MAX_BUFFERED_BYTES");
+        assert!(errors.0[0].message.contains("less than MAX_BODY_BYTES"));
+    }
+
+    #[test]
+    fn overrides_and_cross_checks() {
+        let config = parse(&[
+            ("API_KEYS_JSON", KEYS),
+            ("MODEL_FLASH_ID", "google/gemini-2.5-flash-lite"),
+            ("MODEL_PRO_PREVIEW_ID", "gemini-3-pro-preview"),
+            ("VERTEX_BASE_URL", "http://127.0.0.1:9000/"),
+            ("ALLOW_RAW_MODEL_IDS", "TRUE"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.aliases.get("flash").unwrap().model,
+            "google/gemini-2.5-flash-lite"
+        );
+        assert_eq!(
+            config.aliases.get("pro-preview").unwrap().model,
+            "google/gemini-3-pro-preview"
+        );
+        assert_eq!(
+            config.base_url.unwrap().to_string(),
+            "http://127.0.0.1:9000/"
+        );
+
+        // A key limited to a model that is not configured is a startup error.
+        let errors = parse(&[(
+            "API_KEYS_JSON",
+            r#"[{"id":"a","key":"sk_test_aaaaaaaaaaaaaaaa","models":["gpt-4"]}]"#,
+        )])
+        .unwrap_err();
+        assert_eq!(errors.0[0].var, "API_KEYS_JSON");
+        assert!(errors.0[0].message.contains("\"gpt-4\""));
+    }
+}
