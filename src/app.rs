@@ -230,6 +230,9 @@ pub async fn prepare(env: &dyn Env, mode: Mode) -> Result<(State, TcpListener), 
         "message": format!("vertex-proxy {} listening on {local}", env!("CARGO_PKG_VERSION")),
         "config": summary,
     }));
+    for warning in &config.warnings {
+        log::warning(warning);
+    }
     if mode == Mode::Demo {
         demo::print_banner(local, !demo::DemoEnv(env).has_own_keys());
     }

@@ -238,8 +238,18 @@ impl Body for UpstreamBody {
 }
 
 /// Sees each piece of a response on its way to the client, before the client does, and
-/// says what goes on: the piece itself, usually, or less of it (nothing, even).
-pub type Edit = Box<dyn FnMut(Bytes) -> Bytes + Send + Sync>;
+/// says what goes on: the piece itself, usually, or less of it (nothing, even), or more.
+pub trait Edit: Send + Sync {
+    fn edit(&mut self, bytes: Bytes) -> Bytes;
+
+    /// What it still holds when the upstream's body has ended: it goes out last.
+    fn finish(&mut self) -> Bytes {
+        Bytes::new()
+    }
+}
+
+/// An edit of a response, chosen by the upstream's kind.
+pub type BoxEdit = Box<dyn Edit>;
 
 /// The upstream's body, handed on frame by frame (boxing it does not buffer), after `read`
 /// (what was read of it before it was committed to), through `edit` on the way, and cut with
@@ -247,7 +257,7 @@ pub type Edit = Box<dyn FnMut(Bytes) -> Bytes + Send + Sync>;
 pub fn idle_limited(
     upstream: UpstreamBody,
     read: Option<Bytes>,
-    edit: Option<Edit>,
+    edit: Option<BoxEdit>,
     idle: Duration,
 ) -> ProxyBody {
     IdleTimeout {
@@ -265,7 +275,7 @@ pub fn idle_limited(
 struct IdleTimeout {
     inner: UpstreamBody,
     read: Option<Bytes>,
-    edit: Option<Edit>,
+    edit: Option<BoxEdit>,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
 }
@@ -303,9 +313,17 @@ impl Body for IdleTimeout {
                         this.timer.as_mut().reset(deadline);
                         frame
                     }
-                    Poll::Ready(other) => {
-                        return Poll::Ready(other.map(|f| f.map_err(BoxError::from)));
+                    Poll::Ready(None) => {
+                        // What an edit held goes out before the end.
+                        let held = this.edit.as_mut().map(|edit| edit.finish());
+                        return match held {
+                            Some(held) if !held.is_empty() => {
+                                Poll::Ready(Some(Ok(Frame::data(held))))
+                            }
+                            _ => Poll::Ready(None),
+                        };
                     }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
                     Poll::Pending => {
                         return match this.timer.as_mut().poll(cx) {
                             Poll::Ready(()) => {
@@ -321,7 +339,14 @@ impl Body for IdleTimeout {
             };
             match frame.into_data() {
                 Ok(data) => {
-                    let data = edit(data);
+                    let mut data = edit.edit(data);
+                    // hyper polls no more once the body says it has ended.
+                    if this.inner.is_end_stream() {
+                        let held = edit.finish();
+                        if !held.is_empty() {
+                            data = [data, held].concat().into();
+                        }
+                    }
                     // An edit that leaves nothing sends nothing: the next frame is awaited.
                     if !data.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(data))));

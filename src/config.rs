@@ -124,15 +124,13 @@ pub struct Config {
     pub upstream_preconnect: bool,
     /// `THOUGHT_SIGNATURES`: what Gemini 3 history that lost its signatures gets.
     pub thought_signatures: signatures::SignatureMode,
-    /// `THOUGHT_SIGNATURES_CACHE_BYTES` and `THOUGHT_SIGNATURES_TTL_SECS`: the store of
-    /// signatures `restore` puts back.
-    pub signature_cache_bytes: usize,
-    pub signature_ttl: Duration,
     pub retries: RetryPolicy,
     /// `ANTHROPIC_BETAS`: the `anthropic-beta` values passed to Claude on Vertex.
     pub anthropic_betas: Vec<String>,
     /// Threads serving requests, each with its own runtime and upstream pool.
     pub worker_threads: usize,
+    /// Said at startup, stopping nothing: variables that no longer do anything.
+    pub warnings: Vec<String>,
 }
 
 /// `MAX_ATTEMPTS` and `RETRY_BUDGET_SECS`: how far the proxy retries a request that failed
@@ -195,6 +193,7 @@ impl Config {
         let aliases = read.aliases(&vertex.location, limits.max_body_bytes, allow_raw_model_ids);
         let prices = read.prices();
         let (keys, keys_file) = read.keys(&aliases);
+        let warnings = read.take_warnings();
         Ok(Config {
             mode,
             port: limits.port,
@@ -214,12 +213,11 @@ impl Config {
             max_connections: limits.max_connections,
             max_upstream_connections: limits.max_upstream_connections,
             upstream_preconnect,
-            thought_signatures: signatures.mode,
-            signature_cache_bytes: signatures.cache_bytes,
-            signature_ttl: signatures.ttl,
+            thought_signatures: signatures,
             retries,
             anthropic_betas,
             worker_threads: limits.worker_threads,
+            warnings,
         })
     }
 

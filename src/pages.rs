@@ -178,10 +178,10 @@ fn signatures_text(config: &Config) -> String {
     let problem = "Gemini 3 refuses the second step of a tool loop when the previous step's tool call comes back without the extra_content.google.thought_signature it was given; several clients (pi, the Agents SDK with an alias) drop it.";
     let what = match config.thought_signatures {
         SignatureMode::Restore => {
-            "This service puts back the signature it saw in its answer to your key (by tool-call id, for an hour at most), or else the sentinel skip_thought_signature_validator, which Gemini accepts (THOUGHT_SIGNATURES=restore). A signature you kept is never replaced."
+            "This service carries each signature in the tool-call id you receive ({id}__thought__{signature as base64url}): send the id back as you got it, and the signature goes back on the call, whichever instance serves the next step. Where an id carries none, the sentinel skip_thought_signature_validator, which Gemini accepts, goes instead (THOUGHT_SIGNATURES=restore). A signature you kept is never replaced."
         }
         SignatureMode::Fill => {
-            "This service puts the sentinel skip_thought_signature_validator, which Gemini accepts, on such calls (THOUGHT_SIGNATURES=fill). A signature you kept is never replaced."
+            "This service puts the sentinel skip_thought_signature_validator, which Gemini accepts, on such calls, and leaves tool-call ids as Vertex sent them (THOUGHT_SIGNATURES=fill). A signature you kept is never replaced."
         }
         SignatureMode::Off => {
             "This service leaves requests alone (THOUGHT_SIGNATURES=off): keep extra_content on tool calls in your history."

@@ -23,6 +23,8 @@ use crate::usage::{self, Price};
 pub(super) struct Reader<'a> {
     env: &'a dyn Env,
     errors: Vec<ConfigError>,
+    /// What is worth saying but stops nothing: variables that no longer do anything.
+    warnings: Vec<String>,
 }
 
 pub(super) struct Limits {
@@ -32,12 +34,6 @@ pub(super) struct Limits {
     pub max_connections: usize,
     pub max_upstream_connections: usize,
     pub worker_threads: usize,
-}
-
-pub(super) struct Signatures {
-    pub mode: SignatureMode,
-    pub cache_bytes: usize,
-    pub ttl: Duration,
 }
 
 /// Which Vertex, and how it is reached.
@@ -53,7 +49,12 @@ impl<'a> Reader<'a> {
         Reader {
             env,
             errors: Vec::new(),
+            warnings: Vec::new(),
         }
+    }
+
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 
     /// `value`, if nothing was wrong with any variable.
@@ -148,19 +149,26 @@ impl Reader<'_> {
         }
     }
 
-    pub fn signatures(&mut self) -> Signatures {
-        let mode = match self.get("THOUGHT_SIGNATURES").as_deref().map(str::trim) {
+    pub fn signatures(&mut self) -> SignatureMode {
+        // The per-process store went when signatures began to travel in tool-call ids: old
+        // deploys that still set its variables keep starting.
+        for gone in [
+            "THOUGHT_SIGNATURES_CACHE_BYTES",
+            "THOUGHT_SIGNATURES_TTL_SECS",
+        ] {
+            if self.get(gone).is_some() {
+                self.warnings.push(format!(
+                    "{gone} is set but no longer does anything: thought signatures travel in tool-call ids, and nothing is kept in the process; unset it"
+                ));
+            }
+        }
+        match self.get("THOUGHT_SIGNATURES").as_deref().map(str::trim) {
             None => SignatureMode::Restore,
             Some(text) => SignatureMode::parse(text).unwrap_or_else(|| {
                 let message = "must be restore, fill or off".into();
                 self.report("THOUGHT_SIGNATURES", message);
                 SignatureMode::Restore
             }),
-        };
-        Signatures {
-            mode,
-            cache_bytes: self.positive("THOUGHT_SIGNATURES_CACHE_BYTES", 8 << 20),
-            ttl: self.seconds("THOUGHT_SIGNATURES_TTL_SECS", 3600),
         }
     }
 

@@ -53,9 +53,24 @@ pub fn refusal(path: &str, body: &Value) -> Option<(u16, &'static str, String)> 
 
 /// The current turn is what follows the last user message: each assistant message in it with
 /// tool calls must carry, on its first call, the signature issued for that call or the
-/// documented sentinel. Earlier turns are not checked.
+/// documented sentinel. Earlier turns are not checked. Every tool result must answer a call
+/// that was made: an id the model never issued is refused.
 fn signature_refusal(body: &Value) -> Option<String> {
     let messages = body["messages"].as_array()?;
+    let calls: Vec<&Value> = (messages.iter())
+        .filter(|m| m["role"] == "assistant")
+        .filter_map(|m| m["tool_calls"].as_array())
+        .flatten()
+        .map(|c| &c["id"])
+        .collect();
+    for result in messages.iter().filter(|m| m["role"] == "tool") {
+        let id = &result["tool_call_id"];
+        if !calls.contains(&id) {
+            return Some(format!(
+                "Please ensure that the number of function response parts is equal to the number of function call parts of the function call turn: no call has the id {id}."
+            ));
+        }
+    }
     let turn = messages
         .iter()
         .rposition(|m| m["role"] == "user")

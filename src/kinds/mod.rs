@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Response, Uri, header};
 
 use crate::api::Operation;
-use crate::body::{Edit, Held, ProxyBody};
+use crate::body::{BoxEdit, Held, ProxyBody};
 use crate::config::Config;
 use crate::error::{Origin, ProxyError, UpstreamError};
 use crate::log::{Answered, RequestLog, SignatureCounts};
@@ -111,7 +111,7 @@ pub(crate) trait UpstreamKind: Sync {
     fn upstream_error(&self, _call: &Call, _error: &mut UpstreamError) {}
 
     /// Step 6: an edit of a successful, uncompressed answer's bytes as they pass.
-    fn relay_edit(&self, _call: &Call, _headers: &HeaderMap) -> Option<Edit> {
+    fn relay_edit(&self, _call: &Call, _headers: &HeaderMap) -> Option<BoxEdit> {
         None
     }
 

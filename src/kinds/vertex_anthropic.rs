@@ -13,7 +13,7 @@ use serde::de::IgnoredAny;
 
 use super::{Call, Prepared, Target, UpstreamKind};
 use crate::api::Operation;
-use crate::body::Edit;
+use crate::body::{BoxEdit, Edit};
 use crate::config::Config;
 use crate::error::{ProxyError, UpstreamError};
 use crate::models::Route;
@@ -70,12 +70,11 @@ impl UpstreamKind for VertexAnthropic {
     }
 
     /// Vertex's own events go from its streams.
-    fn relay_edit(&self, _call: &Call, headers: &HeaderMap) -> Option<Edit> {
+    fn relay_edit(&self, _call: &Call, headers: &HeaderMap) -> Option<BoxEdit> {
         if !crate::upstream::is_sse(headers) {
             return None;
         }
-        let mut filter = DropVertexEvents::default();
-        Some(Box::new(move |bytes| filter.edit(bytes)))
+        Some(Box::new(DropVertexEvents::default()))
     }
 }
 
@@ -203,7 +202,7 @@ enum State {
     Drop,
 }
 
-impl DropVertexEvents {
+impl Edit for DropVertexEvents {
     /// The part of `bytes` that goes on; `bytes` itself when nothing is dropped or held.
     fn edit(&mut self, bytes: Bytes) -> Bytes {
         // A first line begun in an earlier chunk: it goes out first, unless it names a

@@ -1,35 +1,27 @@
 //! Vertex's OpenAI-compatible endpoint (`…/endpoints/openapi/…`), for Gemini and the other
-//! models it serves: the model spliced into the body, and Gemini 3's thought signatures put
-//! back where clients dropped them ([`crate::signatures`]), from what the answers carried.
+//! models it serves: the model spliced into the body, and Gemini 3's thought signatures
+//! carried in tool-call ids and put back where clients dropped them ([`crate::signatures`]).
 
-use std::sync::Arc;
-
-use bytes::Bytes;
 use http::HeaderMap;
 
 use super::{Call, Prepared, Target, UpstreamKind};
 use crate::api::Operation;
-use crate::body::Edit;
+use crate::body::BoxEdit;
 use crate::config::Config;
 use crate::error::ProxyError;
-use crate::signatures::{self, Harvest, SignatureMode, Store};
+use crate::signatures::{self, IdSplicer, SignatureMode};
+use crate::upstream::is_sse;
 
 #[derive(Clone)]
 pub struct VertexOpenAi {
     /// `THOUGHT_SIGNATURES`.
     mode: SignatureMode,
-    /// The signatures seen, shared by every worker.
-    signatures: Arc<Store>,
 }
 
 impl VertexOpenAi {
     pub fn new(config: &Config) -> VertexOpenAi {
         VertexOpenAi {
             mode: config.thought_signatures,
-            signatures: Arc::new(Store::new(
-                config.signature_cache_bytes,
-                config.signature_ttl,
-            )),
         }
     }
 }
@@ -45,15 +37,13 @@ impl UpstreamKind for VertexOpenAi {
         )
     }
 
-    /// The client's body with the alias replaced by the Vertex model id, and, for Gemini 3,
-    /// a thought signature on each assistant message's first tool call that lost its own.
+    /// The client's body with the alias replaced by the Vertex model id, every tool-call id
+    /// that carries a signature back to Vertex's own, and, for Gemini 3, a thought signature
+    /// on each assistant message's first tool call that lost its own.
     fn prepare(&self, call: &Call) -> Result<Prepared, ProxyError> {
         let (body, model, route) = (call.body, call.model, call.route);
-        let restore = Some((&*self.signatures, call.key_id));
-        let completed = match signatures::applies_to(&route.model) {
-            true => signatures::complete(body, model, &route.model, self.mode, restore),
-            false => None,
-        };
+        let gemini3 = signatures::applies_to(&route.model);
+        let completed = signatures::complete(body, model, &route.model, self.mode, gemini3);
         let (body, signatures) = completed.unwrap_or_else(|| {
             let body = crate::rewrite::splice_model(body, &model.span, &route.model);
             (body.into(), Default::default())
@@ -65,16 +55,12 @@ impl UpstreamKind for VertexOpenAi {
         })
     }
 
-    /// With `restore`, Gemini 3's answers pass through a harvest of the signatures they
-    /// carry, kept for the key that asked.
-    fn relay_edit(&self, call: &Call, _headers: &HeaderMap) -> Option<Edit> {
+    /// With `restore`, each signature in a Gemini 3 answer goes to the client in its tool
+    /// call's id, to come back with the next request, to whichever instance takes it.
+    fn relay_edit(&self, call: &Call, headers: &HeaderMap) -> Option<BoxEdit> {
         if self.mode != SignatureMode::Restore || !signatures::applies_to(&call.route.model) {
             return None;
         }
-        let mut harvest = Harvest::new(self.signatures.clone(), call.key_id);
-        Some(Box::new(move |bytes: Bytes| {
-            harvest.push(&bytes);
-            bytes
-        }))
+        Some(Box::new(IdSplicer::new(is_sse(headers))))
     }
 }

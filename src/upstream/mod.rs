@@ -24,7 +24,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 
 use crate::auth::TokenSource;
-use crate::body::{self, Edit, Pieces, ProxyBody, UpstreamBody};
+use crate::body::{self, BoxEdit, Pieces, ProxyBody, UpstreamBody};
 use crate::config::{Config, RetryPolicy, Timeouts};
 use crate::error::{Origin, ProxyError};
 use crate::log::Attempt;
@@ -245,7 +245,7 @@ impl Upstream {
 
     /// Step 6: the response the client gets. The body streams through as it comes, through
     /// `edit`, cut if the upstream goes silent; only the allowlisted headers pass.
-    pub fn relay(&self, answer: Answer, edit: Option<Edit>) -> Response<ProxyBody> {
+    pub fn relay(&self, answer: Answer, edit: Option<BoxEdit>) -> Response<ProxyBody> {
         let (parts, upstream) = answer.response.into_parts();
         let body = body::idle_limited(upstream, answer.read, edit, self.timeouts.upstream_idle);
         let mut response = Response::new(body);
