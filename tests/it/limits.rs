@@ -1,11 +1,9 @@
 //! Timeouts and limits: a stalled Vertex, slow clients, and the connection cap.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::BodyExt;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -2,16 +2,14 @@
 //! checked. `CHAOS_REQUESTS` sets the count (2,000 in CI; `scripts/chaos.sh` runs 100,000);
 //! `CHAOS_SEED` replays a run.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::BodyExt;
-use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;

@@ -1,9 +1,7 @@
 //! Hostile and broken requests, table-driven over raw TCP. Each case checks the documented
 //! status, an OpenAI-shaped error that says what was wrong, and that nothing reached Vertex.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

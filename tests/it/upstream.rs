@@ -2,13 +2,11 @@
 //! ALPN (production's path to Vertex, through `UPSTREAM_CA_FILE`), HTTP/1.1 reuse, and
 //! cancellation when a client leaves.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http::{StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use support::*;
 use tokio::sync::mpsc;
 
 /// Each stream's sender at the fake, with the request's `user` field, if any.

@@ -1,12 +1,10 @@
 //! The request path end to end: the real server between a client and a fake Vertex, in process
 //! where the process boundary is not the point, and as the binary where its log is.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
-use support::*;
 use tokio::sync::mpsc;
 
 async fn setup() -> (FakeVertex, FakeMetadata, Proxy) {

@@ -3,12 +3,10 @@
 //! server or from a service-account file, and a fake Cloud Run front end lets through only a
 //! token for its audience, in the header the alias names.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
-use support::*;
 use tokio::sync::mpsc;
 
 const GEMMA: &str = "google/gemma-3-12b-it";

@@ -1,11 +1,9 @@
 //! The operator's surface: keys from a file, command-line tools, pages and usage logs.
 
-mod support;
-
 use std::collections::HashMap;
 
+use crate::support::*;
 use http::StatusCode;
-use support::*;
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("vertex-proxy-{name}-{}", std::process::id()));

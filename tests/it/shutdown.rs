@@ -2,13 +2,11 @@
 //! SSE streams in flight when the signal comes, over HTTP/1.1 and over one h2c connection
 //! whose streams run on several worker threads.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use support::*;
 
 const STREAMS: usize = 200;
 const GRACE_SECS: u64 = 3;
