@@ -25,11 +25,12 @@ pub trait Served {
 /// The real server (`server::run`) on port 0 in this process, on a thread of its own as the
 /// binary runs it, with a state prepared from `env` as startup prepares it, except that the
 /// Google token is fixed: for tests of the request path, where the process boundary
-/// (environment, signals, stdout) is not the point.
+/// (environment, signals, stdout) is not the point. It stops, as SIGTERM would stop it, when
+/// dropped.
 pub struct InProcess {
     addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    served: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Dropping it is the shutdown signal.
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl InProcess {
@@ -61,7 +62,6 @@ impl InProcess {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (done, served) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -74,23 +74,8 @@ impl InProcess {
                 })
                 .await;
             });
-            let _ = done.send(());
         });
-        InProcess {
-            addr,
-            stop: Some(stop),
-            served: Some(served),
-        }
-    }
-
-    /// Stops it as SIGTERM would, and waits for the drain to end.
-    pub async fn stop(&mut self) {
-        drop(self.stop.take());
-        if let Some(served) = self.served.take() {
-            within("the in-process server to stop", served)
-                .await
-                .unwrap();
-        }
+        InProcess { addr, _stop: stop }
     }
 }
 
