@@ -14,7 +14,10 @@
 //! Prints one JSON line, `{"vertex": "127.0.0.1:P", "metadata": "127.0.0.1:Q", "token": …,
 //! "project": …}`, then serves until its standard input closes.
 
+// The tests' support, whole: this program uses a few of its fakes, and the test binary
+// (`tests/it`), which has no such allowance, uses and so checks all of it.
 #[path = "../tests/support/mod.rs"]
+#[allow(dead_code, reason = "a program built from some of the fakes")]
 mod support;
 
 use std::collections::HashMap;

@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CHAOS_REQUESTS=${1:-100000}
 [[ -z ${2:-} ]] || export CHAOS_SEED=$2
-exec cargo test --release --locked --test chaos chaos -- --exact --nocapture
+exec cargo test --release --locked --test it chaos::chaos -- --exact --nocapture

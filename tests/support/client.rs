@@ -2,10 +2,10 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::channel::Sender;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
 
 use super::*;
 
@@ -92,8 +92,8 @@ pub async fn start_stream(proxy: &impl Served) -> Response<Incoming> {
 /// Has the fake send a first chunk, starts a stream through the proxy, and returns the body
 /// once the client holds that chunk: a stream provably in flight. (The proxy holds a stream's
 /// head until its first event, so the chunk goes first.)
-pub async fn stream_in_flight(proxy: &impl Served, tx: &mpsc::Sender<Bytes>) -> Incoming {
-    tx.send(Bytes::from("data: one\n\n")).await.unwrap();
+pub async fn stream_in_flight(proxy: &impl Served, tx: &mut Sender<Bytes>) -> Incoming {
+    tx.send_data(Bytes::from("data: one\n\n")).await.unwrap();
     let mut body = start_stream(proxy).await.into_body();
     let first = within("the first chunk", body.frame())
         .await

@@ -1,6 +1,5 @@
 //! The one fake upstream: Vertex as the tests need it, recording what it received.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body_util::channel::{Channel, Sender};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
@@ -44,7 +44,7 @@ pub enum Reply {
     /// A JSON answer with `connection: close`, after which the fake closes the connection.
     JsonThenClose(StatusCode, String),
     /// Streams what the test sends, as it sends it; ends when the sender is dropped.
-    Channel(StatusCode, &'static str, mpsc::Receiver<Bytes>),
+    Channel(StatusCode, &'static str, Channel<Bytes>),
     /// `chunks`, one every `every`, then `end`.
     Paced {
         content_type: &'static str,
@@ -312,7 +312,7 @@ impl FakeVertex {
 
     /// Waits until every answer begun has ended or been given up.
     pub async fn wait_until_idle(&self) {
-        until("the fake's answers to end", &self.work.ended, || {
+        self.until_answers_end("the fake's answers to end", || {
             (self.in_flight() == 0).then_some(())
         })
         .await
@@ -324,18 +324,32 @@ impl FakeVertex {
         self.work.cancelled.lock().unwrap().clone()
     }
 
+    /// Waits until at least `n` answers have been given up, and returns [`Self::cancelled`].
+    pub async fn wait_for_cancelled(&self, n: usize) -> Vec<usize> {
+        self.until_answers_end("upstream requests to be cancelled", || {
+            let cancelled = self.cancelled();
+            (cancelled.len() >= n).then_some(cancelled)
+        })
+        .await
+    }
+
+    /// Waits until `check` has a value, looking again whenever an answer ends or is given up.
+    pub async fn until_answers_end<T>(&self, what: &str, check: impl Fn() -> Option<T>) -> T {
+        until(what, &self.work.ended, check).await
+    }
+
     /// A fake that answers its one request with an SSE stream the test feeds, chunk by chunk;
     /// the stream ends when the sender is dropped.
-    pub async fn streaming() -> (FakeVertex, mpsc::Sender<Bytes>) {
-        let (tx, rx) = mpsc::channel::<Bytes>(8);
-        let rx = Mutex::new(Some(rx));
+    pub async fn streaming() -> (FakeVertex, Sender<Bytes>) {
+        let (tx, body) = Channel::new(8);
+        let body = Mutex::new(Some(body));
         let fake = FakeVertex::start_with(move |_| {
-            let rx = rx
+            let body = body
                 .lock()
                 .unwrap()
                 .take()
                 .expect("the streaming fake serves one request");
-            Reply::Channel(StatusCode::OK, "text/event-stream", rx)
+            Reply::Channel(StatusCode::OK, "text/event-stream", body)
         })
         .await;
         (fake, tx)
@@ -343,12 +357,12 @@ impl FakeVertex {
 
     /// A fake that answers every request with an SSE stream of its own, and hands the test the
     /// sender of each, in arrival order.
-    pub async fn streams() -> (FakeVertex, mpsc::UnboundedReceiver<mpsc::Sender<Bytes>>) {
+    pub async fn streams() -> (FakeVertex, mpsc::UnboundedReceiver<Sender<Bytes>>) {
         let (senders_tx, senders_rx) = mpsc::unbounded_channel();
         let fake = FakeVertex::start_with(move |_| {
-            let (tx, rx) = mpsc::channel::<Bytes>(8);
+            let (tx, body) = Channel::new(8);
             let _ = senders_tx.send(tx);
-            Reply::Channel(StatusCode::OK, "text/event-stream", rx)
+            Reply::Channel(StatusCode::OK, "text/event-stream", body)
         })
         .await;
         (fake, senders_rx)
@@ -398,12 +412,13 @@ impl Job {
 }
 
 impl Drop for Job {
+    /// Records the answer's end, and only then tells the waiters.
     fn drop(&mut self) {
-        self.work.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.work.ended.notify_waiters();
         if !self.done {
             self.work.cancelled.lock().unwrap().push(self.index);
         }
+        self.work.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.work.ended.notify_waiters();
     }
 }
 
@@ -443,9 +458,9 @@ async fn answer(
                 .insert(http::header::CONNECTION, close);
             return Ok(response);
         }
-        Reply::Channel(status, content_type, rx) => {
+        Reply::Channel(status, content_type, body) => {
             let body = Tracked {
-                inner: ChannelBody(rx).map_err(|never| match never {}).boxed(),
+                inner: body.map_err(|never| match never {}).boxed(),
                 job,
             };
             (status, content_type, body.boxed())
@@ -456,26 +471,26 @@ async fn answer(
             every,
             end,
         } => {
-            let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+            let (mut tx, body) = Channel::new(1);
             tokio::spawn(async move {
                 for chunk in chunks {
-                    if tx.send(Ok(chunk)).await.is_err() {
+                    if tx.send_data(chunk).await.is_err() {
                         return;
                     }
                     tokio::time::sleep(every).await;
                 }
-                let cut = || std::io::Error::other("the fake cut the stream");
+                let cut = std::io::Error::other("the fake cut the stream");
                 match end {
                     End::Complete => {}
-                    End::Cut => drop(tx.send(Err(cut())).await),
+                    End::Cut => tx.abort(cut),
                     End::StallThenCut(silence) => {
                         tokio::time::sleep(silence).await;
-                        drop(tx.send(Err(cut())).await);
+                        tx.abort(cut);
                     }
                 }
             });
             let body = Tracked {
-                inner: FallibleChannel(rx).boxed(),
+                inner: body.boxed(),
                 job,
             };
             (StatusCode::OK, content_type, body.boxed())
@@ -518,20 +533,6 @@ impl Body for Tracked {
     }
 }
 
-struct FallibleChannel(mpsc::Receiver<Result<Bytes, std::io::Error>>);
-
-impl Body for FallibleChannel {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        self.0.poll_recv(cx).map(|c| c.map(|c| c.map(Frame::data)))
-    }
-}
-
 /// A TLS server for the certificate `tests/tls/{leaf}.pem`.
 pub(super) fn tls_acceptor(leaf: &str) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::pem::PemObject;
@@ -568,19 +569,4 @@ pub fn response<E>(
         .headers_mut()
         .insert("content-type", content_type.parse().unwrap());
     response
-}
-
-/// A response body fed by the test, frame by frame.
-pub struct ChannelBody(pub mpsc::Receiver<Bytes>);
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
-    }
 }

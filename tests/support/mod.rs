@@ -1,6 +1,5 @@
 //! Test support: the real proxy on port 0, in process or as the binary; a fake Vertex that
 //! records what it received and can be told how to answer; and a fake metadata server.
-#![allow(dead_code)]
 
 mod client;
 mod cloud_run;

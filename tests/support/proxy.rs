@@ -23,38 +23,40 @@ pub trait Served {
 }
 
 /// The real server (`server::run`) on port 0 in this process, on a thread of its own as the
-/// binary runs it, with a state prepared from `env` as startup prepares it, except that the
-/// Google token is fixed: for tests of the request path, where the process boundary
-/// (environment, signals, stdout) is not the point.
+/// binary runs it, with the state startup assembles (`app::assemble`) from a configuration read
+/// from `env`, except that the Google tokens are fixed: for tests of the request path, where
+/// the process boundary (environment, signals, stdout) is not the point. It stops, as SIGTERM
+/// would stop it, when dropped.
 pub struct InProcess {
     addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    served: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Dropping it is the shutdown signal.
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl InProcess {
     pub async fn start(env: &HashMap<String, String>) -> InProcess {
+        use vertex_proxy::auth::TokenSource;
         use vertex_proxy::config::{Config, Mode};
         let mut env = env.clone();
         env.insert("WORKER_THREADS".into(), "1".into());
         let config = Config::from_env(&env, Mode::Vertex).expect("a valid configuration");
-        let token = http::HeaderValue::from_str(&format!("Bearer {GOOGLE_TOKEN}")).unwrap();
-        let tokens = vertex_proxy::auth::TokenSource::Fixed(token);
+        let fixed = |token: &str| {
+            TokenSource::Fixed(http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap())
+        };
         // Each service's ID token is fixed too: one for its audience.
         let id_tokens = (config.aliases.audiences().into_iter())
             .map(|audience| {
-                let token = id_token(&audience, "in-process");
-                let token = http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
-                (audience, vertex_proxy::auth::TokenSource::Fixed(token))
+                let token = fixed(&id_token(&audience, "in-process"));
+                (audience, token)
             })
             .collect();
-        let loaded = vertex_proxy::app::Loaded::new(config, PROJECT.into(), (tokens, id_tokens));
+        let tokens = (fixed(GOOGLE_TOKEN), id_tokens);
+        let loaded = vertex_proxy::app::Loaded::new(config, PROJECT.into(), tokens);
         let state = Arc::new(vertex_proxy::app::assemble(loaded));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (done, served) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -67,23 +69,8 @@ impl InProcess {
                 })
                 .await;
             });
-            let _ = done.send(());
         });
-        InProcess {
-            addr,
-            stop: Some(stop),
-            served: Some(served),
-        }
-    }
-
-    /// Stops it as SIGTERM would, and waits for the drain to end.
-    pub async fn stop(&mut self) {
-        drop(self.stop.take());
-        if let Some(served) = self.served.take() {
-            within("the in-process server to stop", served)
-                .await
-                .unwrap();
-        }
+        InProcess { addr, _stop: stop }
     }
 }
 

@@ -2,13 +2,12 @@
 //! SSE streams in flight when the signal comes, over HTTP/1.1 and over one h2c connection
 //! whose streams run on several worker threads.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use support::*;
+use http_body_util::channel::Sender;
 
 const STREAMS: usize = 200;
 const GRACE_SECS: u64 = 3;
@@ -23,13 +22,13 @@ fn chunk(stream: usize, n: usize) -> String {
 async fn first_chunk(
     i: usize,
     start: impl std::future::Future<Output = http::Response<hyper::body::Incoming>>,
-    senders: &mut tokio::sync::mpsc::UnboundedReceiver<tokio::sync::mpsc::Sender<Bytes>>,
-) -> (tokio::sync::mpsc::Sender<Bytes>, hyper::body::Incoming) {
+    senders: &mut tokio::sync::mpsc::UnboundedReceiver<Sender<Bytes>>,
+) -> (Sender<Bytes>, hyper::body::Incoming) {
     let (response, tx) = tokio::join!(start, async {
-        let tx = within("the fake to get the stream", senders.recv())
+        let mut tx = within("the fake to get the stream", senders.recv())
             .await
             .unwrap();
-        tx.send(Bytes::from(chunk(i, 0))).await.unwrap();
+        tx.send_data(Bytes::from(chunk(i, 0))).await.unwrap();
         tx
     });
     let mut body = response.into_body();
@@ -42,14 +41,12 @@ async fn first_chunk(
 }
 
 /// Sends four more chunks on every stream, ends it, and checks each client got exactly them.
-async fn finish_byte_exact(
-    streams: Vec<(tokio::sync::mpsc::Sender<Bytes>, hyper::body::Incoming)>,
-) {
+async fn finish_byte_exact(streams: Vec<(Sender<Bytes>, hyper::body::Incoming)>) {
     let mut readers = Vec::new();
-    for (i, (tx, body)) in streams.into_iter().enumerate() {
+    for (i, (mut tx, body)) in streams.into_iter().enumerate() {
         readers.push(tokio::spawn(async move {
             for n in 1..5 {
-                tx.send(Bytes::from(chunk(i, n))).await.unwrap();
+                tx.send_data(Bytes::from(chunk(i, n))).await.unwrap();
             }
             drop(tx);
             (i, body.collect().await.map(|c| c.to_bytes()))
@@ -203,18 +200,18 @@ async fn sigterm_as_soon_as_it_listens_is_a_clean_stop() {
 
 #[tokio::test]
 async fn graceful_shutdown_lets_a_stream_finish_whole() {
-    let (vertex, tx) = FakeVertex::streaming().await;
+    let (vertex, mut tx) = FakeVertex::streaming().await;
     let metadata = FakeMetadata::start().await;
     let mut proxy = spawn(&env(&vertex, &metadata)).await;
-    let body = stream_in_flight(&proxy, &tx).await;
+    let body = stream_in_flight(&proxy, &mut tx).await;
 
     proxy.terminate_and_wait_for_drain().await;
     // New connections are refused once the signal has been handled.
     assert!(tokio::net::TcpStream::connect(proxy.addr).await.is_err());
 
     // The stream in flight carries on to its end.
-    tx.send(Bytes::from("data: two\n\n")).await.unwrap();
-    tx.send(Bytes::from("data: [DONE]\n\n")).await.unwrap();
+    tx.send_data(Bytes::from("data: two\n\n")).await.unwrap();
+    tx.send_data(Bytes::from("data: [DONE]\n\n")).await.unwrap();
     drop(tx);
     let rest = within("the rest of the stream", body.collect())
         .await
@@ -235,12 +232,12 @@ async fn graceful_shutdown_lets_a_stream_finish_whole() {
 
 #[tokio::test]
 async fn a_stream_still_running_at_the_deadline_is_cut() {
-    let (vertex, tx) = FakeVertex::streaming().await;
+    let (vertex, mut tx) = FakeVertex::streaming().await;
     let metadata = FakeMetadata::start().await;
     let mut env = env(&vertex, &metadata);
     env.insert("SHUTDOWN_GRACE_SECS".into(), "1".into());
     let mut proxy = spawn(&env).await;
-    let body = stream_in_flight(&proxy, &tx).await;
+    let body = stream_in_flight(&proxy, &mut tx).await;
     proxy.terminate();
     // Vertex never finishes; the proxy must still exit, and the client sees a cut stream.
     let status = proxy.exited().await;

@@ -3,13 +3,11 @@
 //! server or from a service-account file, and a fake Cloud Run front end lets through only a
 //! token for its audience, in the header the alias names.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
-use support::*;
-use tokio::sync::mpsc;
+use http_body_util::channel::Channel;
 
 const GEMMA: &str = "google/gemma-3-12b-it";
 
@@ -200,13 +198,13 @@ async fn with_x_serverless_authorization_the_token_leaves_authorization_to_the_s
 #[tokio::test]
 async fn a_service_account_file_signs_locally_and_its_exchanged_id_token_opens_the_service() {
     let vertex = FakeVertex::start().await;
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
-    let rx = std::sync::Mutex::new(Some(rx));
+    let (mut tx, body) = Channel::new(8);
+    let body = std::sync::Mutex::new(Some(body));
     let service = FakeVertex::start_with(|_: &Recorded| Reply::Hangup).await;
     let audience = format!("{}/", service.base_url());
     service.set_behaviour(cloud_run(&audience, move |_| {
-        let rx = rx.lock().unwrap().take().expect("one stream");
-        Reply::Channel(StatusCode::OK, "text/event-stream", rx)
+        let body = body.lock().unwrap().take().expect("one stream");
+        Reply::Channel(StatusCode::OK, "text/event-stream", body)
     }));
     let oauth = FakeOAuth::start().await;
     let metadata = FakeMetadata::start().await;
@@ -225,7 +223,7 @@ async fn a_service_account_file_signs_locally_and_its_exchanged_id_token_opens_t
 
     // A stream passes through as it comes: the second event reaches the client while the
     // service still holds the stream open.
-    tx.send(Bytes::from("data: {\"choices\":[]}\n\n"))
+    tx.send_data(Bytes::from("data: {\"choices\":[]}\n\n"))
         .await
         .unwrap();
     let response = start_request(
@@ -242,7 +240,7 @@ async fn a_service_account_file_signs_locally_and_its_exchanged_id_token_opens_t
         .unwrap()
         .unwrap();
     assert_eq!(first.into_data().unwrap(), "data: {\"choices\":[]}\n\n");
-    tx.send(Bytes::from("data: [DONE]\n\n")).await.unwrap();
+    tx.send_data(Bytes::from("data: [DONE]\n\n")).await.unwrap();
     let second = within("the second event", body.frame())
         .await
         .unwrap()

@@ -2,30 +2,29 @@
 //! ALPN (production's path to Vertex, through `UPSTREAM_CA_FILE`), HTTP/1.1 reuse, and
 //! cancellation when a client leaves.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http::{StatusCode, Version};
 use http_body_util::BodyExt;
+use http_body_util::channel::{Channel, Sender};
 use hyper::body::Incoming;
-use support::*;
 use tokio::sync::mpsc;
 
 /// Each stream's sender at the fake, with the request's `user` field, if any.
-type Senders = mpsc::UnboundedReceiver<(String, mpsc::Sender<Bytes>)>;
+type Senders = mpsc::UnboundedReceiver<(String, Sender<Bytes>)>;
 
 /// An SSE stream of its own for every request, its sender handed to the test.
 fn stream_each(
-    senders: mpsc::UnboundedSender<(String, mpsc::Sender<Bytes>)>,
+    senders: mpsc::UnboundedSender<(String, Sender<Bytes>)>,
 ) -> impl Fn(&Recorded) -> Reply {
     move |request| {
-        let (tx, rx) = mpsc::channel::<Bytes>(1);
+        let (tx, body) = Channel::new(1);
         let user = request.json()["user"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
         let _ = senders.send((user, tx));
-        Reply::Channel(StatusCode::OK, "text/event-stream", rx)
+        Reply::Channel(StatusCode::OK, "text/event-stream", body)
     }
 }
 
@@ -40,19 +39,19 @@ async fn proxy_in_front_of(base_url: &str) -> InProcess {
 /// Starts a stream, then sends chunks one at a time and checks each reaches the client before
 /// the next exists: nothing on the way buffers. The first goes with the start, since the
 /// proxy holds a stream's head until its first event.
-async fn relayed(proxy: &InProcess, senders: &mut Senders) -> (mpsc::Sender<Bytes>, Incoming) {
-    let (response, tx) = tokio::join!(start_stream(proxy), async {
-        let (_, tx) = within("the stream at the fake", senders.recv())
+async fn relayed(proxy: &InProcess, senders: &mut Senders) -> (Sender<Bytes>, Incoming) {
+    let (response, mut tx) = tokio::join!(start_stream(proxy), async {
+        let (_, mut tx) = within("the stream at the fake", senders.recv())
             .await
             .unwrap();
-        tx.send(Bytes::from("data: 1\n\n")).await.unwrap();
+        tx.send_data(Bytes::from("data: 1\n\n")).await.unwrap();
         tx
     });
     let mut body = response.into_body();
     for n in 1..=3 {
         let chunk = Bytes::from(format!("data: {n}\n\n"));
         if n > 1 {
-            tx.send(chunk.clone()).await.unwrap();
+            tx.send_data(chunk.clone()).await.unwrap();
         }
         let frame = within("a chunk", body.frame()).await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), chunk);
@@ -67,7 +66,7 @@ async fn vertex_over_tls_gets_http2_streams_unbuffered_and_cancelled() {
     let base_url = format!("https://localhost:{}", vertex.addr.port());
     let proxy = proxy_in_front_of(&base_url).await;
 
-    let (tx, body) = relayed(&proxy, &mut senders).await;
+    let (_tx, body) = relayed(&proxy, &mut senders).await;
     let seen = vertex.received().remove(0);
     assert_eq!(seen.version, Version::HTTP_2);
     assert_eq!(
@@ -76,7 +75,7 @@ async fn vertex_over_tls_gets_http2_streams_unbuffered_and_cancelled() {
     );
     // A client that leaves resets the stream upstream: the fake's body is dropped.
     drop(body);
-    within("the upstream stream to be cancelled", tx.closed()).await;
+    vertex.wait_for_cancelled(1).await;
     assert_eq!(vertex.cancelled(), [0]);
 
     // The next request is another stream on the same connection.
@@ -106,13 +105,13 @@ async fn http1_connections_are_reused_and_a_cut_one_is_closed() {
     assert!(within("the end", body.frame()).await.is_none());
 
     // Read to the end, the connection carries the next request.
-    let (tx, body) = relayed(&proxy, &mut senders).await;
+    let (_tx, body) = relayed(&proxy, &mut senders).await;
     assert_eq!(vertex.connections(), 1);
 
     // Dropped mid-body, it is closed: the fake sees the client leave, and the next request
     // gets a new connection.
     drop(body);
-    within("the upstream request to be cancelled", tx.closed()).await;
+    vertex.wait_for_cancelled(1).await;
     assert_eq!(vertex.cancelled(), [1]);
     let (tx, _body) = relayed(&proxy, &mut senders).await;
     drop(tx);
@@ -140,7 +139,7 @@ async fn streams_at_once(
     proxy: &impl Served,
     senders: &mut Senders,
     n: usize,
-) -> Vec<(mpsc::Sender<Bytes>, Incoming)> {
+) -> Vec<(Sender<Bytes>, Incoming)> {
     let mut started = Vec::new();
     for stream in 0..n {
         let url = proxy.url("/v1/chat/completions");
@@ -161,8 +160,8 @@ async fn streams_at_once(
     open.sort_by_key(|(user, _)| user.clone());
     // Each sends a first event, with which the proxy sends the head; the client reads it.
     let mut streams = Vec::new();
-    for ((_, tx), response) in open.into_iter().zip(started) {
-        tx.send(Bytes::from("data: open\n\n")).await.unwrap();
+    for ((_, mut tx), response) in open.into_iter().zip(started) {
+        tx.send_data(Bytes::from("data: open\n\n")).await.unwrap();
         let mut body = within("a response head", response)
             .await
             .unwrap()
@@ -201,8 +200,8 @@ async fn past_the_peers_stream_limit_more_connections_are_opened() {
     // The first connection, whose limit was known, took a second stream.
     assert_eq!(per_connection[&1], 2, "{per_connection:?}");
     // Each stream makes progress while all are open.
-    for (n, (tx, _)) in streams.iter().enumerate() {
-        tx.send(Bytes::from(format!("data: {n}\n\n")))
+    for (n, (tx, _)) in streams.iter_mut().enumerate() {
+        tx.send_data(Bytes::from(format!("data: {n}\n\n")))
             .await
             .unwrap();
     }
@@ -257,16 +256,16 @@ async fn clients_that_stop_reading_do_not_stall_the_other_streams() {
     streams.extend(streams_at_once(&proxy, &mut senders, 3).await);
     // Four streams on one connection.
     assert!(vertex.received().iter().all(|r| r.connection == 1));
-    let (live_tx, mut live_body) = streams.pop().unwrap();
+    let (mut live_tx, mut live_body) = streams.pop().unwrap();
     // Three clients stop reading while their answers keep coming, until the proxy stops
     // taking them (a send that does not complete in a second is taken as stopped).
     let mut pushers = Vec::new();
-    for (tx, body) in streams {
+    for (mut tx, body) in streams {
         pushers.push(tokio::spawn(async move {
             let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
             let mut pushed = 0usize;
             while pushed < 64 * 1024 * 1024 {
-                let send = tx.send(chunk.clone());
+                let send = tx.send_data(chunk.clone());
                 match tokio::time::timeout(std::time::Duration::from_secs(1), send).await {
                     Ok(sent) => sent.unwrap(),
                     Err(_) => break,
@@ -283,7 +282,7 @@ async fn clients_that_stop_reading_do_not_stall_the_other_streams() {
     // The fourth still gets its answer: the stalled ones have not used up the connection.
     for n in 0..3 {
         let chunk = Bytes::from(format!("data: {n}\n\n"));
-        live_tx.send(chunk.clone()).await.unwrap();
+        live_tx.send_data(chunk.clone()).await.unwrap();
         let frame = within("the live stream's chunk", live_body.frame())
             .await
             .unwrap()

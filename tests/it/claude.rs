@@ -2,13 +2,11 @@
 //! body bytes and the headers Vertex gets, the `vertex_event` filter, usage, errors in
 //! Anthropic's shape, and retries.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::support::*;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::*;
 
 const ALIASES: &str = r#"{"flash":"google/gemini-2.5-flash","sonnet":{"model":"anthropic/claude-sonnet-4-5@20250929","location":"us-east5"}}"#;
 const MESSAGES: &str =

@@ -494,20 +494,186 @@ fn teardown_asks_before_deleting() {
     assert!(!scratch.calls().iter().any(|c| is_mutation(c)));
 }
 
+/// One Dockerfile instruction: its keyword in capitals, and its arguments on one line.
+#[derive(Debug)]
+struct Instruction {
+    keyword: String,
+    args: String,
+}
+
+/// One build stage: `FROM [--platform=P] IMAGE [AS NAME]`, then its instructions.
+#[derive(Debug)]
+struct Stage {
+    platform: Option<String>,
+    image: String,
+    name: Option<String>,
+    instructions: Vec<Instruction>,
+}
+
+impl Stage {
+    /// The arguments of each of its `keyword` instructions, in order.
+    fn all(&self, keyword: &str) -> Vec<&str> {
+        (self.instructions.iter())
+            .filter(|i| i.keyword == keyword)
+            .map(|i| i.args.as_str())
+            .collect()
+    }
+
+    /// The arguments of its one `keyword` instruction.
+    fn one(&self, keyword: &str) -> &str {
+        match self.all(keyword)[..] {
+            [args] => args,
+            ref found => panic!("{found:?}: not one {keyword} in {:?}", self.image),
+        }
+    }
+}
+
+/// A Dockerfile's stages, read as Docker reads the file: a line whose first non-blank
+/// character is `#` is a comment (within a continued instruction too), a line that ends in
+/// `\` continues on the next, blank lines are skipped, and only `ARG` may come before the first
+/// `FROM`.
+fn dockerfile_stages(text: &str) -> Vec<Stage> {
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (part, continues) = match line.strip_suffix('\\') {
+            Some(part) => (part.trim(), true),
+            None => (line, false),
+        };
+        if !current.is_empty() && !part.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(part);
+        if !continues {
+            let (keyword, args) = current
+                .split_once(char::is_whitespace)
+                .unwrap_or((&current, ""));
+            instructions.push(Instruction {
+                keyword: keyword.to_ascii_uppercase(),
+                args: args.trim().to_owned(),
+            });
+            current.clear();
+        }
+    }
+    assert!(
+        current.is_empty(),
+        "the last instruction continues past the end"
+    );
+    let mut stages: Vec<Stage> = Vec::new();
+    for instruction in instructions {
+        if instruction.keyword == "FROM" {
+            let mut platform = None;
+            let mut words = Vec::new();
+            for word in instruction.args.split_whitespace() {
+                match word.strip_prefix("--platform=") {
+                    Some(p) => platform = Some(p.to_owned()),
+                    None => words.push(word),
+                }
+            }
+            let (image, name) = match words[..] {
+                [image] => (image, None),
+                [image, r#as, name] if r#as.eq_ignore_ascii_case("as") => (image, Some(name)),
+                _ => panic!(
+                    "FROM {}: not [--platform=P] IMAGE [AS NAME]",
+                    instruction.args
+                ),
+            };
+            stages.push(Stage {
+                platform,
+                image: image.to_owned(),
+                name: name.map(str::to_owned),
+                instructions: Vec::new(),
+            });
+        } else if let Some(stage) = stages.last_mut() {
+            stage.instructions.push(instruction);
+        } else {
+            assert_eq!(instruction.keyword, "ARG", "before the first FROM");
+        }
+    }
+    stages
+}
+
+/// A COPY's flags, sources and destination.
+fn copy_parts(args: &str) -> (Vec<&str>, Vec<&str>, &str) {
+    let (flags, paths): (Vec<&str>, Vec<&str>) =
+        args.split_whitespace().partition(|w| w.starts_with("--"));
+    let (destination, sources) = paths.split_last().expect("COPY SOURCE... DESTINATION");
+    assert!(!sources.is_empty(), "COPY {args}: no source");
+    (flags, sources.to_vec(), destination)
+}
+
+#[test]
+fn the_dockerfile_parser_reads_stages_comments_and_continuations() {
+    let stages = dockerfile_stages(
+        "ARG V=1\n# a comment\nFROM --platform=linux/amd64 rust:1 as build\n  run a \\\n  # inside\n\n  && b\nFROM scratch\nCOPY --from=build /x /y\n",
+    );
+    assert_eq!(stages.len(), 2);
+    assert_eq!(stages[0].platform.as_deref(), Some("linux/amd64"));
+    assert_eq!(stages[0].image, "rust:1");
+    assert_eq!(stages[0].name.as_deref(), Some("build"));
+    assert_eq!(stages[0].one("RUN"), "a && b");
+    assert_eq!(
+        (stages[1].platform.as_ref(), stages[1].name.as_ref()),
+        (None, None)
+    );
+    assert_eq!(
+        copy_parts(stages[1].one("COPY")),
+        (vec!["--from=build"], vec!["/x"], "/y")
+    );
+}
+
 #[test]
 fn the_dockerfile_builds_like_ci_and_runs_as_nonroot() {
     let dockerfile = std::fs::read_to_string(Path::new(ROOT).join("Dockerfile")).unwrap();
     let ci = std::fs::read_to_string(Path::new(ROOT).join(".ci/run")).unwrap();
-    let build = "cargo build --release --locked";
-    assert!(dockerfile.contains(build) && ci.lines().any(|l| l.trim() == build));
-    let stages: Vec<&str> = dockerfile.split("\nFROM ").collect();
-    assert!(stages.len() >= 3, "a multi-stage build");
+    let build_command = "cargo build --release --locked";
+    assert!(ci.lines().any(|l| l.trim() == build_command));
+    let stages = dockerfile_stages(&dockerfile);
+    assert!(stages.len() >= 2, "a multi-stage build: {stages:?}");
+    // Cloud Run needs linux/amd64: the binary is built for it, and runs on it.
+    for stage in &stages {
+        assert_eq!(stage.platform.as_deref(), Some("linux/amd64"), "{stage:?}");
+    }
+
+    // The runtime: distroless, as its non-root user, running the one binary it copies from
+    // the build stage.
     let runtime = stages.last().unwrap();
-    assert!(runtime.contains("linux/amd64") && runtime.contains(":nonroot"));
-    assert!(runtime.lines().any(|l| l.starts_with("USER nonroot")));
     assert!(
-        runtime.contains("ENTRYPOINT [\"/usr/local/bin/vertex-proxy\"]")
-            && runtime.contains("EXPOSE 8080")
+        runtime.image.starts_with("gcr.io/distroless/") && runtime.image.ends_with(":nonroot"),
+        "{}",
+        runtime.image
+    );
+    assert!(runtime.all("USER").last().unwrap().starts_with("nonroot"));
+    assert_eq!(runtime.one("EXPOSE"), "8080");
+    let binary = "/usr/local/bin/vertex-proxy";
+    assert_eq!(runtime.one("ENTRYPOINT"), format!("[\"{binary}\"]"));
+    assert!(
+        runtime.all("RUN").is_empty(),
+        "the runtime image has no shell"
+    );
+    let (flags, sources, destination) = copy_parts(runtime.one("COPY"));
+    assert_eq!(destination, binary);
+    let from = flags
+        .iter()
+        .find_map(|f| f.strip_prefix("--from="))
+        .unwrap();
+    let build = (stages.iter())
+        .find(|s| s.name.as_deref() == Some(from))
+        .unwrap_or_else(|| panic!("no stage named {from}"));
+
+    // The build: CI's command, in a Rust at least the crate's rust-version, whose release
+    // binary is what the runtime copies.
+    let workdir = build.one("WORKDIR");
+    assert_eq!(sources, [format!("{workdir}/target/release/vertex-proxy")]);
+    let runs = build.all("RUN");
+    let last_build = runs.last().unwrap();
+    assert!(
+        last_build.split("&&").any(|c| c.trim() == build_command),
+        "the build stage's last RUN is not CI's build: {last_build}"
     );
     let rust_version = std::fs::read_to_string(Path::new(ROOT).join("Cargo.toml"))
         .unwrap()
@@ -517,11 +683,11 @@ fn the_dockerfile_builds_like_ci_and_runs_as_nonroot() {
                 .map(|v| v.trim_end_matches('"').to_owned())
         })
         .unwrap();
-    let image = stages[1]
-        .split_whitespace()
-        .find(|w| w.starts_with("rust:"))
-        .expect("a rust builder image");
-    let pinned = image.trim_start_matches("rust:").split('-').next().unwrap();
+    let pinned = (build.image.strip_prefix("rust:"))
+        .expect("a rust builder image")
+        .split('-')
+        .next()
+        .unwrap();
     let version = |v: &str| {
         v.split('.')
             .map(|p| p.parse::<u32>().unwrap())
@@ -531,9 +697,32 @@ fn the_dockerfile_builds_like_ci_and_runs_as_nonroot() {
         version(pinned) >= version(&rust_version),
         "{pinned} < rust-version {rust_version}"
     );
+
+    // It copies from the build context only what `deploy --source` uploads: the
+    // .gcloudignore allowlist (the_upload_is_an_allowlist_that_no_keys_file_passes).
+    let upload = std::fs::read_to_string(Path::new(ROOT).join(".gcloudignore")).unwrap();
+    let uploaded: Vec<&str> = (upload.lines())
+        .filter_map(|l| l.strip_prefix("!/"))
+        .filter(|l| !l.contains('*'))
+        .map(|l| l.trim_end_matches('/'))
+        .collect();
+    for stage in &stages {
+        for copy in stage.all("COPY") {
+            let (flags, sources, _) = copy_parts(copy);
+            if flags.iter().any(|f| f.starts_with("--from=")) {
+                continue;
+            }
+            for source in sources {
+                let source = source.trim_start_matches("./").trim_end_matches('/');
+                assert!(
+                    uploaded.contains(&source),
+                    "COPY {source}: not in the upload ({uploaded:?})"
+                );
+            }
+        }
+    }
     let ignore = std::fs::read_to_string(Path::new(ROOT).join(".dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l == "target/") && ignore.lines().any(|l| l == ".git/"));
-    // What `deploy --source` uploads: the_upload_is_an_allowlist_that_no_keys_file_passes.
 }
 
 #[test]

@@ -2,16 +2,15 @@
 //! checked. `CHAOS_REQUESTS` sets the count (2,000 in CI; `scripts/chaos.sh` runs 100,000);
 //! `CHAOS_SEED` replays a run.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::BodyExt;
-use support::*;
+use http_body_util::channel::Channel;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -163,26 +162,27 @@ async fn run_one(
         drop(tcp);
         return Ok(());
     }
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, ChannelBody>(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Channel<Bytes>>(
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(connection);
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let (mut tx, channel) = Channel::new(16);
     let request = http::Request::post("/v1/chat/completions")
         .header("host", "p")
         .header("x-api-key", KEY)
         .header("content-length", body.len())
-        .body(ChannelBody(rx))
+        .body(channel)
         .unwrap();
     let feeding = tokio::spawn(async move {
         if fault == Fault::TrickledBody {
             for piece in body.as_bytes().chunks(body.len().div_ceil(8)) {
-                let _ = tx.send(Bytes::copy_from_slice(piece)).await;
+                let _ = tx.send_data(Bytes::copy_from_slice(piece)).await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         } else {
-            let _ = tx.send(Bytes::from(body)).await;
+            let _ = tx.send_data(Bytes::from(body)).await;
         }
     });
     let response = match sender.send_request(request).await {
@@ -390,8 +390,8 @@ async fn chaos() {
     assert!(sent.values().all(|&n| n == 2), "{sent:?}");
     // Every stream a client left was cancelled upstream, and nothing is left in flight.
     let left = counts.get(&Fault::ClientAbortsStream).copied().unwrap_or(0);
-    within("upstream work to drain", async {
-        loop {
+    vertex
+        .until_answers_end("upstream work to drain", || {
             let cancelled_streams = vertex
                 .cancelled()
                 .iter()
@@ -401,13 +401,9 @@ async fn chaos() {
                     })
                 })
                 .count();
-            if vertex.in_flight() == 0 && cancelled_streams == left {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+            (vertex.in_flight() == 0 && cancelled_streams == left).then_some(())
+        })
+        .await;
 
     let rss_after = rss_kib(pid);
     println!("chaos: seed {seed}, {requests} requests after {warm_up} of warm-up");

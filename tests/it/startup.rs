@@ -1,12 +1,10 @@
 //! Startup, credentials, shutdown and demo mode: the binary as an operator runs it.
 
-mod support;
-
 use std::collections::HashMap;
 
+use crate::support::*;
 use base64::Engine;
 use http::{Method, StatusCode};
-use support::*;
 
 fn owned(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs

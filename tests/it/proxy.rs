@@ -1,13 +1,11 @@
 //! The request path end to end: the real server between a client and a fake Vertex, in process
 //! where the process boundary is not the point, and as the binary where its log is.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
-use support::*;
-use tokio::sync::mpsc;
+use http_body_util::channel::Channel;
 
 async fn setup() -> (FakeVertex, FakeMetadata, Proxy) {
     setup_with(FakeVertex::start().await, &[]).await
@@ -339,9 +337,9 @@ async fn bodies_over_the_limit_get_413_declared_or_not() {
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(answer.error_message().contains("MAX_BODY_BYTES"));
     // Chunked, so the limit is found while reading rather than from Content-Length.
-    let (tx, rx) = mpsc::channel(4);
+    let (mut tx, body) = Channel::new(4);
     let stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, ChannelBody>(
+    let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Channel<Bytes>>(
         hyper_util::rt::TokioIo::new(stream),
     )
     .await
@@ -350,10 +348,14 @@ async fn bodies_over_the_limit_get_413_declared_or_not() {
     let request = http::Request::post("/v1/chat/completions")
         .header("host", "proxy")
         .header("x-api-key", KEY)
-        .body(ChannelBody(rx))
+        .body(body)
         .unwrap();
-    tx.send(Bytes::from(over[..40].to_owned())).await.unwrap();
-    tx.send(Bytes::from(over[40..].to_owned())).await.unwrap();
+    tx.send_data(Bytes::from(over[..40].to_owned()))
+        .await
+        .unwrap();
+    tx.send_data(Bytes::from(over[40..].to_owned()))
+        .await
+        .unwrap();
     drop(tx);
     let response = within("413 for a chunked body", sender.send_request(request))
         .await
@@ -364,7 +366,7 @@ async fn bodies_over_the_limit_get_413_declared_or_not() {
 
 #[tokio::test]
 async fn sse_chunks_reach_the_client_while_vertex_is_still_sending() {
-    let (vertex, tx) = FakeVertex::streaming().await;
+    let (vertex, mut tx) = FakeVertex::streaming().await;
     let (_vertex, _metadata, proxy) = setup_with(vertex, &[]).await;
     let chunks = [
         "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n",
@@ -372,7 +374,7 @@ async fn sse_chunks_reach_the_client_while_vertex_is_still_sending() {
         "data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n",
     ];
     // The head comes with the first event, which is content.
-    tx.send(Bytes::from(chunks[0])).await.unwrap();
+    tx.send_data(Bytes::from(chunks[0])).await.unwrap();
     let response = start_stream(&proxy).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
@@ -381,7 +383,7 @@ async fn sse_chunks_reach_the_client_while_vertex_is_still_sending() {
     for (n, chunk) in chunks.into_iter().enumerate() {
         // The fake has not sent the next chunk yet: this one must already be here.
         if n > 0 {
-            tx.send(Bytes::from(chunk)).await.unwrap();
+            tx.send_data(Bytes::from(chunk)).await.unwrap();
         }
         let frame = within("one SSE chunk", body.frame())
             .await
@@ -391,7 +393,7 @@ async fn sse_chunks_reach_the_client_while_vertex_is_still_sending() {
         assert_eq!(data, chunk);
         seen.extend_from_slice(&data);
     }
-    tx.send(Bytes::from("data: [DONE]\n\n")).await.unwrap();
+    tx.send_data(Bytes::from("data: [DONE]\n\n")).await.unwrap();
     drop(tx);
     let rest = within("the end of the stream", body.collect())
         .await
@@ -408,9 +410,9 @@ async fn sse_chunks_reach_the_client_while_vertex_is_still_sending() {
 
 #[tokio::test]
 async fn a_client_that_leaves_cancels_the_upstream_request() {
-    let (vertex, tx) = FakeVertex::streaming().await;
-    let (_vertex, _metadata, proxy) = setup_with(vertex, &[]).await;
-    tx.send(Bytes::from("data: first\n\n")).await.unwrap();
+    let (vertex, mut tx) = FakeVertex::streaming().await;
+    let (vertex, _metadata, proxy) = setup_with(vertex, &[]).await;
+    tx.send_data(Bytes::from("data: first\n\n")).await.unwrap();
     let response = start_stream(&proxy).await;
     let mut body = response.into_body();
     within("the first chunk", body.frame())
@@ -419,8 +421,9 @@ async fn a_client_that_leaves_cancels_the_upstream_request() {
         .unwrap();
     // The client goes away mid-stream.
     drop(body);
-    // The proxy must drop its upstream request, which closes the fake's response stream.
-    within("the upstream request to be cancelled", tx.closed()).await;
+    // The proxy must drop its upstream request, which closes the fake's response stream
+    // before its end.
+    assert_eq!(vertex.wait_for_cancelled(1).await, [0]);
     let line = proxy
         .wait_for_line("the cancelled request's log line", |l| {
             l["cancelled"] == true
@@ -559,8 +562,10 @@ async fn health_unknown_paths_and_wrong_methods() {
     assert_eq!(wrong.headers["allow"], "POST");
     assert!(wrong.error_message().contains("POST"));
     assert_eq!(vertex.count(), 0);
-    // The startup warm-up is the only token fetch so far.
-    assert!(metadata.token_requests() <= 1);
+    // The startup warm-up is the only token fetch so far: it happens, once, and none of the
+    // requests above asked for another.
+    metadata.wait_for_token_requests(1).await;
+    assert_eq!(metadata.token_requests(), 1);
 }
 
 #[tokio::test]

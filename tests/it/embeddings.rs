@@ -1,12 +1,10 @@
 //! Google's embedding models through Vertex's `:predict`, against the stand-in's strict
 //! `:predict`: what Vertex received, what the client got back in OpenAI's shape.
 
-mod support;
-
+use crate::support::*;
 use base64::Engine;
 use http::StatusCode;
 use serde_json::{Value, json};
-use support::*;
 
 const ALIASES: &str = r#"{"flash":"google/gemini-2.5-flash","embed":"google/gemini-embedding-001","embed-text":"google/text-embedding-005","e5":"intfloat/multilingual-e5-small-maas"}"#;
 

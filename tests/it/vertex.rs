@@ -2,15 +2,13 @@
 //! client in OpenAI's shape; 429s, 5xx and broken connections are retried, across locations,
 //! until the first content byte; Gemini 3's thought signatures are restored or filled.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use support::*;
 
 /// Answers the n-th request (from 0) as `script` says.
 fn scripted(

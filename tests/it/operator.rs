@@ -1,11 +1,9 @@
 //! The operator's surface: keys from a file, command-line tools, pages and usage logs.
 
-mod support;
-
 use std::collections::HashMap;
 
+use crate::support::*;
 use http::StatusCode;
-use support::*;
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("vertex-proxy-{name}-{}", std::process::id()));
@@ -232,11 +230,12 @@ async fn the_request_log_carries_trace_timing_usage_and_cost() {
     );
     let vertex = FakeVertex::start_with(move |r: &Recorded| {
         if r.json()["stream"] == true {
-            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let (mut tx, body) = http_body_util::channel::Channel::new(4);
             for chunk in sse_body.split_inclusive("\n\n") {
-                tx.try_send(bytes::Bytes::from(chunk.to_owned())).unwrap();
+                let frame = hyper::body::Frame::data(bytes::Bytes::from(chunk.to_owned()));
+                tx.try_send(frame).unwrap();
             }
-            Reply::Channel(StatusCode::OK, "text/event-stream", rx)
+            Reply::Channel(StatusCode::OK, "text/event-stream", body)
         } else {
             Reply::Json(StatusCode::OK, json_body.clone())
         }

@@ -1,10 +1,8 @@
 //! Alias forms beyond a model id: per-alias request defaults, filled in only where the
 //! client's body lacks the field, by splice, on both kinds of route.
 
-mod support;
-
+use crate::support::*;
 use http::{Method, StatusCode};
-use support::*;
 
 const ALIASES: &str = r#"{
     "flash": "google/gemini-2.5-flash",
