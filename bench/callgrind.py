@@ -1,12 +1,17 @@
 """Instructions per request, counted by callgrind: deterministic where wall-clock figures are noisy.
 
 Usage: python3 bench/callgrind.py [BINARY] [--requests N] [--runs R] [--stream]
+                                  [--tool-call] [--signatures restore|fill|off]
 
 Runs `BINARY demo` (default target/release/vertex-proxy) under `valgrind --tool=callgrind`
 twice per run, once with no request and once with N chat completions on one keep-alive
 connection, and prints (total with N - total with none) / N for each run, then the median.
 The demo's stand-in for Vertex runs in the same process, so its work is counted too: compare
 two builds with the same settings, not a figure with one from elsewhere.
+
+`--tool-call` asks Gemini 3 (`pro-preview`) for a call to a tool, which the stand-in signs;
+`--signatures` sets THOUGHT_SIGNATURES, so that `restore` against `fill` is what splicing the
+signature into the call's id costs.
 """
 
 import argparse
@@ -23,9 +28,11 @@ import threading
 KEY = "sk-demo-0123456789abcdef"
 
 
-def instructions(binary, requests, stream):
+def instructions(binary, requests, stream, tool_call=False, signatures=None):
     out = tempfile.mktemp(suffix=".callgrind")
     env = {"PATH": os.environ.get("PATH", ""), "PORT": "0", "WORKER_THREADS": "1", "HOME": tempfile.mkdtemp()}
+    if signatures:
+        env["THOUGHT_SIGNATURES"] = signatures
     proxy = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "demo"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -41,6 +48,10 @@ def instructions(binary, requests, stream):
     drain = threading.Thread(target=proxy.stdout.read, daemon=True)
     drain.start()
     body = {"model": "flash", "messages": [{"role": "user", "content": "one two three four"}]}
+    if tool_call:
+        body["model"] = "pro-preview"
+        body["tools"] = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}}}}}]
     if stream:
         body["stream"] = True
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -67,11 +78,14 @@ def main():
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--tool-call", action="store_true")
+    parser.add_argument("--signatures", choices=["restore", "fill", "off"])
     args = parser.parse_args()
     per_request = []
     for _ in range(args.runs):
-        idle = instructions(args.binary, 0, args.stream)
-        busy = instructions(args.binary, args.requests, args.stream)
+        settings = (args.stream, args.tool_call, args.signatures)
+        idle = instructions(args.binary, 0, *settings)
+        busy = instructions(args.binary, args.requests, *settings)
         per_request.append((busy - idle) / args.requests)
         print(f"{per_request[-1] / 1000:.1f} k instructions per request")
     print(f"median {statistics.median(per_request) / 1000:.1f} k "

@@ -20,6 +20,7 @@ mod operator;
 mod proxy;
 mod services;
 mod shutdown;
+mod signatures;
 mod startup;
 mod upstream;
 mod vertex;

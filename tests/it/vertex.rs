@@ -481,11 +481,12 @@ async fn restore_gives_vertex_back_the_signature_it_issued_from_json_and_sse() {
 }
 
 #[tokio::test]
-async fn a_signature_never_crosses_to_another_key_and_fill_sends_the_sentinel() {
+async fn the_signature_goes_with_the_conversation_and_fill_sends_the_sentinel() {
     let vertex = FakeVertex::start_with(stand_in).await;
     let proxy = in_process_with(&vertex, &[]).await;
     let call = first_step(&proxy, KEY, false).await;
-    // The same history from another key: the sentinel, which Vertex also accepts.
+    // The same history from another key: the signature is the conversation's, in its id.
+    let issued = call["extra_content"]["google"]["thought_signature"].clone();
     let answer = post(
         &proxy,
         "/v1/chat/completions",
@@ -494,10 +495,7 @@ async fn a_signature_never_crosses_to_another_key_and_fill_sends_the_sentinel() 
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(
-        signature_received(&vertex),
-        "skip_thought_signature_validator"
-    );
+    assert_eq!(signature_received(&vertex), issued.as_str().unwrap());
 
     let vertex = FakeVertex::start_with(stand_in).await;
     let proxy = in_process_with(&vertex, &[("THOUGHT_SIGNATURES", "fill")]).await;
