@@ -73,12 +73,14 @@ pub fn applies_to(model: &str) -> bool {
 /// the signature is not plain padded base64, as Vertex's are, since only that comes back
 /// exactly as it went.
 pub fn carry(id: &str, signature: &str) -> Option<String> {
-    let bytes = STANDARD.decode(signature).ok()?;
-    // Only a canonical encoding round-trips byte for byte.
-    if bytes.is_empty() || STANDARD.encode(&bytes) != signature {
-        return None;
-    }
-    Some(format!("{id}{MARKER}{}", URL_SAFE_NO_PAD.encode(bytes)))
+    // The strict engine takes only a canonical encoding (its padding, no stray bits), which is
+    // the one `STANDARD.encode` gives back on the way in.
+    let bytes = STANDARD.decode(signature).ok().filter(|b| !b.is_empty())?;
+    let mut carried = String::with_capacity(id.len() + MARKER.len() + signature.len());
+    carried.push_str(id);
+    carried.push_str(MARKER);
+    URL_SAFE_NO_PAD.encode_string(bytes, &mut carried);
+    Some(carried)
 }
 
 /// A tool-call id as a client sent it back.

@@ -4,6 +4,7 @@
 //! until its signature comes (a later event may carry it) or the call ends.
 
 use std::ops::Range;
+use std::sync::LazyLock;
 
 use bytes::Bytes;
 use memchr::memmem;
@@ -15,6 +16,9 @@ use crate::body::Edit;
 use crate::rewrite;
 
 const NEEDLE: &[u8] = b"\"tool_calls\"";
+
+/// Built once: every piece of every Gemini 3 answer is searched for it.
+static FINDER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(NEEDLE));
 
 /// The most held at once. Past it the held bytes go on as they are: a first call's id goes
 /// out without its signature, and the client's next request gets the sentinel for it.
@@ -97,7 +101,7 @@ impl IdSplicer {
                     }
                 }
             }
-            let next = memmem::find(&self.held[self.scan..], NEEDLE).map(|f| self.scan + f);
+            let next = FINDER.find(&self.held[self.scan..]).map(|f| self.scan + f);
             if next.is_none() {
                 // A needle split at the end is found once the rest of it comes.
                 self.scan = self
@@ -237,9 +241,9 @@ impl Edit for IdSplicer {
             let before = window.len();
             window.extend_from_slice(&bytes[..bytes.len().min(NEEDLE.len() - 1)]);
             // A needle that began in the last piece is held from this piece's start.
-            let found = memmem::find(&window, NEEDLE)
+            let found = (FINDER.find(&window))
                 .map(|f| (f.saturating_sub(before), f + NEEDLE.len() - before))
-                .or_else(|| memmem::find(&bytes, NEEDLE).map(|f| (f, f + NEEDLE.len())));
+                .or_else(|| FINDER.find(&bytes).map(|f| (f, f + NEEDLE.len())));
             let Some((from, after)) = found else {
                 window.truncate(before);
                 self.keep_tail(window, &bytes);
@@ -258,7 +262,11 @@ impl Edit for IdSplicer {
             return [out, held].concat().into();
         }
         let from = self.hold_from();
-        let released: Vec<u8> = self.held.drain(..from).collect();
+        // All of it, usually: then the buffer itself goes on, uncopied.
+        let released: Vec<u8> = match from == self.held.len() {
+            true => std::mem::take(&mut self.held),
+            false => self.held.drain(..from).collect(),
+        };
         self.scan = self.scan.saturating_sub(from);
         self.tried = self.tried.saturating_sub(from);
         self.looked = self.looked.saturating_sub(from);
@@ -322,18 +330,35 @@ fn read_array(after_key: &[u8]) -> Read {
         Some(_) => return Read::NotArray,
     }
     let start = after_key.len() - value.len();
-    let mut array = serde_json::Deserializer::from_slice(value).into_iter::<Vec<&RawValue>>();
+    let mut array = serde_json::Deserializer::from_slice(value).into_iter::<Vec<Wire>>();
     match array.next() {
-        Some(Ok(raws)) => {
-            let calls = raws
-                .into_iter()
-                .filter_map(|raw| Call::read(raw, value, start))
-                .collect();
+        Some(Ok(wires)) => {
+            let base = value.as_ptr() as usize;
+            let calls = wires.into_iter().map(|w| w.call(base, start)).collect();
             Read::Array(calls, start + array.byte_offset())
         }
         Some(Err(e)) if e.is_eof() => Read::Incomplete,
         _ => Read::NotArray,
     }
+}
+
+/// A tool call, or the delta of one, as it comes: read in one pass with the array.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    index: Option<u64>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    extra_content: Option<Extra>,
+}
+
+#[derive(Deserialize)]
+struct Extra {
+    google: Option<Google>,
+}
+
+#[derive(Deserialize)]
+struct Google {
+    thought_signature: Option<String>,
 }
 
 /// A tool call, or the delta of one, as far as signatures go.
@@ -345,26 +370,11 @@ struct Call {
     signature: Option<String>,
 }
 
-impl Call {
-    fn read(raw: &RawValue, value: &[u8], start: usize) -> Option<Call> {
-        #[derive(Deserialize)]
-        struct Wire<'a> {
-            index: Option<u64>,
-            #[serde(borrow)]
-            id: Option<&'a RawValue>,
-            extra_content: Option<Extra>,
-        }
-        #[derive(Deserialize)]
-        struct Extra {
-            google: Option<Google>,
-        }
-        #[derive(Deserialize)]
-        struct Google {
-            thought_signature: Option<String>,
-        }
-        let wire: Wire = serde_json::from_str(raw.get()).ok()?;
-        let base = value.as_ptr() as usize;
-        let (id, id_span) = match wire.id {
+impl Wire<'_> {
+    /// The call, its id's span counted from `start` (the array's offset), `base` being where
+    /// the array's bytes begin in memory.
+    fn call(self, base: usize, start: usize) -> Call {
+        let (id, id_span) = match self.id {
             Some(id) if id.get().starts_with('"') => {
                 let at = id.get().as_ptr() as usize - base + start;
                 let text = serde_json::from_str::<String>(id.get()).ok();
@@ -372,15 +382,16 @@ impl Call {
             }
             _ => (None, None),
         };
-        let signature = wire.extra_content.and_then(|e| e.google?.thought_signature);
-        Some(Call {
-            index: wire.index,
+        Call {
+            index: self.index,
             id,
             id_span,
-            signature,
-        })
+            signature: self.extra_content.and_then(|e| e.google?.thought_signature),
+        }
     }
+}
 
+impl Call {
     /// A signature worth carrying: the sentinel is what the proxy would put in anyway.
     fn signature(&self) -> Option<&str> {
         self.signature.as_deref().filter(|s| *s != SENTINEL)
