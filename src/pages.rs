@@ -168,7 +168,7 @@ fn errors_text(config: &Config) -> String {
         );
     }
     format!(
-        "{format} Before the first byte of an answer reaches you, this service retries 429, 5xx, broken connections and a stream whose first event is an error: up to {} attempts (MAX_ATTEMPTS), waiting at most {} s in all (RETRY_BUDGET_SECS), with full-jitter backoff or Vertex's Retry-After, moving to an alias's next location first. A stream starts once its first event has come and is never retried after that. The OpenAI SDKs retry too (2 retries by default), and the two multiply: set max_retries=0 to let this service alone do it.",
+        "{format} Before the first byte of an answer reaches you, this service retries 429, 5xx, connections that failed before the request was sent and a stream whose first event is an error (never work Vertex may have begun: a connection cut during the request is a 502 at once): up to {} attempts (MAX_ATTEMPTS), waiting at most {} s in all (RETRY_BUDGET_SECS), with full-jitter backoff or Vertex's Retry-After, moving to an alias's next location first. A stream starts once its first event has come and is never retried after that. The OpenAI SDKs retry too (2 retries by default), and the two multiply: set max_retries=0 to let this service alone do it.",
         retries.max_attempts,
         retries.budget.as_secs()
     )

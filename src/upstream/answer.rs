@@ -69,17 +69,9 @@ async fn first_event(
                 )));
             }
             Ok(None) => break,
-            Ok(Some(Err(_))) => {
-                let error = ProxyError::bad_gateway(
-                    "upstream_error",
-                    format!("{}'s stream failed before its first event", from.subject()),
-                );
-                return Outcome::Retry {
-                    error,
-                    status: 502,
-                    after: None,
-                };
-            }
+            // A thinking model is silent before its first event, and working: cut then, it
+            // may already have done (and billed) the work, so it is not asked again.
+            Ok(Some(Err(_))) => return Outcome::Fail(super::connect::during_the_request(from)),
             Ok(Some(Ok(frame))) => frame,
         };
         let Ok(data) = frame.into_data() else {

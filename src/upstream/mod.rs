@@ -34,6 +34,7 @@ use connect::classify;
 pub use connect::{ClientSettings, HttpClient, client};
 use headers::{request_headers, response_headers};
 pub use metadata::project_from_metadata;
+use pool::Failure;
 pub use pool::Queued;
 use retry::{Outcome, Retries};
 
@@ -182,8 +183,9 @@ impl Upstream {
     }
 
     /// Sends once: waits for the response head at most `UPSTREAM_IDLE_TIMEOUT_SECS`.
-    /// Connection failures become the proxy's 502 and 504, retried but for TLS and the head
-    /// timeout; a refused credential is final.
+    /// Connection failures become the proxy's 502 and 504, retried only when nothing of the
+    /// request was sent (not TLS, the head timeout, or a connection lost once the request
+    /// was on it); a refused credential is final.
     async fn send_once(
         &self,
         request: Request<Pieces>,
@@ -195,11 +197,15 @@ impl Upstream {
             Ok(Ok(response)) => response,
             Ok(Err(failure)) => {
                 let error = classify(&failure, (from, &host), self.timeouts.connect);
+                // Only what the upstream cannot have seen is sent again: work it may have
+                // begun would be done, and billed, twice.
+                let seen = matches!(failure, Failure::Sent(_));
                 return Err(match &error {
                     ProxyError::BadGateway {
                         code: "upstream_tls_error",
                         ..
                     } => Outcome::Fail(error),
+                    _ if seen => Outcome::Fail(error),
                     _ => Outcome::Retry {
                         status: error.status().as_u16(),
                         error,

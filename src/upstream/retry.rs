@@ -19,8 +19,9 @@ const CEILING: Duration = Duration::from_secs(30);
 pub enum Outcome<T> {
     /// An answer to relay: content, or an error not worth repeating.
     Done(T),
-    /// A failure that another attempt may not have: 429, 5xx, a connection that failed, an
-    /// error event before any content. `after` is the upstream's `Retry-After`.
+    /// A failure that another attempt may not have, and that cannot have started work: 429,
+    /// 5xx, a connection that failed before the request was sent, an error event before any
+    /// content. `after` is the upstream's `Retry-After`.
     Retry {
         error: ProxyError,
         status: u16,

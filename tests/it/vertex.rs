@@ -1,6 +1,7 @@
 //! Vertex as it really behaves, against the strict fake: Google's error envelopes reach the
-//! client in OpenAI's shape; 429s, 5xx and broken connections are retried, across locations,
-//! until the first content byte; Gemini 3's thought signatures are restored or filled.
+//! client in OpenAI's shape; 429s and 5xx are retried, across locations, until the first
+//! content byte, and work Vertex may have begun is not; Gemini 3's thought signatures are
+//! restored or filled.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -135,9 +136,9 @@ async fn a_429_then_a_200_is_retried_with_the_same_bytes_and_logged() {
 }
 
 #[tokio::test]
-async fn connection_failures_and_5xx_are_retried_too() {
+async fn a_5xx_is_retried_too() {
     let vertex = FakeVertex::start_with(scripted(|n, r| match n {
-        0 => Reply::Hangup,
+        0 => google_error(500, "INTERNAL", None),
         1 => google_error(503, "UNAVAILABLE", None),
         _ => ok(r),
     }))
@@ -146,6 +147,44 @@ async fn connection_failures_and_5xx_are_retried_too() {
     let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(vertex.count(), 3);
+}
+
+#[tokio::test]
+async fn work_vertex_may_have_begun_is_not_sent_again() {
+    // Vertex read the request whole, worked on it for a while, then the connection was cut:
+    // another attempt would do (and bill) the work again.
+    let vertex = FakeVertex::start_with(|_| {
+        let hangup = Box::new(Reply::Hangup);
+        Reply::Late(std::time::Duration::from_millis(200), hangup)
+    })
+    .await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[("MAX_ATTEMPTS", "3")]).await;
+    let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.json()["error"]["code"], "upstream_error");
+    let message = answer.error_message();
+    assert!(
+        message.starts_with("Vertex closed the connection during the request"),
+        "{message}"
+    );
+    assert_eq!(vertex.count(), 1, "sent once");
+    let line = proxy.request_line("/v1/chat/completions", 502).await;
+    assert!(line.get("attempts").is_none(), "{line}");
+    // A thinking model's stream cut in its silent phase, before its first event: the same.
+    vertex.set_behaviour(|_| Reply::Paced {
+        content_type: "text/event-stream",
+        chunks: vec![Bytes::from(": thinking\n\n")],
+        every: std::time::Duration::ZERO,
+        end: End::Cut,
+    });
+    let answer = post(&proxy, "/v1/chat/completions", KEY, STREAM).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    let message = answer.error_message();
+    assert!(
+        message.starts_with("Vertex closed the connection during the request"),
+        "{message}"
+    );
+    assert_eq!(vertex.count(), 2, "sent once");
 }
 
 #[tokio::test]
