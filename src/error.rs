@@ -273,6 +273,14 @@ impl From<ReadError> for ProxyError {
                 "the proxy is holding as many request bodies as its memory allows \
                  ({budget} bytes, MAX_BUFFERED_BYTES); retry in a moment"
             )),
+            ReadError::OverShare { share } => ProxyError::Busy(format!(
+                "this key's requests are holding as many request bytes as one key may \
+                 ({share} bytes, MAX_BUFFERED_BYTES_PER_KEY); retry in a moment"
+            )),
+            ReadError::Trickle { min_rate } => ProxyError::RequestTimeout(format!(
+                "the request body arrived too slowly: less than MIN_BODY_BYTES_PER_SEC \
+                 ({min_rate}) bytes a second since its first byte"
+            )),
             ReadError::TooSlow { timeout } => ProxyError::RequestTimeout(format!(
                 "the request body did not arrive within {}s (BODY_READ_TIMEOUT_SECS)",
                 timeout.as_secs()

@@ -172,11 +172,15 @@ async fn forward(
     let config = &state.config;
     let (parts, body) = request.into_parts();
     // 2. Read the body, bounded: the model must be found before anything is sent. Its bytes
-    // count against the process's budget until the answer's head has come (a retry would
-    // send them again).
-    let (limit, timeout) = (config.max_body_bytes, config.timeouts.body_read);
-    let (body, held) =
-        body::read_bounded(&parts.headers, body, limit, timeout, &state.budget).await?;
+    // count against the process's budget, and the key's share of it, as they arrive and
+    // until the answer's head has come (a retry would send them again).
+    let limits = body::BodyLimits {
+        max_bytes: config.max_body_bytes,
+        timeout: config.timeouts.body_read,
+        min_rate: config.min_body_bytes_per_sec,
+    };
+    let held = state.budget.hold(&key.id);
+    let (body, held) = body::read_bounded(&parts.headers, body, limits, held).await?;
     // 3. Resolve the route of the model the request names.
     let model = operation.model(&body)?;
     let route = config.aliases.route_for(&model.name, |m| key.may_use(m))?;

@@ -36,6 +36,8 @@ impl Config {
             "priced_models": self.prices.keys().collect::<std::collections::BTreeSet<_>>(),
             "max_body_bytes": self.max_body_bytes,
             "max_buffered_bytes": self.max_buffered_bytes,
+            "max_buffered_bytes_per_key": self.max_buffered_bytes_per_key,
+            "min_body_bytes_per_sec": self.min_body_bytes_per_sec,
             "shutdown_grace_secs": self.timeouts.shutdown_grace.as_secs(),
             "max_connections": self.max_connections,
             "max_upstream_connections": self.max_upstream_connections,
