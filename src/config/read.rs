@@ -255,7 +255,7 @@ impl Reader<'_> {
         let mut aliases = match self.get("MODEL_ALIASES_JSON") {
             None => Aliases::default_table(location),
             Some(json) => {
-                let parsed = Aliases::parse(&json, location);
+                let parsed = Aliases::parse(&json, location, |name| self.get(name));
                 self.all_checked("MODEL_ALIASES_JSON", parsed)
                     .unwrap_or_default()
             }

@@ -12,10 +12,18 @@ impl Config {
             .map(|(alias, route)| {
                 let mut shown = serde_json::json!({"model": route.model, "location": route.location(), "locations": route.locations});
                 // A service's URL and audience are the operator's to see (a log line, `check`).
-                if let (Some(upstream), Auth::GoogleIdToken { audience, header }) =
-                    (&route.upstream, &route.auth)
+                if let (
+                    Some(upstream),
+                    Auth::GoogleIdToken {
+                        audience,
+                        header,
+                        service_key,
+                    },
+                ) = (&route.upstream, &route.auth)
                 {
-                    shown = serde_json::json!({"model": route.model, "upstream": upstream.base, "audience": audience.as_ref(), "auth_header": header.as_str()});
+                    // The variable that holds the service's key, never the key.
+                    let key_env = service_key.as_ref().map(|key| key.env.as_ref());
+                    shown = serde_json::json!({"model": route.model, "upstream": upstream.base, "audience": audience.as_ref(), "auth_header": header.as_str(), "service_key_env": key_env});
                 }
                 (alias.to_owned(), shown)
             })

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 
 use crate::auth::TokenSource;
@@ -102,36 +102,36 @@ impl Upstream {
     /// The headers an upstream request starts with: the client's allowlisted ones and the
     /// credential `auth` names.
     pub async fn headers(&self, client: &HeaderMap, auth: &Auth) -> Result<HeaderMap, ProxyError> {
-        let credential = self.credential(auth, false).await?;
-        Ok(request_headers(client, credential))
+        let tokens = self.tokens(auth)?;
+        let credential = tokens.headers(self.timeouts.token).await?;
+        Ok(request_headers(client, placed(credential, auth)))
     }
 
-    /// The headers that authorize a request: the access token, or a service's ID token in
-    /// the header the alias names. `fresh` bypasses every cache.
-    async fn credential(&self, auth: &Auth, fresh: bool) -> Result<HeaderMap, ProxyError> {
-        let (tokens, header) = match auth {
-            Auth::GoogleAccessToken => (&self.tokens, None),
-            Auth::GoogleIdToken { audience, header } => match self.id_tokens.get(audience) {
-                Some(tokens) => (tokens, Some(header)),
-                None => {
-                    return Err(ProxyError::bad_gateway(
-                        "token_unavailable",
-                        "no ID-token credential was made for this service",
-                    ));
-                }
-            },
-        };
-        let mut headers = match fresh {
-            true => tokens.fresh(self.timeouts.token).await?,
-            false => tokens.headers(self.timeouts.token).await?,
-        };
-        if let Some(header) = header
-            && header != header::AUTHORIZATION
-            && let Some(token) = headers.remove(header::AUTHORIZATION)
-        {
-            headers.insert(header.clone(), token);
+    /// Where `auth`'s tokens come from.
+    fn tokens(&self, auth: &Auth) -> Result<&TokenSource, ProxyError> {
+        match auth {
+            Auth::GoogleAccessToken => Ok(&self.tokens),
+            Auth::GoogleIdToken { audience, .. } => self.id_tokens.get(audience).ok_or_else(|| {
+                ProxyError::bad_gateway(
+                    "token_unavailable",
+                    "no ID-token credential was made for this service",
+                )
+            }),
         }
-        Ok(headers)
+    }
+
+    /// After the upstream answered 401 to `sent`: the credential's headers worth one more
+    /// attempt, if any (`auth::TokenSource::after_refusal`).
+    async fn renewed(
+        &self,
+        auth: &Auth,
+        sent: &HeaderMap,
+    ) -> Result<Option<HeaderMap>, ProxyError> {
+        let refused = sent.get(token_header(auth));
+        let renewed = (self.tokens(auth)?)
+            .after_refusal(refused, self.timeouts.token)
+            .await?;
+        Ok(renewed.map(|credential| placed(credential, auth)))
     }
 
     /// Sends `outgoing` to its locations in turn (`locate` gives the URL in each), as
@@ -160,15 +160,23 @@ impl Upstream {
     }
 
     /// One attempt at `uri`. A 401 means a token the caches still hold was refused (revoked,
-    /// say): it is sent once more with a token fetched anew.
+    /// say): it is sent once more if there is another token to try.
     async fn attempt(&self, outgoing: &mut Outgoing, uri: &Uri, from: Origin) -> Outcome<Answer> {
-        let mut sent = self.send_once(outgoing.request(uri), from).await;
+        let mut sent = self
+            .send_once(outgoing.request(uri), from, &outgoing.auth)
+            .await;
         if let Err(Outcome::Fail(ProxyError::UpstreamRefused { status: 401, .. })) = sent {
-            match self.credential(&outgoing.auth, true).await {
-                Ok(credential) => outgoing.headers.extend(credential),
+            match self.renewed(&outgoing.auth, &outgoing.headers).await {
+                Ok(Some(credential)) => {
+                    outgoing.headers.extend(credential);
+                    sent = self
+                        .send_once(outgoing.request(uri), from, &outgoing.auth)
+                        .await;
+                }
+                // The refusal stands.
+                Ok(None) => {}
                 Err(e) => return Outcome::Fail(e),
             }
-            sent = self.send_once(outgoing.request(uri), from).await;
         }
         match sent {
             Ok(response) => answer::judge(response, self.timeouts.upstream_idle, from).await,
@@ -190,6 +198,7 @@ impl Upstream {
         &self,
         request: Request<Pieces>,
         from: Origin,
+        auth: &Auth,
     ) -> Result<Response<UpstreamBody>, Outcome<Answer>> {
         let host = request.uri().host().unwrap_or_default().to_owned();
         let idle = self.timeouts.upstream_idle;
@@ -225,14 +234,20 @@ impl Upstream {
             // SDKs take a 401 for "your key is wrong": these are about the proxy's own
             // credentials, so they are the gateway's failure, with the cause in the log.
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                Err(Outcome::Fail(self.refused(response, from).await))
+                Err(Outcome::Fail(self.refused(response, from, auth).await))
             }
             _ => Ok(response),
         }
     }
 
-    /// The error for a 401 or 403 from the upstream, with the cause Google's envelope gives.
-    async fn refused(&self, response: Response<UpstreamBody>, from: Origin) -> ProxyError {
+    /// The error for a 401 or 403 from the upstream, with the cause Google's envelope gives
+    /// and what the proxy sent.
+    async fn refused(
+        &self,
+        response: Response<UpstreamBody>,
+        from: Origin,
+        auth: &Auth,
+    ) -> ProxyError {
         let status = response.status().as_u16();
         let body = http_body_util::Limited::new(response.into_body(), 16 * 1024).collect();
         let cause = match tokio::time::timeout(self.timeouts.upstream_idle, body).await {
@@ -246,6 +261,7 @@ impl Upstream {
             status,
             cause,
             from,
+            sent: sent(auth),
         }
     }
 
@@ -258,6 +274,60 @@ impl Upstream {
         *response.status_mut() = parts.status;
         *response.headers_mut() = response_headers(&parts.headers);
         response
+    }
+}
+
+/// The header that carries `auth`'s token.
+fn token_header(auth: &Auth) -> &HeaderName {
+    match auth {
+        Auth::GoogleIdToken { header, .. } => header,
+        Auth::GoogleAccessToken => &header::AUTHORIZATION,
+    }
+}
+
+/// A credential's headers where `auth` puts them: a service's ID token in the header its
+/// alias names, and the service's own key, if it has one, in `Authorization`.
+fn placed(mut credential: HeaderMap, auth: &Auth) -> HeaderMap {
+    let Auth::GoogleIdToken {
+        header,
+        service_key,
+        ..
+    } = auth
+    else {
+        return credential;
+    };
+    if header != header::AUTHORIZATION
+        && let Some(token) = credential.remove(header::AUTHORIZATION)
+    {
+        credential.insert(header.clone(), token);
+    }
+    if let Some(bearer) = service_key.as_ref().and_then(|key| key.bearer.as_ref()) {
+        credential.insert(header::AUTHORIZATION, bearer.clone());
+    }
+    credential
+}
+
+/// What the proxy sent to authorize a request, as a refusal's message says it.
+fn sent(auth: &Auth) -> String {
+    let Auth::GoogleIdToken {
+        header,
+        service_key,
+        ..
+    } = auth
+    else {
+        return "a Google access token in Authorization".into();
+    };
+    if header == header::AUTHORIZATION {
+        return "a Google ID token in Authorization".into();
+    }
+    match service_key {
+        Some(key) => format!(
+            "a Google ID token in X-Serverless-Authorization and the service's own key (from {}) in Authorization",
+            key.env
+        ),
+        None => {
+            "a Google ID token in X-Serverless-Authorization and nothing in Authorization".into()
+        }
     }
 }
 
