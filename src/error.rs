@@ -12,6 +12,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{self, ProxyBody, ReadError};
 
+mod hidden;
+
 /// Everything the proxy itself can refuse a request for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyError {

@@ -157,7 +157,7 @@ async fn dispatch(
         Keyed::Model(name) => model_object(state, key, name)
             .map(|model| json_response(StatusCode::OK, &model))
             .ok_or_else(|| ProxyError::NotFound(format!("model {name:?} not found"))),
-        Keyed::Forward(operation) => forward(state, key, operation, request, log).await,
+        Keyed::Forward(operation) => forward(state, key, operation, request, log, *dialect).await,
     }
 }
 
@@ -168,6 +168,7 @@ async fn forward(
     operation: Operation,
     request: Request<Incoming>,
     log: &mut RequestLog,
+    dialect: crate::error::Dialect,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let config = &state.config;
     let (parts, body) = request.into_parts();
@@ -194,7 +195,15 @@ async fn forward(
         price: config.price_of(&model.name, &route.model),
     };
     // 4 to 6. Prepare, send and relay, by the route's kind.
-    state.kinds.forward(&state.upstream, call, held, log).await
+    let forwarded = state.kinds.forward(&state.upstream, call, held, log).await;
+    forwarded.or_else(|error| {
+        // SECURITY: the log keeps the whole text; the client's copy loses the project id
+        // and a private service's host, which are the deployment's business.
+        log.failed(error.log_text());
+        let service = (route.upstream.as_ref()).and_then(|service| service.origin.authority());
+        let shown = error.for_client(state.kinds.project(), service.map(|a| a.as_str()));
+        Ok(shown.into_response(dialect))
+    })
 }
 
 fn health(state: &State) -> Response<ProxyBody> {

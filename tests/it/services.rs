@@ -262,10 +262,11 @@ async fn a_service_account_file_signs_locally_and_its_exchanged_id_token_opens_t
 async fn an_unreachable_service_is_named_as_the_service() {
     let vertex = FakeVertex::start().await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", closed.local_addr().unwrap());
+    let host = closed.local_addr().unwrap();
+    let base = format!("http://{host}");
     drop(closed);
     let aliases = serde_json::json!({"flash": "google/gemini-2.5-flash", "gemma": {"upstream": format!("{base}/v1"), "model": GEMMA}});
-    let proxy = in_process_with(
+    let (_metadata, proxy) = spawn_with(
         &vertex,
         &[
             ("MODEL_ALIASES_JSON", &aliases.to_string()),
@@ -276,9 +277,18 @@ async fn an_unreachable_service_is_named_as_the_service() {
     let answer = chat(&proxy, "gemma").await;
     answer.expect(StatusCode::BAD_GATEWAY);
     let message = answer.error_message();
+    // The service's host is the deployment's business, not a key holder's.
     assert!(
-        message.starts_with("could not connect to the service (127.0.0.1)"),
+        message.starts_with("could not connect to the service: "),
         "{message}"
+    );
+    assert!(!message.contains("127.0.0.1"), "{message}");
+    // The operator's log line has it all.
+    let line = proxy.request_line("/v1/chat/completions", 502).await;
+    let logged = line["error"].as_str().unwrap();
+    assert!(
+        logged.starts_with(&format!("could not connect to the service ({})", host.ip())),
+        "{line}"
     );
 }
 

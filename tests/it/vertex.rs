@@ -81,6 +81,52 @@ async fn vertex_errors_reach_the_client_in_openai_shape_with_their_status() {
 }
 
 #[tokio::test]
+async fn googles_messages_reach_the_client_without_the_project_id() {
+    let vertex = FakeVertex::start_with(model_not_found).await;
+    let aliases = r#"{"flash":"google/gemini-2.5-flash","sonnet":{"model":"anthropic/claude-sonnet-4-5@20250929","location":"us-east5"}}"#;
+    let settings = [("MAX_ATTEMPTS", "1"), ("MODEL_ALIASES_JSON", aliases)];
+    let (_metadata, proxy) = spawn_with(&vertex, &settings).await;
+    let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        answer.error_message(),
+        "Publisher Model `projects/PROJECT/locations/global/endpoints/openapi/chat/completions` \
+         was not found or your project does not have access to it. Project PROJECT may need to \
+         enable it."
+    );
+    // As a stream's first event, too.
+    vertex.set_behaviour(|_| {
+        let message =
+            format!("Invalid resource projects/{PROJECT}/locations/global (project {PROJECT}).");
+        let error =
+            json!({"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}});
+        let event = format!("data: {error}\n\n");
+        Reply::Respond(response(StatusCode::OK, "text/event-stream", full(event)))
+    });
+    let answer = post(&proxy, "/v1/chat/completions", KEY, STREAM).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    assert!(
+        text.contains("Invalid resource projects/PROJECT/locations/global (project PROJECT)."),
+        "{text}"
+    );
+    // And Claude's own errors, which otherwise pass unchanged.
+    vertex.set_behaviour(|r: &Recorded| {
+        let resource = r.path.trim_start_matches("/v1/").split(':').next().unwrap().to_owned();
+        let error = json!({"type": "error", "error": {"type": "not_found_error", "message": format!("{resource} not found")}});
+        Reply::Json(StatusCode::NOT_FOUND, error.to_string())
+    });
+    let body = r#"{"model":"sonnet","max_tokens":5,"messages":[]}"#;
+    let answer = post(&proxy, "/v1/messages", KEY, body).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        answer.json()["error"]["message"],
+        "projects/PROJECT/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929 not found"
+    );
+    assert_eq!(vertex.count(), 3);
+}
+
+#[tokio::test]
 async fn the_log_line_says_what_vertex_answered_without_its_message() {
     let vertex = FakeVertex::start_with(|_| google_error(400, "INVALID_ARGUMENT", None)).await;
     let (_metadata, proxy) = spawn_with(&vertex, &[]).await;
