@@ -7,6 +7,7 @@
 //! envelope, and Gemini 3 wants its thought signatures back ([`gemini3`]).
 
 pub mod claude;
+pub mod gemini;
 pub mod gemini3;
 mod openai;
 
@@ -151,7 +152,11 @@ async fn answer(request: Request<Incoming>) -> Response<ProxyBody> {
             "Request had invalid authentication credentials.",
         );
     }
-    let path = request.uri().path().to_owned();
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
     let headers = request.headers().clone();
     let Ok(collected) = request.into_body().collect().await else {
         return google_error(StatusCode::BAD_REQUEST, "Could not read the request body.");
@@ -162,8 +167,8 @@ async fn answer(request: Request<Incoming>) -> Response<ProxyBody> {
     vertex_answer(&path, &headers, &body)
 }
 
-/// What the stand-in answers an authorized request to Vertex at `path`: Claude's endpoints
-/// or the OpenAI ones. The test suites' fake Vertex answers the same way.
+/// What the stand-in answers an authorized request to Vertex at `path` (with its query):
+/// `:predict`, Gemini's native methods, Claude's endpoints or the OpenAI ones. The test suites' fake Vertex answers the same way.
 pub fn vertex_answer(path: &str, headers: &http::HeaderMap, body: &Value) -> Response<ProxyBody> {
     if let Some(model) = path
         .split("/publishers/google/models/")
@@ -171,6 +176,9 @@ pub fn vertex_answer(path: &str, headers: &http::HeaderMap, body: &Value) -> Res
         .and_then(|rest| rest.strip_suffix(":predict"))
     {
         return predict(model, body);
+    }
+    if let Some(native) = gemini::answer(path, body) {
+        return native;
     }
     claude::answer(path, headers, body).unwrap_or_else(|| openai::answer(path, body))
 }

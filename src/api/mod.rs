@@ -2,6 +2,7 @@
 //! request names its model, and the shape of the errors its clients read.
 
 pub mod anthropic;
+pub mod gemini;
 pub mod openai;
 
 use bytes::Bytes;
@@ -13,13 +14,15 @@ use crate::rewrite::{self, ModelField};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
     /// OpenAI's `/v1/chat/completions`.
-    ChatCompletions = 0,
+    ChatCompletions,
     /// OpenAI's `/v1/embeddings`.
-    Embeddings = 1,
+    Embeddings,
     /// Anthropic's `/v1/messages`.
-    Messages = 2,
+    Messages,
     /// Anthropic's `/v1/messages/count_tokens`.
-    CountTokens = 3,
+    CountTokens,
+    /// Gemini's `…/models/{model}:{method}`.
+    Gemini(gemini::Method),
 }
 
 impl Operation {
@@ -30,6 +33,7 @@ impl Operation {
             Operation::Embeddings => "embeddings",
             Operation::Messages => "messages",
             Operation::CountTokens => "messages/count_tokens",
+            Operation::Gemini(method) => method.as_str(),
         }
     }
 
@@ -38,17 +42,32 @@ impl Operation {
         match self {
             Operation::ChatCompletions | Operation::Embeddings => openai::DIALECT,
             Operation::Messages | Operation::CountTokens => anthropic::DIALECT,
+            Operation::Gemini(_) => gemini::DIALECT,
         }
     }
 
-    /// The model the request names, and where: every API so far names it in the body's
-    /// `model` member.
-    pub fn model(self, body: &Bytes) -> Result<ModelField, ProxyError> {
-        rewrite::find_model(body)
+    /// The model the request names, and where: OpenAI's and Anthropic's APIs name it in the
+    /// body's `model` member, Gemini's in the path (`in_path`), which `is_alias` reads.
+    pub fn model(
+        self,
+        body: &Bytes,
+        in_path: Option<&str>,
+        is_alias: impl Fn(&str) -> bool,
+    ) -> Result<ModelField, ProxyError> {
+        match (self, in_path) {
+            (Operation::Gemini(_), Some(model)) => Ok(ModelField {
+                name: gemini::model_name(model, is_alias),
+                span: 0..0,
+            }),
+            _ => rewrite::find_model(body),
+        }
     }
 
     /// The proxy's path for it, for messages that send a client elsewhere.
     pub fn endpoint(self) -> String {
-        format!("/v1/{}", self.path())
+        match self {
+            Operation::Gemini(method) => format!("/v1beta/models/MODEL:{}", method.as_str()),
+            _ => format!("/v1/{}", self.path()),
+        }
     }
 }

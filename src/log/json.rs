@@ -140,16 +140,20 @@ impl Line<'_> {
                 ),
                 ("cache_read_input_tokens", usage.cache_read_input_tokens),
             ];
+            // Gemini's thinking and cached counts, when its native methods gave them.
             let openai = [
                 ("prompt_tokens", usage.prompt_tokens),
                 ("completion_tokens", usage.completion_tokens),
                 ("total_tokens", usage.total_tokens),
+                ("thoughts_tokens", usage.thoughts_tokens),
+                ("cached_tokens", usage.cached_tokens),
             ];
             let anthropic = usage.is_anthropic();
             let counts: &[(&str, Option<u64>)] = if anthropic { &claude } else { &openai };
             let mut first = true;
-            for &(key, count) in counts {
-                if anthropic && count.is_none() {
+            for (n, &(key, count)) in counts.iter().enumerate() {
+                // Claude's counts, and Gemini's extra two, only when given.
+                if (anthropic || n >= 3) && count.is_none() {
                     continue;
                 }
                 out.push(if first { b'{' } else { b',' });

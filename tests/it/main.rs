@@ -14,6 +14,7 @@ mod chaos;
 mod claude;
 mod deploy;
 mod embeddings;
+mod gemini;
 mod layout;
 mod limits;
 mod operator;
