@@ -5,18 +5,21 @@ Usage: python run.py PATH_TO_VERTEX_PROXY_BINARY PATH_TO_FAKE_VERTEX_BINARY
 The fake is the test suite's own (tests/support), built as the example `fake_vertex`.
 
 Clients: the OpenAI Python SDK, the OpenAI Agents SDK, the OpenAI Node SDK (clients.mjs), the
-pi coding agent (OpenAI and Anthropic providers), the Anthropic Python SDK and Claude Code. Each
-step prints "ok" or what went wrong; the last line counts them.
+pi coding agent (OpenAI and Anthropic providers), LangChain's ChatOpenAI, the Anthropic Python
+SDK and Claude Code. Each step prints "ok" or what went wrong; the last line counts them.
 
 Four proxies run: the main one, A, with the defaults (retries on, THOUGHT_SIGNATURES=restore);
 B, a second instance with the same settings; one with MAX_ATTEMPTS=1, where only the SDKs
 retry; and one with THOUGHT_SIGNATURES=off, which shows that the fake refuses what Gemini 3
 refuses. A round-robin front in this script sends each request to A, then B, then A…, as
-Cloud Run may spread a conversation over its instances.
+Cloud Run may spread a conversation over its instances: pi, the Agents SDK and LangChain run a
+two-step Gemini 3 tool loop through it, each dropping the thought signature, and the instance
+that serves the second step, which never saw the first, must restore it from the tool-call id.
 """
 
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import re
@@ -229,6 +232,50 @@ def chat_lines(name, since):
     """The log lines of instance `name` after `since` for chat completions."""
     return [json.loads(line) for line in LOGS[name][since:]
             if '"/v1/chat/completions"' in line and '"httpRequest"' in line]
+
+
+def signature_for(call_id):
+    """The signature the fake issues with a Gemini 3 tool call (`demo::gemini3::signature_for`)."""
+    digest = hashlib.sha256(f"stand-in thought for {call_id}".encode()).digest()
+    return base64.b64encode(digest[:24]).decode()
+
+
+def spliced(call_id):
+    """The id a client sees for Vertex's `call_id`, its signature carried in it (SPEC step 9)."""
+    carried = base64.urlsafe_b64encode(base64.b64decode(signature_for(call_id))).rstrip(b"=").decode()
+    return f"{call_id}__thought__{carried}"
+
+
+def assert_steps_alternated(mark, stream=None):
+    """A two-step Gemini 3 tool loop sent through the front since `mark`: its two chat requests
+    went to different instances; the one that served the second step, which had never seen the
+    first, restored the real signature from the id (and filled none); Vertex got its own id back
+    with its real signature. Returns Vertex's id of the call."""
+    served_since, logs_since = mark
+    chats = [s for s in FRONT["served"][served_since:] if s[1] == "POST" and s[2] == "/v1/chat/completions"]
+    assert len(chats) == 2, f"the front passed on {FRONT['served'][served_since:]}"
+    (one, _, _), (other, _, _) = chats
+    assert one != other, f"both steps went to {one}"
+    first, second = assert_vertex_saw(model="google/gemini-3.1-pro-preview", count=2, stream=stream)
+    assert not any(m.get("tool_calls") for m in first["body"]["messages"]), first["body"]
+    call = next(m for m in second["body"]["messages"] if m["role"] == "assistant" and m.get("tool_calls"))
+    call = call["tool_calls"][0]
+    call_id = call["id"]
+    assert "__thought__" not in call_id and call_id.startswith("call_"), call
+    # The real signature the fake issued with that id, not the sentinel.
+    assert call["extra_content"]["google"]["thought_signature"] == signature_for(call_id), call
+    results = [m["tool_call_id"] for m in second["body"]["messages"] if m["role"] == "tool"]
+    assert results == [call_id], results
+    # Each instance logs a request once its answer has ended, just after the client has it.
+    deadline = time.monotonic() + 10
+    while [len(chat_lines(name, logs_since[name])) for name in (one, other)] != [1, 1]:
+        assert time.monotonic() < deadline, {n: chat_lines(n, logs_since[n]) for n in (one, other)}
+        time.sleep(0.05)
+    (step1,), (step2,) = chat_lines(one, logs_since[one]), chat_lines(other, logs_since[other])
+    assert step1["alias"] == step2["alias"] == "pro-preview", (step1, step2)
+    assert "thought_signatures" not in step1, step1
+    assert step2.get("thought_signatures") == {"restored": 1, "filled": 0}, step2
+    return call_id
 
 
 def text_pieces(chunks):
@@ -506,6 +553,20 @@ def agents_sdk():
         proxy_line = [json.loads(l) for l in PROXY_LOG if '"thought_signatures"' in l][-1]
         assert proxy_line["thought_signatures"] == {"restored": 1, "filled": 0}, proxy_line
 
+    @step("openai-agents", "the loop's two steps on two alternating instances: the second restores the signature")
+    def _():
+        seen = []
+        mark = front_mark()
+        agent, own = weather_agent("pro-preview", FRONT_URL, seen)
+        try:
+            result = loop.run_until_complete(Runner.run(agent, "Porto"))
+        finally:
+            loop.run_until_complete(own.close())
+        assert seen == ["Porto"] and result.final_output == "The tool said: sunny in Porto", result.final_output
+        call_id = assert_steps_alternated(mark, stream=False)
+        calls = [item.raw_item.call_id for item in result.new_items if item.type == "tool_call_item"]
+        assert calls == [spliced(call_id)], calls
+
     @step("openai-agents", "the same loop fails with Vertex's 400 when THOUGHT_SIGNATURES=off")
     def _():
         import openai
@@ -523,6 +584,45 @@ def agents_sdk():
 
     loop.run_until_complete(client.close())
     loop.close()
+
+
+def langchain():
+    from langchain_core.messages import HumanMessage, ToolMessage
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    def chat(base_url, model):
+        return ChatOpenAI(model=model, base_url=base_url + "/v1", api_key=KEY, max_retries=0)
+
+    @step("langchain", "ChatOpenAI.invoke and .stream")
+    def _():
+        model = chat(PROXY_URL, "flash")
+        reply = model.invoke([HumanMessage("hello there")])
+        assert reply.content == "You said: hello there", reply
+        texts = [piece.content for piece in model.stream([HumanMessage("one two three four")]) if piece.content]
+        assert len(texts) >= 3 and "".join(texts) == "You said: one two three four", texts
+        first, second = assert_vertex_saw(count=2)
+        assert not first["body"].get("stream") and second["body"]["stream"] is True, (first, second)
+
+    @step("langchain", "a two-step tool loop on Gemini 3 (pro-preview), its steps on two alternating instances")
+    def _():
+        model = chat(FRONT_URL, "pro-preview").bind_tools([get_weather])
+        mark = front_mark()
+        messages = [HumanMessage("Oslo")]
+        first = model.invoke(messages)
+        (call,) = first.tool_calls
+        assert call["name"] == "get_weather" and call["args"] == {"city": "Oslo"}, call
+        messages += [first, ToolMessage(get_weather.invoke(call["args"]), tool_call_id=call["id"])]
+        final = model.invoke(messages)
+        assert final.content == "The tool said: sunny in Oslo", final
+        # LangChain sends the call back without its extra_content: the id brought the signature.
+        call_id = assert_steps_alternated(mark, stream=False)
+        assert call["id"] == spliced(call_id), call
 
 
 def anthropic_sdk():
@@ -713,6 +813,14 @@ def pi_agent():
         # pi 0.73 drops extra_content: what Vertex got is the proxy's, and the real one.
         assert signature != "skip_thought_signature_validator" and len(signature) > 20, call
 
+    @step("pi", "the loop's two steps on two alternating instances: the second restores the signature")
+    def _():
+        mark = front_mark()
+        result = pi_tool_loop(FRONT_URL)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "The tool said: sunny in Lisbon" in result.stdout, result.stdout + result.stderr
+        assert_steps_alternated(mark, stream=True)
+
     @step("pi", "an anthropic-messages provider, as /docs gives it, with a tool round trip")
     def _():
         provider = docs_pi_block()["providers"]["vertex-proxy-claude"]
@@ -751,7 +859,7 @@ def main():
     no_retry, NO_RETRY_URL = start_proxy(binary, "no-retry", MAX_ATTEMPTS="1")
     off, OFF_URL = start_proxy(binary, "off", THOUGHT_SIGNATURES="off")
     try:
-        for client in (python_sdk, alternating_front, agents_sdk, node_sdk, pi_agent, anthropic_sdk,
+        for client in (python_sdk, alternating_front, agents_sdk, node_sdk, pi_agent, langchain, anthropic_sdk,
                        claude_code):
             print(f"--- {client.__name__}")
             try:
