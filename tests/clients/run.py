@@ -242,7 +242,9 @@ def signature_for(call_id):
 
 def spliced(call_id):
     """The id a client sees for Vertex's `call_id`, its signature carried in it (SPEC step 9)."""
-    carried = base64.urlsafe_b64encode(base64.b64decode(signature_for(call_id))).rstrip(b"=").decode()
+    signature = base64.b64decode(signature_for(call_id))
+    check = hashlib.sha256(signature).digest()[:4]
+    carried = base64.urlsafe_b64encode(signature + check).rstrip(b"=").decode()
     return f"{call_id}__thought__{carried}"
 
 
