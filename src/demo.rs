@@ -51,9 +51,9 @@ impl DemoEnv<'_> {
     }
 }
 
-/// The demo's aliases when the user sets none: the default ones and a Claude model, which
-/// the stand-in serves too.
-pub const ALIASES: &str = r#"{"flash":"google/gemini-2.5-flash","pro-preview":"google/gemini-3.1-pro-preview","sonnet":{"model":"anthropic/claude-sonnet-4-5@20250929","location":"us-east5"}}"#;
+/// The demo's aliases when the user sets none: the default ones, one named as Gemini CLI
+/// names its model, and a Claude model, which the stand-in serves too.
+pub const ALIASES: &str = r#"{"flash":"google/gemini-2.5-flash","pro-preview":"google/gemini-3.1-pro-preview","gemini-3.8-flash":"google/gemini-3-flash","sonnet":{"model":"anthropic/claude-sonnet-4-5@20250929","location":"us-east5"}}"#;
 
 impl Env for DemoEnv<'_> {
     fn var(&self, name: &str) -> Option<String> {
@@ -99,6 +99,12 @@ Try it:
   # Claude, through the Anthropic Messages API
   curl -s {base}/v1/messages -H 'x-api-key: {key}' -H 'content-type: application/json' \
     -d '{{"model": "sonnet", "max_tokens": 64, "messages": [{{"role": "user", "content": "Hello Claude"}}]}}'
+
+  # Gemini's own API, as Gemini CLI and the google-genai SDKs call it
+  curl -s '{base}/v1beta/models/flash:generateContent' -H 'x-goog-api-key: {key}'     -H 'content-type: application/json' -d '{{"contents": [{{"parts": [{{"text": "Hello Gemini"}}]}}]}}'
+
+  # Gemini CLI (it renames short model names, so the alias is named as Gemini's id)
+  GOOGLE_GEMINI_BASE_URL={base} GEMINI_API_KEY={key} gemini -m gemini-3.8-flash -p "Hello"
 
 Each request writes one JSON log line on stdout. Ctrl-C stops.
 "#

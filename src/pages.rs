@@ -13,6 +13,7 @@ use crate::models::Kind;
 use crate::signatures::SignatureMode;
 
 mod claude;
+mod gemini;
 mod openai;
 mod render;
 
@@ -70,6 +71,7 @@ pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Respons
     blocks.extend(endpoints());
     blocks.extend(openai::blocks(config, &base));
     blocks.extend(claude::blocks(config, origin));
+    blocks.extend(gemini::blocks(config, origin));
     blocks.extend([
         Block::Heading("Errors and retries".into()),
         Block::Para(errors_text(config)),
@@ -116,7 +118,7 @@ fn models(config: &Config) -> Vec<Block> {
 }
 
 /// The paths a client calls, under a header row.
-const ENDPOINTS: [[&str; 3]; 8] = [
+const ENDPOINTS: [[&str; 3]; 9] = [
     ["method", "path", "what"],
     [
         "POST",
@@ -133,6 +135,11 @@ const ENDPOINTS: [[&str; 3]; 8] = [
         "POST",
         "/v1/messages/count_tokens",
         "Claude: counts a request's input tokens",
+    ],
+    [
+        "POST",
+        "/v1beta/models/{alias}:{method}",
+        "Gemini's own API (Gemini CLI, google-genai): generateContent, streamGenerateContent, countTokens, embedContent",
     ],
     ["GET", "/v1/models", "the aliases your key may use"],
     ["GET", "/v1/models/{alias}", "one of them"],

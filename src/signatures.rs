@@ -12,6 +12,7 @@
 
 mod answer;
 mod request;
+mod tool_calls;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
