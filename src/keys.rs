@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -200,14 +200,16 @@ fn presented_key<'a>(
     query_key: Option<&'a str>,
 ) -> Result<&'a [u8], ProxyError> {
     // Gemini's clients send theirs as `x-goog-api-key`, or as `key=` in the query.
+    const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+    const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
     for (name, several, empty) in [
         (
-            "x-api-key",
+            X_API_KEY,
             "more than one x-api-key header; send exactly one",
             "the x-api-key header is empty",
         ),
         (
-            "x-goog-api-key",
+            X_GOOG_API_KEY,
             "more than one x-goog-api-key header; send exactly one",
             "the x-goog-api-key header is empty",
         ),
