@@ -9,6 +9,7 @@
 //! | GET/HEAD | `/v1/models`           | yes | the models this key may use                       |
 //! | GET/HEAD | `/v1/models/{model}`   | yes | one of them, or 404                               |
 //! | POST     | `/v1/chat/completions` | yes | forwarded to Vertex `…/openapi/chat/completions`  |
+//! | POST     | `/v1/responses`        | yes | translated to chat completions, and back          |
 //! | POST     | `/v1/embeddings`       | yes | forwarded to Vertex `…/openapi/embeddings`        |
 //! | POST     | `/v1/messages`         | yes | Claude: Vertex `…/anthropic/models/M:rawPredict`  |
 //! | POST     | `/v1/messages/count_tokens` | yes | Claude: `…/models/count-tokens:rawPredict`   |
@@ -24,7 +25,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::api::{self, Operation, gemini};
+use crate::api::{self, Operation, Translated, gemini};
 use crate::body::{self, ProxyBody};
 use crate::error::{ProxyError, json_response};
 use crate::keys::KeyEntry;
@@ -97,6 +98,7 @@ fn endpoint<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, ProxyErr
         "/embeddings" => (upstream(Operation::Embeddings), POST),
         "/messages" => (upstream(Operation::Messages), POST),
         "/messages/count_tokens" => (upstream(Operation::CountTokens), POST),
+        "/responses" => (upstream(Operation::Responses), POST),
         _ => match bare.strip_prefix("/models/") {
             Some(name) if !name.is_empty() => {
                 let model = Keyed::Model {
@@ -107,7 +109,7 @@ fn endpoint<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, ProxyErr
             }
             _ => {
                 return Err(ProxyError::NotFound(format!(
-                    "no such endpoint: {path}; see /v1/chat/completions, /v1/embeddings, /v1/messages, /v1/models, /v1beta/models/MODEL:generateContent"
+                    "no such endpoint: {path}; see /v1/chat/completions, /v1/responses, /v1/embeddings, /v1/messages, /v1/models, /v1beta/models/MODEL:generateContent"
                 )));
             }
         },
@@ -237,6 +239,13 @@ async fn forward(
     let (limit, timeout) = (config.max_body_bytes, config.timeouts.body_read);
     let (body, held) =
         body::read_bounded(&parts.headers, body, limit, timeout, &state.budget).await?;
+    // An API the upstreams do not speak is translated to one they do, and back.
+    log.api(operation.logged_as());
+    let Translated {
+        operation,
+        body,
+        translation,
+    } = operation.translate(body)?;
     // 3. Resolve the route of the model the request names.
     let aliases = &config.aliases;
     let model = operation.model(&body, in_path, |name| aliases.get(name).is_some())?;
@@ -251,7 +260,8 @@ async fn forward(
         price: config.price_of(&model.name, &route.model),
     };
     // 4 to 6. Prepare, send and relay, by the route's kind.
-    state.kinds.forward(&state.upstream, call, held, log).await
+    let answer = state.kinds.forward(&state.upstream, call, held, log).await;
+    Translated::answer(translation, answer).await
 }
 
 fn health(state: &State) -> Response<ProxyBody> {

@@ -4,9 +4,12 @@
 pub mod anthropic;
 pub mod gemini;
 pub mod openai;
+pub mod responses;
 
 use bytes::Bytes;
+use http::Response;
 
+use crate::body::ProxyBody;
 use crate::error::{Dialect, ProxyError};
 use crate::rewrite::{self, ModelField};
 
@@ -23,6 +26,29 @@ pub enum Operation {
     CountTokens,
     /// Gemini's `…/models/{model}:{method}`.
     Gemini(gemini::Method),
+    /// OpenAI's `/v1/responses`, translated to chat completions ([`responses`]).
+    Responses,
+}
+
+/// A request in an API the upstreams do not speak, as the operation they do, and how its
+/// answer goes back.
+pub struct Translated {
+    pub operation: Operation,
+    pub body: Bytes,
+    pub translation: Option<responses::Translation>,
+}
+
+impl Translated {
+    /// The kind's answer, in the API the client called.
+    pub async fn answer(
+        translation: Option<responses::Translation>,
+        answer: Result<Response<ProxyBody>, ProxyError>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        match translation {
+            Some(translation) => translation.answer(answer).await,
+            None => answer,
+        }
+    }
 }
 
 impl Operation {
@@ -34,13 +60,41 @@ impl Operation {
             Operation::Messages => "messages",
             Operation::CountTokens => "messages/count_tokens",
             Operation::Gemini(method) => method.as_str(),
+            Operation::Responses => "responses",
+        }
+    }
+
+    /// The request as an operation the upstreams speak: itself, but for the Responses API,
+    /// which becomes a chat completion.
+    pub fn translate(self, body: Bytes) -> Result<Translated, ProxyError> {
+        let (operation, body, translation) = match self {
+            Operation::Responses => {
+                let (body, translation) = responses::translate(&body)?;
+                (Operation::ChatCompletions, body, Some(translation))
+            }
+            _ => (self, body, None),
+        };
+        Ok(Translated {
+            operation,
+            body,
+            translation,
+        })
+    }
+
+    /// The API's name in the log line, for those translated.
+    pub fn logged_as(self) -> Option<&'static str> {
+        match self {
+            Operation::Responses => Some("responses"),
+            _ => None,
         }
     }
 
     /// The shape of the errors its clients read.
     pub fn dialect(self) -> Dialect {
         match self {
-            Operation::ChatCompletions | Operation::Embeddings => openai::DIALECT,
+            Operation::ChatCompletions | Operation::Embeddings | Operation::Responses => {
+                openai::DIALECT
+            }
             Operation::Messages | Operation::CountTokens => anthropic::DIALECT,
             Operation::Gemini(_) => gemini::DIALECT,
         }

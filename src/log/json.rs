@@ -18,6 +18,7 @@ pub(super) struct Line<'a> {
     pub(super) protocol: &'static str,
     pub(super) user_agent: Option<&'a str>,
     pub(super) key_id: Option<&'a str>,
+    pub(super) api: Option<&'a str>,
     pub(super) alias: Option<&'a str>,
     pub(super) model: Option<&'a str>,
     pub(super) location: Option<&'a str>,
@@ -70,6 +71,7 @@ impl Line<'_> {
         out.push(b'}');
         let strings = [
             ("key_id", self.key_id),
+            ("api", self.api),
             ("alias", self.alias),
             ("model", self.model),
             ("location", self.location),
