@@ -7,6 +7,7 @@
 //! own relay edit, Gemini 3's signature splice, runs first on the answer); the way out is
 //! [`events`], for a whole answer here and for a stream as it comes in [`stream`].
 
+mod ending;
 mod events;
 mod request;
 mod stream;
@@ -93,7 +94,7 @@ impl Translation {
                     (e.retry_after.as_ref()).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
                 let code = e.code.as_deref();
                 builder.start();
-                builder.fail(events::failure(e.status, code, &e.message, after));
+                builder.fail(ending::failure(e.status, code, &e.message, after));
                 builder.finish(true);
                 return Ok(reply(body::full(builder.take()), true));
             }

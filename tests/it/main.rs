@@ -19,6 +19,7 @@ mod layout;
 mod limits;
 mod operator;
 mod proxy;
+mod responses;
 mod services;
 mod shutdown;
 mod signatures;

@@ -2,7 +2,8 @@
 
 use serde_json::{Value, json};
 
-use super::events::{Builder, Context, failure};
+use super::ending::failure;
+use super::events::{Builder, Context};
 use super::request::translate;
 use super::stream::Sse;
 
