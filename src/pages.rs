@@ -16,6 +16,7 @@ mod claude;
 mod gemini;
 mod openai;
 mod render;
+mod responses;
 
 pub use openai::pi_models_json;
 use render::{Block, Page, render};
@@ -70,6 +71,7 @@ pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Respons
     blocks.extend(models(config));
     blocks.extend(endpoints());
     blocks.extend(openai::blocks(config, &base));
+    blocks.extend(responses::blocks(config, &base));
     blocks.extend(claude::blocks(config, origin));
     blocks.extend(gemini::blocks(config, origin));
     blocks.extend([
@@ -118,12 +120,17 @@ fn models(config: &Config) -> Vec<Block> {
 }
 
 /// The paths a client calls, under a header row.
-const ENDPOINTS: [[&str; 3]; 9] = [
+const ENDPOINTS: [[&str; 3]; 10] = [
     ["method", "path", "what"],
     [
         "POST",
         "/v1/chat/completions",
         "chat, with \"stream\": true for SSE",
+    ],
+    [
+        "POST",
+        "/v1/responses",
+        "OpenAI's Responses API (Codex), translated; stateless: send the whole input",
     ],
     ["POST", "/v1/embeddings", "embeddings"],
     [
