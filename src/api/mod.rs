@@ -1,5 +1,6 @@
 //! The client APIs a request can arrive in, one file each: the operations each offers, how a
-//! request names its model, and the shape of the errors its clients read.
+//! request names its model, the shape of the errors its clients read, and, for an API no
+//! upstream speaks (OpenAI's Responses), its translation both ways.
 
 pub mod anthropic;
 pub mod gemini;
