@@ -45,6 +45,11 @@ CLAUDE_BODY = json.dumps({"model": "sonnet", "stream": True, "max_tokens": 64,
                           "messages": [{"role": "user", "content": "Hello"}]})
 CLAUDE_PATH = (f"/v1/projects/{PROJECT}/locations/us-east5/publishers/anthropic/models/"
                "claude-sonnet-4-5@20250929:streamRawPredict")
+# Gemini's own API: the proxy's path, the body, and Vertex's native path it goes to.
+GEMINI_BODY = json.dumps({"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]})
+GEMINI_PROXY_PATH = "/v1beta/models/flash:streamGenerateContent?alt=sse"
+GEMINI_PATH = (f"/v1/projects/{PROJECT}/locations/global/publishers/google/models/"
+               "gemini-2.5-flash:streamGenerateContent?alt=sse")
 TMP = tempfile.mkdtemp(prefix="vertex-proxy-bench-")
 PROCESSES = []
 
@@ -346,15 +351,18 @@ def serve_sse_upstream(port, chunks, interval):
     asyncio.run(forever())
 
 
-async def streaming(sse_port, proxy_port, streams, chunks_each, rounds=1, claude=False):
+async def streaming(sse_port, proxy_port, streams, chunks_each, rounds=1, claude=False, gemini=False):
     """`streams` SSE streams at once, direct then through the proxy, `rounds` times over (the
     machine drifts). Each side's figures pool every round; `added_p99_ms` is the median of the
-    rounds' paired p99 differences. `claude`: Claude's stream, through /v1/messages."""
+    rounds' paired p99 differences. `claude`: Claude's stream, through /v1/messages; `gemini`:
+    Gemini's own API, through /v1beta/models/…:streamGenerateContent."""
     delays = {"direct": [], "proxy": []}
     failures = {"direct": 0, "proxy": 0}
     added = []
-    body = CLAUDE_BODY if claude else CHAT_BODY
-    direct_path, proxy_path = (CLAUDE_PATH, "/v1/messages") if claude else (CHAT_PATH, "/v1/chat/completions")
+    body = CLAUDE_BODY if claude else GEMINI_BODY if gemini else CHAT_BODY
+    direct_path, proxy_path = ((CLAUDE_PATH, "/v1/messages") if claude
+                               else (GEMINI_PATH, GEMINI_PROXY_PATH) if gemini
+                               else (CHAT_PATH, "/v1/chat/completions"))
     for _ in range(rounds):
         p99 = {}
         for name, port, path, headers in (("direct", sse_port, direct_path, {}),
@@ -553,7 +561,7 @@ def peers(upstream_url):
 
 
 def streaming_pair(metadata_port, loop):
-    """The streaming relay's added delay, on the OpenAI path and on Claude's."""
+    """The streaming relay's added delay, on the OpenAI path, Claude's and Gemini's own."""
     sse_port = free_port()
     # The upstream runs in a process of its own, so the client's event loop does not delay
     # the upstream's sends (or the other way round) and skew the per-chunk delays.
@@ -562,7 +570,9 @@ def streaming_pair(metadata_port, loop):
     proxy = start_proxy(stream_port, f"http://127.0.0.1:{sse_port}", metadata_port)
     results = {"streaming": loop.run_until_complete(streaming(sse_port, stream_port, 40, 30, rounds=5)),
                "streaming_claude": loop.run_until_complete(
-                   streaming(sse_port, stream_port, 40, 30, rounds=5, claude=True))}
+                   streaming(sse_port, stream_port, 40, 30, rounds=5, claude=True)),
+               "streaming_gemini": loop.run_until_complete(
+                   streaming(sse_port, stream_port, 40, 30, rounds=5, gemini=True))}
     stop(proxy)
     return results
 
@@ -697,6 +707,7 @@ def table(r):
     nginx_p99 = lat["nginx"]["p99_ms"] - lat["direct"]["p99_ms"]
     stream_added = st["added_p99_ms"]
     claude = r["streaming_claude"]
+    gemini = r.get("streaming_gemini")
     large = r["large_request"]
     large_added = large["added_ms"]
     budget = r["memory_budget"]
@@ -729,6 +740,12 @@ def table(r):
          f"{claude['added_p99_ms']:.2f} ms",
          f"direct p99 {claude['direct']['p99_ms']:.2f} ms, proxy p99 {claude['proxy']['p99_ms']:.2f} ms; rounds " + ", ".join(f"{a:+.2f}" for a in claude["rounds_added_p99_ms"]),
          "≤ 1 ms", claude["added_p99_ms"] <= 1 and claude["proxy"]["failures"] == 0),
+    ] + ([] if not gemini else [
+        ("Gemini's own API (/v1beta/models/…:streamGenerateContent, passed through): added delay per event, p99 (median of 5 paired rounds)",
+         f"{gemini['added_p99_ms']:.2f} ms",
+         f"direct p99 {gemini['direct']['p99_ms']:.2f} ms, proxy p99 {gemini['proxy']['p99_ms']:.2f} ms; rounds " + ", ".join(f"{a:+.2f}" for a in gemini["rounds_added_p99_ms"]),
+         "≤ 1 ms", gemini["added_p99_ms"] <= 1 and gemini["proxy"]["failures"] == 0),
+    ]) + [
         ("1000 concurrent SSE streams, ~5 s", f"{r['many_streams']['failures']} failures, peak {mib(r['many_streams']['peak_rss_kib']):.1f} MiB",
          "—", "0 failures, ≤ 64 MiB",
          r["many_streams"]["failures"] == 0 and r["many_streams"]["peak_rss_kib"] <= 64 * 1024),

@@ -168,7 +168,7 @@ mod tests {
         headers.insert("x-api-key", key.parse().unwrap());
         for entry in &entries {
             let set = crate::keys::KeySet::parse(&format!("[{entry}]"), |_| true).unwrap();
-            assert!(set.authenticate(&headers).is_ok(), "{entry}");
+            assert!(set.authenticate(&headers, None).is_ok(), "{entry}");
         }
     }
 

@@ -7,6 +7,7 @@
 //! envelope, and Gemini 3 wants its thought signatures back ([`gemini3`]).
 
 pub mod claude;
+pub mod gemini;
 pub mod gemini3;
 mod openai;
 
@@ -50,9 +51,9 @@ impl DemoEnv<'_> {
     }
 }
 
-/// The demo's aliases when the user sets none: the default ones and a Claude model, which
-/// the stand-in serves too.
-pub const ALIASES: &str = r#"{"flash":"google/gemini-2.5-flash","pro-preview":"google/gemini-3.1-pro-preview","sonnet":{"model":"anthropic/claude-sonnet-4-5@20250929","location":"us-east5"}}"#;
+/// The demo's aliases when the user sets none: the default ones, one named as Gemini CLI
+/// names its model, and a Claude model, which the stand-in serves too.
+pub const ALIASES: &str = r#"{"flash":"google/gemini-2.5-flash","pro-preview":"google/gemini-3.1-pro-preview","gemini-3.8-flash":"google/gemini-3-flash","sonnet":{"model":"anthropic/claude-sonnet-4-5@20250929","location":"us-east5"}}"#;
 
 impl Env for DemoEnv<'_> {
     fn var(&self, name: &str) -> Option<String> {
@@ -98,6 +99,12 @@ Try it:
   # Claude, through the Anthropic Messages API
   curl -s {base}/v1/messages -H 'x-api-key: {key}' -H 'content-type: application/json' \
     -d '{{"model": "sonnet", "max_tokens": 64, "messages": [{{"role": "user", "content": "Hello Claude"}}]}}'
+
+  # Gemini's own API, as Gemini CLI and the google-genai SDKs call it
+  curl -s '{base}/v1beta/models/flash:generateContent' -H 'x-goog-api-key: {key}'     -H 'content-type: application/json' -d '{{"contents": [{{"parts": [{{"text": "Hello Gemini"}}]}}]}}'
+
+  # Gemini CLI (it renames short model names, so the alias is named as Gemini's id)
+  GOOGLE_GEMINI_BASE_URL={base} GEMINI_API_KEY={key} gemini -m gemini-3.8-flash -p "Hello"
 
 Each request writes one JSON log line on stdout. Ctrl-C stops.
 "#
@@ -151,7 +158,11 @@ async fn answer(request: Request<Incoming>) -> Response<ProxyBody> {
             "Request had invalid authentication credentials.",
         );
     }
-    let path = request.uri().path().to_owned();
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
     let headers = request.headers().clone();
     let Ok(collected) = request.into_body().collect().await else {
         return google_error(StatusCode::BAD_REQUEST, "Could not read the request body.");
@@ -162,8 +173,8 @@ async fn answer(request: Request<Incoming>) -> Response<ProxyBody> {
     vertex_answer(&path, &headers, &body)
 }
 
-/// What the stand-in answers an authorized request to Vertex at `path`: Claude's endpoints
-/// or the OpenAI ones. The test suites' fake Vertex answers the same way.
+/// What the stand-in answers an authorized request to Vertex at `path` (with its query):
+/// `:predict`, Gemini's native methods, Claude's endpoints or the OpenAI ones. The test suites' fake Vertex answers the same way.
 pub fn vertex_answer(path: &str, headers: &http::HeaderMap, body: &Value) -> Response<ProxyBody> {
     if let Some(model) = path
         .split("/publishers/google/models/")
@@ -171,6 +182,9 @@ pub fn vertex_answer(path: &str, headers: &http::HeaderMap, body: &Value) -> Res
         .and_then(|rest| rest.strip_suffix(":predict"))
     {
         return predict(model, body);
+    }
+    if let Some(native) = gemini::answer(path, body) {
+        return native;
     }
     claude::answer(path, headers, body).unwrap_or_else(|| openai::answer(path, body))
 }

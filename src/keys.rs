@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -103,8 +103,12 @@ impl KeySet {
     ///
     /// `x-api-key` wins over `Authorization`: some SDKs always send a placeholder Bearer,
     /// so a client that sets `x-api-key` must be judged by it alone.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<&KeyEntry, ProxyError> {
-        let presented = presented_key(headers)?;
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query_key: Option<&str>,
+    ) -> Result<&KeyEntry, ProxyError> {
+        let presented = presented_key(headers, query_key)?;
         let digest = sha256(presented);
         // SECURITY: the key is hashed first and digests are compared with `ct_eq` over every
         // entry, with no early exit. Timing can then reveal at most something about the
@@ -191,25 +195,45 @@ pub async fn watch_file(
     }
 }
 
-fn presented_key(headers: &HeaderMap) -> Result<&[u8], ProxyError> {
-    let mut api_keys = headers.get_all("x-api-key").iter();
-    if let Some(value) = api_keys.next() {
-        if api_keys.next().is_some() {
-            return Err(ProxyError::Unauthorized(
-                "more than one x-api-key header; send exactly one",
-            ));
+fn presented_key<'a>(
+    headers: &'a HeaderMap,
+    query_key: Option<&'a str>,
+) -> Result<&'a [u8], ProxyError> {
+    // Gemini's clients send theirs as `x-goog-api-key`, or as `key=` in the query.
+    const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+    const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
+    for (name, several, empty) in [
+        (
+            X_API_KEY,
+            "more than one x-api-key header; send exactly one",
+            "the x-api-key header is empty",
+        ),
+        (
+            X_GOOG_API_KEY,
+            "more than one x-goog-api-key header; send exactly one",
+            "the x-goog-api-key header is empty",
+        ),
+    ] {
+        let mut values = headers.get_all(name).iter();
+        if let Some(value) = values.next() {
+            if values.next().is_some() {
+                return Err(ProxyError::Unauthorized(several));
+            }
+            let key = value.as_bytes().trim_ascii();
+            if key.is_empty() {
+                return Err(ProxyError::Unauthorized(empty));
+            }
+            return Ok(key);
         }
-        let key = value.as_bytes().trim_ascii();
-        if key.is_empty() {
-            return Err(ProxyError::Unauthorized("the x-api-key header is empty"));
-        }
-        return Ok(key);
     }
     let mut authorizations = headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(value) = authorizations.next() else {
-        return Err(ProxyError::Unauthorized(
-            "missing API key: send it as 'x-api-key: KEY' or 'Authorization: Bearer KEY'",
-        ));
+        return match query_key.filter(|k| !k.is_empty()) {
+            Some(key) => Ok(key.as_bytes()),
+            None => Err(ProxyError::Unauthorized(
+                "missing API key: send it as 'x-api-key: KEY' or 'Authorization: Bearer KEY'",
+            )),
+        };
     };
     if authorizations.next().is_some() {
         return Err(ProxyError::Unauthorized(
@@ -386,20 +410,20 @@ mod tests {
         let keys = two_keys();
         let bearer = format!("Bearer {KEY_A}");
         assert_eq!(
-            keys.authenticate(&headers(&[("authorization", &bearer)]))
+            keys.authenticate(&headers(&[("authorization", &bearer)]), None)
                 .unwrap()
                 .id,
             "a"
         );
         assert_eq!(
-            keys.authenticate(&headers(&[("x-api-key", KEY_B)]))
+            keys.authenticate(&headers(&[("x-api-key", KEY_B)]), None)
                 .unwrap()
                 .id,
             "b"
         );
         let lower = format!("bearer   {KEY_B}  ");
         assert_eq!(
-            keys.authenticate(&headers(&[("authorization", &lower)]))
+            keys.authenticate(&headers(&[("authorization", &lower)]), None)
                 .unwrap()
                 .id,
             "b"
@@ -414,10 +438,10 @@ mod tests {
             ("authorization", "Bearer placeholder"),
             ("x-api-key", KEY_B),
         ]);
-        assert_eq!(keys.authenticate(&placeholder).unwrap().id, "b");
+        assert_eq!(keys.authenticate(&placeholder, None).unwrap().id, "b");
         let wrong = headers(&[("authorization", &valid_bearer), ("x-api-key", "nope")]);
         assert!(matches!(
-            keys.authenticate(&wrong),
+            keys.authenticate(&wrong, None),
             Err(ProxyError::Unauthorized("invalid API key"))
         ));
     }
@@ -440,7 +464,7 @@ mod tests {
             headers(&[("x-api-key", KEY_A), ("x-api-key", KEY_B)]),
         ];
         for case in cases {
-            let error = keys.authenticate(&case).expect_err("must be refused");
+            let error = keys.authenticate(&case, None).expect_err("must be refused");
             assert_eq!(error.status(), 401, "{case:?}");
             assert!(!error.message().contains(KEY_A), "message leaks the key");
         }
@@ -454,14 +478,15 @@ mod tests {
             ("authorization", "Bearer placeholder"),
             ("authorization", "Basic x"),
         ]);
-        assert_eq!(keys.authenticate(&presented).unwrap().id, "a");
+        assert_eq!(keys.authenticate(&presented, None).unwrap().id, "a");
     }
 
     #[test]
     fn a_disabled_key_is_answered_as_an_unknown_one() {
         let keys = two_keys();
-        let disabled = keys.authenticate(&headers(&[("x-api-key", "sk_test_disabled_key_1")]));
-        let unknown = keys.authenticate(&headers(&[("x-api-key", "sk_test_unknown_key_00")]));
+        let disabled =
+            keys.authenticate(&headers(&[("x-api-key", "sk_test_disabled_key_1")]), None);
+        let unknown = keys.authenticate(&headers(&[("x-api-key", "sk_test_unknown_key_00")]), None);
         assert_eq!(disabled.unwrap_err(), unknown.unwrap_err());
     }
 
@@ -469,10 +494,10 @@ mod tests {
     fn per_key_model_lists() {
         let keys = two_keys();
         let a = keys
-            .authenticate(&headers(&[("x-api-key", KEY_A)]))
+            .authenticate(&headers(&[("x-api-key", KEY_A)]), None)
             .unwrap();
         let b = keys
-            .authenticate(&headers(&[("x-api-key", KEY_B)]))
+            .authenticate(&headers(&[("x-api-key", KEY_B)]), None)
             .unwrap();
         assert!(a.may_use("pro") && a.may_use("flash"));
         assert!(b.may_use("flash") && !b.may_use("pro"));

@@ -3,14 +3,16 @@
 //! # Layout
 //! A forwarded request takes these steps, each in the module that owns it:
 //! 1. [`server`] accepts it (HTTP/1.1 or h2c), and [`routes`] finds its endpoint;
-//! 2. [`keys`] authenticates the issued key, from `x-api-key` or `Authorization: Bearer`;
+//! 2. [`keys`] authenticates the issued key, from `x-api-key`, `x-goog-api-key`,
+//!    `Authorization: Bearer` or `key=`;
 //! 3. [`body`] reads the body, bounded, within the process's memory budget;
-//! 4. the client API it arrived in ([`api`], one file each: OpenAI's, Anthropic's) names the
-//!    model, which [`models`] resolves to its [`models::Route`]: kind, upstream model,
-//!    locations, credential, defaults;
+//! 4. the client API it arrived in ([`api`], one file each: OpenAI's, Anthropic's, Gemini's;
+//!    OpenAI's Responses API, translated to chat completions here and its answer back after
+//!    step 6) names the model, which [`models`] resolves to its [`models::Route`]: kind,
+//!    upstream model, locations, credential, defaults;
 //! 5. the route's upstream kind ([`kinds`], one file each: Vertex's OpenAI endpoint, Claude,
-//!    `:predict`, a private service) prepares the body by splices ([`rewrite`];
-//!    [`signatures`] for Gemini 3), and says where it goes;
+//!    `:predict`, Gemini's native methods, a private service) prepares the body by splices
+//!    ([`rewrite`]; [`signatures`] for Gemini 3), and says where it goes;
 //! 6. the transport ([`upstream`]) adds the credential ([`auth`]), sends it, again while it
 //!    fails before the client has a byte and cannot have started work ([`upstream::retry`]:
 //!    429, 5xx, a connection that failed before the request was sent, an error as a

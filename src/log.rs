@@ -113,6 +113,8 @@ pub struct RequestLog {
     user_agent: Option<String>,
     protocol: Version,
     key_id: Option<String>,
+    /// The client API, when it was translated (`responses`).
+    api: Option<&'static str>,
     alias: Option<String>,
     model: Option<String>,
     location: Option<String>,
@@ -149,6 +151,7 @@ impl RequestLog {
             user_agent: user_agent.map(bounded),
             protocol,
             key_id: None,
+            api: None,
             alias: None,
             model: None,
             location: None,
@@ -208,6 +211,11 @@ impl RequestLog {
     /// leaves mid-way still has them in its line.
     pub fn attempts(&mut self) -> &mut Vec<Attempt> {
         &mut self.attempts
+    }
+
+    /// The client API, when it is translated.
+    pub fn api(&mut self, api: Option<&'static str>) {
+        self.api = api;
     }
 
     pub fn authenticated(&mut self, key_id: &str) {
@@ -281,6 +289,7 @@ impl RequestLog {
             },
             user_agent: self.user_agent.as_deref(),
             key_id: self.key_id.as_deref(),
+            api: self.api,
             alias: self.alias.as_deref(),
             model: self.model.as_deref(),
             // The location that answered, when the attempts went to several.

@@ -13,8 +13,10 @@ use crate::models::Kind;
 use crate::signatures::SignatureMode;
 
 mod claude;
+mod gemini;
 mod openai;
 mod render;
+mod responses;
 
 pub use openai::pi_models_json;
 use render::{Block, Page, render};
@@ -71,7 +73,9 @@ pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Respons
     blocks.extend(models(config));
     blocks.extend(endpoints());
     blocks.extend(openai::blocks(config, &base));
+    blocks.extend(responses::blocks(config, &base));
     blocks.extend(claude::blocks(config, origin));
+    blocks.extend(gemini::blocks(config, origin));
     blocks.extend([
         Block::Heading("Errors and retries".into()),
         Block::Para(errors_text(config)),
@@ -118,12 +122,17 @@ fn models(config: &Config) -> Vec<Block> {
 }
 
 /// The paths a client calls, under a header row.
-const ENDPOINTS: [[&str; 3]; 8] = [
+const ENDPOINTS: [[&str; 3]; 10] = [
     ["method", "path", "what"],
     [
         "POST",
         "/v1/chat/completions",
         "chat, with \"stream\": true for SSE",
+    ],
+    [
+        "POST",
+        "/v1/responses",
+        "OpenAI's Responses API (Codex), translated; stateless: send the whole input",
     ],
     ["POST", "/v1/embeddings", "embeddings"],
     [
@@ -135,6 +144,11 @@ const ENDPOINTS: [[&str; 3]; 8] = [
         "POST",
         "/v1/messages/count_tokens",
         "Claude: counts a request's input tokens",
+    ],
+    [
+        "POST",
+        "/v1beta/models/{alias}:{method}",
+        "Gemini's own API (Gemini CLI, google-genai): generateContent, streamGenerateContent, countTokens, embedContent",
     ],
     ["GET", "/v1/models", "the aliases your key may use"],
     ["GET", "/v1/models/{alias}", "one of them"],

@@ -9,6 +9,7 @@
 //! | GET/HEAD | `/v1/models`           | yes | the models this key may use                       |
 //! | GET/HEAD | `/v1/models/{model}`   | yes | one of them, or 404                               |
 //! | POST     | `/v1/chat/completions` | yes | forwarded to Vertex `…/openapi/chat/completions`  |
+//! | POST     | `/v1/responses`        | yes | translated to chat completions, and back          |
 //! | POST     | `/v1/embeddings`       | yes | forwarded to Vertex `…/openapi/embeddings`        |
 //! | POST     | `/v1/messages`         | yes | Claude: Vertex `…/anthropic/models/M:rawPredict`  |
 //! | POST     | `/v1/messages/count_tokens` | yes | Claude: `…/models/count-tokens:rawPredict`   |
@@ -24,7 +25,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::api::{self, Operation};
+use crate::api::{self, Operation, Translated, gemini};
 use crate::body::{self, ProxyBody};
 use crate::error::{ProxyError, json_response};
 use crate::keys::KeyEntry;
@@ -50,15 +51,39 @@ enum Public {
 
 #[derive(Debug, PartialEq, Eq)]
 enum Keyed<'a> {
-    Models,
-    Model(&'a str),
-    Forward(Operation),
+    /// The key's models, in OpenAI's shape or, for Gemini's clients, Gemini's.
+    Models {
+        gemini: bool,
+    },
+    Model {
+        name: &'a str,
+        gemini: bool,
+    },
+    /// Upstream; Gemini's API names the model in the path.
+    Forward(Operation, Option<&'a str>),
 }
 
 const GET: &str = "GET, HEAD";
 const POST: &str = "POST";
 
 fn endpoint<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, ProxyError> {
+    if let Some((model, call)) = gemini::parse_path(path) {
+        let forward = Keyed::Forward(Operation::Gemini(call), Some(model));
+        return allowed(method, Endpoint::Keyed(forward), POST);
+    }
+    let gemini_models = ["/v1beta/models", "/v1alpha/models"]
+        .iter()
+        .find_map(|prefix| path.strip_prefix(prefix));
+    match gemini_models {
+        Some("") => return allowed(method, Endpoint::Keyed(Keyed::Models { gemini: true }), GET),
+        Some(rest) => {
+            if let Some(name) = rest.strip_prefix('/').filter(|n| !n.is_empty()) {
+                let model = Keyed::Model { name, gemini: true };
+                return allowed(method, Endpoint::Keyed(model), GET);
+            }
+        }
+        None => {}
+    }
     let bare = match path.strip_prefix("/v1") {
         // `/v1/` alone is not the splash page.
         Some(rest) if rest.starts_with('/') && rest.len() > 1 => rest,
@@ -68,26 +93,40 @@ fn endpoint<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, ProxyErr
         "/" => (Endpoint::Public(Public::Splash), GET),
         "/docs" => (Endpoint::Public(Public::Docs), GET),
         "/healthz" | "/health" => (Endpoint::Public(Public::Health), GET),
-        "/models" => (Endpoint::Keyed(Keyed::Models), GET),
-        "/chat/completions" => (
-            Endpoint::Keyed(Keyed::Forward(Operation::ChatCompletions)),
-            POST,
-        ),
-        "/embeddings" => (Endpoint::Keyed(Keyed::Forward(Operation::Embeddings)), POST),
-        "/messages" => (Endpoint::Keyed(Keyed::Forward(Operation::Messages)), POST),
-        "/messages/count_tokens" => (
-            Endpoint::Keyed(Keyed::Forward(Operation::CountTokens)),
-            POST,
-        ),
+        "/models" => (Endpoint::Keyed(Keyed::Models { gemini: false }), GET),
+        "/chat/completions" => (upstream(Operation::ChatCompletions), POST),
+        "/embeddings" => (upstream(Operation::Embeddings), POST),
+        "/messages" => (upstream(Operation::Messages), POST),
+        "/messages/count_tokens" => (upstream(Operation::CountTokens), POST),
+        "/responses" => (upstream(Operation::Responses), POST),
         _ => match bare.strip_prefix("/models/") {
-            Some(model) if !model.is_empty() => (Endpoint::Keyed(Keyed::Model(model)), GET),
+            Some(name) if !name.is_empty() => {
+                let model = Keyed::Model {
+                    name,
+                    gemini: false,
+                };
+                (Endpoint::Keyed(model), GET)
+            }
             _ => {
                 return Err(ProxyError::NotFound(format!(
-                    "no such endpoint: {path}; see /v1/chat/completions, /v1/embeddings, /v1/messages, /v1/models"
+                    "no such endpoint: {path}; see /v1/chat/completions, /v1/responses, /v1/embeddings, /v1/messages, /v1/models, /v1beta/models/MODEL:generateContent"
                 )));
             }
         },
     };
+    allowed(method, endpoint, allow)
+}
+
+fn upstream<'a>(operation: Operation) -> Endpoint<'a> {
+    Endpoint::Keyed(Keyed::Forward(operation, None))
+}
+
+/// `endpoint`, if `method` is one that `allow` lists.
+fn allowed<'a>(
+    method: &Method,
+    endpoint: Endpoint<'a>,
+    allow: &'static str,
+) -> Result<Endpoint<'a>, ProxyError> {
     let allowed = match allow {
         POST => method == Method::POST,
         _ => method == Method::GET || method == Method::HEAD,
@@ -136,42 +175,66 @@ async fn dispatch(
     dialect: &mut crate::error::Dialect,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let config = &state.config;
-    let keyed = match endpoint(request.method(), request.uri().path())? {
+    let (request, body) = request.into_parts();
+    let keyed = match endpoint(&request.method, request.uri.path())? {
         Endpoint::Public(Public::Health) => return Ok(health(state)),
-        Endpoint::Public(Public::Splash) => return Ok(pages::splash(config, request.headers())),
+        Endpoint::Public(Public::Splash) => return Ok(pages::splash(config, &request.headers)),
         Endpoint::Public(Public::Docs) => {
-            let authority = request.uri().authority().map(|a| a.as_str());
-            return Ok(pages::docs(config, request.headers(), authority));
+            let authority = request.uri.authority().map(|a| a.as_str());
+            return Ok(pages::docs(config, &request.headers, authority));
         }
         Endpoint::Keyed(keyed) => keyed,
     };
-    if let Keyed::Forward(operation) = keyed {
-        *dialect = operation.dialect();
-    }
+    // Google's clients list models at OpenAI's path too: their headers tell them apart.
+    let keyed = match keyed {
+        Keyed::Models { .. } if is_gemini_client(&request.headers) => {
+            Keyed::Models { gemini: true }
+        }
+        Keyed::Model { name, .. } if is_gemini_client(&request.headers) => {
+            Keyed::Model { name, gemini: true }
+        }
+        keyed => keyed,
+    };
+    *dialect = match keyed {
+        Keyed::Forward(operation, _) => operation.dialect(),
+        Keyed::Models { gemini: true } | Keyed::Model { gemini: true, .. } => api::gemini::DIALECT,
+        _ => *dialect,
+    };
     // 1. Authenticate. No upstream I/O of any kind happens before this succeeds.
     let keys = state.keys.current();
-    let key = keys.authenticate(request.headers())?;
+    let query_key = api::gemini::query_key(request.uri.query());
+    let key = keys.authenticate(&request.headers, query_key)?;
     log.authenticated(&key.id);
     match keyed {
-        Keyed::Models => Ok(json_response(StatusCode::OK, &models_list(state, key))),
-        Keyed::Model(name) => model_object(state, key, name)
+        Keyed::Models { gemini } => Ok(json_response(
+            StatusCode::OK,
+            &models_list(state, key, gemini),
+        )),
+        Keyed::Model { name, gemini } => model_object(state, key, name, gemini)
             .map(|model| json_response(StatusCode::OK, &model))
             .ok_or_else(|| ProxyError::NotFound(format!("model {name:?} not found"))),
-        Keyed::Forward(operation) => forward(state, key, operation, request, log, *dialect).await,
+        Keyed::Forward(operation, in_path) => {
+            let request = (&request, body);
+            forward(state, key, (operation, in_path), request, log, *dialect).await
+        }
     }
+}
+
+/// Whether the request comes from one of Google's own clients (Gemini CLI, google-genai).
+fn is_gemini_client(headers: &http::HeaderMap) -> bool {
+    headers.contains_key("x-goog-api-client") || headers.contains_key("x-goog-api-key")
 }
 
 /// Steps 2 to 6 of a request that goes upstream: read, resolve, hand to the route's kind.
 async fn forward(
     state: &State,
     key: &KeyEntry,
-    operation: Operation,
-    request: Request<Incoming>,
+    (operation, in_path): (Operation, Option<&str>),
+    (parts, body): (&http::request::Parts, Incoming),
     log: &mut RequestLog,
     dialect: crate::error::Dialect,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let config = &state.config;
-    let (parts, body) = request.into_parts();
     // 2. Read the body, bounded: the model must be found before anything is sent. Its bytes
     // count against the process's budget, and the key's share of it, as they arrive and
     // until the answer's head has come (a retry would send them again).
@@ -182,28 +245,41 @@ async fn forward(
     };
     let held = state.budget.hold(&key.id);
     let (body, held) = body::read_bounded(&parts.headers, body, limits, held).await?;
+    // An API the upstreams do not speak is translated to one they do, and back.
+    log.api(operation.logged_as());
+    let Translated {
+        operation,
+        body,
+        translation,
+    } = operation.translate(body)?;
     // 3. Resolve the route of the model the request names.
-    let model = operation.model(&body)?;
-    let route = config.aliases.route_for(&model.name, |m| key.may_use(m))?;
+    let aliases = &config.aliases;
+    let model = operation.model(&body, in_path, |name| aliases.get(name).is_some())?;
+    let route = aliases.route_for(&model.name, |m| key.may_use(m))?;
     let call = Call {
         operation,
         route: &route,
         model: &model,
         body: &body,
         headers: &parts.headers,
-        key_id: &key.id,
+        query: parts.uri.query(),
         price: config.price_of(&model.name, &route.model),
     };
     // 4 to 6. Prepare, send and relay, by the route's kind.
-    let forwarded = state.kinds.forward(&state.upstream, call, held, log).await;
-    forwarded.or_else(|error| {
+    let answer = state.kinds.forward(&state.upstream, call, held, log).await;
+    let failed = answer.is_err();
+    let answer = answer.map_err(|error| {
         // SECURITY: the log keeps the whole text; the client's copy loses the project id
         // and a private service's host, which are the deployment's business.
         log.failed(error.log_text());
         let service = (route.upstream.as_ref()).and_then(|service| service.origin.authority());
-        let shown = error.for_client(state.kinds.project(), service.map(|a| a.as_str()));
-        Ok(shown.into_response(dialect))
-    })
+        error.for_client(state.kinds.project(), service.map(|a| a.as_str()))
+    });
+    match Translated::answer(translation, answer).await {
+        // Logged whole above: the client's copy goes out as it is.
+        Err(error) if failed => Ok(error.into_response(dialect)),
+        answered => answered,
+    }
 }
 
 fn health(state: &State) -> Response<ProxyBody> {
@@ -221,23 +297,39 @@ fn health(state: &State) -> Response<ProxyBody> {
     )
 }
 
-fn models_list(state: &State, key: &KeyEntry) -> serde_json::Value {
-    let data: Vec<_> = state
-        .config
-        .aliases
-        .iter()
-        .filter(|(alias, _)| key.may_use(alias))
+fn models_list(state: &State, key: &KeyEntry, gemini: bool) -> serde_json::Value {
+    let usable = (state.config.aliases.iter()).filter(|(alias, _)| key.may_use(alias));
+    if gemini {
+        let models: Vec<_> = usable
+            .filter_map(|(alias, route)| api::gemini::model_object(alias, route))
+            .collect();
+        return json!({"models": models});
+    }
+    let data: Vec<_> = usable
         .map(|(alias, route)| route.model_object(alias, state.started_at))
         .collect();
     json!({"object": "list", "data": data})
 }
 
-fn model_object(state: &State, key: &KeyEntry, name: &str) -> Option<serde_json::Value> {
+fn model_object(
+    state: &State,
+    key: &KeyEntry,
+    name: &str,
+    gemini: bool,
+) -> Option<serde_json::Value> {
+    // Google's clients name a model `models/{alias}`.
+    let name = match gemini {
+        true => name.strip_prefix("models/").unwrap_or(name),
+        false => name,
+    };
     if !key.may_use(name) {
         return None;
     }
     let route = state.config.aliases.resolve(name)?;
-    Some(route.model_object(name, state.started_at))
+    match gemini {
+        true => api::gemini::model_object(name, &route),
+        false => Some(route.model_object(name, state.started_at)),
+    }
 }
 
 #[cfg(test)]
@@ -256,35 +348,87 @@ mod tests {
         assert_eq!(endpoint(&get, "/"), Ok(Endpoint::Public(Public::Splash)));
         assert_eq!(
             endpoint(&get, "/v1/models"),
-            Ok(Endpoint::Keyed(Keyed::Models))
+            Ok(Endpoint::Keyed(Keyed::Models { gemini: false }))
         );
         assert_eq!(
             endpoint(&get, "/models"),
-            Ok(Endpoint::Keyed(Keyed::Models))
+            Ok(Endpoint::Keyed(Keyed::Models { gemini: false }))
         );
         assert_eq!(
             endpoint(&get, "/v1/models/flash"),
-            Ok(Endpoint::Keyed(Keyed::Model("flash")))
+            Ok(Endpoint::Keyed(Keyed::Model {
+                name: "flash",
+                gemini: false
+            }))
         );
         assert_eq!(
             endpoint(&get, "/v1/models/meta/llama"),
-            Ok(Endpoint::Keyed(Keyed::Model("meta/llama")))
+            Ok(Endpoint::Keyed(Keyed::Model {
+                name: "meta/llama",
+                gemini: false
+            }))
         );
         assert_eq!(
             endpoint(&post, "/v1/chat/completions"),
-            Ok(Endpoint::Keyed(Keyed::Forward(Operation::ChatCompletions)))
+            Ok(Endpoint::Keyed(Keyed::Forward(
+                Operation::ChatCompletions,
+                None
+            )))
         );
         assert_eq!(
             endpoint(&post, "/embeddings"),
-            Ok(Endpoint::Keyed(Keyed::Forward(Operation::Embeddings)))
+            Ok(Endpoint::Keyed(Keyed::Forward(Operation::Embeddings, None)))
         );
         assert_eq!(
             endpoint(&post, "/v1/messages"),
-            Ok(Endpoint::Keyed(Keyed::Forward(Operation::Messages)))
+            Ok(Endpoint::Keyed(Keyed::Forward(Operation::Messages, None)))
         );
         assert_eq!(
             endpoint(&post, "/messages/count_tokens"),
-            Ok(Endpoint::Keyed(Keyed::Forward(Operation::CountTokens)))
+            Ok(Endpoint::Keyed(Keyed::Forward(
+                Operation::CountTokens,
+                None
+            )))
+        );
+    }
+
+    #[test]
+    fn gemini_paths_name_their_model_and_list_in_geminis_shape() {
+        use crate::api::gemini::Method as Call;
+        assert_eq!(
+            endpoint(
+                &Method::POST,
+                "/v1beta/models/gemini-3.8-flash:streamGenerateContent"
+            ),
+            Ok(Endpoint::Keyed(Keyed::Forward(
+                Operation::Gemini(Call::StreamGenerateContent),
+                Some("gemini-3.8-flash")
+            )))
+        );
+        assert_eq!(
+            endpoint(
+                &Method::POST,
+                "/v1/projects/p/locations/l/publishers/google/models/flash:countTokens"
+            ),
+            Ok(Endpoint::Keyed(Keyed::Forward(
+                Operation::Gemini(Call::CountTokens),
+                Some("flash")
+            )))
+        );
+        assert_eq!(
+            endpoint(&Method::GET, "/v1beta/models"),
+            Ok(Endpoint::Keyed(Keyed::Models { gemini: true }))
+        );
+        assert_eq!(
+            endpoint(&Method::GET, "/v1beta/models/models/flash"),
+            Ok(Endpoint::Keyed(Keyed::Model {
+                name: "models/flash",
+                gemini: true
+            }))
+        );
+        assert_eq!(
+            endpoint(&Method::GET, "/v1beta/models/flash:generateContent"),
+            Err(ProxyError::MethodNotAllowed { allow: POST })
         );
     }
 

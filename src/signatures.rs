@@ -12,11 +12,10 @@
 
 mod answer;
 mod request;
+mod tool_calls;
 
 use base64::Engine;
-use base64::engine::general_purpose::{
-    STANDARD, STANDARD_PAD_INDIFFERENT, URL_SAFE_NO_PAD, URL_SAFE_PAD_INDIFFERENT,
-};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
 pub use answer::IdSplicer;
 pub use request::complete;
@@ -26,8 +25,13 @@ pub use request::complete;
 pub const SENTINEL: &str = "skip_thought_signature_validator";
 
 /// Between Vertex's id and the signature it carries. Vertex's ids have no run of two
-/// underscores; LiteLLM uses the same marker, so ids from it are taken apart too.
+/// underscores.
 pub const MARKER: &str = "__thought__";
+
+/// Bytes of the signature's SHA-256 carried after it: a client that cuts ids short (pi cuts
+/// some at 40 characters) must not send Vertex a cut signature, which it refuses where it
+/// would take the sentinel.
+const CHECK: usize = 4;
 
 /// The longest carried part taken from an id, in characters: a signature is a few hundred
 /// bytes to a few KB. A longer one is no signature of Vertex's.
@@ -69,14 +73,17 @@ pub fn applies_to(model: &str) -> bool {
     model.starts_with("google/gemini-3")
 }
 
-/// The id the client sees for Vertex's `id` and the `signature` issued with it; `None` when
-/// the signature is not plain padded base64, as Vertex's are, since only that comes back
-/// exactly as it went.
+/// The id the client sees for Vertex's `id` and the `signature` issued with it:
+/// `{id}__thought__{base64url of the signature's bytes and the first 4 of their SHA-256}`;
+/// `None` when the signature is not plain padded base64, as Vertex's are, since only that
+/// comes back exactly as it went.
 pub fn carry(id: &str, signature: &str) -> Option<String> {
     // The strict engine takes only a canonical encoding (its padding, no stray bits), which is
     // the one `STANDARD.encode` gives back on the way in.
-    let bytes = STANDARD.decode(signature).ok().filter(|b| !b.is_empty())?;
-    let mut carried = String::with_capacity(id.len() + MARKER.len() + signature.len());
+    let mut bytes = STANDARD.decode(signature).ok().filter(|b| !b.is_empty())?;
+    let check = crate::keys::sha256(&bytes);
+    bytes.extend_from_slice(&check[..CHECK]);
+    let mut carried = String::with_capacity(id.len() + MARKER.len() + signature.len() + 8);
     carried.push_str(id);
     carried.push_str(MARKER);
     URL_SAFE_NO_PAD.encode_string(bytes, &mut carried);
@@ -90,8 +97,8 @@ pub enum Carried<'a> {
     Plain,
     /// Vertex's own id, and the signature (in Vertex's encoding) it carried.
     Signed { id: &'a str, signature: String },
-    /// A marker, but what follows is no signature (too long, or not base64): the id is an
-    /// ordinary one.
+    /// A marker, but what follows is no signature (too long, not base64url, or cut short, so
+    /// that its check fails): the id is an ordinary one.
     Malformed,
 }
 
@@ -104,15 +111,18 @@ pub fn take_apart(id: &str) -> Carried<'_> {
     if carried.is_empty() || carried.len() > MAX_CARRIED {
         return Carried::Malformed;
     }
-    // Ours are base64url without padding; LiteLLM's carry Vertex's standard base64 as is.
-    let decoded = URL_SAFE_PAD_INDIFFERENT
-        .decode(carried)
-        .or_else(|_| STANDARD_PAD_INDIFFERENT.decode(carried));
-    match decoded {
-        Ok(bytes) if !bytes.is_empty() => Carried::Signed {
-            id: &id[..at],
-            signature: STANDARD.encode(bytes),
-        },
+    let Ok(bytes) = URL_SAFE_NO_PAD.decode(carried) else {
+        return Carried::Malformed;
+    };
+    match bytes.split_at_checked(bytes.len().saturating_sub(CHECK)) {
+        Some((signature, check))
+            if !signature.is_empty() && crate::keys::sha256(signature)[..CHECK] == *check =>
+        {
+            Carried::Signed {
+                id: &id[..at],
+                signature: STANDARD.encode(signature),
+            }
+        }
         _ => Carried::Malformed,
     }
 }
@@ -147,17 +157,17 @@ mod tests {
     #[test]
     fn ids_are_taken_apart_at_the_first_marker_and_bad_parts_are_ordinary() {
         assert_eq!(take_apart("call_abc"), Carried::Plain);
-        // The carried part may itself hold the marker's characters.
-        let id = format!("a{MARKER}ABC{MARKER}A");
+        // The carried part may itself hold the marker's characters: the first one splits.
+        let id = carry("a", "////////////////").unwrap();
+        assert!(id[MARKER.len() + 1..].contains("__"), "{id}");
         assert!(matches!(take_apart(&id), Carried::Signed { id: "a", .. }));
-        // LiteLLM's form: standard base64, padded.
-        assert_eq!(
-            take_apart("a__thought__c2lnLTE="),
-            Carried::Signed {
-                id: "a",
-                signature: "c2lnLTE=".into()
-            }
-        );
+        // Cut anywhere, an id carries nothing: its check fails, or it is no base64url.
+        let whole = carry("call_1", "c2lnbmF0dXJlIG9mIHNvbWUgbGVuZ3Ro").unwrap();
+        for end in "call_1".len() + MARKER.len() + 1..whole.len() {
+            assert_eq!(take_apart(&whole[..end]), Carried::Malformed, "{end}");
+        }
+        // Standard base64 (LiteLLM's form) has no check: an ordinary id.
+        assert_eq!(take_apart("a__thought__c2lnLTE="), Carried::Malformed);
         for bad in [
             format!("a{MARKER}"),
             format!("a{MARKER}not base64!"),

@@ -14,7 +14,8 @@ use serde_json::Value;
 /// How much of the end of a response is kept; the usage object is a few hundred bytes.
 const TAIL: usize = 16 * 1024;
 
-/// Counts as OpenAI's endpoints give them, or as Claude's do.
+/// Counts as OpenAI's endpoints give them, or as Claude's do; Gemini's native ones are read
+/// into OpenAI's names, with their thinking and cached counts beside.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: Option<u64>,
@@ -24,6 +25,40 @@ pub struct Usage {
     pub output_tokens: Option<u64>,
     pub cache_creation_input_tokens: Option<u64>,
     pub cache_read_input_tokens: Option<u64>,
+    /// Gemini's `thoughtsTokenCount`, which `completion_tokens` includes: billed as output.
+    #[serde(skip)]
+    pub thoughts_tokens: Option<u64>,
+    /// Gemini's `cachedContentTokenCount`, which `prompt_tokens` includes.
+    #[serde(skip)]
+    pub cached_tokens: Option<u64>,
+}
+
+/// Gemini's `usageMetadata`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GeminiUsage {
+    prompt_token_count: Option<u64>,
+    candidates_token_count: Option<u64>,
+    thoughts_token_count: Option<u64>,
+    cached_content_token_count: Option<u64>,
+    total_token_count: Option<u64>,
+}
+
+impl From<GeminiUsage> for Usage {
+    fn from(gemini: GeminiUsage) -> Usage {
+        let output = match (gemini.candidates_token_count, gemini.thoughts_token_count) {
+            (None, None) => None,
+            (answer, thoughts) => Some(answer.unwrap_or(0) + thoughts.unwrap_or(0)),
+        };
+        Usage {
+            prompt_tokens: gemini.prompt_token_count,
+            completion_tokens: output,
+            total_tokens: gemini.total_token_count,
+            thoughts_tokens: gemini.thoughts_token_count,
+            cached_tokens: gemini.cached_content_token_count,
+            ..Usage::default()
+        }
+    }
 }
 
 impl Usage {
@@ -47,6 +82,8 @@ impl Usage {
             cache_read_input_tokens: later
                 .cache_read_input_tokens
                 .or(self.cache_read_input_tokens),
+            thoughts_tokens: later.thoughts_tokens.or(self.thoughts_tokens),
+            cached_tokens: later.cached_tokens.or(self.cached_tokens),
         }
     }
 }
@@ -64,9 +101,11 @@ pub struct Price {
 impl Price {
     pub fn cost(&self, usage: &Usage) -> f64 {
         let count = |n: Option<u64>| n.unwrap_or(0) as f64;
-        let input = count(usage.prompt_tokens.or(usage.input_tokens));
+        // Gemini counts its cached tokens within the prompt's.
+        let cached = count(usage.cached_tokens);
+        let input = count(usage.prompt_tokens.or(usage.input_tokens)) - cached;
         let output = count(usage.completion_tokens.or(usage.output_tokens));
-        let read = count(usage.cache_read_input_tokens);
+        let read = count(usage.cache_read_input_tokens) + cached;
         let write = count(usage.cache_creation_input_tokens);
         (input * self.input
             + output * self.output
@@ -143,9 +182,10 @@ impl Tail {
         }
     }
 
-    /// The last `"usage": {...}` object in the tail that parses, if any.
+    /// The last `"usage": {...}` object in the tail that parses, if any, else Gemini's last
+    /// `"usageMetadata"`.
     pub fn usage(&self) -> Option<Usage> {
-        last_usage(&self.0)
+        last_usage(&self.0).or_else(|| last_gemini_usage(&self.0))
     }
 }
 
@@ -191,19 +231,40 @@ fn last_usage(bytes: &[u8]) -> Option<Usage> {
     None
 }
 
-/// The usage object whose key starts at `at`, if it is one.
-fn usage_at(bytes: &[u8], at: usize) -> Option<Usage> {
+/// The last `"usageMetadata": {...}` in `bytes` that parses: a stream's last event has the
+/// final counts.
+fn last_gemini_usage(bytes: &[u8]) -> Option<Usage> {
+    let needle = b"\"usageMetadata\"";
+    let mut end = bytes.len();
+    while let Some(at) = memchr::memmem::rfind(&bytes[..end], needle) {
+        end = at;
+        let object = object_after(bytes, at, needle.len());
+        if let Some(gemini) = object.and_then(|o| serde_json::from_slice::<GeminiUsage>(o).ok()) {
+            return Some(gemini.into());
+        }
+    }
+    None
+}
+
+/// The object that is the value of the key at `at` (`len` bytes, quotes included), if it is
+/// one.
+fn object_after(bytes: &[u8], at: usize, len: usize) -> Option<&[u8]> {
     // An escaped quote means the word was inside a string (say, in the model's answer).
     if at > 0 && bytes[at - 1] == b'\\' {
         return None;
     }
-    let rest = bytes[at + b"\"usage\"".len()..].trim_ascii_start();
+    let rest = bytes[at + len..].trim_ascii_start();
     let rest = rest.strip_prefix(b":")?.trim_ascii_start();
-    // `"usage": null` in a chunk that has none.
     if rest.first() != Some(&b'{') {
         return None;
     }
-    serde_json::from_slice::<Usage>(balanced_object(rest)?).ok()
+    balanced_object(rest)
+}
+
+/// The usage object whose key starts at `at`, if it is one.
+fn usage_at(bytes: &[u8], at: usize) -> Option<Usage> {
+    // `"usage": null` in a chunk that has none is no object.
+    serde_json::from_slice::<Usage>(object_after(bytes, at, b"\"usage\"".len())?).ok()
 }
 
 /// The JSON object at the start of `bytes`, up to its matching brace.
@@ -254,7 +315,38 @@ mod tests {
         output_tokens: None,
         cache_creation_input_tokens: None,
         cache_read_input_tokens: None,
+        thoughts_tokens: None,
+        cached_tokens: None,
     };
+
+    #[test]
+    fn geminis_usage_metadata_is_read_from_the_last_event_and_priced() {
+        let chunks = [
+            "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"say \\\"usageMetadata\\\": {}\"}]}}],\"usageMetadata\":{\"promptTokenCount\":9}}\r\n\r\n",
+            "data: {\"candidates\":[],\"usageMetadata\":{\"promptTokenCount\":1000,\"candidatesTokenCount\":300,\"thoughtsTokenCount\":200,\"cachedContentTokenCount\":400,\"totalTokenCount\":1500}}\r\n\r\n",
+        ];
+        let usage = usage_of(&chunks).expect("usage");
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.total_tokens
+            ),
+            (Some(1000), Some(500), Some(1500))
+        );
+        assert_eq!(
+            (usage.thoughts_tokens, usage.cached_tokens),
+            (Some(200), Some(400))
+        );
+        // 600 input at 1, 400 cached at 0.25, 500 output at 10, per million.
+        let price = Price {
+            input: 1.0,
+            output: 10.0,
+            cache_read: Some(0.25),
+            cache_write: None,
+        };
+        assert!((price.cost(&usage) - (600.0 + 100.0 + 5000.0) / 1e6).abs() < 1e-12);
+    }
 
     #[test]
     fn finds_usage_in_the_last_sse_chunk() {

@@ -1,11 +1,16 @@
 //! The client APIs a request can arrive in, one file each: the operations each offers, how a
-//! request names its model, and the shape of the errors its clients read.
+//! request names its model, the shape of the errors its clients read, and, for an API no
+//! upstream speaks (OpenAI's Responses), its translation both ways.
 
 pub mod anthropic;
+pub mod gemini;
 pub mod openai;
+pub mod responses;
 
 use bytes::Bytes;
+use http::Response;
 
+use crate::body::ProxyBody;
 use crate::error::{Dialect, ProxyError};
 use crate::rewrite::{self, ModelField};
 
@@ -13,13 +18,38 @@ use crate::rewrite::{self, ModelField};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
     /// OpenAI's `/v1/chat/completions`.
-    ChatCompletions = 0,
+    ChatCompletions,
     /// OpenAI's `/v1/embeddings`.
-    Embeddings = 1,
+    Embeddings,
     /// Anthropic's `/v1/messages`.
-    Messages = 2,
+    Messages,
     /// Anthropic's `/v1/messages/count_tokens`.
-    CountTokens = 3,
+    CountTokens,
+    /// Gemini's `…/models/{model}:{method}`.
+    Gemini(gemini::Method),
+    /// OpenAI's `/v1/responses`, translated to chat completions ([`responses`]).
+    Responses,
+}
+
+/// A request in an API the upstreams do not speak, as the operation they do, and how its
+/// answer goes back.
+pub struct Translated {
+    pub operation: Operation,
+    pub body: Bytes,
+    pub translation: Option<responses::Translation>,
+}
+
+impl Translated {
+    /// The kind's answer, in the API the client called.
+    pub async fn answer(
+        translation: Option<responses::Translation>,
+        answer: Result<Response<ProxyBody>, ProxyError>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        match translation {
+            Some(translation) => translation.answer(answer).await,
+            None => answer,
+        }
+    }
 }
 
 impl Operation {
@@ -30,25 +60,69 @@ impl Operation {
             Operation::Embeddings => "embeddings",
             Operation::Messages => "messages",
             Operation::CountTokens => "messages/count_tokens",
+            Operation::Gemini(method) => method.as_str(),
+            Operation::Responses => "responses",
+        }
+    }
+
+    /// The request as an operation the upstreams speak: itself, but for the Responses API,
+    /// which becomes a chat completion.
+    pub fn translate(self, body: Bytes) -> Result<Translated, ProxyError> {
+        let (operation, body, translation) = match self {
+            Operation::Responses => {
+                let (body, translation) = responses::translate(&body)?;
+                (Operation::ChatCompletions, body, Some(translation))
+            }
+            _ => (self, body, None),
+        };
+        Ok(Translated {
+            operation,
+            body,
+            translation,
+        })
+    }
+
+    /// The API's name in the log line, for those translated.
+    pub fn logged_as(self) -> Option<&'static str> {
+        match self {
+            Operation::Responses => Some("responses"),
+            _ => None,
         }
     }
 
     /// The shape of the errors its clients read.
     pub fn dialect(self) -> Dialect {
         match self {
-            Operation::ChatCompletions | Operation::Embeddings => openai::DIALECT,
+            Operation::ChatCompletions | Operation::Embeddings | Operation::Responses => {
+                openai::DIALECT
+            }
             Operation::Messages | Operation::CountTokens => anthropic::DIALECT,
+            Operation::Gemini(_) => gemini::DIALECT,
         }
     }
 
-    /// The model the request names, and where: every API so far names it in the body's
-    /// `model` member.
-    pub fn model(self, body: &Bytes) -> Result<ModelField, ProxyError> {
-        rewrite::find_model(body)
+    /// The model the request names, and where: OpenAI's and Anthropic's APIs name it in the
+    /// body's `model` member, Gemini's in the path (`in_path`), which `is_alias` reads.
+    pub fn model(
+        self,
+        body: &Bytes,
+        in_path: Option<&str>,
+        is_alias: impl Fn(&str) -> bool,
+    ) -> Result<ModelField, ProxyError> {
+        match (self, in_path) {
+            (Operation::Gemini(_), Some(model)) => Ok(ModelField {
+                name: gemini::model_name(model, is_alias),
+                span: 0..0,
+            }),
+            _ => rewrite::find_model(body),
+        }
     }
 
     /// The proxy's path for it, for messages that send a client elsewhere.
     pub fn endpoint(self) -> String {
-        format!("/v1/{}", self.path())
+        match self {
+            Operation::Gemini(method) => format!("/v1beta/models/MODEL:{}", method.as_str()),
+            _ => format!("/v1/{}", self.path()),
+        }
     }
 }

@@ -10,6 +10,7 @@
 mod service;
 mod vertex;
 mod vertex_anthropic;
+mod vertex_gemini;
 mod vertex_openai;
 mod vertex_predict;
 
@@ -38,8 +39,9 @@ pub struct Call<'a> {
     /// The client's body and headers, as they came.
     pub body: &'a Bytes,
     pub headers: &'a HeaderMap,
-    /// Whose request it is: thought signatures are kept per key.
-    pub key_id: &'a str,
+    /// The client's query string, as it came (`key=` included: a kind passes on only what
+    /// it must).
+    pub query: Option<&'a str>,
     /// What the route's usage costs, for the log.
     pub price: Option<Price>,
 }
@@ -91,9 +93,16 @@ pub(crate) trait UpstreamKind: Sync {
     /// Its answers give usage at their start as well as at their end (Claude's streams
     /// give the input counts first).
     const USAGE_AT_START: bool = false;
+    /// The alias's defaults go into its bodies.
+    const DEFAULTS: bool = true;
 
     /// Whether it can serve `operation`.
     fn serves(operation: Operation) -> bool;
+
+    /// A reason to refuse this request that the operation alone does not give.
+    fn refuse(&self, _call: &Call) -> Option<ProxyError> {
+        None
+    }
 
     /// Step 4: the body the upstream gets, and where it goes. Every kind that takes the
     /// default flow says; one that overrides [`UpstreamKind::forward`] is never asked.
@@ -144,7 +153,7 @@ async fn flow<K: UpstreamKind + ?Sized>(
         target,
         signatures,
     } = kind.prepare(&call)?;
-    let body = match route.defaults.is_empty() {
+    let body = match route.defaults.is_empty() || !K::DEFAULTS {
         true => body,
         false => match rewrite::missing_members(call.body, &route.defaults) {
             Some(members) => rewrite::insert_first(body, members),
@@ -190,6 +199,7 @@ pub struct Kinds {
     vertex: Arc<VertexUrls>,
     openai: vertex_openai::VertexOpenAi,
     anthropic: vertex_anthropic::VertexAnthropic,
+    gemini: vertex_gemini::VertexGemini,
     predict: vertex_predict::VertexPredict,
     service: service::PrivateService,
 }
@@ -202,6 +212,7 @@ impl Kinds {
             vertex: Arc::new(VertexUrls::new(config, project)),
             openai: vertex_openai::VertexOpenAi::new(config),
             anthropic: vertex_anthropic::VertexAnthropic::new(config),
+            gemini: vertex_gemini::VertexGemini,
             predict: vertex_predict::VertexPredict,
             service: service::PrivateService::new(config),
         }
@@ -231,7 +242,13 @@ impl Kinds {
             upstream,
             vertex: &self.vertex,
         };
+        // Gemini's own API reaches Google's models by their native methods, whatever kind of
+        // route the OpenAI API would take to them.
+        let native = matches!(call.operation, Operation::Gemini(_));
         match call.route.kind {
+            Kind::VertexOpenAi | Kind::VertexEmbeddings if native => {
+                dispatch(&self.gemini, way, call, held, log).await
+            }
             Kind::VertexOpenAi => dispatch(&self.openai, way, call, held, log).await,
             Kind::VertexAnthropic => dispatch(&self.anthropic, way, call, held, log).await,
             Kind::VertexEmbeddings => dispatch(&self.predict, way, call, held, log).await,
@@ -249,6 +266,9 @@ async fn dispatch<K: UpstreamKind>(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if !K::serves(call.operation) {
         return Err(wrong_endpoint::<K>(&call.model.name, call.operation));
+    }
+    if let Some(refused) = kind.refuse(&call) {
+        return Err(refused);
     }
     let route = call.route;
     log.routed(&call.model.name, &route.model, route.location(), call.price);

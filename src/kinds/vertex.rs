@@ -67,8 +67,13 @@ impl VertexUrls {
 
     /// The URL of one of the OpenAI endpoints in `location`.
     pub fn uri(&self, location: &str, operation: Operation) -> Result<Uri, ProxyError> {
+        let slot = match operation {
+            Operation::ChatCompletions => Some(0),
+            Operation::Embeddings => Some(1),
+            _ => None,
+        };
         let built = self.built.iter().find(|(l, _)| l == location);
-        match built.and_then(|(_, uris)| uris.get(operation as usize)) {
+        match built.zip(slot).map(|((_, uris), slot)| &uris[slot]) {
             Some(uri) => Ok(uri.clone()),
             None => self.build(location, operation),
         }

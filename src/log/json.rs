@@ -18,6 +18,7 @@ pub(super) struct Line<'a> {
     pub(super) protocol: &'static str,
     pub(super) user_agent: Option<&'a str>,
     pub(super) key_id: Option<&'a str>,
+    pub(super) api: Option<&'a str>,
     pub(super) alias: Option<&'a str>,
     pub(super) model: Option<&'a str>,
     pub(super) location: Option<&'a str>,
@@ -70,6 +71,7 @@ impl Line<'_> {
         out.push(b'}');
         let strings = [
             ("key_id", self.key_id),
+            ("api", self.api),
             ("alias", self.alias),
             ("model", self.model),
             ("location", self.location),
@@ -140,16 +142,20 @@ impl Line<'_> {
                 ),
                 ("cache_read_input_tokens", usage.cache_read_input_tokens),
             ];
+            // Gemini's thinking and cached counts, when its native methods gave them.
             let openai = [
                 ("prompt_tokens", usage.prompt_tokens),
                 ("completion_tokens", usage.completion_tokens),
                 ("total_tokens", usage.total_tokens),
+                ("thoughts_tokens", usage.thoughts_tokens),
+                ("cached_tokens", usage.cached_tokens),
             ];
             let anthropic = usage.is_anthropic();
             let counts: &[(&str, Option<u64>)] = if anthropic { &claude } else { &openai };
             let mut first = true;
-            for &(key, count) in counts {
-                if anthropic && count.is_none() {
+            for (n, &(key, count)) in counts.iter().enumerate() {
+                // Claude's counts, and Gemini's extra two, only when given.
+                if (anthropic || n >= 3) && count.is_none() {
                     continue;
                 }
                 out.push(if first { b'{' } else { b',' });

@@ -2,8 +2,10 @@
 //! assistant message's first tool call that lost its signature gets one back.
 
 use std::ops::Range;
+use std::sync::LazyLock;
 
 use bytes::Bytes;
+use memchr::memmem;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
@@ -26,7 +28,10 @@ pub fn complete(
     fill_gaps: bool,
 ) -> Option<(Vec<Bytes>, SignatureCounts)> {
     let fill_gaps = fill_gaps && mode != SignatureMode::Off;
-    if !fill_gaps && memchr::memmem::find(body, super::MARKER.as_bytes()).is_none() {
+    // Every request to Vertex's OpenAI endpoint is looked at: the finder is built once.
+    static MARKED: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(super::MARKER));
+    if !fill_gaps && MARKED.find(body).is_none() {
         return None;
     }
     let found = read(body)?;

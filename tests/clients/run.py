@@ -5,15 +5,21 @@ Usage: python run.py PATH_TO_VERTEX_PROXY_BINARY PATH_TO_FAKE_VERTEX_BINARY
 The fake is the test suite's own (tests/support), built as the example `fake_vertex`.
 
 Clients: the OpenAI Python SDK, the OpenAI Agents SDK, the OpenAI Node SDK (clients.mjs), the
-pi coding agent (OpenAI and Anthropic providers), the Anthropic Python SDK and Claude Code. Each step prints "ok" or what went wrong; the last line counts them.
+pi coding agent (OpenAI and Anthropic providers), LangChain's ChatOpenAI, the Anthropic Python
+SDK and Claude Code. Each step prints "ok" or what went wrong; the last line counts them.
 
-Three proxies run: the main one with the defaults (retries on, THOUGHT_SIGNATURES=restore); one
-with MAX_ATTEMPTS=1, where only the SDKs retry; and one with THOUGHT_SIGNATURES=off, which
-shows that the fake refuses what Gemini 3 refuses.
+Four proxies run: the main one, A, with the defaults (retries on, THOUGHT_SIGNATURES=restore);
+B, a second instance with the same settings; one with MAX_ATTEMPTS=1, where only the SDKs
+retry; and one with THOUGHT_SIGNATURES=off, which shows that the fake refuses what Gemini 3
+refuses. A round-robin front in this script sends each request to A, then B, then A…, as
+Cloud Run may spread a conversation over its instances: pi, the Agents SDK and LangChain run a
+two-step Gemini 3 tool loop through it, each dropping the thought signature, and the instance
+that serves the second step, which never saw the first, must restore it from the tool-call id.
 """
 
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import re
@@ -21,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 import urllib.request
 
@@ -64,6 +71,7 @@ FAKE = {}  # what the fake printed: its addresses, the token and the project it 
 PROXY_URL = None
 NO_RETRY_URL = None  # MAX_ATTEMPTS=1
 OFF_URL = None  # THOUGHT_SIGNATURES=off
+FRONT_URL = None  # the round-robin front: each request to A, then B, then A…
 
 
 def fake_url():
@@ -112,7 +120,7 @@ def assert_vertex_saw(model="google/gemini-2.5-flash", count=None, stream=None):
     return requests
 
 
-def start_proxy(binary, **settings):
+def start_proxy(binary, name, **settings):
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": tempfile.mkdtemp(),
@@ -129,12 +137,20 @@ def start_proxy(binary, **settings):
     if not line:
         raise SystemExit("the proxy did not start: " + proxy.stderr.read())
     port = json.loads(line)["config"]["listen"].rsplit(":", 1)[1]
-    # Keep draining its log so it never blocks on a full pipe, and keep it for the leak check.
-    threading.Thread(target=lambda: PROXY_LOG.extend(proxy.stdout), daemon=True).start()
+    # Keep draining its log so it never blocks on a full pipe, and keep it: all of them for the
+    # leak check, each instance's own to see what that instance did.
+    own = LOGS.setdefault(name, [])
+
+    def drain():
+        for log_line in proxy.stdout:
+            own.append(log_line)
+            PROXY_LOG.append(log_line)
+    threading.Thread(target=drain, daemon=True).start()
     return proxy, f"http://127.0.0.1:{port}"
 
 
-PROXY_LOG = []
+PROXY_LOG = []  # every proxy's lines
+LOGS = {}  # each proxy's lines, by name
 
 
 def check_log():
@@ -143,6 +159,125 @@ def check_log():
     assert PROXY_LOG, "the proxy logged nothing"
     for secret in (KEY, FAKE["token"], "hello there", "You said"):
         assert secret not in text, f"{secret[:8]}… reached the proxy's log"
+
+
+# The round-robin front: Cloud Run spreads one conversation's requests over its instances, and
+# this front does so on purpose, request by request, so that every step of a tool loop lands on
+# another instance than the step before.
+FRONT = {"served": []}  # (instance, method, path) of each request the front passed on, in order
+
+
+def with_close(head):
+    """An HTTP/1.1 head, request or response, with `Connection: close` instead of its own
+    connection headers: one request per connection, so round robin by connection is by request."""
+    lines = head.decode("latin-1").split("\r\n")[:-2]
+    hop = ("connection:", "keep-alive:", "proxy-connection:")
+    kept = [line for line in lines[1:] if not line.lower().startswith(hop)]
+    return "\r\n".join([lines[0], *kept, "Connection: close", "", ""]).encode("latin-1")
+
+
+async def pipe(reader, writer):
+    """Copies bytes as they come, unbuffered, until the reader's end."""
+    while chunk := await reader.read(65536):
+        writer.write(chunk)
+        await writer.drain()
+
+
+def start_front(instances):
+    """Listens on loopback and passes each request, whole and streamed both ways, to the next of
+    `instances` ((name, url) pairs) in turn. Returns the front's URL."""
+    turn = [0]
+
+    async def serve(client_reader, client_writer):
+        upstream_writer = None
+        try:
+            head = await client_reader.readuntil(b"\r\n\r\n")
+            name, url = instances[turn[0] % len(instances)]
+            turn[0] += 1
+            method, path, _ = head.split(b" ", 2)
+            FRONT["served"].append((name, method.decode(), path.decode()))
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+            upstream_writer.write(with_close(head))
+            await upstream_writer.drain()
+            # The body (Content-Length or chunked) goes on as it comes, while the answer comes back.
+            body = asyncio.ensure_future(pipe(client_reader, upstream_writer))
+            body.add_done_callback(lambda done: done.cancelled() or done.exception())  # ends as it may
+            try:
+                answer = await upstream_reader.readuntil(b"\r\n\r\n")
+                client_writer.write(with_close(answer))
+                await client_writer.drain()
+                await pipe(upstream_reader, client_writer)  # the instance closes after the answer
+            finally:
+                body.cancel()
+        except (asyncio.IncompleteReadError, ConnectionError) as error:
+            print(f"     front: {error!r}")
+        finally:
+            for writer in (client_writer, upstream_writer):
+                if writer is not None:
+                    writer.close()
+
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(serve, "127.0.0.1", 0))
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+def front_mark():
+    """Where the front's record and each instance's log stand before a step."""
+    return len(FRONT["served"]), {name: len(lines) for name, lines in LOGS.items()}
+
+
+def chat_lines(name, since):
+    """The log lines of instance `name` after `since` for chat completions."""
+    return [json.loads(line) for line in LOGS[name][since:]
+            if '"/v1/chat/completions"' in line and '"httpRequest"' in line]
+
+
+def signature_for(call_id):
+    """The signature the fake issues with a Gemini 3 tool call (`demo::gemini3::signature_for`)."""
+    digest = hashlib.sha256(f"stand-in thought for {call_id}".encode()).digest()
+    return base64.b64encode(digest[:24]).decode()
+
+
+def spliced(call_id):
+    """The id a client sees for Vertex's `call_id`, its signature carried in it (SPEC step 9)."""
+    signature = base64.b64decode(signature_for(call_id))
+    check = hashlib.sha256(signature).digest()[:4]
+    carried = base64.urlsafe_b64encode(signature + check).rstrip(b"=").decode()
+    return f"{call_id}__thought__{carried}"
+
+
+def assert_steps_alternated(mark, stream=None):
+    """A two-step Gemini 3 tool loop sent through the front since `mark`: its two chat requests
+    went to different instances; the one that served the second step, which had never seen the
+    first, restored the real signature from the id (and filled none); Vertex got its own id back
+    with its real signature. Returns Vertex's id of the call."""
+    served_since, logs_since = mark
+    chats = [s for s in FRONT["served"][served_since:] if s[1] == "POST" and s[2] == "/v1/chat/completions"]
+    assert len(chats) == 2, f"the front passed on {FRONT['served'][served_since:]}"
+    (one, _, _), (other, _, _) = chats
+    assert one != other, f"both steps went to {one}"
+    first, second = assert_vertex_saw(model="google/gemini-3.1-pro-preview", count=2, stream=stream)
+    assert not any(m.get("tool_calls") for m in first["body"]["messages"]), first["body"]
+    call = next(m for m in second["body"]["messages"] if m["role"] == "assistant" and m.get("tool_calls"))
+    call = call["tool_calls"][0]
+    call_id = call["id"]
+    assert "__thought__" not in call_id and call_id.startswith("call_"), call
+    # The real signature the fake issued with that id, not the sentinel.
+    assert call["extra_content"]["google"]["thought_signature"] == signature_for(call_id), call
+    results = [m["tool_call_id"] for m in second["body"]["messages"] if m["role"] == "tool"]
+    assert results == [call_id], results
+    # Each instance logs a request once its answer has ended, just after the client has it.
+    deadline = time.monotonic() + 10
+    while [len(chat_lines(name, logs_since[name])) for name in (one, other)] != [1, 1]:
+        assert time.monotonic() < deadline, {n: chat_lines(n, logs_since[n]) for n in (one, other)}
+        time.sleep(0.05)
+    (step1,), (step2,) = chat_lines(one, logs_since[one]), chat_lines(other, logs_since[other])
+    assert step1["alias"] == step2["alias"] == "pro-preview", (step1, step2)
+    assert "thought_signatures" not in step1, step1
+    assert step2.get("thought_signatures") == {"restored": 1, "filled": 0}, step2
+    return call_id
 
 
 def text_pieces(chunks):
@@ -317,6 +452,30 @@ def python_sdk():
         assert_vertex_saw(model="google/always-429", count=6)
 
 
+def alternating_front():
+    import openai
+    client = openai.OpenAI(base_url=FRONT_URL + "/v1", api_key=KEY, max_retries=0)
+
+    @step("front", "each request goes to the next instance, and a stream passes as it comes")
+    def _():
+        mark = front_mark()
+        for _ in range(2):
+            stream = client.chat.completions.create(
+                model="flash", messages=[{"role": "user", "content": "one two three four"}], stream=True)
+            stamped = [(time.monotonic(), chunk) for chunk in stream]
+            assert "".join(text_pieces([chunk for _, chunk in stamped])) == "You said: one two three four"
+            # The fake sends its events 30 ms apart; a buffering front would deliver them at once.
+            assert stamped[-1][0] - stamped[0][0] > 0.1, [round(t - stamped[0][0], 3) for t, _ in stamped]
+        served = [name for name, _, _ in FRONT["served"][mark[0]:]]
+        assert sorted(served) == ["A", "B"], served
+        for name in served:
+            until = time.monotonic() + 10
+            while not chat_lines(name, mark[1][name]):
+                assert time.monotonic() < until, f"instance {name} logged no chat completion"
+                time.sleep(0.05)
+        assert_vertex_saw(count=2, stream=True)
+
+
 def agents_sdk():
     from agents import Agent, OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
     from openai import AsyncOpenAI
@@ -396,6 +555,20 @@ def agents_sdk():
         proxy_line = [json.loads(l) for l in PROXY_LOG if '"thought_signatures"' in l][-1]
         assert proxy_line["thought_signatures"] == {"restored": 1, "filled": 0}, proxy_line
 
+    @step("openai-agents", "the loop's two steps on two alternating instances: the second restores the signature")
+    def _():
+        seen = []
+        mark = front_mark()
+        agent, own = weather_agent("pro-preview", FRONT_URL, seen)
+        try:
+            result = loop.run_until_complete(Runner.run(agent, "Porto"))
+        finally:
+            loop.run_until_complete(own.close())
+        assert seen == ["Porto"] and result.final_output == "The tool said: sunny in Porto", result.final_output
+        call_id = assert_steps_alternated(mark, stream=False)
+        calls = [item.raw_item.call_id for item in result.new_items if item.type == "tool_call_item"]
+        assert calls == [spliced(call_id)], calls
+
     @step("openai-agents", "the same loop fails with Vertex's 400 when THOUGHT_SIGNATURES=off")
     def _():
         import openai
@@ -413,6 +586,45 @@ def agents_sdk():
 
     loop.run_until_complete(client.close())
     loop.close()
+
+
+def langchain():
+    from langchain_core.messages import HumanMessage, ToolMessage
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    def chat(base_url, model):
+        return ChatOpenAI(model=model, base_url=base_url + "/v1", api_key=KEY, max_retries=0)
+
+    @step("langchain", "ChatOpenAI.invoke and .stream")
+    def _():
+        model = chat(PROXY_URL, "flash")
+        reply = model.invoke([HumanMessage("hello there")])
+        assert reply.content == "You said: hello there", reply
+        texts = [piece.content for piece in model.stream([HumanMessage("one two three four")]) if piece.content]
+        assert len(texts) >= 3 and "".join(texts) == "You said: one two three four", texts
+        first, second = assert_vertex_saw(count=2)
+        assert not first["body"].get("stream") and second["body"]["stream"] is True, (first, second)
+
+    @step("langchain", "a two-step tool loop on Gemini 3 (pro-preview), its steps on two alternating instances")
+    def _():
+        model = chat(FRONT_URL, "pro-preview").bind_tools([get_weather])
+        mark = front_mark()
+        messages = [HumanMessage("Oslo")]
+        first = model.invoke(messages)
+        (call,) = first.tool_calls
+        assert call["name"] == "get_weather" and call["args"] == {"city": "Oslo"}, call
+        messages += [first, ToolMessage(get_weather.invoke(call["args"]), tool_call_id=call["id"])]
+        final = model.invoke(messages)
+        assert final.content == "The tool said: sunny in Oslo", final
+        # LangChain sends the call back without its extra_content: the id brought the signature.
+        call_id = assert_steps_alternated(mark, stream=False)
+        assert call["id"] == spliced(call_id), call
 
 
 def anthropic_sdk():
@@ -603,6 +815,14 @@ def pi_agent():
         # pi 0.73 drops extra_content: what Vertex got is the proxy's, and the real one.
         assert signature != "skip_thought_signature_validator" and len(signature) > 20, call
 
+    @step("pi", "the loop's two steps on two alternating instances: the second restores the signature")
+    def _():
+        mark = front_mark()
+        result = pi_tool_loop(FRONT_URL)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "The tool said: sunny in Lisbon" in result.stdout, result.stdout + result.stderr
+        assert_steps_alternated(mark, stream=True)
+
     @step("pi", "an anthropic-messages provider, as /docs gives it, with a tool round trip")
     def _():
         provider = docs_pi_block()["providers"]["vertex-proxy-claude"]
@@ -631,14 +851,18 @@ def pi_agent():
 
 
 def main():
-    global PROXY_URL, NO_RETRY_URL, OFF_URL
+    global PROXY_URL, NO_RETRY_URL, OFF_URL, FRONT_URL
     binary, fake_binary = sys.argv[1], sys.argv[2]
     fake = start_fake(fake_binary)
-    proxy, PROXY_URL = start_proxy(binary)
-    no_retry, NO_RETRY_URL = start_proxy(binary, MAX_ATTEMPTS="1")
-    off, OFF_URL = start_proxy(binary, THOUGHT_SIGNATURES="off")
+    proxy, PROXY_URL = start_proxy(binary, "A")
+    # A second instance with the same settings, and a front that alternates between the two.
+    second, second_url = start_proxy(binary, "B")
+    FRONT_URL = start_front([("A", PROXY_URL), ("B", second_url)])
+    no_retry, NO_RETRY_URL = start_proxy(binary, "no-retry", MAX_ATTEMPTS="1")
+    off, OFF_URL = start_proxy(binary, "off", THOUGHT_SIGNATURES="off")
     try:
-        for client in (python_sdk, agents_sdk, node_sdk, pi_agent, anthropic_sdk, claude_code):
+        for client in (python_sdk, alternating_front, agents_sdk, node_sdk, pi_agent, langchain, anthropic_sdk,
+                       claude_code):
             print(f"--- {client.__name__}")
             try:
                 client()
@@ -647,7 +871,7 @@ def main():
                 print(f"FAIL {client.__name__}: setup: {error!r}")
                 traceback.print_exc(limit=3)
     finally:
-        for running in (proxy, no_retry, off):
+        for running in (proxy, second, no_retry, off):
             running.terminate()
             running.wait(timeout=15)
     step("proxy", "its log holds no key, token or content")(check_log)

@@ -1,0 +1,236 @@
+//! Gemini's own API (Gemini CLI, the google-genai SDKs and what is built on them): the model is
+//! named in the path, `models/{model}:{method}`, and errors are Google's,
+//! `{"error": {"code", "message", "status"}}`. Vertex serves the same methods with the same
+//! bodies, so nothing of the request or the answer is translated.
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::error::{Dialect, ProxyError};
+use crate::models::{Kind, Route};
+
+pub const DIALECT: Dialect = Dialect {
+    body: error_body,
+    event: b"data: ",
+};
+
+/// The methods served, as Gemini's paths name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    GenerateContent,
+    StreamGenerateContent,
+    CountTokens,
+    EmbedContent,
+    BatchEmbedContents,
+}
+
+impl Method {
+    pub fn parse(name: &str) -> Option<Method> {
+        Some(match name {
+            "generateContent" => Method::GenerateContent,
+            "streamGenerateContent" => Method::StreamGenerateContent,
+            "countTokens" => Method::CountTokens,
+            "embedContent" => Method::EmbedContent,
+            "batchEmbedContents" => Method::BatchEmbedContents,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::GenerateContent => "generateContent",
+            Method::StreamGenerateContent => "streamGenerateContent",
+            Method::CountTokens => "countTokens",
+            Method::EmbedContent => "embedContent",
+            Method::BatchEmbedContents => "batchEmbedContents",
+        }
+    }
+
+    /// Whether it asks for embeddings rather than content.
+    pub fn embeds(self) -> bool {
+        matches!(self, Method::EmbedContent | Method::BatchEmbedContents)
+    }
+}
+
+/// A path of Gemini's API: `…/models/{model}:{method}`, in any of the forms the clients send
+/// (`/v1beta/models/…`, `/v1/projects/P/locations/L/publishers/google/models/…`, …). The
+/// client's project and location, when it names them, are not used: the alias decides.
+pub fn parse_path(path: &str) -> Option<(&str, Method)> {
+    let rest = ["/v1beta/", "/v1alpha/", "/v1/", "/v1beta1/"]
+        .iter()
+        .find_map(|version| path.strip_prefix(version))?;
+    let rest = match rest.strip_prefix("projects/") {
+        // `projects/P/locations/L/publishers/google/models/M:method`
+        Some(scoped) => {
+            let mut parts = scoped.splitn(4, '/');
+            let (_, locations, _, rest) =
+                (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+            (locations == "locations").then_some(rest)?
+        }
+        None => rest,
+    };
+    let rest = rest.strip_prefix("publishers/google/").unwrap_or(rest);
+    let named = rest.strip_prefix("models/")?;
+    let (model, method) = named.rsplit_once(':')?;
+    if model.is_empty() || model.contains('/') && !model.starts_with("google/") {
+        return None;
+    }
+    Some((model, Method::parse(method)?))
+}
+
+/// The name a path gives, as the alias table reads it: a raw Gemini id (`gemini-2.5-pro`)
+/// is Google's (`google/gemini-2.5-pro`) when it is no alias.
+pub fn model_name(path_model: &str, is_alias: impl Fn(&str) -> bool) -> String {
+    if is_alias(path_model) || path_model.contains('/') {
+        path_model.to_owned()
+    } else {
+        format!("google/{path_model}")
+    }
+}
+
+/// The query Vertex gets: the client's, without `key` (a key is never sent on), with its `?`.
+pub fn upstream_query(query: Option<&str>) -> String {
+    let kept: Vec<&str> = (query.unwrap_or_default().split('&'))
+        .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some("key"))
+        .collect();
+    match kept.is_empty() {
+        true => String::new(),
+        false => format!("?{}", kept.join("&")),
+    }
+}
+
+/// The key in a `key=` query parameter, which Google's clients may send instead of a header.
+pub fn query_key(query: Option<&str>) -> Option<&str> {
+    (query?.split('&')).find_map(|pair| pair.strip_prefix("key="))
+}
+
+/// The methods a route serves, as `supportedGenerationMethods` lists them; `None` for a model
+/// Gemini's API does not reach (Claude, a private service, another publisher's).
+pub fn methods(route: &Route) -> Option<&'static [&'static str]> {
+    match route.kind {
+        Kind::VertexOpenAi if route.model.starts_with("google/") => {
+            Some(&["generateContent", "streamGenerateContent", "countTokens"])
+        }
+        Kind::VertexEmbeddings => Some(&["embedContent", "batchEmbedContents"]),
+        _ => None,
+    }
+}
+
+/// A model as `models.list` and `models.get` show it.
+pub fn model_object(alias: &str, route: &Route) -> Option<Value> {
+    let methods = methods(route)?;
+    Some(json!({
+        "name": format!("models/{alias}"),
+        "baseModelId": route.model.strip_prefix("google/").unwrap_or(&route.model),
+        "displayName": alias,
+        "description": format!("{} on Vertex AI", route.model),
+        "supportedGenerationMethods": methods,
+    }))
+}
+
+/// Google's status name for an HTTP status.
+fn google_status(status: u16) -> &'static str {
+    match status {
+        400 | 413 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 | 405 => "NOT_FOUND",
+        408 | 504 => "DEADLINE_EXCEEDED",
+        429 => "RESOURCE_EXHAUSTED",
+        501 => "UNIMPLEMENTED",
+        502 | 503 => "UNAVAILABLE",
+        _ => "INTERNAL",
+    }
+}
+
+/// The error as google-genai reads it: Vertex's own status name when it gave one.
+fn error_body(error: &ProxyError) -> Bytes {
+    let status = match error {
+        ProxyError::Upstream(e) if e.in_stream => e.status,
+        _ => error.status().as_u16(),
+    };
+    let name = match error {
+        ProxyError::Upstream(e) => e.code.as_deref().filter(|c| is_status_name(c)),
+        _ => None,
+    };
+    json!({"error": {
+        "code": status,
+        "message": error.message(),
+        "status": name.unwrap_or(google_status(status)),
+    }})
+    .to_string()
+    .into()
+}
+
+/// Google's status names are upper snake case (`RESOURCE_EXHAUSTED`); Claude's and OpenAI's
+/// error types are not.
+fn is_status_name(code: &str) -> bool {
+    !code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_form_names_its_model_and_method() {
+        for (path, model, method) in [
+            (
+                "/v1beta/models/gemini-3.8-flash:streamGenerateContent",
+                "gemini-3.8-flash",
+                Method::StreamGenerateContent,
+            ),
+            (
+                "/v1/models/flash:generateContent",
+                "flash",
+                Method::GenerateContent,
+            ),
+            (
+                "/v1alpha/models/flash:countTokens",
+                "flash",
+                Method::CountTokens,
+            ),
+            (
+                "/v1beta1/projects/p/locations/us-central1/publishers/google/models/flash:generateContent",
+                "flash",
+                Method::GenerateContent,
+            ),
+            (
+                "/v1/projects/p/locations/global/publishers/google/models/embed:embedContent",
+                "embed",
+                Method::EmbedContent,
+            ),
+            (
+                "/v1beta1/publishers/google/models/flash:batchEmbedContents",
+                "flash",
+                Method::BatchEmbedContents,
+            ),
+        ] {
+            assert_eq!(parse_path(path), Some((model, method)), "{path}");
+        }
+        for path in [
+            "/v1beta/models/flash",
+            "/v1beta/models/:generateContent",
+            "/v1beta/models/flash:delete",
+            "/v2/models/flash:generateContent",
+            "/v1/projects/p/zones/z/publishers/google/models/flash:generateContent",
+            "/v1/chat/completions",
+        ] {
+            assert_eq!(parse_path(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn the_key_never_goes_upstream() {
+        assert_eq!(upstream_query(Some("alt=sse&key=sk_1")), "?alt=sse");
+        assert_eq!(upstream_query(Some("key=sk_1")), "");
+        assert_eq!(upstream_query(None), "");
+        assert_eq!(query_key(Some("alt=sse&key=sk_1")), Some("sk_1"));
+        assert_eq!(query_key(Some("alt=sse")), None);
+        assert_eq!(
+            model_name("gemini-2.5-pro", |_| false),
+            "google/gemini-2.5-pro"
+        );
+        assert_eq!(model_name("flash", |a| a == "flash"), "flash");
+    }
+}

@@ -1,0 +1,433 @@
+//! Both directions of the translation, on the captured Codex request and on chat chunks.
+
+use serde_json::{Value, json};
+
+use super::ending::failure;
+use super::events::{Builder, Context};
+use super::request::translate;
+use super::stream::Sse;
+
+const CODEX: &str = include_str!("../../../tests/captured/codex-0.171-responses-request.json");
+
+fn chat_of(request: &Value) -> Value {
+    let translated = translate(request.to_string().as_bytes()).expect("translated");
+    serde_json::from_slice(&translated.body).unwrap()
+}
+
+#[test]
+fn the_captured_codex_request_becomes_a_chat_completion() {
+    let request: Value = serde_json::from_str(CODEX).unwrap();
+    let translated = translate(CODEX.as_bytes()).expect("translated");
+    assert_eq!(translated.model, "flash");
+    assert!(translated.stream);
+    assert_eq!(translated.dropped, ["web_search"]);
+    let chat: Value = serde_json::from_slice(&translated.body).unwrap();
+    let keys: Vec<&str> = chat
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "messages",
+            "model",
+            "parallel_tool_calls",
+            "stream",
+            "stream_options",
+            "tool_choice",
+            "tools"
+        ]
+    );
+    assert_eq!(chat["stream_options"], json!({"include_usage": true}));
+    assert_eq!(chat["tool_choice"], "auto");
+    // Developer messages are system messages, in order; user messages keep their text.
+    let input = request["input"].as_array().unwrap();
+    let messages = chat["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), input.len());
+    for (item, message) in input.iter().zip(messages) {
+        let role = match item["role"].as_str().unwrap() {
+            "developer" => "system",
+            role => role,
+        };
+        assert_eq!(message["role"], role);
+        let parts = item["content"].as_array().unwrap();
+        let text: String = parts.iter().map(|p| p["text"].as_str().unwrap()).collect();
+        assert_eq!(message["content"], text.as_str());
+    }
+    // Every function, the namespace's members under their own names; no web_search.
+    let names: Vec<&str> = (chat["tools"].as_array().unwrap().iter())
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"exec_command") && names.contains(&"multi_agent_v1__close_agent"));
+    let functions = request["tools"].as_array().unwrap();
+    let members: usize = (functions.iter())
+        .filter(|t| t["type"] == "namespace")
+        .map(|t| t["tools"].as_array().unwrap().len())
+        .sum();
+    let plain = functions.iter().filter(|t| t["type"] == "function").count();
+    assert_eq!(names.len(), plain + members);
+    let exec = &chat["tools"][0]["function"];
+    assert_eq!(exec["parameters"], request["tools"][0]["parameters"]);
+    assert_eq!(exec["strict"], false);
+}
+
+#[test]
+fn calls_and_outputs_become_tool_calls_and_tool_messages() {
+    let request = json!({"model": "flash", "instructions": "Be brief.", "input": [
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "run ls"},
+            {"type": "input_image", "image_url": "data:image/png;base64,AA", "detail": "low"}]},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Running."}]},
+        {"type": "reasoning", "summary": [], "encrypted_content": "xyz"},
+        {"type": "function_call", "id": "fc_1", "status": "completed", "call_id": "call_a", "name": "exec_command", "arguments": "{\"cmd\":\"ls\"}"},
+        {"type": "function_call", "call_id": "call_b", "name": "close_agent", "namespace": "agents", "arguments": "{}"},
+        {"type": "custom_tool_call", "call_id": "call_c", "name": "apply_patch", "input": "*** Begin Patch"},
+        {"type": "function_call_output", "id": "x", "call_id": "call_a", "output": "a.txt"},
+        {"type": "function_call_output", "call_id": "call_b", "output": [{"type": "input_text", "text": "closed"}]},
+        {"type": "custom_tool_call_output", "call_id": "call_c", "output": "Done!"}],
+        "tools": [{"type": "function", "name": "exec_command", "parameters": {"type": "object"}},
+                  {"type": "namespace", "name": "agents", "tools": [{"type": "function", "name": "close_agent"}]},
+                  {"type": "custom", "name": "apply_patch", "description": "Patch files.", "format": {"type": "grammar", "syntax": "lark", "definition": "start: x"}},
+                  {"type": "web_search"}],
+        "tool_choice": {"type": "custom", "name": "apply_patch"},
+        "reasoning": {"effort": "low", "summary": "auto"}, "max_output_tokens": 100,
+        "text": {"format": {"type": "json_schema", "name": "out", "schema": {"type": "object"}, "strict": true}},
+        "store": true, "include": ["reasoning.encrypted_content"]});
+    let chat = chat_of(&request);
+    assert_eq!(
+        chat["messages"],
+        json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "run ls"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA", "detail": "low"}}]},
+            {"role": "assistant", "content": "Running.", "tool_calls": [
+                {"id": "call_a", "type": "function", "function": {"name": "exec_command", "arguments": "{\"cmd\":\"ls\"}"}},
+                {"id": "call_b", "type": "function", "function": {"name": "agents__close_agent", "arguments": "{}"}},
+                {"id": "call_c", "type": "function", "function": {"name": "apply_patch", "arguments": "{\"input\":\"*** Begin Patch\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_a", "content": "a.txt"},
+            {"role": "tool", "tool_call_id": "call_b", "content": "closed"},
+            {"role": "tool", "tool_call_id": "call_c", "content": "Done!"},
+        ])
+    );
+    assert_eq!(
+        chat["tool_choice"],
+        json!({"type": "function", "function": {"name": "apply_patch"}})
+    );
+    let patch = &chat["tools"][2]["function"];
+    assert_eq!(patch["parameters"]["required"], json!(["input"]));
+    assert!(
+        patch["description"]
+            .as_str()
+            .unwrap()
+            .contains("lark grammar:\nstart: x")
+    );
+    assert_eq!(chat["tools"].as_array().unwrap().len(), 3);
+    assert_eq!(chat["reasoning_effort"], "low");
+    assert_eq!(chat["max_tokens"], 100);
+    assert_eq!(
+        chat["response_format"],
+        json!({"type": "json_schema", "json_schema": {"name": "out", "schema": {"type": "object"}, "strict": true}})
+    );
+    for absent in [
+        "store",
+        "include",
+        "stream",
+        "stream_options",
+        "reasoning",
+        "text",
+    ] {
+        assert!(chat.get(absent).is_none(), "{absent}");
+    }
+}
+
+#[test]
+fn state_is_refused_with_a_reason_and_names_that_collide_stay_apart() {
+    for field in [
+        json!({"previous_response_id": "resp_1"}),
+        json!({"conversation": "conv_1"}),
+        json!({"background": true}),
+        json!({"input": [{"type": "item_reference", "id": "msg_1"}]}),
+    ] {
+        let mut request = json!({"model": "flash", "input": "hi"});
+        request
+            .as_object_mut()
+            .unwrap()
+            .extend(field.as_object().unwrap().clone());
+        let error = translate(request.to_string().as_bytes())
+            .err()
+            .expect("refused");
+        assert_eq!(error.status(), 400);
+        assert!(error.message().contains("stateless"), "{}", error.message());
+    }
+    let request = json!({"model": "flash", "input": "hi", "tools": [
+        {"type": "function", "name": "ns__f"},
+        {"type": "namespace", "name": "ns", "tools": [{"type": "function", "name": "f"}]}]});
+    let translated = translate(request.to_string().as_bytes()).unwrap();
+    let chat: Value = serde_json::from_slice(&translated.body).unwrap();
+    assert_eq!(chat["tools"][1]["function"]["name"], "ns__f_2");
+    let tool = translated.tools.by_chat("ns__f_2").unwrap();
+    assert_eq!(
+        (tool.name.as_str(), tool.namespace.as_deref()),
+        ("f", Some("ns"))
+    );
+    assert_eq!(translated.tools.by_chat("ns__f").unwrap().namespace, None);
+}
+
+fn builder(tools: Value) -> Builder {
+    let request = json!({"model": "flash", "input": "hi", "tools": tools, "temperature": 0.5});
+    let translated = translate(request.to_string().as_bytes()).unwrap();
+    Builder::new(Context {
+        id: "resp_1".into(),
+        created_at: 7,
+        model: translated.model,
+        tools: translated.tools,
+        echo: translated.echo,
+    })
+}
+
+/// The events in `sse`, as JSON, checking each has its `type` after `event:` and the next
+/// `sequence_number`.
+fn events(sse: &[u8]) -> Vec<Value> {
+    let text = std::str::from_utf8(sse).unwrap();
+    let events: Vec<Value> = (text.split_terminator("\n\n"))
+        .map(|event| {
+            let (head, data) = event.split_once("\ndata: ").expect("event and data lines");
+            let json: Value = serde_json::from_str(data).unwrap();
+            assert_eq!(head.strip_prefix("event: "), json["type"].as_str());
+            json
+        })
+        .collect();
+    for (n, event) in events.iter().enumerate() {
+        assert_eq!(event["sequence_number"], n, "{event}");
+    }
+    events
+}
+
+fn types(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+fn chunk(delta: Value, finish: Value) -> String {
+    format!(
+        "data: {}\n\n",
+        json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    )
+}
+
+const USAGE: &str = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3,\"total_tokens\":8,\"prompt_tokens_details\":{\"cached_tokens\":2}}}\n\n";
+
+#[test]
+fn a_streamed_text_answer_is_every_event_in_order() {
+    let mut sse = Sse::new(builder(json!([])));
+    let mut out = sse.start();
+    let stream = [
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        chunk(json!({"reasoning_content": "Thinking."}), Value::Null),
+        chunk(json!({"content": "Hel"}), Value::Null),
+        chunk(json!({"content": "lo"}), json!("stop")),
+        USAGE.to_owned(),
+        "data: [DONE]\n\n".to_owned(),
+    ]
+    .concat();
+    // In awkward pieces: an event may be split anywhere.
+    for piece in stream.as_bytes().chunks(7) {
+        out.extend(sse.edit(piece));
+    }
+    out.extend(sse.finish(None));
+    let events = events(&out);
+    assert_eq!(
+        types(&events),
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.reasoning_summary_part.added",
+            "response.reasoning_summary_text.delta",
+            "response.reasoning_summary_text.done",
+            "response.reasoning_summary_part.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    assert_eq!(events[0]["response"]["status"], "in_progress");
+    assert_eq!(events[0]["response"]["model"], "flash");
+    assert_eq!(events[10]["delta"], "Hel");
+    assert_eq!(events[12]["text"], "Hello");
+    let done = &events[15]["response"];
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["id"], "resp_1");
+    assert_eq!(done["temperature"], 0.5);
+    assert_eq!(done["store"], false);
+    assert_eq!(done["output"][0]["summary"][0]["text"], "Thinking.");
+    assert_eq!(done["output"][1]["content"][0]["text"], "Hello");
+    assert_eq!(
+        done["usage"],
+        json!({"input_tokens": 5, "input_tokens_details": {"cached_tokens": 2}, "output_tokens": 3,
+               "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 8})
+    );
+}
+
+#[test]
+fn streamed_tool_calls_come_out_as_the_tools_the_request_named() {
+    let tools = json!([{"type": "function", "name": "exec_command"},
+        {"type": "namespace", "name": "agents", "tools": [{"type": "function", "name": "close_agent"}]},
+        {"type": "custom", "name": "apply_patch"}]);
+    let mut sse = Sse::new(builder(tools));
+    let mut out = sse.start();
+    let call = |index: u64, id: &str, name: &str, arguments: &str| json!({"tool_calls": [{"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": arguments}}]});
+    let more = |index: u64, arguments: &str| json!({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]});
+    for piece in [
+        chunk(json!({"content": "On it."}), Value::Null),
+        chunk(
+            call(0, "call_a__thought__sig", "exec_command", "{\"cmd\":"),
+            Value::Null,
+        ),
+        chunk(more(0, "\"ls\"}"), Value::Null),
+        chunk(call(1, "call_b", "agents__close_agent", "{}"), Value::Null),
+        chunk(
+            call(2, "call_c", "apply_patch", "{\"input\":\"*** Begin"),
+            Value::Null,
+        ),
+        chunk(more(2, " Patch\"}"), json!("tool_calls")),
+        USAGE.to_owned(),
+    ] {
+        out.extend(sse.edit(piece.as_bytes()));
+    }
+    out.extend(sse.finish(None));
+    let events = events(&out);
+    let done: Vec<&Value> = (events.iter())
+        .filter(|e| e["type"] == "response.output_item.done")
+        .map(|e| &e["item"])
+        .collect();
+    assert_eq!(done[0]["content"][0]["text"], "On it.");
+    assert_eq!(
+        *done[1],
+        json!({"type": "function_call", "id": "fc_resp_1_1", "call_id": "call_a__thought__sig",
+               "name": "exec_command", "arguments": "{\"cmd\":\"ls\"}", "status": "completed"})
+    );
+    assert_eq!(done[2]["name"], "close_agent");
+    assert_eq!(done[2]["namespace"], "agents");
+    assert_eq!(
+        *done[3],
+        json!({"type": "custom_tool_call", "id": "fc_resp_1_3", "call_id": "call_c",
+               "name": "apply_patch", "input": "*** Begin Patch", "status": "completed"})
+    );
+    let deltas: Vec<&Value> = (events.iter())
+        .filter(|e| e["type"] == "response.function_call_arguments.delta")
+        .map(|e| &e["delta"])
+        .collect();
+    assert_eq!(
+        deltas,
+        [&json!("{\"cmd\":"), &json!("\"ls\"}"), &json!("{}")]
+    );
+    assert!(types(&events).contains(&"response.custom_tool_call_input.done"));
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.completed");
+    assert_eq!(last["response"]["output"].as_array().unwrap().len(), 4);
+    assert_eq!(last["response"]["usage"]["total_tokens"], 8);
+}
+
+#[test]
+fn errors_mid_stream_and_a_cut_stream_end_in_response_failed() {
+    // Google's error as an event, after some text.
+    let mut sse = Sse::new(builder(json!([])));
+    let mut out = sse.start();
+    out.extend(sse.edit(chunk(json!({"content": "Hi"}), Value::Null).as_bytes()));
+    let error = json!({"error": {"code": 429, "message": "Resource exhausted.", "status": "RESOURCE_EXHAUSTED"}});
+    out.extend(sse.edit(format!("data: {error}\n\n").as_bytes()));
+    out.extend(sse.finish(None));
+    let all = events(&out);
+    let last = all.last().unwrap();
+    assert_eq!(last["type"], "response.failed");
+    assert_eq!(last["response"]["status"], "failed");
+    assert_eq!(last["response"]["error"]["code"], "rate_limit_exceeded");
+    assert!(
+        last["response"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("try again in 5s")
+    );
+    assert_eq!(last["response"]["output"][0]["content"][0]["text"], "Hi");
+    // A stream that stops before its answer does, or breaks.
+    for broken in [None, Some("the upstream sent nothing for 300s".to_owned())] {
+        let mut sse = Sse::new(builder(json!([])));
+        let mut out = sse.start();
+        out.extend(sse.edit(chunk(json!({"content": "Hi"}), Value::Null).as_bytes()));
+        out.extend(sse.finish(broken));
+        let last = events(&out).pop().unwrap();
+        assert_eq!(last["type"], "response.failed");
+        assert_eq!(last["response"]["error"]["code"], "server_error");
+    }
+    // A length stop is incomplete.
+    let mut sse = Sse::new(builder(json!([])));
+    let mut out = sse.start();
+    out.extend(sse.edit(chunk(json!({"content": "Hi"}), json!("length")).as_bytes()));
+    out.extend(sse.finish(None));
+    let last = events(&out).pop().unwrap();
+    assert_eq!(last["type"], "response.incomplete");
+    assert_eq!(
+        last["response"]["incomplete_details"]["reason"],
+        "max_output_tokens"
+    );
+}
+
+#[test]
+fn failures_use_the_codes_codex_acts_on() {
+    let code = |status, google, message| failure(status, google, message, Some(12))["code"].clone();
+    assert_eq!(
+        code(429, Some("RESOURCE_EXHAUSTED"), "busy"),
+        "rate_limit_exceeded"
+    );
+    assert_eq!(
+        failure(429, None, "Busy.", Some(12))["message"],
+        "Busy. Please try again in 12s."
+    );
+    assert_eq!(
+        code(
+            400,
+            Some("INVALID_ARGUMENT"),
+            "The input token count (2000000) exceeds the maximum number of tokens allowed (1048576)."
+        ),
+        "context_length_exceeded"
+    );
+    assert_eq!(
+        code(403, None, "Quota exceeded for billing"),
+        "insufficient_quota"
+    );
+    assert_eq!(code(400, None, "Bad."), "invalid_prompt");
+    assert_eq!(code(503, Some("UNAVAILABLE"), "Down."), "server_error");
+}
+
+#[test]
+fn a_whole_answer_is_one_response_object() {
+    let mut builder = builder(json!([{"type": "function", "name": "get_weather"}]));
+    builder.start();
+    builder.chunk(&json!({"id": "chatcmpl-1", "object": "chat.completion", "choices": [{"index": 0,
+        "message": {"role": "assistant", "content": "Let me look.", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+        "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13,
+                  "completion_tokens_details": {"reasoning_tokens": 2}}}));
+    let response = builder.finish(true);
+    assert_eq!(response["object"], "response");
+    assert_eq!(response["status"], "completed");
+    assert_eq!(response["model"], "flash");
+    assert_eq!(response["output"][0]["type"], "message");
+    assert_eq!(response["output"][0]["content"][0]["text"], "Let me look.");
+    assert_eq!(response["output"][1]["type"], "function_call");
+    assert_eq!(response["output"][1]["call_id"], "call_1");
+    assert_eq!(response["output"][1]["arguments"], "{\"city\":\"Paris\"}");
+    assert_eq!(
+        response["usage"]["output_tokens_details"]["reasoning_tokens"],
+        2
+    );
+    assert_eq!(response["usage"]["input_tokens"], 9);
+}

@@ -1,0 +1,225 @@
+//! `/v1/responses` (Codex, `client.responses`): translated to a chat completion that the fake
+//! Vertex receives byte for byte, and its answer translated back, whole or as a stream of
+//! events; a Gemini 3 tool round trip whose second step passes the strict stand-in's
+//! signature check; errors before and inside the stream; the log line.
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const ALIASES: &str = r#"{"flash":"google/gemini-2.5-flash","pro-preview":"google/gemini-3.1-pro-preview","sonnet":{"model":"anthropic/claude-sonnet-4-5@20250929","location":"us-east5"}}"#;
+
+fn settings() -> Vec<(&'static str, &'static str)> {
+    vec![("MODEL_ALIASES_JSON", ALIASES)]
+}
+
+/// The events of a streamed answer, each checked for its `type` and the next
+/// `sequence_number`.
+fn events(answer: &Answer) -> Vec<Value> {
+    assert_eq!(answer.headers["content-type"], "text/event-stream");
+    let text = std::str::from_utf8(&answer.body).expect("UTF-8");
+    let events: Vec<Value> = (text.split_terminator("\n\n"))
+        .map(|event| {
+            let data = event.split_once("data: ").expect("a data line").1;
+            serde_json::from_str(data).expect("JSON")
+        })
+        .collect();
+    for (n, event) in events.iter().enumerate() {
+        assert!(event["type"].is_string(), "{event}");
+        assert_eq!(event["sequence_number"], n, "{event}");
+    }
+    events
+}
+
+fn types(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+fn weather() -> Value {
+    json!([{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+           {"type": "web_search"}])
+}
+
+#[tokio::test]
+async fn a_streamed_text_answer_is_the_responses_events_and_vertex_gets_a_chat_completion() {
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let proxy = in_process_with(&vertex, &settings()).await;
+    let body = r#"{"model":"flash","stream":true,"store":true,"instructions":"Be brief.","input":[{"type":"message","role":"user","content":[{"type":"input_text","text":"hello there"}]}],"include":["reasoning.encrypted_content"],"prompt_cache_key":"k"}"#;
+    let answer = post(&proxy, "/v1/responses", KEY, body).await;
+    answer.expect(StatusCode::OK);
+    let [received] = &vertex.received()[..] else {
+        panic!("one request upstream")
+    };
+    assert!(
+        received
+            .path
+            .ends_with("/endpoints/openapi/chat/completions")
+    );
+    assert_eq!(
+        std::str::from_utf8(&received.body).unwrap(),
+        r#"{"messages":[{"content":"Be brief.","role":"system"},{"content":"hello there","role":"user"}],"model":"google/gemini-2.5-flash","stream":true,"stream_options":{"include_usage":true}}"#
+    );
+    let events = events(&answer);
+    assert_eq!(
+        types(&events),
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    let done = &events.last().unwrap()["response"];
+    assert_eq!(done["model"], "flash");
+    assert_eq!(done["store"], false);
+    assert!(done["id"].as_str().unwrap().starts_with("resp_"));
+    assert_eq!(
+        done["output"][0]["content"][0]["text"],
+        "You said: hello there"
+    );
+    assert_eq!(done["usage"]["input_tokens"], 4);
+    assert_eq!(done["usage"]["output_tokens"], 4);
+    assert_eq!(done["usage"]["total_tokens"], 8);
+}
+
+/// Step one of a tool loop through `/v1/responses`: the `function_call` item the client got.
+async fn call_item(proxy: &impl Served, model: &str, stream: bool) -> Value {
+    let body = json!({"model": model, "stream": stream, "store": false, "tools": weather(),
+                      "input": [{"type": "message", "role": "user", "content": "Paris"}]});
+    let answer = post(proxy, "/v1/responses", KEY, &body.to_string()).await;
+    answer.expect(StatusCode::OK);
+    if !stream {
+        let response = answer.json();
+        assert_eq!(response["status"], "completed");
+        return response["output"][0].clone();
+    }
+    let events = events(&answer);
+    let done = (events.iter())
+        .find(|e| e["type"] == "response.output_item.done")
+        .expect("an item");
+    let arguments = (events.iter())
+        .find(|e| e["type"] == "response.function_call_arguments.done")
+        .expect("the arguments, done");
+    assert_eq!(arguments["arguments"], done["item"]["arguments"]);
+    assert_eq!(events.last().unwrap()["type"], "response.completed");
+    done["item"].clone()
+}
+
+#[tokio::test]
+async fn a_gemini_3_tool_round_trip_keeps_its_signature_in_the_call_id() {
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let proxy = in_process_with(&vertex, &settings()).await;
+    for stream in [true, false] {
+        let before = vertex.count();
+        let call = call_item(&proxy, "pro-preview", stream).await;
+        assert_eq!(call["type"], "function_call");
+        assert_eq!(call["name"], "get_weather");
+        assert_eq!(call["arguments"], r#"{"city":"Paris"}"#);
+        let call_id = call["call_id"].as_str().unwrap();
+        assert!(call_id.contains("__thought__"), "{call_id}");
+        // Step two, as Codex replays it: the call item whole, then its output.
+        let body = json!({"model": "pro-preview", "stream": stream, "tools": weather(), "input": [
+            {"type": "message", "role": "user", "content": "Paris"},
+            call,
+            {"type": "function_call_output", "call_id": call_id, "output": "sunny"}]});
+        let answer = post(&proxy, "/v1/responses", KEY, &body.to_string()).await;
+        answer.expect(StatusCode::OK);
+        let text = match stream {
+            true => events(&answer).last().unwrap()["response"]["output"][0].clone(),
+            false => answer.json()["output"][0].clone(),
+        };
+        assert_eq!(text["content"][0]["text"], "The tool said: sunny");
+        // Vertex got its own id back, and the signature it issued on the call.
+        let second = vertex.received()[before + 1].json();
+        let own = call_id.split("__thought__").next().unwrap();
+        let sent = &second["messages"][1]["tool_calls"][0];
+        assert_eq!(sent["id"], own);
+        assert_eq!(
+            sent["extra_content"]["google"]["thought_signature"],
+            vertex_proxy::demo::gemini3::signature_for(own)
+        );
+        assert_eq!(second["messages"][2]["tool_call_id"], own);
+    }
+}
+
+#[tokio::test]
+async fn refusals_and_errors_before_the_stream_are_in_openais_shape() {
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let proxy = in_process_with(&vertex, &settings()).await;
+    let cases = [
+        (r#"{"model":"sonnet","input":"hi"}"#, "/v1/messages"),
+        (
+            r#"{"model":"flash","input":"hi","previous_response_id":"resp_1"}"#,
+            "stateless",
+        ),
+        (
+            r#"{"model":"flash","input":[{"type":"item_reference","id":"msg_1"}]}"#,
+            "store to false",
+        ),
+    ];
+    for (body, says) in cases {
+        let answer = post(&proxy, "/responses", KEY, body).await;
+        answer.expect(StatusCode::BAD_REQUEST);
+        assert!(answer.json()["error"]["type"].is_string());
+        assert!(
+            answer.error_message().contains(says),
+            "{}",
+            answer.error_message()
+        );
+    }
+    assert_eq!(vertex.count(), 0);
+    // Vertex's own refusal keeps its status (a 400 is not retried).
+    vertex.set_behaviour(|_| google_error(400, "INVALID_ARGUMENT", None));
+    let body = r#"{"model":"flash","stream":true,"input":"hi"}"#;
+    let answer = post(&proxy, "/v1/responses", KEY, body).await;
+    answer.expect(StatusCode::BAD_REQUEST);
+    assert_eq!(answer.json()["error"]["type"], "invalid_request_error");
+    assert_eq!(answer.json()["error"]["code"], "INVALID_ARGUMENT");
+}
+
+#[tokio::test]
+async fn an_error_as_the_streams_first_event_is_response_failed() {
+    let vertex = FakeVertex::start_with(|_| error_in_stream(429, "RESOURCE_EXHAUSTED")).await;
+    let (_metadata, proxy) = spawn_with(&vertex, &settings()).await;
+    let body = r#"{"model":"flash","stream":true,"input":"hi"}"#;
+    let answer = post(&proxy, "/v1/responses", KEY, body).await;
+    answer.expect(StatusCode::OK);
+    let events = events(&answer);
+    assert_eq!(
+        types(&events),
+        [
+            "response.created",
+            "response.in_progress",
+            "response.failed"
+        ]
+    );
+    let error = &events[2]["response"]["error"];
+    assert_eq!(error["code"], "rate_limit_exceeded");
+    assert!(error["message"].as_str().unwrap().contains("try again in"));
+    let line = proxy.request_line("/v1/responses", 200).await;
+    assert_eq!(line["api"], "responses");
+}
+
+#[tokio::test]
+async fn the_log_line_names_the_api_and_reads_the_usage() {
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let (_metadata, proxy) = spawn_with(&vertex, &settings()).await;
+    let body = r#"{"model":"flash","stream":true,"input":"hello there"}"#;
+    post(&proxy, "/v1/responses", KEY, body)
+        .await
+        .expect(StatusCode::OK);
+    let line = proxy.request_line("/v1/responses", 200).await;
+    assert_eq!(line["api"], "responses");
+    assert_eq!(line["alias"], "flash");
+    assert_eq!(line["usage"]["input_tokens"], 2);
+    assert_eq!(line["usage"]["output_tokens"], 4);
+}
