@@ -140,6 +140,8 @@ pub struct RequestLog {
     price: Option<Price>,
     response_bytes: u64,
     outcome: Ending,
+    /// Shutdown ended the request's retries (or its fan-out) early.
+    ended_by_shutdown: bool,
 }
 
 impl RequestLog {
@@ -169,6 +171,7 @@ impl RequestLog {
             price: None,
             response_bytes: 0,
             outcome: Ending::Open,
+            ended_by_shutdown: false,
         }
     }
 
@@ -209,6 +212,12 @@ impl RequestLog {
 
     /// Where the upstream attempts are recorded as they are made, so that a client that
     /// leaves mid-way still has them in its line.
+    /// The server began to shut down: the request's waits ended, and no attempt or call
+    /// was started after.
+    pub fn ended_by_shutdown(&mut self) {
+        self.ended_by_shutdown = true;
+    }
+
     pub fn attempts(&mut self) -> &mut Vec<Attempt> {
         &mut self.attempts
     }
@@ -312,6 +321,7 @@ impl RequestLog {
                 .map(|(usage, price)| price.cost(&usage)),
             usage,
             cancelled: self.outcome == Ending::Open,
+            ended_by_shutdown: self.ended_by_shutdown,
             stream_error: match &self.outcome {
                 Ending::UpstreamFailed(reason) => Some(reason),
                 _ => None,

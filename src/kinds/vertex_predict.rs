@@ -51,6 +51,9 @@ impl UpstreamKind for VertexPredict {
         log: &mut RequestLog,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let answer = embed(way, &call).await;
+        if answer.is_err() && way.upstream.stopping().begun() {
+            log.ended_by_shutdown();
+        }
         match &answer {
             Err(ProxyError::Upstream(e)) => log.upstream_failed(e.status),
             Err(_) => {}
@@ -86,7 +89,12 @@ async fn embed(way: Way<'_>, call: &Call<'_>) -> Result<Response<ProxyBody>, Pro
         let (upstream, vertex) = (way.upstream.clone(), way.vertex.clone());
         let (target, locations, permits) = (target.clone(), locations.clone(), permits.clone());
         calls.spawn(async move {
-            let _permit = permits.acquire_owned().await;
+            // On shutdown no call starts: the request answers within the grace period.
+            let _permit = tokio::select! {
+                biased;
+                () = upstream.stopping().wait() => return Err(shutting_down()),
+                permit = permits.acquire_owned() => permit,
+            };
             let locate = |location: &str| target.uri(&vertex, location);
             // The request's line records no attempts of its calls.
             let mut attempts = Vec::new();
@@ -118,6 +126,14 @@ async fn embed(way: Way<'_>, call: &Call<'_>) -> Result<Response<ProxyBody>, Pro
     let all: Vec<Embedding> = parts.into_iter().flatten().collect();
     let answer = openai_answer(&call.model.name, &all, request.base64);
     Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// The answer of a fan-out that shutdown stopped before all its calls had started.
+fn shutting_down() -> ProxyError {
+    ProxyError::Busy(
+        "the proxy is shutting down and started no more of this request's calls; retry in a moment"
+            .into(),
+    )
 }
 
 /// The path after `…/locations/{location}/` for `model`.

@@ -34,6 +34,7 @@ pub(super) struct Line<'a> {
     pub(super) usage: Option<Usage>,
     pub(super) cost_usd: Option<f64>,
     pub(super) cancelled: bool,
+    pub(super) ended_by_shutdown: bool,
     pub(super) stream_error: Option<&'a str>,
 }
 
@@ -176,6 +177,10 @@ impl Line<'_> {
         if self.cancelled {
             key(out, "cancelled");
             out.extend_from_slice(b"true");
+        }
+        if self.ended_by_shutdown {
+            key(out, "ended_by");
+            string(out, "shutdown");
         }
         if let Some(reason) = self.stream_error {
             key(out, "stream_error");

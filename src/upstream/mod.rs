@@ -27,7 +27,6 @@ use crate::auth::TokenSource;
 use crate::body::{self, BoxEdit, Pieces, ProxyBody, UpstreamBody};
 use crate::config::{Config, RetryPolicy, Timeouts};
 use crate::error::{Origin, ProxyError};
-use crate::log::Attempt;
 use crate::models::Auth;
 pub use answer::Answer;
 use connect::classify;
@@ -37,6 +36,7 @@ pub use metadata::project_from_metadata;
 use pool::Failure;
 pub use pool::Queued;
 use retry::{Outcome, Retries};
+pub use retry::{Record, Stopping};
 
 /// The ID-token credentials of the services, by audience, made at startup.
 pub type IdTokens = std::collections::BTreeMap<Arc<str>, TokenSource>;
@@ -53,6 +53,8 @@ pub struct Upstream {
     id_tokens: IdTokens,
     timeouts: Timeouts,
     retries: RetryPolicy,
+    /// The server's shutdown, shared by every worker.
+    stopping: Stopping,
 }
 
 impl Upstream {
@@ -68,7 +70,13 @@ impl Upstream {
             id_tokens,
             timeouts: config.timeouts,
             retries: config.retries,
+            stopping: Stopping::default(),
         }
+    }
+
+    /// The server's shutdown as the requests see it: the server begins it.
+    pub fn stopping(&self) -> &Stopping {
+        &self.stopping
     }
 
     /// The same upstream with connections and a token slot of the calling worker's own, so
@@ -136,14 +144,15 @@ impl Upstream {
 
     /// Sends `outgoing` to its locations in turn (`locate` gives the URL in each), as
     /// [`retry`] allows, until an answer is worth relaying: content (a stream, once its first
-    /// event is not an error), or an error that would repeat. Each attempt goes in `attempts`
-    /// once there is more than one. `from` names the upstream in messages.
+    /// event is not an error), or an error that would repeat. Each attempt goes in `record`
+    /// once there is more than one. `from` names the upstream in messages. Once the server
+    /// shuts down, no other attempt is made: the last error is the answer, at once.
     pub async fn send(
         &self,
         mut outgoing: Outgoing,
         (locations, locate): (&[String], impl Fn(&str) -> Result<Uri, ProxyError>),
         from: Origin,
-        attempts: &mut Vec<Attempt>,
+        record: &mut impl Record,
     ) -> Result<Answer, ProxyError> {
         let mut retries = Retries::new(self.retries, locations);
         loop {
@@ -151,10 +160,18 @@ impl Upstream {
                 Ok(uri) => self.attempt(&mut outgoing, &uri, from).await,
                 Err(e) => Outcome::Fail(e),
             };
-            match retries.after(outcome, attempts) {
+            let (wait, error) = match retries.after(outcome, record.attempts()) {
                 ControlFlow::Break(result) => return result,
-                ControlFlow::Continue(wait) if wait.is_zero() => {}
-                ControlFlow::Continue(wait) => tokio::time::sleep(wait).await,
+                ControlFlow::Continue(next) => next,
+            };
+            let stopped = tokio::select! {
+                biased;
+                () = self.stopping.wait() => true,
+                () = tokio::time::sleep(wait) => false,
+            };
+            if stopped {
+                record.ended_by_shutdown();
+                return Err(error);
             }
         }
     }
