@@ -3,6 +3,7 @@
 //! (the request is rewritten, not spliced), because `:predict` speaks another shape.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -11,12 +12,15 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+mod calls;
+
 use super::{Call, Target, UpstreamKind, Way};
 use crate::api::Operation;
 use crate::body::{Held, ProxyBody};
 use crate::error::{Origin, ProxyError, json_response};
-use crate::log::{Answered, RequestLog};
+use crate::log::{Answered, Calls, RequestLog};
 use crate::upstream::Outgoing;
+use calls::{Allowance, CallRecord, shutting_down};
 
 /// Inputs one request may carry.
 pub const MAX_INPUTS: usize = 250;
@@ -50,10 +54,9 @@ impl UpstreamKind for VertexPredict {
         held: Held,
         log: &mut RequestLog,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let answer = embed(way, &call).await;
-        if answer.is_err() && way.upstream.stopping().begun() {
-            log.ended_by_shutdown();
-        }
+        let calls = Arc::new(Calls::default());
+        log.fans_out(calls.clone());
+        let answer = embed(way, &call, calls).await;
         match &answer {
             Err(ProxyError::Upstream(e)) => log.upstream_failed(e.status),
             Err(_) => {}
@@ -71,13 +74,18 @@ impl UpstreamKind for VertexPredict {
     }
 }
 
-async fn embed(way: Way<'_>, call: &Call<'_>) -> Result<Response<ProxyBody>, ProxyError> {
+async fn embed(
+    way: Way<'_>,
+    call: &Call<'_>,
+    calls_made: Arc<Calls>,
+) -> Result<Response<ProxyBody>, ProxyError> {
     let route = call.route;
     let request = parse(call.body)?;
     let headers = way.upstream.headers(call.headers, &route.auth).await?;
     let target = Arc::new(Target::VertexPath(target(&route.model)));
     let batches = batches(&route.model, request.inputs.len());
     let permits = Arc::new(tokio::sync::Semaphore::new(FAN_OUT));
+    let shared = Arc::new(Allowance::new(way.upstream.retry_policy(), calls_made));
     let locations: Arc<[String]> = route.locations.as_slice().into();
     // Dropped with the request (the client left, or a call failed): the calls still
     // running are aborted with it.
@@ -88,23 +96,46 @@ async fn embed(way: Way<'_>, call: &Call<'_>) -> Result<Response<ProxyBody>, Pro
         let outgoing = Outgoing::new(headers.clone(), body, route.auth.clone());
         let (upstream, vertex) = (way.upstream.clone(), way.vertex.clone());
         let (target, locations, permits) = (target.clone(), locations.clone(), permits.clone());
+        let shared = shared.clone();
         calls.spawn(async move {
-            // On shutdown no call starts: the request answers within the grace period.
+            // On shutdown no call starts: the request answers within the grace period. Nor
+            // does one while another call is being refused 429, until it has its answer.
+            let started = async {
+                let permit = permits.acquire_owned().await;
+                shared.unthrottled().await;
+                permit
+            };
             let _permit = tokio::select! {
                 biased;
-                () = upstream.stopping().wait() => return Err(shutting_down()),
-                permit = permits.acquire_owned() => permit,
+                () = upstream.stopping().wait() => {
+                    shared.calls.ended_by_shutdown.store(true, Ordering::Relaxed);
+                    return Err(shutting_down());
+                }
+                permit = started => permit,
             };
+            // Another call has failed, and with it the request.
+            if shared.failed.load(Ordering::Acquire) {
+                return Err(ProxyError::bad_gateway(
+                    "upstream_error",
+                    "another call failed",
+                ));
+            }
             let locate = |location: &str| target.uri(&vertex, location);
-            // The request's line records no attempts of its calls.
-            let mut attempts = Vec::new();
-            let sent = upstream.send(
-                outgoing,
-                (&locations, locate),
-                Origin::Vertex,
-                &mut attempts,
-            );
-            let answer = sent.await?;
+            shared.calls.made.fetch_add(1, Ordering::Relaxed);
+            let mut record = CallRecord {
+                shared: &shared,
+                attempts: Vec::new(),
+                throttling: false,
+            };
+            let sent = upstream.send(outgoing, (&locations, locate), Origin::Vertex, &mut record);
+            let answer = sent.await;
+            if answer.is_err() {
+                shared.failed.store(true, Ordering::Release);
+            }
+            if record.throttling {
+                shared.resume();
+            }
+            let answer = answer?;
             let body = http_body_util::Limited::new(answer.response.into_body(), PREDICT_BODY);
             let read = tokio::time::timeout(upstream.idle_timeout(), body.collect());
             let bytes = match read.await {
@@ -126,14 +157,6 @@ async fn embed(way: Way<'_>, call: &Call<'_>) -> Result<Response<ProxyBody>, Pro
     let all: Vec<Embedding> = parts.into_iter().flatten().collect();
     let answer = openai_answer(&call.model.name, &all, request.base64);
     Ok(json_response(StatusCode::OK, &answer))
-}
-
-/// The answer of a fan-out that shutdown stopped before all its calls had started.
-fn shutting_down() -> ProxyError {
-    ProxyError::Busy(
-        "the proxy is shutting down and started no more of this request's calls; retry in a moment"
-            .into(),
-    )
 }
 
 /// The path after `…/locations/{location}/` for `model`.

@@ -27,6 +27,8 @@ pub(super) struct Line<'a> {
     pub(super) upstream_queued: bool,
     pub(super) signatures: SignatureCounts,
     pub(super) attempts: &'a [Attempt],
+    /// A fan-out's calls made, and of those retried.
+    pub(super) calls: Option<(usize, usize)>,
     pub(super) trace: Option<&'a str>,
     pub(super) span_id: Option<&'a str>,
     pub(super) ttfb: Option<Duration>,
@@ -114,6 +116,14 @@ impl Line<'_> {
                 out.push(b'}');
             }
             out.push(b']');
+        }
+        if let Some((made, retried)) = self.calls {
+            key(out, "upstream_calls");
+            out.extend_from_slice(b"{\"made\":");
+            uint(out, made as u64);
+            out.extend_from_slice(b",\"retried\":");
+            uint(out, retried as u64);
+            out.push(b'}');
         }
         if let Some(trace) = self.trace {
             key(out, "logging.googleapis.com/trace");

@@ -102,6 +102,11 @@ impl Upstream {
         }
     }
 
+    /// `MAX_ATTEMPTS` and `RETRY_BUDGET_SECS`.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retries
+    }
+
     /// `UPSTREAM_IDLE_TIMEOUT_SECS`: the longest the upstream may be silent.
     pub fn idle_timeout(&self) -> Duration {
         self.timeouts.upstream_idle
@@ -160,18 +165,21 @@ impl Upstream {
                 Ok(uri) => self.attempt(&mut outgoing, &uri, from).await,
                 Err(e) => Outcome::Fail(e),
             };
-            let (wait, error) = match retries.after(outcome, record.attempts()) {
+            let next = match retries.after(outcome, record.attempts()) {
                 ControlFlow::Break(result) => return result,
                 ControlFlow::Continue(next) => next,
             };
+            if !record.may_retry(next.status, next.wait) {
+                return Err(next.error);
+            }
             let stopped = tokio::select! {
                 biased;
                 () = self.stopping.wait() => true,
-                () = tokio::time::sleep(wait) => false,
+                () = tokio::time::sleep(next.wait) => false,
             };
             if stopped {
                 record.ended_by_shutdown();
-                return Err(error);
+                return Err(next.error);
             }
         }
     }

@@ -59,6 +59,12 @@ pub trait Record {
     fn attempts(&mut self) -> &mut Vec<Attempt>;
     /// Shutdown ended the attempts.
     fn ended_by_shutdown(&mut self);
+
+    /// Whether another attempt may follow one that failed with `status`, after `wait`, beyond
+    /// what the request's own policy allows: a fan-out's calls share one allowance.
+    fn may_retry(&mut self, _status: u16, _wait: Duration) -> bool {
+        true
+    }
 }
 
 impl Record for RequestLog {
@@ -147,14 +153,14 @@ impl<'a> Retries<'a> {
         }
     }
 
-    /// After an attempt: the result to return, or the wait before the next attempt and the
-    /// error that is the answer if no other attempt is made (shutdown). Every attempt is
-    /// pushed to `log` once a second one is made: a first success costs nothing.
+    /// After an attempt: the result to return, or the next attempt's wait, with the error
+    /// that is the answer if it is not made after all. Every attempt is pushed to `log` once
+    /// a second one is made: a first success costs nothing.
     pub fn after<T>(
         &mut self,
         outcome: Outcome<T>,
         log: &mut Vec<Attempt>,
-    ) -> ControlFlow<Result<T, ProxyError>, (Duration, ProxyError)> {
+    ) -> ControlFlow<Result<T, ProxyError>, Next> {
         let at = self.location();
         let first = self.made == 0;
         self.made += 1;
@@ -201,8 +207,21 @@ impl<'a> Retries<'a> {
         log.push(attempt);
         self.waited += wait;
         self.wait = wait;
-        ControlFlow::Continue((wait, error))
+        ControlFlow::Continue(Next {
+            wait,
+            error,
+            status,
+        })
     }
+}
+
+/// Another attempt, as [`Retries::after`] allows it.
+pub struct Next {
+    pub wait: Duration,
+    /// The last attempt's error: the answer, if no other attempt is made.
+    pub error: ProxyError,
+    /// Its status: the upstream's, or the proxy's own for a failed connection.
+    pub status: u16,
 }
 
 fn record(location: &str, status: u16, wait: Duration) -> Attempt {
@@ -276,7 +295,7 @@ mod tests {
             tried.push(retries.location().to_owned());
             match retries.after(outcome, &mut log) {
                 ControlFlow::Break(result) => return (result, tried, log),
-                ControlFlow::Continue((wait, _)) => tokio::time::sleep(wait).await,
+                ControlFlow::Continue(next) => tokio::time::sleep(next.wait).await,
             }
         }
         panic!("more attempts than outcomes: {tried:?}");

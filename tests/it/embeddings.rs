@@ -135,3 +135,67 @@ async fn other_publishers_keep_vertexs_openai_route_and_chat_is_refused_for_embe
     assert!(chat.error_message().contains("send it to /v1/embeddings"));
     let _: Value = chat.json();
 }
+
+/// A request for `n` texts to `gemini-embedding-001`, one `:predict` call each.
+fn many_texts(n: usize) -> String {
+    let inputs: Vec<String> = (0..n).map(|i| format!("text number {i}")).collect();
+    json!({"model": "embed", "input": inputs}).to_string()
+}
+
+#[tokio::test]
+async fn a_fan_out_has_one_retry_allowance_and_a_429_stops_new_calls() {
+    // Each text refused twice, "try again at once", then answered: before, 250 texts made
+    // 750 calls, and the request answered 200 as if nothing had happened.
+    let refusals = std::sync::Mutex::new(std::collections::HashMap::<String, u32>::new());
+    let vertex = FakeVertex::start_with(move |r: &Recorded| {
+        let text = r.json()["instances"][0]["content"].to_string();
+        let mut refusals = refusals.lock().unwrap();
+        let refused = refusals.entry(text).or_default();
+        *refused += 1;
+        match *refused {
+            1 | 2 => google_error(429, "RESOURCE_EXHAUSTED", Some("0")),
+            _ => stand_in(r),
+        }
+    })
+    .await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[("MODEL_ALIASES_JSON", ALIASES)]).await;
+    let answer = embeddings(&proxy, &many_texts(250)).await;
+    answer.expect(StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(answer.headers["retry-after"], "0");
+    assert_eq!(answer.json()["error"]["code"], "RESOURCE_EXHAUSTED");
+    // The first eight calls and (MAX_ATTEMPTS - 1) x 8 retries among them all; then the
+    // next eight, started together, the first of them refused finding the allowance spent.
+    let made = vertex.count();
+    assert!((3..=8 + 2 * 8 + 8).contains(&made), "{made} calls");
+    // The line counts every call started, those the request's end cut short too.
+    let line = proxy.request_line("/v1/embeddings", 429).await;
+    let logged = line["upstream_calls"]["made"].as_u64().unwrap() as usize;
+    assert!((made..=8 + 2 * 8 + 8).contains(&logged), "{made}: {line}");
+    let retried = line["upstream_calls"]["retried"].as_u64().unwrap();
+    assert!((2..=16).contains(&retried), "{line}");
+}
+
+#[tokio::test]
+async fn a_429_in_a_fan_out_is_retried_and_the_log_counts_the_calls() {
+    let refused = std::sync::atomic::AtomicBool::new(false);
+    let vertex = FakeVertex::start_with(move |r: &Recorded| {
+        let first = r.json()["instances"][0]["content"] == "text number 3";
+        if first && !refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            google_error(429, "RESOURCE_EXHAUSTED", Some("0"))
+        } else {
+            stand_in(r)
+        }
+    })
+    .await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[("MODEL_ALIASES_JSON", ALIASES)]).await;
+    let answer = embeddings(&proxy, &many_texts(20)).await;
+    answer.expect(StatusCode::OK);
+    assert_eq!(answer.json()["data"].as_array().unwrap().len(), 20);
+    assert_eq!(vertex.count(), 21);
+    let line = proxy.request_line("/v1/embeddings", 200).await;
+    assert_eq!(
+        line["upstream_calls"],
+        json!({"made": 21, "retried": 1}),
+        "{line}"
+    );
+}
