@@ -111,6 +111,39 @@ impl Budget {
 }
 
 impl Held {
+    /// An empty claim on the same budget and key's share, with a wait of its own: for what
+    /// a request holds beside its body (the answers of an embeddings fan-out, say).
+    pub fn another(&self) -> Held {
+        Held {
+            all: self.all.clone(),
+            bytes: self.bytes,
+            key: self.key.clone(),
+            share: self.share,
+            permits: None,
+            wait: BUDGET_WAIT,
+        }
+    }
+
+    /// The bytes held.
+    pub fn bytes(&self) -> usize {
+        self.permits
+            .as_ref()
+            .map_or(0, |(key, _)| key.num_permits())
+    }
+
+    /// Holds `bytes` from now on: gives back what is held beyond, or takes what is missing.
+    pub async fn resize(&mut self, bytes: usize) -> Result<(), ReadError> {
+        let held = self.bytes();
+        if bytes >= held {
+            return self.take(bytes - held).await;
+        }
+        if let Some((key, all)) = &mut self.permits {
+            // Dropped at once: the surplus goes back to the budget and the share.
+            drop((key.split(held - bytes), all.split(held - bytes)));
+        }
+        Ok(())
+    }
+
     /// Takes `bytes` more, waiting (at most what is left of the request's one wait) for its
     /// key's requests, then every request, to give some back.
     pub async fn take(&mut self, bytes: usize) -> Result<(), ReadError> {
@@ -270,5 +303,21 @@ mod tests {
         third.take(100).await.unwrap();
         budget.hold("one").take(600).await.unwrap_err();
         budget.hold("one").take(400).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_grows_shrinks_and_has_siblings_on_the_same_share() {
+        let budget = Budget::new(1000, 500);
+        let mut body = budget.hold("one");
+        body.take(300).await.unwrap();
+        let mut answer = body.another();
+        answer.resize(200).await.unwrap();
+        assert_eq!((body.bytes(), answer.bytes()), (300, 200));
+        // The key's share is spent between the two...
+        assert!(budget.hold("one").take(1).await.is_err());
+        // ...until the answer gives some back.
+        answer.resize(50).await.unwrap();
+        assert_eq!(answer.bytes(), 50);
+        budget.hold("one").take(150).await.unwrap();
     }
 }
