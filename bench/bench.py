@@ -508,6 +508,96 @@ def refusals(requests=5000, warm=500):
             "bytes_per_request_after_warm": round(grown * 1024 / (requests - warm), 1)}
 
 
+def embeddings_memory(requests=8, texts=250, idle_clients=12):
+    """`requests` embeddings requests of `texts` texts each to gemini-embedding-001 at once,
+    against a :predict fake answering 3,072 numbers a text (as the model does at full size):
+    the proxy's peak RSS. Then `idle_clients` clients that send the same request and never
+    read: the proxy's RSS after 5 s, and the :predict calls made for them by then."""
+    import http.server
+    import threading
+    values = ",".join(["-0.0123456789012345"] * 3072)
+    one = ('{"predictions":[{"embeddings":{"values":[' + values +
+           '],"statistics":{"token_count":5,"truncated":false}}}]}').encode()
+    counts = {"predict": 0}
+
+    class Fake(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def answer(self, content_type, body):
+            self.send_response(200)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            self.answer("application/json",
+                        json.dumps({"access_token": "ya29.bench", "expires_in": 3599, "token_type": "Bearer"}).encode())
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            counts["predict"] += 1
+            self.answer("application/json", one)
+
+    fake_port, port = free_port(), free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", fake_port), Fake)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = proxy_env(port, f"http://127.0.0.1:{fake_port}", fake_port)
+    env["MODEL_ALIASES_JSON"] = json.dumps({"flash": "google/gemini-2.5-flash", "embed": "google/gemini-embedding-001"})
+    env.pop("MAX_BODY_BYTES")  # the defaults: 32 MiB bodies, a 64 MiB budget
+    process = subprocess.Popen([BINARY], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    PROCESSES.append(process)
+    wait_for_port(port)
+    body = json.dumps({"model": "embed", "input": [f"text number {i}" for i in range(texts)]})
+    headers = {"x-api-key": KEY, "content-type": "application/json"}
+    rss_start = status_kib(process.pid, "VmRSS")
+
+    def one_request(_):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        try:
+            connection.request("POST", "/v1/embeddings", body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+            whole = response.status == 200 and len(json.loads(data)["data"]) == texts
+            return response.status, whole, len(data)
+        finally:
+            connection.close()
+
+    import concurrent.futures
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(requests) as pool:
+        answers = list(pool.map(one_request, range(requests)))
+    took = time.monotonic() - started
+    peak = status_kib(process.pid, "VmHWM")
+    # Clients that send and never read.
+    before = counts["predict"]
+    idle = []
+    request = (f"POST /v1/embeddings HTTP/1.1\r\nhost: p\r\nx-api-key: {KEY}\r\n"
+               f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n{body}").encode()
+    for _ in range(idle_clients):
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", port))
+        client.sendall(request)
+        idle.append(client)
+    time.sleep(5)
+    rss_idle = status_kib(process.pid, "VmRSS")
+    idle_calls = counts["predict"] - before
+    for client in idle:
+        client.close()
+    stop(process)
+    server.shutdown()
+    return {"requests": requests, "texts": texts, "statuses": [a[0] for a in answers],
+            "whole": all(a[1] for a in answers), "answer_bytes": answers[0][2], "seconds": round(took, 2),
+            "rss_start_kib": rss_start, "peak_rss_kib": peak,
+            "idle_clients": idle_clients, "rss_with_idle_clients_kib": rss_idle,
+            "calls_for_idle_clients": idle_calls, "calls_they_needed": idle_clients * texts}
+
+
 # ---------------------------------------------------------------------------- main
 
 LITELLM_VERSION = "1.106.2"
@@ -582,6 +672,9 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if "--refusals-only" in sys.argv[1:]:
         print(json.dumps(refusals(), indent=2))
+        return
+    if "--embeddings-only" in sys.argv[1:]:
+        print(json.dumps(embeddings_memory(), indent=2))
         return
     upstream, nginx_port, tls_port = free_port(), free_port(), free_port()
     start_nginx(upstream, nginx_port, tls_port)
@@ -659,6 +752,8 @@ def main():
     results["memory_budget"] = memory_budget(upstream)
     log("a service that refuses every request")
     results["refusals"] = refusals()
+    log("embeddings: 8 requests of 250 texts, and clients that never read")
+    results["embeddings_memory"] = embeddings_memory()
     results["binary_bytes"] = os.path.getsize(BINARY)
     if "--peers" in sys.argv[1:]:
         log("peers: LiteLLM")
