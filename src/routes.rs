@@ -248,7 +248,7 @@ async fn forward(
     } = operation.translate(body)?;
     // 3. Resolve the route of the model the request names.
     let aliases = &config.aliases;
-    let model = operation.model(&body, in_path, |name| aliases.get(name).is_some())?;
+    let model = operation.model(&body, in_path, |name| aliases.resolve(name).is_some())?;
     let route = aliases.route_for(&model.name, |m| key.may_use(m))?;
     let call = Call {
         operation,
