@@ -185,7 +185,7 @@ service_env() {
 
 # The services whose run.invoker grant an earlier deploy made (INVOKER_OF on the service).
 recorded_invokees() {
-  gcloud run services describe "$SERVICE" --region="$REGION" --format=json "${G[@]}" 2>/dev/null \
+  gcloud run services describe --region="$REGION" --format=json "${G[@]}" -- "$SERVICE" 2>/dev/null \
     | jq -r '.spec.template.spec.containers[0].env // [] | map(select(.name == "INVOKER_OF"))[0].value // empty' \
     | tr ',' '\n' | grep -v '^$' || true
 }
@@ -194,8 +194,8 @@ recorded_invokees() {
 # grep that stops early would fail gcloud's write, and the pipeline with it.)
 is_invoker() {
   local members
-  members=$(gcloud run services get-iam-policy "$1" --region="$REGION" --flatten='bindings[].members' \
-    --filter='bindings.role:roles/run.invoker' --format='value(bindings.members)' "${G[@]}")
+  members=$(gcloud run services get-iam-policy --region="$REGION" --flatten='bindings[].members' \
+    --filter='bindings.role:roles/run.invoker' --format='value(bindings.members)' "${G[@]}" -- "$1")
   grep -qx "serviceAccount:$SA_EMAIL" <<<"$members"
 }
 
@@ -226,9 +226,9 @@ preflight_check() {
 }
 
 ensure_secret_version() {
-  if ! gcloud secrets describe "$KEYS_SECRET" "${G[@]}" >/dev/null 2>&1; then
+  if ! gcloud secrets describe "${G[@]}" -- "$KEYS_SECRET" >/dev/null 2>&1; then
     say "creating secret $KEYS_SECRET"
-    gcloud secrets create "$KEYS_SECRET" --replication-policy=automatic --labels="$LABEL" "${G[@]}"
+    gcloud secrets create --replication-policy=automatic --labels="$LABEL" "${G[@]}" -- "$KEYS_SECRET"
   fi
   local current
   current=$(gcloud secrets versions access latest --secret="$KEYS_SECRET" "${G[@]}" 2>/dev/null || true)
@@ -236,13 +236,13 @@ ensure_secret_version() {
     say "secret $KEYS_SECRET already holds these keys"
   else
     say "adding a version to secret $KEYS_SECRET"
-    printf '%s' "$KEYS_HASHED" | gcloud secrets versions add "$KEYS_SECRET" --data-file=- "${G[@]}"
+    printf '%s' "$KEYS_HASHED" | gcloud secrets versions add --data-file=- "${G[@]}" -- "$KEYS_SECRET"
   fi
 }
 
 # The name of the secret the deployed service reads its keys from, if any.
 mounted_secret() {
-  gcloud run services describe "$SERVICE" --region="$REGION" --format=json "${G[@]}" \
+  gcloud run services describe --region="$REGION" --format=json "${G[@]}" -- "$SERVICE" \
     | jq -r --arg path "$SECRET_PATH" '
         .spec.template.spec as $spec
         | ($spec.containers[0].volumeMounts // [] | map(select(.mountPath == ($path | sub("/[^/]*$"; ""))))[0].name) as $volume
@@ -264,17 +264,26 @@ if [[ $COMMAND == keys ]]; then
     [[ -z $mounted ]] || die "service $SERVICE reads its keys from secret $mounted, not its environment; nothing was changed. Pass --keys-secret $mounted."
     d=$(delimiter_for "$KEYS_HASHED")
     say "updating API_KEYS_JSON on $SERVICE (a new revision; nothing else changes)"
-    gcloud run services update "$SERVICE" --region="$REGION" "${G[@]}" \
-      --update-env-vars="^$d^API_KEYS_JSON=$KEYS_HASHED"
+    gcloud run services update --region="$REGION" "${G[@]}" \
+      --update-env-vars="^$d^API_KEYS_JSON=$KEYS_HASHED" -- "$SERVICE"
     say "done."
   fi
   exit 0
 fi
 
 preflight_check
+# The grants an earlier deploy recorded making, checked as --invoker-of is: a record that
+# holds anything but service names was edited by hand, and no grant is removed on its word.
+previous=()
+if [[ -n $INVOKER_GIVEN ]]; then
+  mapfile -t previous < <(recorded_invokees)
+  for name in "${previous[@]}"; do
+    [[ $name =~ ^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$ ]] || die "the INVOKER_OF record on $SERVICE holds '$name', which is not a Cloud Run service name: the record was edited by hand, so it cannot say which run.invoker grants deploy.sh made; nothing was changed. Set it to those services (gcloud run services update $SERVICE --region=$REGION --update-env-vars=INVOKER_OF=NAME,...), then deploy again."
+  done
+fi
 # The services to invoke must exist where the proxy runs: found now, before any change.
 for name in "${invokees[@]}"; do
-  gcloud run services describe "$name" --region="$REGION" --format='value(status.url)' "${G[@]}" >/dev/null 2>&1 \
+  gcloud run services describe --region="$REGION" --format='value(status.url)' "${G[@]}" -- "$name" >/dev/null 2>&1 \
     || die "--invoker-of: no Cloud Run service '$name' in $REGION of $PROJECT; nothing was changed."
 done
 
@@ -288,21 +297,21 @@ for api in "${apis[@]}"; do
 done
 if [[ ${#to_enable[@]} -gt 0 ]]; then
   say "enabling ${to_enable[*]}"
-  gcloud services enable "${to_enable[@]}" "${G[@]}"
+  gcloud services enable "${G[@]}" -- "${to_enable[@]}"
 fi
 
 # --- 3. The service account, and its right to call Vertex. ---------------------------------
-if ! gcloud iam service-accounts describe "$SA_EMAIL" "${G[@]}" >/dev/null 2>&1; then
+if ! gcloud iam service-accounts describe "${G[@]}" -- "$SA_EMAIL" >/dev/null 2>&1; then
   say "creating service account $SA_EMAIL"
-  gcloud iam service-accounts create "$SERVICE_ACCOUNT" --display-name="vertex-proxy ($SERVICE)" \
-    --description="$LABEL: the identity of Cloud Run service $SERVICE" "${G[@]}"
+  gcloud iam service-accounts create --display-name="vertex-proxy ($SERVICE)" \
+    --description="$LABEL: the identity of Cloud Run service $SERVICE" "${G[@]}" -- "$SERVICE_ACCOUNT"
 fi
-roles=$(gcloud projects get-iam-policy "$PROJECT" --flatten='bindings[].members' \
-  --filter="bindings.members:serviceAccount:$SA_EMAIL" --format='value(bindings.role)')
+roles=$(gcloud projects get-iam-policy --flatten='bindings[].members' \
+  --filter="bindings.members:serviceAccount:$SA_EMAIL" --format='value(bindings.role)' -- "$PROJECT")
 if ! grep -qx roles/aiplatform.user <<<"$roles"; then
   say "granting roles/aiplatform.user to $SA_EMAIL"
-  gcloud projects add-iam-policy-binding "$PROJECT" --member="serviceAccount:$SA_EMAIL" \
-    --role=roles/aiplatform.user --condition=None "${G[@]}" >/dev/null
+  gcloud projects add-iam-policy-binding --member="serviceAccount:$SA_EMAIL" \
+    --role=roles/aiplatform.user --condition=None "${G[@]}" -- "$PROJECT" >/dev/null
 fi
 
 # --- 3b. The right to call the private services the aliases name. -----------------------------
@@ -310,30 +319,29 @@ fi
 # existed before stays, and stays unrecorded.
 INVOKER_RECORD=""
 if [[ -n $INVOKER_GIVEN ]]; then
-  mapfile -t previous < <(recorded_invokees)
   record=()
   for name in "${invokees[@]}"; do
     if printf '%s\n' "${previous[@]}" | grep -qx "$name"; then
       if ! is_invoker "$name"; then
         say "granting roles/run.invoker on $name to $SA_EMAIL again (it was removed)"
-        gcloud run services add-iam-policy-binding "$name" --region="$REGION" \
-          --member="serviceAccount:$SA_EMAIL" --role=roles/run.invoker "${G[@]}" >/dev/null
+        gcloud run services add-iam-policy-binding --region="$REGION" \
+          --member="serviceAccount:$SA_EMAIL" --role=roles/run.invoker "${G[@]}" -- "$name" >/dev/null
       fi
       record+=("$name")
     elif is_invoker "$name"; then
       say "$SA_EMAIL may already invoke $name (a grant deploy.sh did not make, and leaves alone)"
     else
       say "granting roles/run.invoker on $name to $SA_EMAIL"
-      gcloud run services add-iam-policy-binding "$name" --region="$REGION" \
-        --member="serviceAccount:$SA_EMAIL" --role=roles/run.invoker "${G[@]}" >/dev/null
+      gcloud run services add-iam-policy-binding --region="$REGION" \
+        --member="serviceAccount:$SA_EMAIL" --role=roles/run.invoker "${G[@]}" -- "$name" >/dev/null
       record+=("$name")
     fi
   done
   for name in "${previous[@]}"; do
     printf '%s\n' "${invokees[@]}" | grep -qx "$name" && continue
     say "removing roles/run.invoker on $name from $SA_EMAIL (no longer in --invoker-of)"
-    gcloud run services remove-iam-policy-binding "$name" --region="$REGION" \
-      --member="serviceAccount:$SA_EMAIL" --role=roles/run.invoker "${G[@]}" >/dev/null || true
+    gcloud run services remove-iam-policy-binding --region="$REGION" \
+      --member="serviceAccount:$SA_EMAIL" --role=roles/run.invoker "${G[@]}" -- "$name" >/dev/null || true
   done
   INVOKER_RECORD=$(IFS=,; printf '%s' "${record[*]}")
 fi
@@ -342,12 +350,12 @@ fi
 secret_flags=()
 if [[ -n $KEYS_SECRET ]]; then
   ensure_secret_version
-  members=$(gcloud secrets get-iam-policy "$KEYS_SECRET" --flatten='bindings[].members' \
-    --filter='bindings.role:roles/secretmanager.secretAccessor' --format='value(bindings.members)' "${G[@]}")
+  members=$(gcloud secrets get-iam-policy --flatten='bindings[].members' \
+    --filter='bindings.role:roles/secretmanager.secretAccessor' --format='value(bindings.members)' "${G[@]}" -- "$KEYS_SECRET")
   if ! grep -qx "serviceAccount:$SA_EMAIL" <<<"$members"; then
     say "letting $SA_EMAIL read secret $KEYS_SECRET"
-    gcloud secrets add-iam-policy-binding "$KEYS_SECRET" --member="serviceAccount:$SA_EMAIL" \
-      --role=roles/secretmanager.secretAccessor "${G[@]}" >/dev/null
+    gcloud secrets add-iam-policy-binding --member="serviceAccount:$SA_EMAIL" \
+      --role=roles/secretmanager.secretAccessor "${G[@]}" -- "$KEYS_SECRET" >/dev/null
   fi
   secret_flags=(--update-secrets="$SECRET_PATH=$KEYS_SECRET:latest" --remove-env-vars=API_KEYS_JSON)
 else
@@ -356,7 +364,7 @@ fi
 
 # --- 5. Deploy. -------------------------------------------------------------------------------
 say "deploying $SERVICE from source (Cloud Build builds the Dockerfile)"
-gcloud run deploy "$SERVICE" --source="$HERE" --region="$REGION" "${G[@]}" \
+gcloud run deploy --source="$HERE" --region="$REGION" "${G[@]}" \
   --service-account="$SA_EMAIL" \
   --allow-unauthenticated \
   --min-instances=0 \
@@ -368,9 +376,10 @@ gcloud run deploy "$SERVICE" --source="$HERE" --region="$REGION" "${G[@]}" \
   --timeout=3600 \
   --update-labels="$LABEL" \
   --update-env-vars="$(env_flag)" \
-  "${secret_flags[@]}"
+  "${secret_flags[@]}" \
+  -- "$SERVICE"
 
-URL=$(gcloud run services describe "$SERVICE" --region="$REGION" --format='value(status.url)' "${G[@]}")
+URL=$(gcloud run services describe --region="$REGION" --format='value(status.url)' "${G[@]}" -- "$SERVICE")
 [[ -n $URL ]] || die "deployed, but Cloud Run reported no URL for $SERVICE"
 
 # --- 6. Custom domain. ------------------------------------------------------------------------

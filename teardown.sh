@@ -67,6 +67,22 @@ fi
 SA_EMAIL="$SERVICE_ACCOUNT@$PROJECT.iam.gserviceaccount.com"
 G=(--project="$PROJECT" --quiet)
 
+# The service, and the record of the run.invoker grants deploy.sh made (INVOKER_OF on it),
+# read before anything changes. Each recorded name must be a Cloud Run service name, by
+# deploy.sh's --invoker-of rule: a record that holds anything else was edited by hand, and
+# cannot be trusted to say which grants are deploy.sh's.
+service=$(gcloud run services describe --region="$REGION" --format=json "${G[@]}" -- "$SERVICE" 2>/dev/null || true)
+invokees=()
+if [[ -n $service ]]; then
+  record=$(jq -r '.spec.template.spec.containers[0].env // [] | map(select(.name == "INVOKER_OF"))[0].value // empty' <<<"$service")
+  IFS=, read -r -a recorded <<<"$record"
+  for name in "${recorded[@]}"; do
+    [[ -n $name ]] || continue
+    [[ $name =~ ^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$ ]] || die "the INVOKER_OF record on $SERVICE holds '$name', which is not a Cloud Run service name: the record was edited by hand, so it cannot say which run.invoker grants deploy.sh made; nothing was changed. Set it to those services (gcloud run services update $SERVICE --region=$REGION --update-env-vars=INVOKER_OF=NAME,...) or remove the grants by hand, then run teardown.sh again."
+    invokees+=("$name")
+  done
+fi
+
 cat <<EOF
 This deletes, in project $PROJECT:
   ${DOMAIN:+domain mapping  $DOMAIN
@@ -94,48 +110,46 @@ if [[ -n $DOMAIN ]] && mapping=$(gcloud beta run domain-mappings describe --doma
     skip "domain mapping $DOMAIN: it routes to ${route:-another service}, not $SERVICE"
   fi
 fi
-if service=$(gcloud run services describe "$SERVICE" --region="$REGION" --format=json "${G[@]}" 2>/dev/null); then
+if [[ -n $service ]]; then
   if [[ $(jq -r --arg k "$LABEL_KEY" '.metadata.labels[$k] // empty' <<<"$service") == "$LABEL_VALUE" ]]; then
-    # Exactly the grants deploy.sh recorded making; read before the record goes with the service.
-    invokees=$(jq -r '.spec.template.spec.containers[0].env // [] | map(select(.name == "INVOKER_OF"))[0].value // empty' <<<"$service")
-    IFS=, read -r -a invokees <<<"$invokees"
+    # Exactly the grants deploy.sh recorded making, read (and checked) above, before the
+    # record goes with the service.
     for name in "${invokees[@]}"; do
-      [[ -n $name ]] || continue
-      members=$(gcloud run services get-iam-policy "$name" --region="$REGION" --flatten='bindings[].members' \
-        --filter='bindings.role:roles/run.invoker' --format='value(bindings.members)' "${G[@]}" 2>/dev/null || true)
+      members=$(gcloud run services get-iam-policy --region="$REGION" --flatten='bindings[].members' \
+        --filter='bindings.role:roles/run.invoker' --format='value(bindings.members)' "${G[@]}" -- "$name" 2>/dev/null || true)
       if grep -qx "serviceAccount:$SA_EMAIL" <<<"$members"; then
         say "removing roles/run.invoker on $name from $SA_EMAIL"
-        gcloud run services remove-iam-policy-binding "$name" --region="$REGION" \
-          --member="serviceAccount:$SA_EMAIL" --role=roles/run.invoker "${G[@]}" >/dev/null
+        gcloud run services remove-iam-policy-binding --region="$REGION" \
+          --member="serviceAccount:$SA_EMAIL" --role=roles/run.invoker "${G[@]}" -- "$name" >/dev/null
       else
         skip "roles/run.invoker on $name: $SA_EMAIL no longer has it, or $name is gone"
       fi
     done
     say "deleting service $SERVICE"
-    gcloud run services delete "$SERVICE" --region="$REGION" "${G[@]}"
+    gcloud run services delete --region="$REGION" "${G[@]}" -- "$SERVICE"
   else
     skip "service $SERVICE: it has no label $LABEL_KEY=$LABEL_VALUE, so deploy.sh did not make it"
   fi
 fi
-if [[ -n $KEYS_SECRET ]] && secret=$(gcloud secrets describe "$KEYS_SECRET" --format=json "${G[@]}" 2>/dev/null); then
+if [[ -n $KEYS_SECRET ]] && secret=$(gcloud secrets describe --format=json "${G[@]}" -- "$KEYS_SECRET" 2>/dev/null); then
   if [[ $(jq -r --arg k "$LABEL_KEY" '.labels[$k] // empty' <<<"$secret") == "$LABEL_VALUE" ]]; then
     say "deleting secret $KEYS_SECRET (its IAM binding goes with it)"
-    gcloud secrets delete "$KEYS_SECRET" "${G[@]}"
+    gcloud secrets delete "${G[@]}" -- "$KEYS_SECRET"
   else
     skip "secret $KEYS_SECRET: it has no label $LABEL_KEY=$LABEL_VALUE, so it may be shared; remove $SA_EMAIL's access to it by hand if you want"
   fi
 fi
-if description=$(gcloud iam service-accounts describe "$SA_EMAIL" --format='value(description)' "${G[@]}" 2>/dev/null); then
+if description=$(gcloud iam service-accounts describe --format='value(description)' "${G[@]}" -- "$SA_EMAIL" 2>/dev/null); then
   if [[ $description == "$LABEL_KEY=$LABEL_VALUE"* ]]; then
-    roles=$(gcloud projects get-iam-policy "$PROJECT" --flatten='bindings[].members' \
-      --filter="bindings.members:serviceAccount:$SA_EMAIL" --format='value(bindings.role)' 2>/dev/null || true)
+    roles=$(gcloud projects get-iam-policy --flatten='bindings[].members' \
+      --filter="bindings.members:serviceAccount:$SA_EMAIL" --format='value(bindings.role)' -- "$PROJECT" 2>/dev/null || true)
     if grep -qx roles/aiplatform.user <<<"$roles"; then
       say "removing roles/aiplatform.user from $SA_EMAIL"
-      gcloud projects remove-iam-policy-binding "$PROJECT" --member="serviceAccount:$SA_EMAIL" \
-        --role=roles/aiplatform.user --condition=None "${G[@]}" >/dev/null
+      gcloud projects remove-iam-policy-binding --member="serviceAccount:$SA_EMAIL" \
+        --role=roles/aiplatform.user --condition=None "${G[@]}" -- "$PROJECT" >/dev/null
     fi
     say "deleting service account $SA_EMAIL"
-    gcloud iam service-accounts delete "$SA_EMAIL" "${G[@]}"
+    gcloud iam service-accounts delete "${G[@]}" -- "$SA_EMAIL"
   else
     skip "service account $SA_EMAIL and its roles/aiplatform.user binding: the account existed before deploy.sh (its description lacks $LABEL_KEY=$LABEL_VALUE)"
   fi

@@ -432,6 +432,82 @@ def memory_budget(metadata_port, clients=16):
             "alive_after": alive, "peak_rss_kib": peak}
 
 
+def refusals(requests=5000, warm=500):
+    """A private service that refuses every request with 401 (no roles/run.invoker, say):
+    the proxy's RSS after `warm` requests and after `requests`, and how many ID tokens it
+    fetched and calls it made. Each credential built anew keeps a refresh task until its
+    token expires, so one per request made memory grow for the life of the token."""
+    import base64
+    import http.server
+    import threading
+    counts = {"identity": 0, "service": 0}
+
+    def b64(data):
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    class Fake(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def answer(self, status, content_type, body):
+            body = body.encode()
+            self.send_response(status)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            if "/service-accounts/default/identity" in self.path:
+                counts["identity"] += 1
+                claims = {"iss": "https://accounts.google.com", "aud": "bench", "sub": "1",
+                          "iat": int(time.time()), "exp": int(time.time()) + 3600}
+                self.answer(200, "text/plain", f"{b64({'alg': 'RS256', 'typ': 'JWT'})}.{b64(claims)}.c2ln")
+            elif "/service-accounts/default/token" in self.path:
+                self.answer(200, "application/json",
+                            json.dumps({"access_token": "ya29.bench", "expires_in": 3599, "token_type": "Bearer"}))
+            else:
+                self.answer(404, "text/plain", "not found")
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            counts["service"] += 1
+            self.answer(401, "text/html", "<html><body><h1>Error: Unauthorized</h1></body></html>")
+
+    fake_port, port = free_port(), free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", fake_port), Fake)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = proxy_env(port, f"http://127.0.0.1:{fake_port}", fake_port)
+    env["MODEL_ALIASES_JSON"] = json.dumps(
+        {"flash": "google/gemini-2.5-flash",
+         "gemma": {"upstream": f"http://127.0.0.1:{fake_port}/v1", "model": "gemma"}})
+    process = subprocess.Popen([BINARY], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    PROCESSES.append(process)
+    wait_for_port(port)
+    body = json.dumps({"model": "gemma", "messages": [{"role": "user", "content": "Hello"}]})
+    headers = {"x-api-key": KEY, "content-type": "application/json"}
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    statuses = {}
+    rss = {}
+    for n in range(1, requests + 1):
+        connection.request("POST", "/v1/chat/completions", body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        statuses[response.status] = statuses.get(response.status, 0) + 1
+        if n in (warm, requests):
+            rss[n] = status_kib(process.pid, "VmRSS")
+    connection.close()
+    stop(process)
+    server.shutdown()
+    grown = rss[requests] - rss[warm]
+    return {"requests": requests, "statuses": statuses, "service_calls": counts["service"],
+            "id_token_fetches": counts["identity"], "rss_after_warm_kib": rss[warm],
+            "rss_after_all_kib": rss[requests],
+            "bytes_per_request_after_warm": round(grown * 1024 / (requests - warm), 1)}
+
+
 # ---------------------------------------------------------------------------- main
 
 LITELLM_VERSION = "1.106.2"
@@ -504,6 +580,9 @@ def streaming_pair(metadata_port, loop):
 def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if "--refusals-only" in sys.argv[1:]:
+        print(json.dumps(refusals(), indent=2))
+        return
     upstream, nginx_port, tls_port = free_port(), free_port(), free_port()
     start_nginx(upstream, nginx_port, tls_port)
     upstream_url = f"http://127.0.0.1:{upstream}"
@@ -578,6 +657,8 @@ def main():
     stop(proxy)
     log("memory budget")
     results["memory_budget"] = memory_budget(upstream)
+    log("a service that refuses every request")
+    results["refusals"] = refusals()
     results["binary_bytes"] = os.path.getsize(BINARY)
     if "--peers" in sys.argv[1:]:
         log("peers: LiteLLM")

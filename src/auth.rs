@@ -34,6 +34,11 @@ const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_se
 /// One `ERROR` line per distinct cause in this long.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
+/// At most one credential built anew after the upstream refused a token, per credential, in
+/// this long: a service that refuses every token must not make each request build one (each
+/// keeps a refresh task of google-cloud-auth's until its token expires).
+const RENEW_EVERY: Duration = Duration::from_secs(30);
+
 /// Where upstream authorization headers come from.
 #[derive(Clone)]
 pub enum TokenSource {
@@ -62,6 +67,9 @@ pub struct Google {
     failing: AtomicBool,
     /// A rebuild is under way: one at a time.
     rebuilding: AtomicBool,
+    /// When a credential was last built anew after a refused token (tokio's clock, which
+    /// tests can move).
+    renewed: Mutex<Option<tokio::time::Instant>>,
     /// The causes logged in the last minute, and when.
     logged: Mutex<Vec<(String, Instant)>>,
 }
@@ -121,6 +129,7 @@ impl TokenSource {
                 build,
                 failing: AtomicBool::new(false),
                 rebuilding: AtomicBool::new(false),
+                renewed: Mutex::default(),
                 logged: Mutex::default(),
             }),
             recent: Arc::default(),
@@ -179,9 +188,36 @@ impl TokenSource {
         Ok(fetched)
     }
 
-    /// Headers from a credential built anew, bypassing every cache: for when Vertex has
-    /// refused a token the caches still hold (revoked, or from a deleted key).
-    pub async fn fresh(&self, timeout: Duration) -> Result<HeaderMap, ProxyError> {
+    /// After the upstream refused `refused`, the token it was sent (revoked, say, or from a
+    /// deleted key): headers worth one more attempt, or `None`. Another request may already
+    /// have replaced that token: then the current one. Else a credential built anew,
+    /// bypassing every cache, by one request at a time and at most once in [`RENEW_EVERY`]:
+    /// the requests meanwhile get the upstream's answer.
+    pub async fn after_refusal(
+        &self,
+        refused: Option<&HeaderValue>,
+        timeout: Duration,
+    ) -> Result<Option<HeaderMap>, ProxyError> {
+        let TokenSource::Google { shared, .. } = self else {
+            // A fixed token would only be refused again.
+            return Ok(None);
+        };
+        let current = self.headers(timeout).await?;
+        if current.get(http::header::AUTHORIZATION) != refused {
+            return Ok(Some(current));
+        }
+        {
+            let mut renewed = lock(&shared.renewed);
+            if renewed.is_some_and(|at| at.elapsed() < RENEW_EVERY) {
+                return Ok(None);
+            }
+            *renewed = Some(tokio::time::Instant::now());
+        }
+        self.fresh(timeout).await.map(Some)
+    }
+
+    /// Headers from a credential built anew, bypassing every cache.
+    async fn fresh(&self, timeout: Duration) -> Result<HeaderMap, ProxyError> {
         let TokenSource::Google { shared, recent } = self else {
             return self.headers(timeout).await;
         };
@@ -487,5 +523,65 @@ mod tests {
         let before = authorization(&source.headers(timeout).await.unwrap()).to_owned();
         let fresh = source.fresh(timeout).await.unwrap();
         assert_ne!(authorization(&fresh), before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_token_is_renewed_once_in_30_s_and_the_others_take_the_current_one() {
+        let provider = Counting::default();
+        let built = Arc::new(AtomicU32::new(0));
+        let (template, count) = (provider.clone(), built.clone());
+        let build: Build = Box::new(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+            Ok(Credentials::from(template.clone()))
+        });
+        let source = TokenSource::google(Credentials::from(provider), build);
+        let other_worker = source.for_worker();
+        let timeout = Duration::from_secs(5);
+        let refused = source.headers(timeout).await.unwrap();
+        let first = refused.get(http::header::AUTHORIZATION);
+        assert_eq!(authorization(&refused), "Bearer 1");
+        // The first refusal builds a credential anew, and tries its token.
+        let renewed = source.after_refusal(first, timeout).await.unwrap();
+        assert_eq!(authorization(&renewed.unwrap()), "Bearer 2");
+        assert_eq!(built.load(Ordering::SeqCst), 1);
+        // A request that had sent the old token takes the current one, and builds nothing.
+        let renewed = source.after_refusal(first, timeout).await.unwrap();
+        assert_eq!(authorization(&renewed.unwrap()), "Bearer 2");
+        // The new one refused too, within 30 s: no other attempt, no other credential, in
+        // any worker.
+        let second = HeaderValue::from_static("Bearer 2");
+        assert!(
+            source
+                .after_refusal(Some(&second), timeout)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let other = other_worker.headers(timeout).await.unwrap();
+        let sent = other.get(http::header::AUTHORIZATION);
+        assert!(
+            other_worker
+                .after_refusal(sent, timeout)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(built.load(Ordering::SeqCst), 1);
+        // 30 s on, a refusal may build one again.
+        tokio::time::advance(RENEW_EVERY).await;
+        let current = source.headers(timeout).await.unwrap();
+        let sent = current.get(http::header::AUTHORIZATION);
+        assert!(source.after_refusal(sent, timeout).await.unwrap().is_some());
+        assert_eq!(built.load(Ordering::SeqCst), 2);
+        // A fixed token is never tried again.
+        let fixed = TokenSource::Fixed(HeaderValue::from_static("Bearer demo"));
+        let sent = HeaderValue::from_static("Bearer demo");
+        assert!(
+            fixed
+                .after_refusal(Some(&sent), timeout)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-pub use read::{Budget, Held, ReadError, read_bounded};
+pub use read::{BodyLimits, Budget, Held, ReadError, read_bounded};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

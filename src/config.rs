@@ -115,6 +115,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `MAX_BUFFERED_BYTES`: request bytes held in memory at once, across the process.
     pub max_buffered_bytes: usize,
+    /// `MAX_BUFFERED_BYTES_PER_KEY`: the most of that one key's requests hold at once.
+    pub max_buffered_bytes_per_key: usize,
+    /// `MIN_BODY_BYTES_PER_SEC`: a body slower than this, on average, is cut (0: never).
+    pub min_body_bytes_per_sec: u64,
     pub timeouts: Timeouts,
     /// Connections served at once; further ones wait in the listen queue.
     pub max_connections: usize,
@@ -209,6 +213,8 @@ impl Config {
             prices,
             max_body_bytes: limits.max_body_bytes,
             max_buffered_bytes: limits.max_buffered_bytes,
+            max_buffered_bytes_per_key: limits.max_buffered_bytes_per_key,
+            min_body_bytes_per_sec: limits.min_body_bytes_per_sec,
             timeouts,
             max_connections: limits.max_connections,
             max_upstream_connections: limits.max_upstream_connections,

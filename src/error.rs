@@ -12,6 +12,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{self, ProxyBody, ReadError};
 
+mod hidden;
+
 /// Everything the proxy itself can refuse a request for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyError {
@@ -34,11 +36,12 @@ pub enum ProxyError {
     /// 502: Vertex could not be reached, TLS failed, or no Google token could be had.
     BadGateway { message: String, code: &'static str },
     /// 502: the upstream answered 401 or 403 to the proxy's own credentials; `cause` is its
-    /// Google error, for the log only.
+    /// Google error, for the log only; `sent` says what the proxy sent (never a token).
     UpstreamRefused {
         status: u16,
         cause: String,
         from: Origin,
+        sent: String,
     },
     /// 504: connecting to the upstream took longer than `UPSTREAM_CONNECT_TIMEOUT_SECS`, or
     /// its response head longer than `UPSTREAM_IDLE_TIMEOUT_SECS`.
@@ -182,12 +185,28 @@ impl ProxyError {
             ProxyError::UpstreamRefused {
                 status,
                 from: Origin::Service,
+                sent,
                 ..
-            } => format!(
-                "the service refused the proxy's ID token (HTTP {status}): your API key was accepted, \
-                 and the deployment's service account needs roles/run.invoker on the service \
-                 (deploy.sh --invoker-of); the proxy's log has the cause"
-            ),
+            } => {
+                // Cloud Run checks the ID token, and the service may check a key of its own:
+                // either can refuse, and the answer does not say which.
+                let own_key = match sent.contains("own key") {
+                    true => {
+                        "the service does not take the key the alias's \"service_key_env\" names"
+                    }
+                    false => {
+                        "the service checks a key of its own (vLLM's --api-key): give the alias \
+                              \"service_key_env\", naming the variable that holds it, and \
+                              \"auth_header\": \"x-serverless-authorization\""
+                    }
+                };
+                format!(
+                    "the service refused the proxy's request (HTTP {status}): your API key was \
+                     accepted, and the deployment needs fixing. The proxy sent {sent}. Either the \
+                     deployment's service account lacks roles/run.invoker on the service \
+                     (deploy.sh --invoker-of), or {own_key}; the proxy's log has the cause"
+                )
+            }
             ProxyError::PayloadTooLarge { limit } => {
                 format!("request body is larger than the limit of {limit} bytes (MAX_BODY_BYTES)")
             }
@@ -207,10 +226,11 @@ impl ProxyError {
                 status,
                 cause,
                 from,
+                sent,
             } => {
                 let cause: String = cause.chars().take(500).collect();
                 let from = from.subject();
-                format!("{from} refused the proxy's credentials (HTTP {status}): {cause}")
+                format!("{from} refused the proxy's credentials (HTTP {status}, {sent}): {cause}")
             }
             ProxyError::Upstream(e) => {
                 let place = if e.in_stream { " in its stream" } else { "" };
@@ -272,6 +292,14 @@ impl From<ReadError> for ProxyError {
             ReadError::OverBudget { budget } => ProxyError::Busy(format!(
                 "the proxy is holding as many request bodies as its memory allows \
                  ({budget} bytes, MAX_BUFFERED_BYTES); retry in a moment"
+            )),
+            ReadError::OverShare { share } => ProxyError::Busy(format!(
+                "this key's requests are holding as many request bytes as one key may \
+                 ({share} bytes, MAX_BUFFERED_BYTES_PER_KEY); retry in a moment"
+            )),
+            ReadError::Trickle { min_rate } => ProxyError::RequestTimeout(format!(
+                "the request body arrived too slowly: less than MIN_BODY_BYTES_PER_SEC \
+                 ({min_rate}) bytes a second since its first byte"
             )),
             ReadError::TooSlow { timeout } => ProxyError::RequestTimeout(format!(
                 "the request body did not arrive within {}s (BODY_READ_TIMEOUT_SECS)",

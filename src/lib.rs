@@ -14,8 +14,9 @@
 //!    `:predict`, Gemini's native methods, a private service) prepares the body by splices
 //!    ([`rewrite`]; [`signatures`] for Gemini 3), and says where it goes;
 //! 6. the transport ([`upstream`]) adds the credential ([`auth`]), sends it, again while it
-//!    fails before the client has a byte ([`upstream::retry`]: 429, 5xx, broken connections,
-//!    an error as a stream's first event; across the route's locations), and relays the
+//!    fails before the client has a byte and cannot have started work ([`upstream::retry`]:
+//!    429, 5xx, a connection that failed before the request was sent, an error as a
+//!    stream's first event; across the route's locations), and relays the
 //!    answer as it comes, through the kind's edit; its errors reach the client in the API's
 //!    own shape ([`error`]);
 //! 7. [`log`] writes one Cloud Logging line when the response ends, with the token [`usage`]

@@ -8,6 +8,8 @@ mod logged;
 mod trace;
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method, Version};
@@ -84,6 +86,18 @@ pub struct Attempt {
     pub wait: Duration,
 }
 
+/// A fan-out's upstream calls, counted by the calls as they are made: the line reads the
+/// counts when it is written, after the last call.
+#[derive(Debug, Default)]
+pub struct Calls {
+    /// Requests sent upstream, retries included.
+    pub made: AtomicUsize,
+    /// Of those, retries.
+    pub retried: AtomicUsize,
+    /// Shutdown stopped the fan-out before its end.
+    pub ended_by_shutdown: AtomicBool,
+}
+
 /// What the log records of an upstream answer's head.
 pub struct Answered {
     pub status: u16,
@@ -140,6 +154,10 @@ pub struct RequestLog {
     price: Option<Price>,
     response_bytes: u64,
     outcome: Ending,
+    /// Shutdown ended the request's retries (or its fan-out) early.
+    ended_by_shutdown: bool,
+    /// A fan-out's calls, when the request made several.
+    calls: Option<Arc<Calls>>,
 }
 
 impl RequestLog {
@@ -169,6 +187,8 @@ impl RequestLog {
             price: None,
             response_bytes: 0,
             outcome: Ending::Open,
+            ended_by_shutdown: false,
+            calls: None,
         }
     }
 
@@ -209,6 +229,17 @@ impl RequestLog {
 
     /// Where the upstream attempts are recorded as they are made, so that a client that
     /// leaves mid-way still has them in its line.
+    /// The server began to shut down: the request's waits ended, and no attempt or call
+    /// was started after.
+    pub fn ended_by_shutdown(&mut self) {
+        self.ended_by_shutdown = true;
+    }
+
+    /// The request fans out to upstream calls, which count themselves in `calls`.
+    pub fn fans_out(&mut self, calls: Arc<Calls>) {
+        self.calls = Some(calls);
+    }
+
     pub fn attempts(&mut self) -> &mut Vec<Attempt> {
         &mut self.attempts
     }
@@ -312,6 +343,13 @@ impl RequestLog {
                 .map(|(usage, price)| price.cost(&usage)),
             usage,
             cancelled: self.outcome == Ending::Open,
+            ended_by_shutdown: self.ended_by_shutdown
+                || (self.calls.as_ref())
+                    .is_some_and(|c| c.ended_by_shutdown.load(Ordering::Relaxed)),
+            calls: self.calls.as_ref().map(|calls| {
+                let made = calls.made.load(Ordering::Relaxed);
+                (made, calls.retried.load(Ordering::Relaxed))
+            }),
             stream_error: match &self.outcome {
                 Ending::UpstreamFailed(reason) => Some(reason),
                 _ => None,

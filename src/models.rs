@@ -5,7 +5,7 @@
 mod service;
 mod vertex;
 
-pub use service::is_loopback;
+pub use service::{ServiceKey, is_loopback};
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -68,10 +68,12 @@ pub fn is_embedding_model(model: &str) -> bool {
 pub enum Auth {
     /// The service account's OAuth access token, from google-cloud-auth.
     GoogleAccessToken,
-    /// A Google-signed ID token for `audience`, sent in `header` as `Bearer …`.
+    /// A Google-signed ID token for `audience`, sent in `header` as `Bearer …`, and the
+    /// service's own key, when it checks one, in `Authorization`.
     GoogleIdToken {
         audience: Arc<str>,
         header: HeaderName,
+        service_key: Option<ServiceKey>,
     },
 }
 
@@ -163,7 +165,12 @@ impl Aliases {
     /// Parses `MODEL_ALIASES_JSON`: alias → id, or alias → `{"model": id, "location": loc}`,
     /// or `{"model": id, "locations": [loc, ...]}` for failover.
     /// Aliases without a location are served from `default_location` (`VERTEX_LOCATION`).
-    pub fn parse(json: &str, default_location: &str) -> Result<Aliases, Vec<String>> {
+    /// `var` reads the variables that hold services' own keys (`service_key_env`).
+    pub fn parse(
+        json: &str,
+        default_location: &str,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Aliases, Vec<String>> {
         let value: Value = serde_json::from_str(json).map_err(|e| {
             vec![format!(
                 "is not valid JSON ({e}); expected an object of alias -> model id"
@@ -202,6 +209,7 @@ impl Aliases {
                 }
             }
         }
+        errors.extend(service::read_keys(&mut aliases, var));
         if errors.is_empty() && aliases.is_empty() {
             errors.push("defines no alias".into());
         }
@@ -216,7 +224,7 @@ impl Aliases {
     }
 
     pub fn default_table(default_location: &str) -> Aliases {
-        Aliases::parse(DEFAULT_ALIASES, default_location)
+        Aliases::parse(DEFAULT_ALIASES, default_location, |_| None)
             .expect("the built-in alias table is valid")
     }
 
@@ -396,8 +404,7 @@ mod tests {
     fn alias_table_forms_and_errors() {
         let aliases = Aliases::parse(
             r#"{"flash":"google/gemini-2.5-flash","llama":{"model":"meta/llama-3.3-70b-instruct-maas","location":"us-central1"},"bare":"gemini-2.0-flash"}"#,
-            "europe-west4",
-        )
+            "europe-west4", |_| None)
         .unwrap();
         let flash = aliases.get("flash").unwrap();
         assert_eq!(
@@ -418,24 +425,21 @@ mod tests {
 
         let errors = Aliases::parse(
             r#"{"a":"x/y/z","b":{"model":"p/m","location":"US central"},"c":3,"d e":"p/m","f":{"model":"p/m","zone":"x"}}"#,
-            "global",
-        )
+            "global", |_| None)
         .unwrap_err();
         assert_eq!(errors.len(), 5, "{errors:?}");
-        assert!(Aliases::parse("{}", "global").unwrap_err()[0].contains("no alias"));
+        assert!(Aliases::parse("{}", "global", |_| None).unwrap_err()[0].contains("no alias"));
 
         let pro = Aliases::parse(
             r#"{"pro":{"model":"google/gemini-2.5-pro","locations":["global","us-central1","europe-west4"]}}"#,
-            "global",
-        )
+            "global", |_| None)
         .unwrap();
         let route = pro.get("pro").unwrap();
         assert_eq!(route.locations, ["global", "us-central1", "europe-west4"]);
         assert_eq!(route.location(), "global");
         let errors = Aliases::parse(
             r#"{"a":{"model":"p/m","locations":[]},"b":{"model":"p/m","locations":["ok","not ok"]},"c":{"model":"p/m","location":"x","locations":["y"]},"d":{"model":"p/m","locations":"global"}}"#,
-            "global",
-        )
+            "global", |_| None)
         .unwrap_err();
         assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(errors.iter().any(|e| e.contains("not both")), "{errors:?}");
@@ -457,8 +461,7 @@ mod tests {
 
         let fast = Aliases::parse(
             r#"{"flash-fast":{"model":"google/gemini-2.5-flash","defaults":{"reasoning_effort":"none"}}}"#,
-            "global",
-        )
+            "global", |_| None)
         .unwrap();
         let route = fast.get("flash-fast").unwrap();
         assert_eq!(route.defaults["reasoning_effort"], "none");
@@ -486,13 +489,13 @@ mod tests {
             ),
             (deep.as_str(), "recursion limit"),
         ] {
-            let errors = Aliases::parse(json, "global").unwrap_err();
+            let errors = Aliases::parse(json, "global", |_| None).unwrap_err();
             assert!(
                 errors.iter().any(|e| e.contains(says)),
                 "{json}: {errors:?}"
             );
         }
-        assert!(Aliases::parse("[]", "global").unwrap_err()[0].contains("JSON object"));
+        assert!(Aliases::parse("[]", "global", |_| None).unwrap_err()[0].contains("JSON object"));
     }
 
     #[test]
@@ -500,6 +503,7 @@ mod tests {
         let mut aliases = Aliases::parse(
             r#"{"flash":{"model":"google/a","location":"europe-west4"}}"#,
             "global",
+            |_| None,
         )
         .unwrap();
         aliases.set_model("flash", "google/b", "global").unwrap();

@@ -53,12 +53,14 @@ const ALIAS_FORMS: &str = r#"{
   "flash-fast": {"model": "google/gemini-2.5-flash", "defaults": {"reasoning_effort": "none"}},
   "gemma": {"upstream": "https://gemma-123456789012.us-central1.run.app/v1", "model": "google/gemma-3-12b-it",
             "audience": "https://gemma-123456789012.us-central1.run.app/", "auth_header": "x-serverless-authorization",
-            "defaults": {"chat_template_kwargs": {"enable_thinking": true}}}
+            "service_key_env": "GEMMA_API_KEY", "defaults": {"chat_template_kwargs": {"enable_thinking": true}}}
 }
 "pro" tries its locations in turn; "embed" answers /v1/embeddings through Vertex's :predict;
 "claude-sonnet" answers /v1/messages; "gemma" is a private Cloud Run service, called with an
 ID token for its audience (default: its origin with a trailing slash), for which the proxy's
-service account needs roles/run.invoker (deploy.sh --invoker-of gemma)."#;
+service account needs roles/run.invoker (deploy.sh --invoker-of gemma); with
+"x-serverless-authorization", the service's own key (vLLM's --api-key), read from the
+variable "service_key_env" names, goes in Authorization."#;
 
 pub fn docs(config: &Config, headers: &HeaderMap, host: Option<&str>) -> Response<ProxyBody> {
     let base = base_url(headers, host);
@@ -182,7 +184,7 @@ fn errors_text(config: &Config) -> String {
         );
     }
     format!(
-        "{format} Before the first byte of an answer reaches you, this service retries 429, 5xx, broken connections and a stream whose first event is an error: up to {} attempts (MAX_ATTEMPTS), waiting at most {} s in all (RETRY_BUDGET_SECS), with full-jitter backoff or Vertex's Retry-After, moving to an alias's next location first. A stream starts once its first event has come and is never retried after that. The OpenAI SDKs retry too (2 retries by default), and the two multiply: set max_retries=0 to let this service alone do it.",
+        "{format} Before the first byte of an answer reaches you, this service retries 429, 5xx, connections that failed before the request was sent and a stream whose first event is an error (never work Vertex may have begun: a connection cut during the request is a 502 at once): up to {} attempts (MAX_ATTEMPTS), waiting at most {} s in all (RETRY_BUDGET_SECS), with full-jitter backoff or Vertex's Retry-After, moving to an alias's next location first. A stream starts once its first event has come and is never retried after that. The OpenAI SDKs retry too (2 retries by default), and the two multiply: set max_retries=0 to let this service alone do it.",
         retries.max_attempts,
         retries.budget.as_secs()
     )
@@ -263,7 +265,8 @@ mod tests {
     fn the_alias_forms_shown_are_ones_the_proxy_takes() {
         use crate::models::{Aliases, Kind};
         let json = ALIAS_FORMS.split("\n}\n").next().unwrap().to_owned() + "}";
-        let aliases = Aliases::parse(&json, "global").expect("every form parses");
+        let key = |name: &str| (name == "GEMMA_API_KEY").then(|| "sk-example".to_owned());
+        let aliases = Aliases::parse(&json, "global", key).expect("every form parses");
         let kind = |alias| aliases.get(alias).unwrap().kind;
         assert_eq!(aliases.names().count(), 7);
         assert_eq!(kind("embed"), Kind::VertexEmbeddings);

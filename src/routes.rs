@@ -214,7 +214,8 @@ async fn dispatch(
             .map(|model| json_response(StatusCode::OK, &model))
             .ok_or_else(|| ProxyError::NotFound(format!("model {name:?} not found"))),
         Keyed::Forward(operation, in_path) => {
-            forward(state, key, (operation, in_path), (&request, body), log).await
+            let request = (&request, body);
+            forward(state, key, (operation, in_path), request, log, *dialect).await
         }
     }
 }
@@ -231,14 +232,19 @@ async fn forward(
     (operation, in_path): (Operation, Option<&str>),
     (parts, body): (&http::request::Parts, Incoming),
     log: &mut RequestLog,
+    dialect: crate::error::Dialect,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let config = &state.config;
     // 2. Read the body, bounded: the model must be found before anything is sent. Its bytes
-    // count against the process's budget until the answer's head has come (a retry would
-    // send them again).
-    let (limit, timeout) = (config.max_body_bytes, config.timeouts.body_read);
-    let (body, held) =
-        body::read_bounded(&parts.headers, body, limit, timeout, &state.budget).await?;
+    // count against the process's budget, and the key's share of it, as they arrive and
+    // until the answer's head has come (a retry would send them again).
+    let limits = body::BodyLimits {
+        max_bytes: config.max_body_bytes,
+        timeout: config.timeouts.body_read,
+        min_rate: config.min_body_bytes_per_sec,
+    };
+    let held = state.budget.hold(&key.id);
+    let (body, held) = body::read_bounded(&parts.headers, body, limits, held).await?;
     // An API the upstreams do not speak is translated to one they do, and back.
     log.api(operation.logged_as());
     let Translated {
@@ -261,7 +267,19 @@ async fn forward(
     };
     // 4 to 6. Prepare, send and relay, by the route's kind.
     let answer = state.kinds.forward(&state.upstream, call, held, log).await;
-    Translated::answer(translation, answer).await
+    let failed = answer.is_err();
+    let answer = answer.map_err(|error| {
+        // SECURITY: the log keeps the whole text; the client's copy loses the project id
+        // and a private service's host, which are the deployment's business.
+        log.failed(error.log_text());
+        let service = (route.upstream.as_ref()).and_then(|service| service.origin.authority());
+        error.for_client(state.kinds.project(), service.map(|a| a.as_str()))
+    });
+    match Translated::answer(translation, answer).await {
+        // Logged whole above: the client's copy goes out as it is.
+        Err(error) if failed => Ok(error.into_response(dialect)),
+        answered => answered,
+    }
 }
 
 fn health(state: &State) -> Response<ProxyBody> {

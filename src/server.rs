@@ -100,6 +100,7 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
     }
 
     let grace = state.config.timeouts.shutdown_grace;
+    let stopping = state.upstream.stopping().clone();
     let serving = Worker {
         state,
         shared,
@@ -115,6 +116,8 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
         () = shutdown => {}
     }
     let _ = phase.send(Phase::Draining);
+    // Requests in flight stop retrying, and answer with what they have.
+    stopping.begin();
     // Every worker drains at once, within the same grace period. "No longer accepting" is
     // said only once every copy of the socket is closed and new connections are refused.
     let closed = async {

@@ -21,7 +21,7 @@ pub struct State {
     pub upstream: Upstream,
     /// Reported as `created` in model objects.
     pub started_at: u64,
-    /// `MAX_BUFFERED_BYTES`, shared by every worker.
+    /// `MAX_BUFFERED_BYTES` and each key's share of it, shared by every worker.
     pub budget: Budget,
 }
 
@@ -33,7 +33,7 @@ impl State {
             .unwrap_or_default();
         State {
             keys: Arc::new(LiveKeys::new(config.initial_keys.clone())),
-            budget: Budget::new(config.max_buffered_bytes),
+            budget: Budget::new(config.max_buffered_bytes, config.max_buffered_bytes_per_key),
             config,
             kinds,
             upstream,

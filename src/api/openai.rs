@@ -78,6 +78,7 @@ mod tests {
                     status: 403,
                     cause: "PERMISSION_DENIED no".into(),
                     from: Origin::Vertex,
+                    sent: "a Google access token in Authorization".into(),
                 },
                 502,
             ),

@@ -31,6 +31,8 @@ pub(super) struct Limits {
     pub port: u16,
     pub max_body_bytes: usize,
     pub max_buffered_bytes: usize,
+    pub max_buffered_bytes_per_key: usize,
+    pub min_body_bytes_per_sec: u64,
     pub max_connections: usize,
     pub max_upstream_connections: usize,
     pub worker_threads: usize,
@@ -121,6 +123,26 @@ impl Reader<'_> {
                 ),
             );
         }
+        // Half the budget by default, but never less than the largest body.
+        let per_key_default = (max_buffered_bytes / 2).max(max_body_bytes);
+        let max_buffered_bytes_per_key =
+            self.positive("MAX_BUFFERED_BYTES_PER_KEY", per_key_default);
+        if max_buffered_bytes_per_key < max_body_bytes {
+            self.report(
+                "MAX_BUFFERED_BYTES_PER_KEY",
+                format!(
+                    "is {max_buffered_bytes_per_key}, less than MAX_BODY_BYTES ({max_body_bytes}): the largest body could never be read"
+                ),
+            );
+        } else if max_buffered_bytes_per_key > max_buffered_bytes {
+            self.report(
+                "MAX_BUFFERED_BYTES_PER_KEY",
+                format!(
+                    "is {max_buffered_bytes_per_key}, more than MAX_BUFFERED_BYTES ({max_buffered_bytes}), the budget it is a share of"
+                ),
+            );
+        }
+        let min_body_bytes_per_sec = self.number("MIN_BODY_BYTES_PER_SEC", 16384u64);
         let max_connections = self.positive("MAX_CONNECTIONS", 2000);
         // Cloud Run's most concurrent requests (1000), at Google's usual 100 streams a
         // connection, with room for a peer that allows fewer.
@@ -131,6 +153,8 @@ impl Reader<'_> {
             port,
             max_body_bytes,
             max_buffered_bytes,
+            max_buffered_bytes_per_key,
+            min_body_bytes_per_sec,
             max_connections,
             max_upstream_connections,
             worker_threads: self.positive("WORKER_THREADS", cores),
@@ -231,7 +255,7 @@ impl Reader<'_> {
         let mut aliases = match self.get("MODEL_ALIASES_JSON") {
             None => Aliases::default_table(location),
             Some(json) => {
-                let parsed = Aliases::parse(&json, location);
+                let parsed = Aliases::parse(&json, location, |name| self.get(name));
                 self.all_checked("MODEL_ALIASES_JSON", parsed)
                     .unwrap_or_default()
             }
@@ -360,6 +384,53 @@ mod tests {
         .unwrap_err();
         assert_eq!(errors.0[0].var, "MAX_BUFFERED_BYTES");
         assert!(errors.0[0].message.contains("less than MAX_BODY_BYTES"));
+    }
+
+    #[test]
+    fn a_keys_share_holds_the_largest_body_and_no_more_than_the_budget() {
+        let config = parse(&[("API_KEYS_JSON", KEYS)]).unwrap();
+        assert_eq!(config.max_buffered_bytes_per_key, config.max_body_bytes);
+        assert_eq!(config.min_body_bytes_per_sec, 16384);
+        // Half the budget, but never less than the largest body.
+        let config = parse(&[
+            ("API_KEYS_JSON", KEYS),
+            ("MAX_BODY_BYTES", "1000"),
+            ("MAX_BUFFERED_BYTES", "1500"),
+            ("MIN_BODY_BYTES_PER_SEC", "0"),
+        ])
+        .unwrap();
+        assert_eq!(config.max_buffered_bytes_per_key, 1000);
+        assert_eq!(config.min_body_bytes_per_sec, 0);
+        // Every problem at once, each naming its variable.
+        let errors = parse(&[
+            ("API_KEYS_JSON", KEYS),
+            ("MAX_BODY_BYTES", "2000"),
+            ("MAX_BUFFERED_BYTES_PER_KEY", "1000"),
+            ("MIN_BODY_BYTES_PER_SEC", "fast"),
+        ])
+        .unwrap_err();
+        let vars: Vec<&str> = errors.0.iter().map(|e| e.var).collect();
+        assert_eq!(
+            vars,
+            ["MAX_BUFFERED_BYTES_PER_KEY", "MIN_BODY_BYTES_PER_SEC"]
+        );
+        assert!(
+            errors.0[0]
+                .message
+                .contains("less than MAX_BODY_BYTES (2000)")
+        );
+        let errors = parse(&[
+            ("API_KEYS_JSON", KEYS),
+            ("MAX_BUFFERED_BYTES_PER_KEY", "1e12"),
+        ]);
+        assert_eq!(errors.unwrap_err().0[0].var, "MAX_BUFFERED_BYTES_PER_KEY");
+        let errors = parse(&[
+            ("API_KEYS_JSON", KEYS),
+            ("MAX_BUFFERED_BYTES", "67108864"),
+            ("MAX_BUFFERED_BYTES_PER_KEY", "67108865"),
+        ])
+        .unwrap_err();
+        assert!(errors.0[0].message.contains("more than MAX_BUFFERED_BYTES"));
     }
 
     #[test]

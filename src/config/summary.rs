@@ -12,10 +12,18 @@ impl Config {
             .map(|(alias, route)| {
                 let mut shown = serde_json::json!({"model": route.model, "location": route.location(), "locations": route.locations});
                 // A service's URL and audience are the operator's to see (a log line, `check`).
-                if let (Some(upstream), Auth::GoogleIdToken { audience, header }) =
-                    (&route.upstream, &route.auth)
+                if let (
+                    Some(upstream),
+                    Auth::GoogleIdToken {
+                        audience,
+                        header,
+                        service_key,
+                    },
+                ) = (&route.upstream, &route.auth)
                 {
-                    shown = serde_json::json!({"model": route.model, "upstream": upstream.base, "audience": audience.as_ref(), "auth_header": header.as_str()});
+                    // The variable that holds the service's key, never the key.
+                    let key_env = service_key.as_ref().map(|key| key.env.as_ref());
+                    shown = serde_json::json!({"model": route.model, "upstream": upstream.base, "audience": audience.as_ref(), "auth_header": header.as_str(), "service_key_env": key_env});
                 }
                 (alias.to_owned(), shown)
             })
@@ -36,6 +44,8 @@ impl Config {
             "priced_models": self.prices.keys().collect::<std::collections::BTreeSet<_>>(),
             "max_body_bytes": self.max_body_bytes,
             "max_buffered_bytes": self.max_buffered_bytes,
+            "max_buffered_bytes_per_key": self.max_buffered_bytes_per_key,
+            "min_body_bytes_per_sec": self.min_body_bytes_per_sec,
             "shutdown_grace_secs": self.timeouts.shutdown_grace.as_secs(),
             "max_connections": self.max_connections,
             "max_upstream_connections": self.max_upstream_connections,

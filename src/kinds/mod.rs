@@ -166,9 +166,8 @@ async fn flow<K: UpstreamKind + ?Sized>(
     let outgoing = Outgoing::new(headers, body, route.auth.clone());
     // 5. Send it, to the route's locations in turn.
     let locate = |location: &str| target.uri(way.vertex, location);
-    let attempts = log.attempts();
     let mut answer = (way.upstream)
-        .send(outgoing, (&route.locations, locate), K::ORIGIN, attempts)
+        .send(outgoing, (&route.locations, locate), K::ORIGIN, log)
         .await;
     if let Err(ProxyError::Upstream(e)) = &mut answer {
         log.upstream_failed(e.status);

@@ -11,9 +11,11 @@ use http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+mod vertex_events;
+
 use super::{Call, Prepared, Target, UpstreamKind};
 use crate::api::Operation;
-use crate::body::{BoxEdit, Edit};
+use crate::body::BoxEdit;
 use crate::config::Config;
 use crate::error::{ProxyError, UpstreamError};
 use crate::models::Route;
@@ -74,7 +76,7 @@ impl UpstreamKind for VertexAnthropic {
         if !crate::upstream::is_sse(headers) {
             return None;
         }
-        Some(Box::new(DropVertexEvents::default()))
+        Some(Box::new(vertex_events::DropVertexEvents::default()))
     }
 }
 
@@ -182,107 +184,6 @@ fn dropped(beta: &str) {
     }
 }
 
-/// Drops Vertex's `event: vertex_event` events from an Anthropic SSE stream, chunk by chunk:
-/// strict clients fail on an event type they do not know. Everything else passes as it
-/// comes; only the first line of each event (its `event:` name) is waited for.
-#[derive(Default)]
-struct DropVertexEvents {
-    state: State,
-    /// The start of an event's first line, until the line ends.
-    head: Vec<u8>,
-    /// The last byte seen was a line end: a line end now closes the event.
-    after_newline: bool,
-}
-
-#[derive(Default, PartialEq, Eq, Clone, Copy)]
-enum State {
-    #[default]
-    Start,
-    Pass,
-    Drop,
-}
-
-impl Edit for DropVertexEvents {
-    /// The part of `bytes` that goes on; `bytes` itself when nothing is dropped or held.
-    fn edit(&mut self, bytes: Bytes) -> Bytes {
-        // A first line begun in an earlier chunk: it goes out first, unless it names a
-        // vertex_event.
-        let mut held = std::mem::take(&mut self.head);
-        let mut out_held = Vec::new();
-        let mut kept: Vec<Range<usize>> = Vec::new();
-        // Where this chunk's part of the current first line, or run of kept bytes, begins.
-        let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            match self.state {
-                State::Start if b == b'\n' => {
-                    let mut line = std::mem::take(&mut held);
-                    line.extend_from_slice(&bytes[start..i]);
-                    let name = line.strip_suffix(b"\r").unwrap_or(&line);
-                    if is_vertex_event(name) {
-                        self.state = State::Drop;
-                    } else {
-                        if !name.is_empty() {
-                            self.state = State::Pass;
-                        }
-                        let from_before = line.len() - (i - start);
-                        if from_before > 0 {
-                            out_held = line[..from_before].to_vec();
-                        }
-                        kept.push(start..i + 1);
-                    }
-                    self.after_newline = true;
-                    start = i + 1;
-                }
-                State::Start => {}
-                State::Pass | State::Drop if b == b'\n' && self.after_newline => {
-                    if self.state == State::Pass {
-                        kept.push(start..i + 1);
-                    }
-                    self.state = State::Start;
-                    start = i + 1;
-                }
-                State::Pass | State::Drop => {
-                    self.after_newline = b == b'\n' || (b == b'\r' && self.after_newline);
-                }
-            }
-        }
-        match self.state {
-            State::Start => {
-                held.extend_from_slice(&bytes[start..]);
-                self.head = held;
-            }
-            State::Pass if start < bytes.len() => kept.push(start..bytes.len()),
-            _ => {}
-        }
-        let kept = merge(kept);
-        if out_held.is_empty() && kept.len() == 1 && kept[0] == (0..bytes.len()) {
-            return bytes;
-        }
-        let mut out = BytesMut::with_capacity(out_held.len() + bytes.len());
-        out.extend_from_slice(&out_held);
-        for range in kept {
-            out.extend_from_slice(&bytes[range]);
-        }
-        out.freeze()
-    }
-}
-
-fn is_vertex_event(line: &[u8]) -> bool {
-    line.strip_prefix(b"event:")
-        .is_some_and(|name| name.trim_ascii() == b"vertex_event")
-}
-
-fn merge(ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
-    let mut merged: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
-    for range in ranges {
-        match merged.last_mut() {
-            Some(last) if last.end == range.start => last.end = range.end,
-            _ => merged.push(range),
-        }
-    }
-    merged
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,44 +277,5 @@ mod tests {
             "interleaved-thinking-2025-05-14"
         );
         assert!(betas(&HeaderMap::new(), &allowed, Operation::Messages).is_none());
-    }
-
-    const STREAM: &str = "event: message_start\ndata: {\"type\":\"message_start\"}\n\nevent: vertex_event\ndata: {\"type\":\"vertex_event\",\"usage\":{}}\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\n: comment\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
-
-    fn filtered(chunks: &[&[u8]]) -> (String, Vec<Bytes>) {
-        let mut filter = DropVertexEvents::default();
-        let out: Vec<Bytes> = chunks
-            .iter()
-            .map(|c| filter.edit(Bytes::copy_from_slice(c)))
-            .collect();
-        (String::from_utf8(out.concat()).unwrap(), out)
-    }
-
-    #[test]
-    fn vertex_events_go_wherever_the_chunks_break() {
-        let expected = STREAM.replace(
-            "event: vertex_event\ndata: {\"type\":\"vertex_event\",\"usage\":{}}\n\n",
-            "",
-        );
-        for size in 1..STREAM.len() {
-            let chunks: Vec<&[u8]> = STREAM.as_bytes().chunks(size).collect();
-            assert_eq!(filtered(&chunks).0, expected, "chunks of {size}");
-        }
-        let crlf = STREAM.replace('\n', "\r\n");
-        let expected_crlf = expected.replace('\n', "\r\n");
-        assert_eq!(filtered(&[crlf.as_bytes()]).0, expected_crlf);
-    }
-
-    #[test]
-    fn a_stream_without_vertex_events_is_passed_as_it_comes() {
-        let plain =
-            "event: message_start\ndata: {}\n\nevent: content_block_delta\ndata: {\"delta\":1}\n\n";
-        let mut filter = DropVertexEvents::default();
-        let bytes = Bytes::from(plain);
-        let out = filter.edit(bytes.clone());
-        assert_eq!(out.as_ptr(), bytes.as_ptr(), "no copy");
-        // Mid-event, the rest of an event's data goes on at once.
-        let (_, out) = filtered(&[b"event: content_block_delta\nda", b"ta: {}\n\n"]);
-        assert_eq!(out[0], "event: content_block_delta\nda");
     }
 }

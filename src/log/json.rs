@@ -27,6 +27,8 @@ pub(super) struct Line<'a> {
     pub(super) upstream_queued: bool,
     pub(super) signatures: SignatureCounts,
     pub(super) attempts: &'a [Attempt],
+    /// A fan-out's calls made, and of those retried.
+    pub(super) calls: Option<(usize, usize)>,
     pub(super) trace: Option<&'a str>,
     pub(super) span_id: Option<&'a str>,
     pub(super) ttfb: Option<Duration>,
@@ -34,6 +36,7 @@ pub(super) struct Line<'a> {
     pub(super) usage: Option<Usage>,
     pub(super) cost_usd: Option<f64>,
     pub(super) cancelled: bool,
+    pub(super) ended_by_shutdown: bool,
     pub(super) stream_error: Option<&'a str>,
 }
 
@@ -114,6 +117,14 @@ impl Line<'_> {
             }
             out.push(b']');
         }
+        if let Some((made, retried)) = self.calls {
+            key(out, "upstream_calls");
+            out.extend_from_slice(b"{\"made\":");
+            uint(out, made as u64);
+            out.extend_from_slice(b",\"retried\":");
+            uint(out, retried as u64);
+            out.push(b'}');
+        }
         if let Some(trace) = self.trace {
             key(out, "logging.googleapis.com/trace");
             string(out, trace);
@@ -176,6 +187,10 @@ impl Line<'_> {
         if self.cancelled {
             key(out, "cancelled");
             out.extend_from_slice(b"true");
+        }
+        if self.ended_by_shutdown {
+            key(out, "ended_by");
+            string(out, "shutdown");
         }
         if let Some(reason) = self.stream_error {
             key(out, "stream_error");

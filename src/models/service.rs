@@ -1,13 +1,74 @@
 //! The alias form for a private OpenAI-compatible service (vLLM or TGI on Cloud Run):
 //! `{"upstream": "https://gemma-abc-uc.a.run.app/v1", "model": …, "audience": …,
-//! "auth_header": "authorization" | "x-serverless-authorization", "defaults": {…}}`.
+//! "auth_header": "authorization" | "x-serverless-authorization", "service_key_env": …,
+//! "defaults": {…}}`.
 
-use http::{HeaderName, Uri};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue, Uri};
 use serde_json::{Map, Value};
 
 use super::{Auth, Kind, Route, ServiceUrls, defaults_of};
 
-const FIELDS: [&str; 5] = ["upstream", "model", "audience", "auth_header", "defaults"];
+const FIELDS: [&str; 6] = [
+    "upstream",
+    "model",
+    "audience",
+    "auth_header",
+    "service_key_env",
+    "defaults",
+];
+
+/// A private service's own key (vLLM's `--api-key`), from the environment variable an
+/// alias's `service_key_env` names (never from `MODEL_ALIASES_JSON` itself, which anyone who
+/// can read the service's configuration sees), sent as `Authorization: Bearer` while the ID
+/// token goes in `X-Serverless-Authorization`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServiceKey {
+    /// The variable's name, which the startup line shows.
+    pub env: Arc<str>,
+    /// `Bearer KEY`, marked sensitive; `None` until the environment has been read.
+    pub bearer: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        // SECURITY: the variable's name, never the key.
+        write!(f, "ServiceKey({})", self.env)
+    }
+}
+
+/// Reads each service alias's key from the variable its `service_key_env` names, and
+/// returns every problem, naming the alias and the variable, never the value.
+pub(super) fn read_keys(
+    routes: &mut BTreeMap<String, Route>,
+    var: impl Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (alias, route) in routes {
+        let Auth::GoogleIdToken {
+            service_key: Some(key),
+            ..
+        } = &mut route.auth
+        else {
+            continue;
+        };
+        let named = format!("alias {alias:?}: \"service_key_env\" names {}", key.env);
+        match var(&key.env).map(|value| value.trim().to_owned()) {
+            None => errors.push(format!("{named}, which is not set")),
+            Some(value) if value.is_empty() => errors.push(format!("{named}, which is empty")),
+            Some(value) => match HeaderValue::try_from(format!("Bearer {value}")) {
+                Ok(mut bearer) => {
+                    bearer.set_sensitive(true);
+                    key.bearer = Some(bearer);
+                }
+                Err(_) => errors.push(format!("{named}, whose value cannot go in an HTTP header")),
+            },
+        }
+    }
+    errors
+}
 
 /// Cloud Run reads the ID token from either; `x-serverless-authorization` leaves
 /// `Authorization` to the service itself.
@@ -57,6 +118,21 @@ pub fn route(fields: &Map<String, Value>) -> Result<Route, Vec<String>> {
             None
         }
     };
+    let service_key = match fields.get("service_key_env") {
+        None => None,
+        Some(Value::String(env)) if is_variable_name(env) => Some(ServiceKey {
+            env: env.as_str().into(),
+            bearer: None,
+        }),
+        Some(_) => {
+            errors.push("\"service_key_env\" must name an environment variable that holds the service's own key, like \"GEMMA_API_KEY\" ([A-Z_][A-Z0-9_]*)".into());
+            None
+        }
+    };
+    // The key goes in Authorization: the ID token must go elsewhere.
+    if service_key.is_some() && header.as_ref() == Some(&http::header::AUTHORIZATION) {
+        errors.push("\"service_key_env\" needs \"auth_header\": \"x-serverless-authorization\", so that the ID token leaves Authorization to the service's key".into());
+    }
     let defaults = defaults_of(fields.get("defaults")).unwrap_or_else(|e| {
         errors.push(e);
         Map::new()
@@ -71,6 +147,7 @@ pub fn route(fields: &Map<String, Value>) -> Result<Route, Vec<String>> {
                 auth: Auth::GoogleIdToken {
                     audience: audience.into(),
                     header,
+                    service_key,
                 },
                 defaults,
             })
@@ -129,6 +206,16 @@ fn is_service_model(model: &str) -> bool {
     (1..=256).contains(&model.len()) && model.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// An environment variable's name, as shells write them.
+fn is_variable_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    (1..=128).contains(&name.len())
+        && bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_uppercase() || b == b'_')
+        && bytes.all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
 fn is_audience(audience: &str) -> bool {
     (1..=1024).contains(&audience.len()) && audience.bytes().all(|b| b.is_ascii_graphic())
 }
@@ -177,6 +264,7 @@ mod tests {
             Auth::GoogleIdToken {
                 audience: "https://gemma-abc-uc.a.run.app/".into(),
                 header: http::header::AUTHORIZATION,
+                service_key: None,
             }
         );
         assert!(gemma.locations.is_empty());
@@ -187,12 +275,32 @@ mod tests {
             Auth::GoogleIdToken {
                 audience: "https://gemma.example.com".into(),
                 header: HeaderName::from_static("x-serverless-authorization"),
+                service_key: None,
             }
         );
         assert_eq!(
             own.defaults["chat_template_kwargs"]["enable_thinking"],
             true
         );
+    }
+
+    #[test]
+    fn a_services_own_key_comes_from_the_variable_it_names() {
+        let json = r#"{"gemma":{"upstream":"https://x/v1","model":"m","auth_header":"x-serverless-authorization","service_key_env":"GEMMA_API_KEY"}}"#;
+        let var = |name: &str| (name == "GEMMA_API_KEY").then(|| " sk-own-key \n".to_owned());
+        let aliases = super::super::Aliases::parse(json, "global", var).unwrap();
+        let Auth::GoogleIdToken { service_key, .. } = &aliases.get("gemma").unwrap().auth else {
+            panic!("a service's route");
+        };
+        let key = service_key.as_ref().unwrap();
+        let bearer = key.bearer.as_ref().unwrap();
+        assert_eq!(bearer, "Bearer sk-own-key");
+        assert!(bearer.is_sensitive());
+        // SECURITY: what a log or a panic could print names the variable, never the key.
+        assert!(!format!("{aliases:?}").contains("sk-own-key"));
+        assert!(format!("{key:?}").contains("GEMMA_API_KEY"));
+        let errors = super::super::Aliases::parse(json, "global", |_| Some(" ".into()));
+        assert!(errors.unwrap_err()[0].ends_with("names GEMMA_API_KEY, which is empty"));
     }
 
     #[test]

@@ -69,17 +69,9 @@ async fn first_event(
                 )));
             }
             Ok(None) => break,
-            Ok(Some(Err(_))) => {
-                let error = ProxyError::bad_gateway(
-                    "upstream_error",
-                    format!("{}'s stream failed before its first event", from.subject()),
-                );
-                return Outcome::Retry {
-                    error,
-                    status: 502,
-                    after: None,
-                };
-            }
+            // A thinking model is silent before its first event, and working: cut then, it
+            // may already have done (and billed) the work, so it is not asked again.
+            Ok(Some(Err(_))) => return Outcome::Fail(super::connect::during_the_request(from)),
             Ok(Some(Ok(frame))) => frame,
         };
         let Ok(data) = frame.into_data() else {
@@ -121,13 +113,14 @@ enum First {
 
 /// The first SSE event with data in `bytes`: content, or an error (Google's envelope, or
 /// Claude's `event: error`). Comments and events without data come before it and are passed
-/// over.
+/// over. Lines end at CRLF, LF or CR, as SSE says.
 fn first_data(bytes: &[u8]) -> First {
     let mut data: Vec<&[u8]> = Vec::new();
     let mut rest = bytes;
-    while let Some(end) = memchr::memchr(b'\n', rest) {
-        let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
-        rest = &rest[end + 1..];
+    while let Some(end) = memchr::memchr2(b'\n', b'\r', rest) {
+        let line = &rest[..end];
+        let crlf = rest[end] == b'\r' && rest.get(end + 1) == Some(&b'\n');
+        rest = &rest[end + 1 + usize::from(crlf)..];
         if line.is_empty() {
             match data.as_slice() {
                 [] => continue,
@@ -265,6 +258,11 @@ mod tests {
         let split = b"data: {\"error\":\ndata: {\"code\":503,\"status\":\"UNAVAILABLE\"}}\n\n";
         assert!(matches!(first_data(split), First::Error(e) if e.status == 503));
         assert_eq!(first_data(b"data: [DONE]\n\n"), First::Content);
+        // Bare CRs end lines too.
+        let cr = b": hi\r\rdata: {\"error\": {\"code\": 503, \"status\": \"UNAVAILABLE\"}}\r\r";
+        assert!(matches!(first_data(cr), First::Error(e) if e.status == 503));
+        assert_eq!(first_data(b"data: {\"id\":1}\r"), First::Incomplete);
+        assert_eq!(first_data(b"data: {\"id\":1}\r\r"), First::Content);
     }
 
     #[test]

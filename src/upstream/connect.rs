@@ -65,10 +65,11 @@ pub(super) fn classify(
     connect_timeout: Duration,
 ) -> ProxyError {
     let name = from.noun();
-    let (error, connecting): (&(dyn std::error::Error + 'static), bool) = match failure {
-        Failure::Connect(e) => (e.as_ref(), true),
-        Failure::Send(e) => (e, false),
+    let error: &(dyn std::error::Error + 'static) = match failure {
+        Failure::Connect(e) => e.as_ref(),
+        Failure::Unsent(e) | Failure::Sent(e) => e,
     };
+    let connecting = matches!(failure, Failure::Connect(_));
     let mut cause = Some(error);
     while let Some(current) = cause {
         if let Some(io) = current.downcast_ref::<std::io::Error>()
@@ -88,17 +89,34 @@ pub(super) fn classify(
         }
         cause = current.source();
     }
-    if connecting {
-        // "tcp connect error" says little; its cause says what happened.
-        let reason = error.source().unwrap_or(error).to_string();
-        ProxyError::bad_gateway(
-            "upstream_unreachable",
-            format!("could not connect to {name} ({host}): {reason}"),
-        )
-    } else {
-        ProxyError::bad_gateway(
+    match failure {
+        Failure::Connect(_) => {
+            // "tcp connect error" says little; its cause says what happened.
+            let reason = error.source().unwrap_or(error).to_string();
+            ProxyError::bad_gateway(
+                "upstream_unreachable",
+                format!("could not connect to {name} ({host}): {reason}"),
+            )
+        }
+        Failure::Unsent(_) => ProxyError::bad_gateway(
             "upstream_error",
-            format!("the request to {name} ({host}) failed before a response arrived"),
-        )
+            format!("the connection to {name} ({host}) failed before the request was sent"),
+        ),
+        Failure::Sent(_) => during_the_request(from),
     }
+}
+
+/// The upstream closed the connection after it had the request and before its answer came,
+/// or broke a stream before its first event: it may have begun work on the request (and
+/// billed it), so the proxy does not send it again. The client's SDK retries a 502 by
+/// itself, at its own pace, which is where that choice belongs.
+pub(super) fn during_the_request(from: Origin) -> ProxyError {
+    ProxyError::bad_gateway(
+        "upstream_error",
+        format!(
+            "{} closed the connection during the request, before its answer was complete; \
+             it may have begun work on it, so the proxy did not send it again",
+            from.subject()
+        ),
+    )
 }

@@ -26,7 +26,7 @@ pub async fn project_from_metadata(client: &HttpClient, env: &dyn Env) -> Result
     let fetch = async {
         let response = client.send(request).await.map_err(|e| match e {
             Failure::Connect(e) => error_chain(e.as_ref()),
-            Failure::Send(e) => error_chain(&e),
+            Failure::Unsent(e) | Failure::Sent(e) => error_chain(&e),
         })?;
         let status = response.status();
         let body = response

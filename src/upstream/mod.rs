@@ -20,22 +20,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 
 use crate::auth::TokenSource;
 use crate::body::{self, BoxEdit, Pieces, ProxyBody, UpstreamBody};
 use crate::config::{Config, RetryPolicy, Timeouts};
 use crate::error::{Origin, ProxyError};
-use crate::log::Attempt;
 use crate::models::Auth;
 pub use answer::Answer;
 use connect::classify;
 pub use connect::{ClientSettings, HttpClient, client};
 use headers::{request_headers, response_headers};
 pub use metadata::project_from_metadata;
+use pool::Failure;
 pub use pool::Queued;
 use retry::{Outcome, Retries};
+pub use retry::{Record, Stopping};
 
 /// The ID-token credentials of the services, by audience, made at startup.
 pub type IdTokens = std::collections::BTreeMap<Arc<str>, TokenSource>;
@@ -52,6 +53,8 @@ pub struct Upstream {
     id_tokens: IdTokens,
     timeouts: Timeouts,
     retries: RetryPolicy,
+    /// The server's shutdown, shared by every worker.
+    stopping: Stopping,
 }
 
 impl Upstream {
@@ -67,7 +70,13 @@ impl Upstream {
             id_tokens,
             timeouts: config.timeouts,
             retries: config.retries,
+            stopping: Stopping::default(),
         }
+    }
+
+    /// The server's shutdown as the requests see it: the server begins it.
+    pub fn stopping(&self) -> &Stopping {
+        &self.stopping
     }
 
     /// The same upstream with connections and a token slot of the calling worker's own, so
@@ -93,6 +102,11 @@ impl Upstream {
         }
     }
 
+    /// `MAX_ATTEMPTS` and `RETRY_BUDGET_SECS`.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retries
+    }
+
     /// `UPSTREAM_IDLE_TIMEOUT_SECS`: the longest the upstream may be silent.
     pub fn idle_timeout(&self) -> Duration {
         self.timeouts.upstream_idle
@@ -101,48 +115,49 @@ impl Upstream {
     /// The headers an upstream request starts with: the client's allowlisted ones and the
     /// credential `auth` names.
     pub async fn headers(&self, client: &HeaderMap, auth: &Auth) -> Result<HeaderMap, ProxyError> {
-        let credential = self.credential(auth, false).await?;
-        Ok(request_headers(client, credential))
+        let tokens = self.tokens(auth)?;
+        let credential = tokens.headers(self.timeouts.token).await?;
+        Ok(request_headers(client, placed(credential, auth)))
     }
 
-    /// The headers that authorize a request: the access token, or a service's ID token in
-    /// the header the alias names. `fresh` bypasses every cache.
-    async fn credential(&self, auth: &Auth, fresh: bool) -> Result<HeaderMap, ProxyError> {
-        let (tokens, header) = match auth {
-            Auth::GoogleAccessToken => (&self.tokens, None),
-            Auth::GoogleIdToken { audience, header } => match self.id_tokens.get(audience) {
-                Some(tokens) => (tokens, Some(header)),
-                None => {
-                    return Err(ProxyError::bad_gateway(
-                        "token_unavailable",
-                        "no ID-token credential was made for this service",
-                    ));
-                }
-            },
-        };
-        let mut headers = match fresh {
-            true => tokens.fresh(self.timeouts.token).await?,
-            false => tokens.headers(self.timeouts.token).await?,
-        };
-        if let Some(header) = header
-            && header != header::AUTHORIZATION
-            && let Some(token) = headers.remove(header::AUTHORIZATION)
-        {
-            headers.insert(header.clone(), token);
+    /// Where `auth`'s tokens come from.
+    fn tokens(&self, auth: &Auth) -> Result<&TokenSource, ProxyError> {
+        match auth {
+            Auth::GoogleAccessToken => Ok(&self.tokens),
+            Auth::GoogleIdToken { audience, .. } => self.id_tokens.get(audience).ok_or_else(|| {
+                ProxyError::bad_gateway(
+                    "token_unavailable",
+                    "no ID-token credential was made for this service",
+                )
+            }),
         }
-        Ok(headers)
+    }
+
+    /// After the upstream answered 401 to `sent`: the credential's headers worth one more
+    /// attempt, if any (`auth::TokenSource::after_refusal`).
+    async fn renewed(
+        &self,
+        auth: &Auth,
+        sent: &HeaderMap,
+    ) -> Result<Option<HeaderMap>, ProxyError> {
+        let refused = sent.get(token_header(auth));
+        let renewed = (self.tokens(auth)?)
+            .after_refusal(refused, self.timeouts.token)
+            .await?;
+        Ok(renewed.map(|credential| placed(credential, auth)))
     }
 
     /// Sends `outgoing` to its locations in turn (`locate` gives the URL in each), as
     /// [`retry`] allows, until an answer is worth relaying: content (a stream, once its first
-    /// event is not an error), or an error that would repeat. Each attempt goes in `attempts`
-    /// once there is more than one. `from` names the upstream in messages.
+    /// event is not an error), or an error that would repeat. Each attempt goes in `record`
+    /// once there is more than one. `from` names the upstream in messages. Once the server
+    /// shuts down, no other attempt is made: the last error is the answer, at once.
     pub async fn send(
         &self,
         mut outgoing: Outgoing,
         (locations, locate): (&[String], impl Fn(&str) -> Result<Uri, ProxyError>),
         from: Origin,
-        attempts: &mut Vec<Attempt>,
+        record: &mut impl Record,
     ) -> Result<Answer, ProxyError> {
         let mut retries = Retries::new(self.retries, locations);
         loop {
@@ -150,24 +165,43 @@ impl Upstream {
                 Ok(uri) => self.attempt(&mut outgoing, &uri, from).await,
                 Err(e) => Outcome::Fail(e),
             };
-            match retries.after(outcome, attempts) {
+            let next = match retries.after(outcome, record.attempts()) {
                 ControlFlow::Break(result) => return result,
-                ControlFlow::Continue(wait) if wait.is_zero() => {}
-                ControlFlow::Continue(wait) => tokio::time::sleep(wait).await,
+                ControlFlow::Continue(next) => next,
+            };
+            if !record.may_retry(next.status, next.wait) {
+                return Err(next.error);
+            }
+            let stopped = tokio::select! {
+                biased;
+                () = self.stopping.wait() => true,
+                () = tokio::time::sleep(next.wait) => false,
+            };
+            if stopped {
+                record.ended_by_shutdown();
+                return Err(next.error);
             }
         }
     }
 
     /// One attempt at `uri`. A 401 means a token the caches still hold was refused (revoked,
-    /// say): it is sent once more with a token fetched anew.
+    /// say): it is sent once more if there is another token to try.
     async fn attempt(&self, outgoing: &mut Outgoing, uri: &Uri, from: Origin) -> Outcome<Answer> {
-        let mut sent = self.send_once(outgoing.request(uri), from).await;
+        let mut sent = self
+            .send_once(outgoing.request(uri), from, &outgoing.auth)
+            .await;
         if let Err(Outcome::Fail(ProxyError::UpstreamRefused { status: 401, .. })) = sent {
-            match self.credential(&outgoing.auth, true).await {
-                Ok(credential) => outgoing.headers.extend(credential),
+            match self.renewed(&outgoing.auth, &outgoing.headers).await {
+                Ok(Some(credential)) => {
+                    outgoing.headers.extend(credential);
+                    sent = self
+                        .send_once(outgoing.request(uri), from, &outgoing.auth)
+                        .await;
+                }
+                // The refusal stands.
+                Ok(None) => {}
                 Err(e) => return Outcome::Fail(e),
             }
-            sent = self.send_once(outgoing.request(uri), from).await;
         }
         match sent {
             Ok(response) => answer::judge(response, self.timeouts.upstream_idle, from).await,
@@ -182,12 +216,14 @@ impl Upstream {
     }
 
     /// Sends once: waits for the response head at most `UPSTREAM_IDLE_TIMEOUT_SECS`.
-    /// Connection failures become the proxy's 502 and 504, retried but for TLS and the head
-    /// timeout; a refused credential is final.
+    /// Connection failures become the proxy's 502 and 504, retried only when nothing of the
+    /// request was sent (not TLS, the head timeout, or a connection lost once the request
+    /// was on it); a refused credential is final.
     async fn send_once(
         &self,
         request: Request<Pieces>,
         from: Origin,
+        auth: &Auth,
     ) -> Result<Response<UpstreamBody>, Outcome<Answer>> {
         let host = request.uri().host().unwrap_or_default().to_owned();
         let idle = self.timeouts.upstream_idle;
@@ -195,11 +231,15 @@ impl Upstream {
             Ok(Ok(response)) => response,
             Ok(Err(failure)) => {
                 let error = classify(&failure, (from, &host), self.timeouts.connect);
+                // Only what the upstream cannot have seen is sent again: work it may have
+                // begun would be done, and billed, twice.
+                let seen = matches!(failure, Failure::Sent(_));
                 return Err(match &error {
                     ProxyError::BadGateway {
                         code: "upstream_tls_error",
                         ..
                     } => Outcome::Fail(error),
+                    _ if seen => Outcome::Fail(error),
                     _ => Outcome::Retry {
                         status: error.status().as_u16(),
                         error,
@@ -219,14 +259,20 @@ impl Upstream {
             // SDKs take a 401 for "your key is wrong": these are about the proxy's own
             // credentials, so they are the gateway's failure, with the cause in the log.
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                Err(Outcome::Fail(self.refused(response, from).await))
+                Err(Outcome::Fail(self.refused(response, from, auth).await))
             }
             _ => Ok(response),
         }
     }
 
-    /// The error for a 401 or 403 from the upstream, with the cause Google's envelope gives.
-    async fn refused(&self, response: Response<UpstreamBody>, from: Origin) -> ProxyError {
+    /// The error for a 401 or 403 from the upstream, with the cause Google's envelope gives
+    /// and what the proxy sent.
+    async fn refused(
+        &self,
+        response: Response<UpstreamBody>,
+        from: Origin,
+        auth: &Auth,
+    ) -> ProxyError {
         let status = response.status().as_u16();
         let body = http_body_util::Limited::new(response.into_body(), 16 * 1024).collect();
         let cause = match tokio::time::timeout(self.timeouts.upstream_idle, body).await {
@@ -240,6 +286,7 @@ impl Upstream {
             status,
             cause,
             from,
+            sent: sent(auth),
         }
     }
 
@@ -252,6 +299,60 @@ impl Upstream {
         *response.status_mut() = parts.status;
         *response.headers_mut() = response_headers(&parts.headers);
         response
+    }
+}
+
+/// The header that carries `auth`'s token.
+fn token_header(auth: &Auth) -> &HeaderName {
+    match auth {
+        Auth::GoogleIdToken { header, .. } => header,
+        Auth::GoogleAccessToken => &header::AUTHORIZATION,
+    }
+}
+
+/// A credential's headers where `auth` puts them: a service's ID token in the header its
+/// alias names, and the service's own key, if it has one, in `Authorization`.
+fn placed(mut credential: HeaderMap, auth: &Auth) -> HeaderMap {
+    let Auth::GoogleIdToken {
+        header,
+        service_key,
+        ..
+    } = auth
+    else {
+        return credential;
+    };
+    if header != header::AUTHORIZATION
+        && let Some(token) = credential.remove(header::AUTHORIZATION)
+    {
+        credential.insert(header.clone(), token);
+    }
+    if let Some(bearer) = service_key.as_ref().and_then(|key| key.bearer.as_ref()) {
+        credential.insert(header::AUTHORIZATION, bearer.clone());
+    }
+    credential
+}
+
+/// What the proxy sent to authorize a request, as a refusal's message says it.
+fn sent(auth: &Auth) -> String {
+    let Auth::GoogleIdToken {
+        header,
+        service_key,
+        ..
+    } = auth
+    else {
+        return "a Google access token in Authorization".into();
+    };
+    if header == header::AUTHORIZATION {
+        return "a Google ID token in Authorization".into();
+    }
+    match service_key {
+        Some(key) => format!(
+            "a Google ID token in X-Serverless-Authorization and the service's own key (from {}) in Authorization",
+            key.env
+        ),
+        None => {
+            "a Google ID token in X-Serverless-Authorization and nothing in Authorization".into()
+        }
     }
 }
 

@@ -49,13 +49,16 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle HTTP/1.1 connections kept per origin: after a burst of streams, the rest are closed.
 const MAX_IDLE: usize = 64;
 
-/// Why a request got no response.
+/// Why a request got no response, and whether the upstream can have seen it.
 #[derive(Debug)]
 pub enum Failure {
-    /// No connection could be made: TCP, its timeout, or TLS.
+    /// No connection could be made: TCP, its timeout, or TLS. Nothing was sent.
     Connect(BoxError),
-    /// The connection failed before a response head arrived.
-    Send(hyper::Error),
+    /// The connection failed before the request was handed to it: nothing was sent.
+    Unsent(hyper::Error),
+    /// The connection failed after the request was handed to it, before a response head
+    /// arrived: the upstream may have read it whole and begun work on it.
+    Sent(hyper::Error),
 }
 
 /// One worker's connections. Cloning shares them.
@@ -184,7 +187,8 @@ impl Pool {
                         fresh = true;
                         request = unsent;
                     }
-                    _ => return Err(Failure::Send(error.into_error())),
+                    Some(_) => return Err(Failure::Unsent(error.into_error())),
+                    None => return Err(Failure::Sent(error.into_error())),
                 },
             }
         }

@@ -1,26 +1,98 @@
 //! Sending again what failed before the client saw a byte: which location each attempt goes
 //! to, how long to wait between them (full-jitter backoff, `Retry-After`), and when to stop
-//! (`MAX_ATTEMPTS`, `RETRY_BUDGET_SECS`). Each attempt is recorded for the log.
+//! (`MAX_ATTEMPTS`, `RETRY_BUDGET_SECS`, the server's shutdown). Each attempt is recorded for
+//! the log.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::HeaderMap;
+use tokio::sync::Notify;
 
 use crate::config::RetryPolicy as Policy;
 use crate::error::ProxyError;
-use crate::log::Attempt;
+use crate::log::{Attempt, RequestLog};
 
 /// The first backoff's ceiling; each retry in place doubles it.
 const BASE: Duration = Duration::from_secs(1);
 const CEILING: Duration = Duration::from_secs(30);
 
+/// The server's shutdown, as the requests in flight see it: from then on a wait between
+/// attempts ends at once, and no attempt or fan-out call starts, so that every client has
+/// an answer within the grace period. Cloning shares it.
+#[derive(Clone, Default)]
+pub struct Stopping(Arc<StoppingState>);
+
+#[derive(Default)]
+struct StoppingState {
+    begun: AtomicBool,
+    told: Notify,
+}
+
+impl Stopping {
+    /// The server has begun to shut down.
+    pub fn begin(&self) {
+        self.0.begun.store(true, Ordering::Release);
+        self.0.told.notify_waiters();
+    }
+
+    pub fn begun(&self) -> bool {
+        self.0.begun.load(Ordering::Acquire)
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn wait(&self) {
+        let told = self.0.told.notified();
+        tokio::pin!(told);
+        // Registered before the look, so that a `begin` between the two is not missed.
+        told.as_mut().enable();
+        if !self.begun() {
+            told.await;
+        }
+    }
+}
+
+/// Where the transport records what a request's attempts came to: its log line.
+pub trait Record {
+    fn attempts(&mut self) -> &mut Vec<Attempt>;
+    /// Shutdown ended the attempts.
+    fn ended_by_shutdown(&mut self);
+
+    /// Whether another attempt may follow one that failed with `status`, after `wait`, beyond
+    /// what the request's own policy allows: a fan-out's calls share one allowance.
+    fn may_retry(&mut self, _status: u16, _wait: Duration) -> bool {
+        true
+    }
+}
+
+impl Record for RequestLog {
+    fn attempts(&mut self) -> &mut Vec<Attempt> {
+        RequestLog::attempts(self)
+    }
+
+    fn ended_by_shutdown(&mut self) {
+        RequestLog::ended_by_shutdown(self);
+    }
+}
+
+/// Attempts recorded apart from a log line (a fan-out's calls).
+impl Record for Vec<Attempt> {
+    fn attempts(&mut self) -> &mut Vec<Attempt> {
+        self
+    }
+
+    fn ended_by_shutdown(&mut self) {}
+}
+
 /// What one attempt came to.
 pub enum Outcome<T> {
     /// An answer to relay: content, or an error not worth repeating.
     Done(T),
-    /// A failure that another attempt may not have: 429, 5xx, a connection that failed, an
-    /// error event before any content. `after` is the upstream's `Retry-After`.
+    /// A failure that another attempt may not have, and that cannot have started work: 429,
+    /// 5xx, a connection that failed before the request was sent, an error event before any
+    /// content. `after` is the upstream's `Retry-After`.
     Retry {
         error: ProxyError,
         status: u16,
@@ -81,13 +153,14 @@ impl<'a> Retries<'a> {
         }
     }
 
-    /// After an attempt: the result to return, or the wait before the next attempt. Every
-    /// attempt is pushed to `log` once a second one is made: a first success costs nothing.
+    /// After an attempt: the result to return, or the next attempt's wait, with the error
+    /// that is the answer if it is not made after all. Every attempt is pushed to `log` once
+    /// a second one is made: a first success costs nothing.
     pub fn after<T>(
         &mut self,
         outcome: Outcome<T>,
         log: &mut Vec<Attempt>,
-    ) -> ControlFlow<Result<T, ProxyError>, Duration> {
+    ) -> ControlFlow<Result<T, ProxyError>, Next> {
         let at = self.location();
         let first = self.made == 0;
         self.made += 1;
@@ -134,8 +207,21 @@ impl<'a> Retries<'a> {
         log.push(attempt);
         self.waited += wait;
         self.wait = wait;
-        ControlFlow::Continue(wait)
+        ControlFlow::Continue(Next {
+            wait,
+            error,
+            status,
+        })
     }
+}
+
+/// Another attempt, as [`Retries::after`] allows it.
+pub struct Next {
+    pub wait: Duration,
+    /// The last attempt's error: the answer, if no other attempt is made.
+    pub error: ProxyError,
+    /// Its status: the upstream's, or the proxy's own for a failed connection.
+    pub status: u16,
 }
 
 fn record(location: &str, status: u16, wait: Duration) -> Attempt {
@@ -209,7 +295,7 @@ mod tests {
             tried.push(retries.location().to_owned());
             match retries.after(outcome, &mut log) {
                 ControlFlow::Break(result) => return (result, tried, log),
-                ControlFlow::Continue(wait) => tokio::time::sleep(wait).await,
+                ControlFlow::Continue(next) => tokio::time::sleep(next.wait).await,
             }
         }
         panic!("more attempts than outcomes: {tried:?}");
@@ -302,6 +388,26 @@ mod tests {
         );
         assert_eq!(retry_after(&headers), None);
         assert!(retryable(429) && retryable(503) && !retryable(400) && !retryable(501));
+    }
+
+    #[tokio::test]
+    async fn shutdown_is_seen_by_waiters_and_latecomers() {
+        let stopping = Stopping::default();
+        assert!(!stopping.begun());
+        let waiter = tokio::spawn({
+            let stopping = stopping.clone();
+            async move { stopping.wait().await }
+        });
+        tokio::task::yield_now().await;
+        stopping.begin();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter is told")
+            .unwrap();
+        assert!(stopping.begun());
+        tokio::time::timeout(Duration::from_secs(5), stopping.wait())
+            .await
+            .expect("a wait after the start returns at once");
     }
 
     #[test]

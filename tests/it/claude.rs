@@ -127,6 +127,46 @@ async fn a_stream_goes_to_stream_raw_predict_without_vertex_events_and_its_usage
 }
 
 #[tokio::test]
+async fn vertex_events_go_whatever_the_line_endings_and_nothing_else_is_lost() {
+    // SSE ends a line at CR, LF or CRLF; the last line of a stream may have none.
+    let events = [
+        "event: message_start\ndata: {\"type\":\"message_start\"}\n\n",
+        "event: vertex_event\ndata: {\"type\":\"vertex_event\",\"usage\":{}}\n\n",
+        "event: ping\ndata: {\"type\":\"ping\"}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}",
+    ];
+    let vertex = FakeVertex::start().await;
+    let proxy = in_process_with(&vertex, &settings(&[])).await;
+    let body = MESSAGES.replacen(r#""max_tokens":64"#, r#""max_tokens":64,"stream":true"#, 1);
+    for ending in ["\r", "\n", "\r\n"] {
+        let stream: String = events.concat().replace('\n', ending);
+        // Cut where it hurts: a CR at a chunk's end whose LF starts the next, an event name
+        // in two halves.
+        let chunks: Vec<bytes::Bytes> = stream
+            .as_bytes()
+            .chunks(7)
+            .map(bytes::Bytes::copy_from_slice)
+            .collect();
+        vertex.set_behaviour(move |_| Reply::Paced {
+            content_type: "text/event-stream",
+            chunks: chunks.clone(),
+            every: std::time::Duration::ZERO,
+            end: End::Complete,
+        });
+        let answer = messages(&proxy, &[("x-api-key", KEY)], &body).await;
+        answer.expect(StatusCode::OK);
+        let expected = [events[0], events[2], events[3]]
+            .concat()
+            .replace('\n', ending);
+        assert_eq!(
+            String::from_utf8_lossy(&answer.body),
+            expected,
+            "line ending {ending:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn count_tokens_keeps_the_model_as_vertex_names_it() {
     let vertex = FakeVertex::start_with(stand_in).await;
     let proxy = in_process_with(&vertex, &settings(&[])).await;

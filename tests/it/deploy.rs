@@ -110,11 +110,7 @@ impl Drop for Scratch {
 
 /// Mutating gcloud calls: none may happen before the pre-flight checks pass.
 fn is_mutation(call: &[String]) -> bool {
-    let words: Vec<&str> = call
-        .iter()
-        .map(String::as_str)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let words: Vec<&str> = call_words(call).collect();
     [
         "create",
         "enable",
@@ -133,11 +129,23 @@ fn has(call: &[String], flag: &str) -> bool {
     call.iter().any(|a| a == flag)
 }
 
+/// The calls whose words (the arguments that are not flags, positional names after `--`
+/// included) begin with `words`.
 fn calls_with<'a>(calls: &'a [Vec<String>], words: &[&str]) -> Vec<&'a Vec<String>> {
     calls
         .iter()
-        .filter(|c| c.len() >= words.len() && c[..words.len()] == *words)
+        .filter(|c| {
+            let said: Vec<&str> = call_words(c).collect();
+            said.len() >= words.len() && said[..words.len()] == *words
+        })
         .collect()
+}
+
+/// A call's words, as gcloud reads them: flags left out, and everything after `--` a word.
+fn call_words(call: &[String]) -> impl Iterator<Item = &str> {
+    let end = call.iter().position(|a| a == "--").unwrap_or(call.len());
+    let before = call[..end].iter().filter(|a| !a.starts_with("--"));
+    before.chain(call.iter().skip(end + 1)).map(String::as_str)
 }
 
 fn plaintext_keys(file: &Path) -> Vec<String> {
@@ -305,7 +313,7 @@ fn deploy_redeploy_rotate_and_tear_down_with_keys_in_the_environment() {
     let mutations: Vec<&Vec<String>> = rotation.iter().filter(|c| is_mutation(c)).collect();
     assert_eq!(mutations.len(), 1, "{mutations:?}");
     assert_eq!(
-        mutations[0][..4],
+        call_words(mutations[0]).collect::<Vec<_>>(),
         ["run", "services", "update", "vertex-proxy"]
     );
     assert!(
@@ -414,7 +422,10 @@ fn deploy_and_rotate_with_keys_in_secret_manager() {
     let rotation: Vec<Vec<String>> = scratch.calls()[before..].to_vec();
     let mutations: Vec<&Vec<String>> = rotation.iter().filter(|c| is_mutation(c)).collect();
     assert_eq!(mutations.len(), 1, "{mutations:?}");
-    assert_eq!(mutations[0][..4], ["secrets", "versions", "add", "vp-keys"]);
+    assert_eq!(
+        call_words(mutations[0]).collect::<Vec<_>>(),
+        ["secrets", "versions", "add", "vp-keys"]
+    );
     wait_for_status(&url, NEW_KEY, 200);
     assert_eq!(models_status(&url, &keys[0]), 401);
 
@@ -1088,4 +1099,87 @@ fn invoker_of_grants_run_invoker_and_teardown_removes_exactly_those_grants() {
         assert!(invokers(&scratch, name).is_empty(), "{name}");
     }
     assert_eq!(invokers(&scratch, "shared"), [member]);
+}
+
+#[test]
+fn a_hand_edited_invoker_record_is_refused_and_no_name_becomes_a_flag() {
+    let scratch = Scratch::new("invoker-record");
+    let member = "serviceAccount:vertex-proxy@test-proj.iam.gserviceaccount.com";
+    for name in ["gemma", "victim"] {
+        private_service(&scratch, name);
+    }
+    scratch.ok("deploy.sh", &["--invoker-of", "gemma"]);
+    // Someone else lets the proxy call `victim`; then the record is edited by hand.
+    let grant = format!("--member={member}");
+    gcloud_by_hand(
+        &scratch,
+        &[
+            "run",
+            "services",
+            "add-iam-policy-binding",
+            "victim",
+            "--region=us-central1",
+            &grant,
+            "--role=roles/run.invoker",
+        ],
+    );
+    let record = |value: &str| {
+        let update = format!("--update-env-vars=^;^INVOKER_OF={value}");
+        gcloud_by_hand(
+            &scratch,
+            &[
+                "run",
+                "services",
+                "update",
+                "vertex-proxy",
+                "--region=us-central1",
+                &update,
+            ],
+        );
+    };
+    record("gemma,victim,--region=europe-west1");
+
+    // Neither script trusts the record, and neither changes anything.
+    for (script, args) in [
+        ("teardown.sh", &["--yes"][..]),
+        ("deploy.sh", &["--invoker-of", "gemma"]),
+    ] {
+        let before = scratch.calls().len();
+        let output = scratch.run(script, args, &scratch.path(), "test-proj");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{script}: {stderr}");
+        assert!(
+            stderr.contains("INVOKER_OF record on vertex-proxy holds '--region=europe-west1', which is not a Cloud Run service name"),
+            "{script}: {stderr}"
+        );
+        assert!(stderr.contains("nothing was changed"), "{script}: {stderr}");
+        let calls = scratch.calls();
+        assert!(!calls[before..].iter().any(|c| is_mutation(c)), "{script}");
+        assert!(
+            !calls[before..]
+                .iter()
+                .any(|c| has(c, "--region=europe-west1")),
+            "{script}"
+        );
+    }
+    assert_eq!(invokers(&scratch, "gemma"), [member]);
+    assert_eq!(invokers(&scratch, "victim"), [member]);
+    assert!(scratch.dir.join("state/services/vertex-proxy/url").exists());
+
+    // Put right, the record is followed; every name reaches gcloud after `--`, where it
+    // cannot be read as a flag.
+    record("gemma");
+    let before = scratch.calls().len();
+    scratch.ok("teardown.sh", &["--yes"]);
+    assert!(invokers(&scratch, "gemma").is_empty());
+    assert_eq!(invokers(&scratch, "victim"), [member]);
+    let calls = scratch.calls();
+    let named: Vec<&Vec<String>> = calls[before..]
+        .iter()
+        .filter(|c| c[0] != "config" && c[0] != "beta")
+        .collect();
+    assert!(named.len() >= 6, "{named:?}");
+    for call in named {
+        assert_eq!(call[call.len() - 2], "--", "{call:?}");
+    }
 }

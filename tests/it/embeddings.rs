@@ -3,7 +3,7 @@
 
 use crate::support::*;
 use base64::Engine;
-use http::StatusCode;
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const ALIASES: &str = r#"{"flash":"google/gemini-2.5-flash","embed":"google/gemini-embedding-001","embed-text":"google/text-embedding-005","e5":"intfloat/multilingual-e5-small-maas"}"#;
@@ -134,4 +134,169 @@ async fn other_publishers_keep_vertexs_openai_route_and_chat_is_refused_for_embe
     chat.expect(StatusCode::BAD_REQUEST);
     assert!(chat.error_message().contains("send it to /v1/embeddings"));
     let _: Value = chat.json();
+}
+
+/// A request for `n` texts to `gemini-embedding-001`, one `:predict` call each.
+fn many_texts(n: usize) -> String {
+    let inputs: Vec<String> = (0..n).map(|i| format!("text number {i}")).collect();
+    json!({"model": "embed", "input": inputs}).to_string()
+}
+
+#[tokio::test]
+async fn a_fan_out_has_one_retry_allowance_and_a_429_stops_new_calls() {
+    // Each text refused twice, "try again at once", then answered: before, 250 texts made
+    // 750 calls, and the request answered 200 as if nothing had happened.
+    let refusals = std::sync::Mutex::new(std::collections::HashMap::<String, u32>::new());
+    let vertex = FakeVertex::start_with(move |r: &Recorded| {
+        let text = r.json()["instances"][0]["content"].to_string();
+        let mut refusals = refusals.lock().unwrap();
+        let refused = refusals.entry(text).or_default();
+        *refused += 1;
+        match *refused {
+            1 | 2 => google_error(429, "RESOURCE_EXHAUSTED", Some("0")),
+            _ => stand_in(r),
+        }
+    })
+    .await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[("MODEL_ALIASES_JSON", ALIASES)]).await;
+    // The first eight texts' calls and (MAX_ATTEMPTS - 1) x 8 retries among them all: their
+    // answers start the client's. Then the next eight, started together, the first of them
+    // refused finding the allowance spent: the answer is cut, never a success.
+    let response = start_request(
+        Method::POST,
+        &proxy.url("/v1/embeddings"),
+        &[("x-api-key", KEY), ("content-type", "application/json")],
+        many_texts(250),
+    )
+    .await;
+    // (Should a first text's call find the allowance spent, the 429 comes before the start.)
+    let status = response.status();
+    let body = within(
+        "the cut",
+        http_body_util::BodyExt::collect(response.into_body()),
+    )
+    .await;
+    match status {
+        StatusCode::OK => assert!(body.is_err(), "a partial answer passed for a whole one"),
+        status => assert_eq!(status, StatusCode::TOO_MANY_REQUESTS),
+    }
+    let made = vertex.count();
+    assert!((3..=8 + 2 * 8 + 8).contains(&made), "{made} calls");
+    // The line counts every call started, those the request's end cut short too.
+    let line = proxy
+        .wait_for_line("the embeddings line", |l| {
+            l["httpRequest"]["requestUrl"] == "/v1/embeddings"
+        })
+        .await;
+    let logged = line["upstream_calls"]["made"].as_u64().unwrap() as usize;
+    assert!((made..=8 + 2 * 8 + 8).contains(&logged), "{made}: {line}");
+    assert_eq!(line["upstream_calls"]["retried"], 16, "{line}");
+    proxy.clear_lines();
+
+    // Every text refused, every time: the first calls spend their attempts before the answer
+    // has started, and the client has the 429, with its Retry-After.
+    vertex.set_behaviour(|_| google_error(429, "RESOURCE_EXHAUSTED", Some("0")));
+    let before = vertex.count();
+    let answer = embeddings(&proxy, &many_texts(250)).await;
+    answer.expect(StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(answer.headers["retry-after"], "0");
+    assert_eq!(answer.json()["error"]["code"], "RESOURCE_EXHAUSTED");
+    let made = vertex.count() - before;
+    assert!((3..=8 + 2 * 8).contains(&made), "{made} calls");
+}
+
+#[tokio::test]
+async fn a_429_in_a_fan_out_is_retried_and_the_log_counts_the_calls() {
+    let refused = std::sync::atomic::AtomicBool::new(false);
+    let vertex = FakeVertex::start_with(move |r: &Recorded| {
+        let first = r.json()["instances"][0]["content"] == "text number 3";
+        if first && !refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            google_error(429, "RESOURCE_EXHAUSTED", Some("0"))
+        } else {
+            stand_in(r)
+        }
+    })
+    .await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[("MODEL_ALIASES_JSON", ALIASES)]).await;
+    let answer = embeddings(&proxy, &many_texts(20)).await;
+    answer.expect(StatusCode::OK);
+    assert_eq!(answer.json()["data"].as_array().unwrap().len(), 20);
+    assert_eq!(vertex.count(), 21);
+    let line = proxy.request_line("/v1/embeddings", 200).await;
+    assert_eq!(
+        line["upstream_calls"],
+        json!({"made": 21, "retried": 1}),
+        "{line}"
+    );
+}
+
+/// Vertex's `:predict` answer with 3,072 long numbers a text, as `gemini-embedding-001`
+/// gives at full size: about 60 KB an answer.
+fn full_size(r: &Recorded) -> Reply {
+    let instances = r.json()["instances"].as_array().unwrap().len();
+    let values = vec!["-0.0123456789012345"; 3072].join(",");
+    let one = format!(
+        r#"{{"embeddings":{{"values":[{values}],"statistics":{{"token_count":3,"truncated":false}}}}}}"#
+    );
+    let predictions = vec![one; instances].join(",");
+    Reply::Json(
+        StatusCode::OK,
+        format!(r#"{{"predictions":[{predictions}]}}"#),
+    )
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_pauses_the_fan_out_and_then_gets_it_all() {
+    let vertex = FakeVertex::start_with(full_size).await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[("MODEL_ALIASES_JSON", ALIASES)]).await;
+    // A client with a small receive window that reads the head and then nothing.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post("/v1/embeddings")
+        .header("host", "proxy")
+        .header("x-api-key", KEY)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(many_texts(
+            250,
+        ))))
+        .unwrap();
+    let response = within("the answer's head", sender.send_request(request))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // The answer streams as its pieces are ready: once the connection's buffers are full,
+    // no call is running and far fewer than the 250 have been made (about 15 MB of answer).
+    vertex.wait_for(16).await;
+    vertex.wait_until_idle().await;
+    let paused_at = vertex.count();
+    assert!(
+        paused_at < 250,
+        "{paused_at} calls made for a client that reads nothing"
+    );
+    // Read, it is whole, and in order.
+    let body = within(
+        "the rest of the answer",
+        http_body_util::BodyExt::collect(response.into_body()),
+    )
+    .await
+    .unwrap()
+    .to_bytes();
+    let json: Value = serde_json::from_slice(&body).unwrap();
+    let data = json["data"].as_array().unwrap();
+    assert_eq!(data.len(), 250);
+    for (index, datum) in data.iter().enumerate() {
+        assert_eq!(datum["index"], index);
+        assert_eq!(datum["embedding"].as_array().unwrap().len(), 3072);
+    }
+    assert_eq!(
+        json["usage"],
+        json!({"prompt_tokens": 750, "total_tokens": 750})
+    );
+    assert_eq!(vertex.count(), 250);
 }

@@ -238,9 +238,14 @@ async fn an_idle_h2c_connection_is_closed_and_a_busy_one_is_not() {
 #[tokio::test]
 async fn bodies_past_the_memory_budget_wait_then_get_503_and_the_budget_comes_back() {
     let vertex = FakeVertex::start().await;
-    let settings = [("MAX_BODY_BYTES", "1000"), ("MAX_BUFFERED_BYTES", "1000")];
+    let settings = [
+        ("MAX_BODY_BYTES", "1000"),
+        ("MAX_BUFFERED_BYTES", "1000"),
+        // This body stays unfinished on purpose, for as long as the test needs.
+        ("MIN_BODY_BYTES_PER_SEC", "0"),
+    ];
     let proxy = in_process_with(&vertex, &settings).await;
-    // A body of 800 declared bytes, of which only the start is sent: its share is held.
+    // A body of 800 declared bytes, of which 790 are sent: their share is held.
     let large = format!(r#"{{"model":"flash","pad":"{}"}}"#, "x".repeat(800 - 26));
     assert_eq!(large.len(), 800);
     let mut slow = TcpStream::connect(proxy.addr()).await.unwrap();
@@ -248,13 +253,13 @@ async fn bodies_past_the_memory_budget_wait_then_get_503_and_the_budget_comes_ba
         "POST /v1/chat/completions HTTP/1.1\r\nhost: p\r\nx-api-key: {KEY}\r\ncontent-length: 800\r\n\r\n"
     );
     slow.write_all(head.as_bytes()).await.unwrap();
-    slow.write_all(&large.as_bytes()[..10]).await.unwrap();
-    // Another 400 bytes do not fit beside it: once the slow one holds its share, a wait,
-    // then 503 with Retry-After.
+    slow.write_all(&large.as_bytes()[..790]).await.unwrap();
+    // Another key's 400 bytes do not fit beside it: once the slow one holds its share, a
+    // wait, then 503 with Retry-After.
     let other = format!(r#"{{"model":"flash","pad":"{}"}}"#, "y".repeat(400 - 26));
     let refused = within("a refusal", async {
         loop {
-            let answer = post(&proxy, "/v1/chat/completions", KEY, &other).await;
+            let answer = post(&proxy, "/v1/chat/completions", KEY_HASHED, &other).await;
             if answer.status == StatusCode::SERVICE_UNAVAILABLE {
                 return answer;
             }
@@ -264,13 +269,127 @@ async fn bodies_past_the_memory_budget_wait_then_get_503_and_the_budget_comes_ba
     .await;
     assert_eq!(refused.headers["retry-after"], "1");
     assert_eq!(refused.json()["error"]["code"], "proxy_busy");
-    assert!(refused.error_message().contains("MAX_BUFFERED_BYTES"));
+    let message = refused.error_message();
+    assert!(
+        message.contains("(1000 bytes, MAX_BUFFERED_BYTES)"),
+        "{message}"
+    );
     // The slow one finishes; its share comes back, and the other fits.
-    slow.write_all(&large.as_bytes()[10..]).await.unwrap();
+    slow.write_all(&large.as_bytes()[790..]).await.unwrap();
     let answer = read_to_close_or_response(&mut slow).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let again = post(&proxy, "/v1/chat/completions", KEY, &other).await;
+    let again = post(&proxy, "/v1/chat/completions", KEY_HASHED, &other).await;
     assert_eq!(again.status, StatusCode::OK);
+}
+
+/// `n` bytes of a chat request for `flash`, `pad` filling it.
+fn chat_of(n: usize, pad: char) -> String {
+    let body = format!(
+        r#"{{"model":"flash","pad":"{}"}}"#,
+        pad.to_string().repeat(n - 26)
+    );
+    assert_eq!(body.len(), n);
+    body
+}
+
+#[tokio::test]
+async fn a_declared_length_reserves_nothing_and_a_trickle_is_cut() {
+    let vertex = FakeVertex::start().await;
+    let settings = [
+        ("MAX_BODY_BYTES", "65536"),
+        ("MAX_BUFFERED_BYTES", "131072"),
+    ];
+    let (_metadata, proxy) = spawn_with(&vertex, &settings).await;
+    // Two connections declare the largest body, send 29 bytes, and go quiet: before, they
+    // took the whole budget, for BODY_READ_TIMEOUT_SECS (60 s).
+    let mut quiet = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: p\r\nx-api-key: {KEY}\r\ncontent-length: 65536\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream
+            .write_all(&chat_of(65536, 'q').as_bytes()[..29])
+            .await
+            .unwrap();
+        quiet.push(stream);
+    }
+    let verdicts = tokio::spawn(async move {
+        let mut verdicts = Vec::new();
+        for mut stream in quiet {
+            verdicts.push(read_to_close(&mut stream).await);
+        }
+        verdicts
+    });
+    // Another key's requests are served throughout, until the quiet ones are cut.
+    let small = chat_of(1024, 's');
+    let mut served = 0;
+    within("the trickles to be cut", async {
+        while !verdicts.is_finished() {
+            let answer = post(&proxy, "/v1/chat/completions", KEY_HASHED, &small).await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.error_message());
+            served += 1;
+        }
+    })
+    .await;
+    assert!(served > 0);
+    // Each is cut for its pace, well before BODY_READ_TIMEOUT_SECS, and says why.
+    for verdict in verdicts.await.unwrap() {
+        assert!(verdict.starts_with("HTTP/1.1 408"), "{verdict}");
+        assert!(
+            verdict.contains("MIN_BODY_BYTES_PER_SEC (16384)"),
+            "{verdict}"
+        );
+    }
+    let line = proxy.request_line("/v1/chat/completions", 408).await;
+    assert_eq!(line["error"], "request_timeout");
+    // Its share is free: the same key sends the largest body.
+    let answer = post(&proxy, "/v1/chat/completions", KEY, &chat_of(65536, 'l')).await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn one_key_holds_at_most_its_share_and_the_others_are_served() {
+    // Bodies that say "hold" are refused 429 for a while, and held through the wait.
+    let vertex = FakeVertex::start_with(|r: &Recorded| {
+        if memchr::memmem::find(&r.body, b"hold").is_some() {
+            google_error(429, "RESOURCE_EXHAUSTED", Some("9"))
+        } else {
+            Reply::Json(StatusCode::OK, completion("google/gemini-2.5-flash"))
+        }
+    })
+    .await;
+    let settings = [
+        ("MAX_BODY_BYTES", "65536"),
+        ("MAX_BUFFERED_BYTES", "131072"),
+        ("MAX_ATTEMPTS", "2"),
+    ];
+    let proxy = in_process_with(&vertex, &settings).await;
+    let held = |n| chat_of(n, 'x').replacen("xxxx", "hold", 1);
+    let first = {
+        let (url, body) = (proxy.url("/v1/chat/completions"), held(60_000));
+        let headers = [("x-api-key", KEY)];
+        tokio::spawn(async move { request(http::Method::POST, &url, &headers, body).await })
+    };
+    vertex.wait_for(1).await;
+    // The same key's second body does not fit in its share (65,536 bytes, half the budget)
+    // beside the first, which waits out Vertex's Retry-After.
+    let refused = post(&proxy, "/v1/chat/completions", KEY, &held(60_000)).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers["retry-after"], "1");
+    let message = refused.error_message();
+    assert!(
+        message.contains("(65536 bytes, MAX_BUFFERED_BYTES_PER_KEY)"),
+        "{message}"
+    );
+    assert_eq!(vertex.count(), 1);
+    // Another key is not affected, small bodies or large.
+    for body in [chat_of(1024, 's'), chat_of(60_000, 'l')] {
+        let answer = post(&proxy, "/v1/chat/completions", KEY_HASHED, &body).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.error_message());
+    }
+    first.abort();
 }
 
 /// Reads what the proxy sends until it has sent a whole small response head.

@@ -612,6 +612,15 @@ async fn unreachable_upstream_is_a_502_that_says_so() {
     let message = answer.error_message();
     assert!(message.contains("could not connect to Vertex"), "{message}");
     assert_eq!(answer.json()["error"]["code"], "upstream_unreachable");
+    // Nothing was sent, so nothing can have begun: each of the attempts was made.
+    let line = proxy.request_line("/v1/chat/completions", 502).await;
+    let statuses: Vec<&serde_json::Value> = line["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| &a["status"])
+        .collect();
+    assert_eq!(statuses, [502, 502, 502], "{line}");
 }
 
 #[tokio::test]

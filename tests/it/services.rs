@@ -144,7 +144,7 @@ async fn an_id_token_from_the_metadata_server_opens_the_service_and_the_body_is_
     answer.expect(StatusCode::BAD_GATEWAY);
     let message = answer.error_message();
     assert!(
-        message.starts_with("the service refused the proxy's ID token (HTTP 401)")
+        message.starts_with("the service refused the proxy's request (HTTP 401)")
             && message.contains("roles/run.invoker"),
         "{message}"
     );
@@ -262,10 +262,11 @@ async fn a_service_account_file_signs_locally_and_its_exchanged_id_token_opens_t
 async fn an_unreachable_service_is_named_as_the_service() {
     let vertex = FakeVertex::start().await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", closed.local_addr().unwrap());
+    let host = closed.local_addr().unwrap();
+    let base = format!("http://{host}");
     drop(closed);
     let aliases = serde_json::json!({"flash": "google/gemini-2.5-flash", "gemma": {"upstream": format!("{base}/v1"), "model": GEMMA}});
-    let proxy = in_process_with(
+    let (_metadata, proxy) = spawn_with(
         &vertex,
         &[
             ("MODEL_ALIASES_JSON", &aliases.to_string()),
@@ -276,9 +277,18 @@ async fn an_unreachable_service_is_named_as_the_service() {
     let answer = chat(&proxy, "gemma").await;
     answer.expect(StatusCode::BAD_GATEWAY);
     let message = answer.error_message();
+    // The service's host is the deployment's business, not a key holder's.
     assert!(
-        message.starts_with("could not connect to the service (127.0.0.1)"),
+        message.starts_with("could not connect to the service: "),
         "{message}"
+    );
+    assert!(!message.contains("127.0.0.1"), "{message}");
+    // The operator's log line has it all.
+    let line = proxy.request_line("/v1/chat/completions", 502).await;
+    let logged = line["error"].as_str().unwrap();
+    assert!(
+        logged.starts_with(&format!("could not connect to the service ({})", host.ip())),
+        "{line}"
     );
 }
 
@@ -349,6 +359,115 @@ async fn a_refused_id_token_is_reported_without_the_audience_and_recovered_from(
     })
     .await;
     assert_eq!(get(&proxy, "/health", KEY).await.json()["token"], "ok");
+}
+
+#[tokio::test]
+async fn a_service_that_refuses_every_token_costs_one_rebuild_not_one_a_request() {
+    let setup = one_service().await;
+    let (service, metadata) = (&setup.service, &setup.metadata);
+    // Cloud Run's 401 to any token: the proxy's account lacks roles/run.invoker, say.
+    service.set_behaviour(cloud_run("https://another-audience/", vllm(GEMMA)));
+    let proxy = spawn(&setup.env).await;
+    metadata.wait_for_identity_requests(1).await;
+    for _ in 0..10 {
+        let answer = chat(&proxy, "gemma").await;
+        answer.expect(StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            answer.json()["error"]["code"],
+            "upstream_refused_credentials"
+        );
+    }
+    // The first refusal rebuilt the credential and sent its fresh token once; within 30 s
+    // of that, the others went once each, with the token in hand.
+    assert_eq!(service.count(), 11);
+    assert_eq!(metadata.identity_requests.lock().unwrap().len(), 2);
+    // The message says what was sent, and both likely causes.
+    let message = chat(&proxy, "gemma").await.error_message();
+    for says in [
+        "(HTTP 401)",
+        "a Google ID token in Authorization",
+        "roles/run.invoker",
+        "deploy.sh --invoker-of",
+        "--api-key",
+        "service_key_env",
+    ] {
+        assert!(message.contains(says), "{says}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn a_service_with_a_key_of_its_own_gets_it_beside_the_id_token() {
+    const OWN_KEY: &str = "sk-vllm-own-key-0123456789";
+    let vertex = FakeVertex::start().await;
+    let service = FakeVertex::start_with(|_: &Recorded| Reply::Hangup).await;
+    let audience = format!("{}/", service.base_url());
+    service.set_behaviour(cloud_run(&audience, with_api_key(OWN_KEY, vllm(GEMMA))));
+    let base = service.base_url();
+    let aliases = serde_json::json!({
+        "flash": "google/gemini-2.5-flash",
+        "gemma": {"upstream": format!("{base}/v1"), "model": GEMMA, "auth_header": "x-serverless-authorization", "service_key_env": "GEMMA_API_KEY"},
+        "gemma-x": {"upstream": format!("{base}/v1"), "model": GEMMA, "auth_header": "x-serverless-authorization"},
+    });
+    let (_metadata, proxy) = spawn_with(
+        &vertex,
+        &[
+            ("MODEL_ALIASES_JSON", &aliases.to_string()),
+            ("GEMMA_API_KEY", OWN_KEY),
+        ],
+    )
+    .await;
+    chat(&proxy, "gemma").await.expect(StatusCode::OK);
+    let call = &service.wait_for(1).await[0];
+    assert_eq!(
+        bearer_claims(call, "x-serverless-authorization")["aud"],
+        audience.as_str()
+    );
+    assert_eq!(call.headers["authorization"], format!("Bearer {OWN_KEY}"));
+    // The operator sees which variable holds it, never the key.
+    let startup = proxy
+        .wait_for_line("the startup line", |line| line.get("config").is_some())
+        .await;
+    assert_eq!(
+        startup["config"]["aliases"]["gemma"]["service_key_env"],
+        "GEMMA_API_KEY"
+    );
+    assert!(!startup.to_string().contains(OWN_KEY));
+    // Without it, the service refuses, and the message says what was sent and what to do.
+    let answer = chat(&proxy, "gemma-x").await;
+    answer.expect(StatusCode::BAD_GATEWAY);
+    let message = answer.error_message();
+    assert!(
+        message.contains(
+            "a Google ID token in X-Serverless-Authorization and nothing in Authorization"
+        ) && message.contains("service_key_env"),
+        "{message}"
+    );
+    assert!(!message.contains(OWN_KEY));
+}
+
+#[tokio::test]
+async fn a_service_key_must_be_set_and_leave_authorization_free() {
+    let vertex = FakeVertex::start().await;
+    let metadata = FakeMetadata::start().await;
+    let mut env = env(&vertex, &metadata);
+    let aliases = serde_json::json!({
+        "flash": "google/gemini-2.5-flash",
+        "unset": {"upstream": "https://a.example/v1", "model": GEMMA, "auth_header": "x-serverless-authorization", "service_key_env": "NOT_SET_ANYWHERE"},
+        "clash": {"upstream": "https://b.example/v1", "model": GEMMA, "service_key_env": "CLASH_KEY"},
+        "badname": {"upstream": "https://c.example/v1", "model": GEMMA, "auth_header": "x-serverless-authorization", "service_key_env": "lower-case"},
+    });
+    env.insert("MODEL_ALIASES_JSON".into(), aliases.to_string());
+    env.insert("CLASH_KEY".into(), "sk-clash-0123456789".into());
+    let (code, stderr) = try_spawn(&[], &env).await.err().expect("refused");
+    assert_eq!(code, 1);
+    for says in [
+        "alias \"unset\": \"service_key_env\" names NOT_SET_ANYWHERE, which is not set",
+        "alias \"clash\": \"service_key_env\" needs \"auth_header\": \"x-serverless-authorization\"",
+        "alias \"badname\": \"service_key_env\" must name an environment variable",
+    ] {
+        assert!(stderr.contains(says), "{says}: {stderr}");
+    }
+    assert!(!stderr.contains("sk-clash-0123456789"), "{stderr}");
 }
 
 #[tokio::test]

@@ -275,3 +275,62 @@ async fn a_connection_that_has_sent_nothing_does_not_hold_up_the_stop() {
         proxy.lines()
     );
 }
+
+#[tokio::test]
+async fn sigterm_during_a_retry_wait_answers_at_once_with_the_last_error() {
+    // Vertex says "not now, in 9 s": the proxy would wait past the grace period.
+    let vertex =
+        FakeVertex::start_with(|_| google_error(429, "RESOURCE_EXHAUSTED", Some("9"))).await;
+    let (_metadata, mut proxy) = spawn_with(&vertex, &[("SHUTDOWN_GRACE_SECS", "8")]).await;
+    let url = proxy.url("/v1/chat/completions");
+    let answer = tokio::spawn(async move {
+        let headers = [("x-api-key", KEY), ("content-type", "application/json")];
+        request(http::Method::POST, &url, &headers, CHAT).await
+    });
+    vertex.wait_for(1).await;
+    proxy.terminate();
+    // The wait ends, no other attempt starts, and the client has Vertex's own answer.
+    let answer = within("the answer", answer).await.unwrap();
+    assert_eq!(answer.status, http::StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(answer.headers["retry-after"], "9");
+    assert_eq!(answer.json()["error"]["code"], "RESOURCE_EXHAUSTED");
+    assert_eq!(vertex.count(), 1);
+    let line = proxy.request_line("/v1/chat/completions", 429).await;
+    assert_eq!(line["ended_by"], "shutdown", "{line}");
+    assert_eq!(proxy.exited().await.code(), Some(0));
+    assert!(
+        proxy
+            .lines()
+            .iter()
+            .any(|l| l.contains("all requests finished"))
+    );
+}
+
+#[tokio::test]
+async fn sigterm_during_an_embeddings_fan_out_starts_no_more_calls() {
+    // Each :predict call takes a while; eight run at once, of the twenty needed.
+    let vertex = FakeVertex::start_with(|r: &Recorded| {
+        Reply::Late(Duration::from_millis(300), Box::new(stand_in(r)))
+    })
+    .await;
+    let aliases = r#"{"flash":"google/gemini-2.5-flash","embed":"google/gemini-embedding-001"}"#;
+    let (_metadata, mut proxy) = spawn_with(&vertex, &[("MODEL_ALIASES_JSON", aliases)]).await;
+    let inputs: Vec<String> = (0..20).map(|i| format!("text {i}")).collect();
+    let body = serde_json::json!({"model": "embed", "input": inputs}).to_string();
+    let url = proxy.url("/v1/embeddings");
+    let answer = tokio::spawn(async move {
+        let headers = [("x-api-key", KEY), ("content-type", "application/json")];
+        request(http::Method::POST, &url, &headers, body).await
+    });
+    vertex.wait_for(8).await;
+    proxy.terminate();
+    let answer = within("the answer", answer).await.unwrap();
+    assert_eq!(answer.status, http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.headers["retry-after"], "1");
+    let message = answer.error_message();
+    assert!(message.contains("shutting down"), "{message}");
+    assert_eq!(vertex.count(), 8, "no call started after the signal");
+    let line = proxy.request_line("/v1/embeddings", 503).await;
+    assert_eq!(line["ended_by"], "shutdown", "{line}");
+    assert_eq!(proxy.exited().await.code(), Some(0));
+}

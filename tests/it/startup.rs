@@ -259,14 +259,16 @@ async fn a_token_vertex_refuses_is_fetched_anew_and_the_request_sent_once_more()
     assert_eq!(tokens, [vec![first.as_str()], vec![second.as_str()]]);
     assert_eq!(received[0].body, received[1].body);
 
-    // A Vertex that refuses every token gets exactly one retry, then the client a 502.
+    // A Vertex that refuses every token: the credential was rebuilt less than 30 s ago, so
+    // it is not rebuilt again; the request is sent once and the client gets a 502.
     vertex.set_behaviour(|_| {
         let google = r#"{"error":{"code":401,"message":"no","status":"UNAUTHENTICATED"}}"#;
         Reply::Json(StatusCode::UNAUTHORIZED, google.into())
     });
     let answer = chat(&proxy).await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
-    assert_eq!(vertex.count(), 4);
+    assert_eq!(vertex.count(), 3);
+    assert_eq!(metadata.token_requests(), 2);
 }
 
 async fn chat(proxy: &Proxy) -> Answer {

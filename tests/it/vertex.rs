@@ -1,6 +1,7 @@
 //! Vertex as it really behaves, against the strict fake: Google's error envelopes reach the
-//! client in OpenAI's shape; 429s, 5xx and broken connections are retried, across locations,
-//! until the first content byte; Gemini 3's thought signatures are restored or filled.
+//! client in OpenAI's shape; 429s and 5xx are retried, across locations, until the first
+//! content byte, and work Vertex may have begun is not; Gemini 3's thought signatures are
+//! restored or filled.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -80,6 +81,52 @@ async fn vertex_errors_reach_the_client_in_openai_shape_with_their_status() {
 }
 
 #[tokio::test]
+async fn googles_messages_reach_the_client_without_the_project_id() {
+    let vertex = FakeVertex::start_with(model_not_found).await;
+    let aliases = r#"{"flash":"google/gemini-2.5-flash","sonnet":{"model":"anthropic/claude-sonnet-4-5@20250929","location":"us-east5"}}"#;
+    let settings = [("MAX_ATTEMPTS", "1"), ("MODEL_ALIASES_JSON", aliases)];
+    let (_metadata, proxy) = spawn_with(&vertex, &settings).await;
+    let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        answer.error_message(),
+        "Publisher Model `projects/PROJECT/locations/global/endpoints/openapi/chat/completions` \
+         was not found or your project does not have access to it. Project PROJECT may need to \
+         enable it."
+    );
+    // As a stream's first event, too.
+    vertex.set_behaviour(|_| {
+        let message =
+            format!("Invalid resource projects/{PROJECT}/locations/global (project {PROJECT}).");
+        let error =
+            json!({"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}});
+        let event = format!("data: {error}\n\n");
+        Reply::Respond(response(StatusCode::OK, "text/event-stream", full(event)))
+    });
+    let answer = post(&proxy, "/v1/chat/completions", KEY, STREAM).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    assert!(
+        text.contains("Invalid resource projects/PROJECT/locations/global (project PROJECT)."),
+        "{text}"
+    );
+    // And Claude's own errors, which otherwise pass unchanged.
+    vertex.set_behaviour(|r: &Recorded| {
+        let resource = r.path.trim_start_matches("/v1/").split(':').next().unwrap().to_owned();
+        let error = json!({"type": "error", "error": {"type": "not_found_error", "message": format!("{resource} not found")}});
+        Reply::Json(StatusCode::NOT_FOUND, error.to_string())
+    });
+    let body = r#"{"model":"sonnet","max_tokens":5,"messages":[]}"#;
+    let answer = post(&proxy, "/v1/messages", KEY, body).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        answer.json()["error"]["message"],
+        "projects/PROJECT/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929 not found"
+    );
+    assert_eq!(vertex.count(), 3);
+}
+
+#[tokio::test]
 async fn the_log_line_says_what_vertex_answered_without_its_message() {
     let vertex = FakeVertex::start_with(|_| google_error(400, "INVALID_ARGUMENT", None)).await;
     let (_metadata, proxy) = spawn_with(&vertex, &[]).await;
@@ -135,9 +182,9 @@ async fn a_429_then_a_200_is_retried_with_the_same_bytes_and_logged() {
 }
 
 #[tokio::test]
-async fn connection_failures_and_5xx_are_retried_too() {
+async fn a_5xx_is_retried_too() {
     let vertex = FakeVertex::start_with(scripted(|n, r| match n {
-        0 => Reply::Hangup,
+        0 => google_error(500, "INTERNAL", None),
         1 => google_error(503, "UNAVAILABLE", None),
         _ => ok(r),
     }))
@@ -146,6 +193,44 @@ async fn connection_failures_and_5xx_are_retried_too() {
     let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(vertex.count(), 3);
+}
+
+#[tokio::test]
+async fn work_vertex_may_have_begun_is_not_sent_again() {
+    // Vertex read the request whole, worked on it for a while, then the connection was cut:
+    // another attempt would do (and bill) the work again.
+    let vertex = FakeVertex::start_with(|_| {
+        let hangup = Box::new(Reply::Hangup);
+        Reply::Late(std::time::Duration::from_millis(200), hangup)
+    })
+    .await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[("MAX_ATTEMPTS", "3")]).await;
+    let answer = post(&proxy, "/v1/chat/completions", KEY, CHAT).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.json()["error"]["code"], "upstream_error");
+    let message = answer.error_message();
+    assert!(
+        message.starts_with("Vertex closed the connection during the request"),
+        "{message}"
+    );
+    assert_eq!(vertex.count(), 1, "sent once");
+    let line = proxy.request_line("/v1/chat/completions", 502).await;
+    assert!(line.get("attempts").is_none(), "{line}");
+    // A thinking model's stream cut in its silent phase, before its first event: the same.
+    vertex.set_behaviour(|_| Reply::Paced {
+        content_type: "text/event-stream",
+        chunks: vec![Bytes::from(": thinking\n\n")],
+        every: std::time::Duration::ZERO,
+        end: End::Cut,
+    });
+    let answer = post(&proxy, "/v1/chat/completions", KEY, STREAM).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    let message = answer.error_message();
+    assert!(
+        message.starts_with("Vertex closed the connection during the request"),
+        "{message}"
+    );
+    assert_eq!(vertex.count(), 2, "sent once");
 }
 
 #[tokio::test]

@@ -104,6 +104,25 @@ pub fn cloud_run(
     }
 }
 
+/// A service that checks a key of its own (vLLM's `--api-key`) in `Authorization`, which
+/// Cloud Run hands it untouched when the ID token came in `X-Serverless-Authorization`; any
+/// other request gets vLLM's 401, `{"error": "Unauthorized"}`.
+pub fn with_api_key(
+    key: &'static str,
+    service: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+) -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {
+    move |r: &Recorded| {
+        let expected = format!("Bearer {key}");
+        match r.headers.get(http::header::AUTHORIZATION) {
+            Some(sent) if sent == expected.as_str() => service(r),
+            _ => Reply::Json(
+                StatusCode::UNAUTHORIZED,
+                r#"{"error":"Unauthorized"}"#.into(),
+            ),
+        }
+    }
+}
+
 /// A vLLM-like service: chat completions and embeddings on `/v1`, answering in OpenAI's
 /// shapes and refusing, in vLLM's error shape, a model it does not serve.
 pub fn vllm(model: &'static str) -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {

@@ -156,6 +156,19 @@ pub fn google_error(status: u16, google: &str, retry_after: Option<&str>) -> Rep
     Reply::Respond(response)
 }
 
+/// Vertex's 404 for a model it does not serve, quoting the request's resource name, project
+/// id and all, as Google's messages do.
+pub fn model_not_found(r: &Recorded) -> Reply {
+    let resource = r.path.trim_start_matches("/v1/");
+    let resource = resource.split(':').next().unwrap_or(resource);
+    let message = format!(
+        "Publisher Model `{resource}` was not found or your project does not have access to it. Project {PROJECT} may need to enable it."
+    );
+    let envelope =
+        serde_json::json!([{"error": {"code": 404, "message": message, "status": "NOT_FOUND"}}]);
+    Reply::Json(StatusCode::NOT_FOUND, envelope.to_string())
+}
+
 /// A 200 stream whose first event is Google's error, as Gemini sends a 429 it decided on
 /// after the head; the stream then ends.
 pub fn error_in_stream(status: u16, google: &str) -> Reply {
