@@ -1,42 +1,60 @@
 //! Structured logs: one JSON object per line on stdout, in Cloud Logging's format, and the
 //! record of each request, written as one line when its response ends ([`json`] encodes it).
+//! Lines go to stdout through one writer thread ([`writer`]), never from a request's thread.
 //!
 //! SECURITY: nothing here is given keys, key hashes, tokens or bodies, and nothing may be.
 
 mod json;
 mod logged;
 mod trace;
+mod writer;
 
-use std::io::Write;
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method, Version};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use logged::logged;
+pub use writer::{QUEUE_BYTES, flush};
 
 use crate::usage::{Head, Price, Tail};
 
 /// Writes one line. A closed stdout must not take a request down with it, so errors are
 /// ignored rather than panicking as `println!` would.
 pub fn emit(line: &Value) {
-    let mut text = Vec::with_capacity(512);
-    if serde_json::to_writer(&mut text, line).is_ok() {
-        write_out(text);
+    queue_line(|out| {
+        let _ = serde_json::to_writer(out, line);
+    });
+}
+
+/// Encodes a line into this thread's buffer, which is reused (a line costs no allocation),
+/// and hands it to the writer whole, so lines from concurrent requests never interleave.
+fn queue_line(encode: impl FnOnce(&mut Vec<u8>)) {
+    thread_local! {
+        static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    let mut encode = Some(encode);
+    let mut write = |line: &mut Vec<u8>| {
+        line.clear();
+        if let Some(encode) = encode.take() {
+            encode(line);
+        }
+        line.push(b'\n');
+        writer::queue(line);
+    };
+    // Past the thread's end (a guard dropped by a thread-local's destructor), a buffer of
+    // its own.
+    let reused = LINE.try_with(|line| line.try_borrow_mut().map(|mut line| write(&mut line)));
+    if !matches!(reused, Ok(Ok(()))) {
+        write(&mut Vec::new());
     }
 }
 
-/// Writes `text` and a newline with one call, so lines from concurrent requests never
-/// interleave.
-fn write_out(mut text: Vec<u8>) {
-    text.push(b'\n');
-    let _ = std::io::stdout().lock().write_all(&text);
-}
-
-fn message(severity: &str, message: &str) {
-    emit(&json!({"severity": severity, "message": message}));
+fn message(severity: &str, text: &str) {
+    queue_line(|out| json::message(out, severity, text, None));
 }
 
 pub fn info(text: &str) {
@@ -382,9 +400,7 @@ impl LogGuard {
 impl Drop for LogGuard {
     fn drop(&mut self) {
         if let Some(log) = self.0.take() {
-            let mut text = Vec::with_capacity(1024);
-            log.line().encode(&mut text);
-            write_out(text);
+            queue_line(|out| log.line().encode(out));
         }
     }
 }

@@ -200,6 +200,20 @@ impl Line<'_> {
     }
 }
 
+/// A line of the proxy's own rather than a request's: its severity, its message, and a count
+/// where it has one.
+pub(super) fn message(out: &mut Vec<u8>, severity: &str, text: &str, count: Option<(&str, u64)>) {
+    out.extend_from_slice(b"{\"severity\":");
+    string(out, severity);
+    out.extend_from_slice(b",\"message\":");
+    string(out, text);
+    if let Some((name, count)) = count {
+        key(out, name);
+        uint(out, count);
+    }
+    out.push(b'}');
+}
+
 /// `,"key":` for a key that needs no escaping.
 fn key(out: &mut Vec<u8>, key: &str) {
     out.extend_from_slice(b",\"");
@@ -297,6 +311,22 @@ mod tests {
             let back: String = serde_json::from_slice(&out).expect("valid JSON");
             assert_eq!(back, text);
         }
+    }
+
+    #[test]
+    fn the_proxys_own_lines_have_cloud_loggings_shape() {
+        let mut out = Vec::new();
+        message(
+            &mut out,
+            "WARNING",
+            "3 \"lines\"",
+            Some(("dropped_lines", 3)),
+        );
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let expected = serde_json::json!({
+            "severity": "WARNING", "message": "3 \"lines\"", "dropped_lines": 3
+        });
+        assert_eq!(line, expected);
     }
 
     #[test]
