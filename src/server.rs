@@ -202,11 +202,13 @@ impl Worker {
             state.upstream.preconnect(state.kinds.origins());
         }
         let mut builder = auto::Builder::new(Spread(self.shared.clone()));
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            // A client that trickles its headers (slowloris) cannot hold a connection.
-            .header_read_timeout(state.config.timeouts.header_read);
+        // A client that trickles its headers (slowloris) cannot hold a connection: the
+        // connection's watcher closes one with no request in progress (below), which for
+        // HTTP/1.1 is hyper's header read timeout without its cost. Hyper's own arms a new
+        // timer for each request: an allocation, and, being due sooner than the timers the
+        // worker sleeps on while the upstream answers, a wake-up of the worker's poll by
+        // `eventfd`: two system calls a request.
+        builder.http1().header_read_timeout(None);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -253,17 +255,14 @@ impl Worker {
                     let _ = stream.set_nodelay(true);
                     let timeouts = state.config.timeouts;
                     let state = state.clone();
-                    let activity = Arc::new(Activity::default());
+                    let activity = Activity::new();
                     let watched = activity.clone();
                     let service = service_fn(move |request: Request<Incoming>| {
                         let state = state.clone();
                         let stream = activity.request(request.version() == Version::HTTP_2);
                         async move {
                             let response = routes::handle(state, request).await;
-                            Ok::<_, Infallible>(match stream {
-                                Some(stream) => response.map(|b| body::holding(b, stream)),
-                                None => response,
-                            })
+                            Ok::<_, Infallible>(response.map(|b| body::holding(b, stream)))
                         }
                     });
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -282,14 +281,22 @@ impl Worker {
                             () = stopping(&mut phases) => {}
                             sent = tokio::time::timeout(timeouts.header_read, first) => {
                                 if sent.is_ok() {
-                                    // An h2c connection left idle, or any at shutdown, is asked
-                                    // to finish: GOAWAY, then its open streams run to their end.
+                                    // With no request in progress, an HTTP/1.1 connection has
+                                    // the header timeout to send its next one, or is closed
+                                    // (dropped); an h2c one left idle, or any at shutdown, is
+                                    // asked to finish: GOAWAY, then its open streams run to
+                                    // their end.
+                                    let http2 = watched.is_http2();
+                                    let idle = match http2 {
+                                        true => timeouts.idle_connection,
+                                        false => timeouts.header_read,
+                                    };
                                     tokio::select! {
                                         _ = connection.as_mut() => {}
-                                        () = watched.idle_for(timeouts.idle_connection) => {
+                                        () = watched.idle_for(idle) => if http2 {
                                             connection.as_mut().graceful_shutdown();
                                             let _ = connection.await;
-                                        }
+                                        },
                                         () = stopping(&mut phases) => {
                                             connection.as_mut().graceful_shutdown();
                                             let _ = connection.await;
