@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{HeaderMap, Method, Version};
 use serde_json::Value;
 
@@ -291,10 +292,10 @@ impl RequestLog {
     }
 
     /// Bytes on their way to the client.
-    pub fn sent(&mut self, data: &[u8]) {
+    pub fn sent(&mut self, data: &Bytes) {
         self.response_bytes += data.len() as u64;
         if let Some(tail) = &mut self.usage_tail {
-            tail.push(data);
+            tail.push_shared(data);
         }
         if let Some(head) = &mut self.usage_head {
             head.push(data);
