@@ -1,6 +1,6 @@
 //! Every body type and wrapper: the bounded read of a request body ([`read`]), the pieces of a
-//! spliced body, the upstream's response body with its idle limit and edits, and the guarded
-//! body a client gets.
+//! spliced body, and the upstream's response body with its idle limit and edits (the body a
+//! client gets is the log's, `log::logged`).
 //!
 //! None of the wrappers buffers: each frame is handed on as it is polled.
 
@@ -268,42 +268,5 @@ impl Body for IdleTimeout {
             hint.set_upper(upper + read);
         }
         hint
-    }
-}
-
-// ------------------------------------------------------------------- what a client gets
-
-/// `inner`, holding `guard` until the body ends or is dropped: the server counts a request
-/// as in progress that long.
-pub fn holding<G: Send + Sync + Unpin + 'static>(inner: ProxyBody, guard: G) -> ProxyBody {
-    Holding {
-        inner,
-        _guard: guard,
-    }
-    .boxed()
-}
-
-struct Holding<G> {
-    inner: ProxyBody,
-    _guard: G,
-}
-
-impl<G: Unpin> Body for Holding<G> {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

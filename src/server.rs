@@ -17,7 +17,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::state::State;
-use crate::{body, lock, log, routes};
+use crate::{lock, log, routes};
 
 mod activity;
 
@@ -260,10 +260,7 @@ impl Worker {
                     let service = service_fn(move |request: Request<Incoming>| {
                         let state = state.clone();
                         let stream = activity.request(request.version() == Version::HTTP_2);
-                        async move {
-                            let response = routes::handle(state, request).await;
-                            Ok::<_, Infallible>(response.map(|b| body::holding(b, stream)))
-                        }
+                        async move { Ok::<_, Infallible>(routes::handle(state, request, stream).await) }
                     });
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     let connection = connection.into_owned();
