@@ -43,8 +43,11 @@ pub(super) struct Line<'a> {
 impl Line<'_> {
     /// Writes the line as JSON.
     pub(super) fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"severity\":");
-        string(out, self.severity);
+        // The severity, the protocol and the usage's keys are our own constants: written as
+        // they are, not escaped.
+        out.extend_from_slice(b"{\"severity\":\"");
+        out.extend_from_slice(self.severity.as_bytes());
+        out.push(b'"');
         // The path is in `requestUrl` only: it can be long, and Cloud Logging shows it with
         // the line anyway.
         out.extend_from_slice(b",\"message\":\"");
@@ -65,8 +68,9 @@ impl Line<'_> {
         // `responseSize` is an int64, which Cloud Logging's JSON wants as a string.
         out.extend_from_slice(b"s\",\"responseSize\":\"");
         uint(out, self.response_bytes);
-        out.extend_from_slice(b"\",\"protocol\":");
-        string(out, self.protocol);
+        out.extend_from_slice(b"\",\"protocol\":\"");
+        out.extend_from_slice(self.protocol.as_bytes());
+        out.push(b'"');
         if let Some(agent) = self.user_agent {
             out.extend_from_slice(b",\"userAgent\":");
             string(out, agent);
@@ -169,10 +173,10 @@ impl Line<'_> {
                 if (anthropic || n >= 3) && count.is_none() {
                     continue;
                 }
-                out.push(if first { b'{' } else { b',' });
+                out.extend_from_slice(if first { b"{\"" } else { b",\"" });
                 first = false;
-                string(out, key);
-                out.push(b':');
+                out.extend_from_slice(key.as_bytes());
+                out.extend_from_slice(b"\":");
                 match count {
                     Some(count) => uint(out, count),
                     None => out.extend_from_slice(b"null"),
@@ -268,7 +272,7 @@ fn uint(out: &mut Vec<u8>, value: u64) {
 }
 
 /// `value` in decimal, with leading zeros up to `width` digits. itoa's two digits a step
-/// took about 40 instructions a number fewer than our digit-by-digit loop (callgrind, a
+/// took about 35 instructions a number fewer than our digit-by-digit loop (callgrind, a
 /// dozen numbers a line).
 fn padded(out: &mut Vec<u8>, value: u64, width: usize) {
     let mut buffer = itoa::Buffer::new();
