@@ -16,13 +16,12 @@ use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
-use crate::config::Timeouts;
 use crate::state::State;
 use crate::{lock, log, routes};
 
 mod activity;
 
-use activity::Activity;
+use activity::{Activity, Close};
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and lets in-flight
 /// requests finish for up to `SHUTDOWN_GRACE_SECS` before returning.
@@ -148,61 +147,6 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl Future
     }
 }
 
-/// How a connection is to end, as its watcher decides.
-#[derive(Debug, PartialEq, Eq)]
-enum Close {
-    /// At once: no request is in progress (none has come, or an HTTP/1.1 connection is
-    /// between two).
-    Now,
-    /// GOAWAY (HTTP/2) or no more keep-alive (HTTP/1.1), and the requests in progress finish.
-    Graceful,
-}
-
-/// Decides when a connection ends, and says so on `close`; returns early if the connection
-/// ends first. A task of its own: the connection's task wakes for each read and write, a few
-/// times a request, and would poll these timers and the server's phase each time if they
-/// shared its `select!` (about 1 k instructions a request).
-async fn watch_connection(
-    activity: Arc<Activity>,
-    timeouts: Timeouts,
-    mut phases: watch::Receiver<Phase>,
-    mut close: oneshot::Sender<Close>,
-) {
-    let decided = async {
-        // A connection must send its first request within the header timeout from accept,
-        // whatever its protocol: telling HTTP/1.1 from h2c has no timeout of its own. One that
-        // does not, or has sent none when the server stops, is closed.
-        tokio::select! {
-            () = stopping(&mut phases) => return Close::Now,
-            sent = tokio::time::timeout(timeouts.header_read, activity.first_request()) => {
-                if sent.is_err() {
-                    return Close::Now;
-                }
-            }
-        }
-        // With no request in progress, an HTTP/1.1 connection has the header timeout to send
-        // its next one, or is closed; an h2c one left idle, or any at shutdown, is asked to
-        // finish: GOAWAY, then its open streams run to their end.
-        let http2 = activity.is_http2();
-        let idle = match http2 {
-            true => timeouts.idle_connection,
-            false => timeouts.header_read,
-        };
-        tokio::select! {
-            () = activity.idle_for(idle) => match http2 {
-                true => Close::Graceful,
-                false => Close::Now,
-            },
-            () = stopping(&mut phases) => Close::Graceful,
-        }
-    };
-    let decided = tokio::select! {
-        decided = decided => decided,
-        () = close.closed() => return,
-    };
-    let _ = close.send(decided);
-}
-
 /// Resolves once the server stops serving.
 async fn stopping(phases: &mut watch::Receiver<Phase>) {
     // The guard `wait_for` returns is not `Send`: it must not live across an await.
@@ -320,9 +264,10 @@ impl Worker {
                     });
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     let connection = connection.into_owned();
-                    let (phases, ended) = (phases.clone(), connections.clone());
+                    let (mut phases, ended) = (phases.clone(), connections.clone());
                     let (close, closing) = oneshot::channel();
-                    tokio::spawn(watch_connection(watched, timeouts, phases, close));
+                    let stop = async move { stopping(&mut phases).await };
+                    tokio::spawn(activity::watch(watched, timeouts, stop, close));
                     tokio::spawn(async move {
                         tokio::pin!(connection);
                         tokio::select! {
