@@ -9,7 +9,6 @@ mod logged;
 mod trace;
 mod writer;
 
-use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -19,6 +18,7 @@ use http::{HeaderMap, Method, Version};
 use serde_json::Value;
 
 pub use logged::logged;
+use writer::queue_line;
 pub use writer::{QUEUE_BYTES, flush};
 
 use crate::usage::{Head, Price, Tail};
@@ -29,29 +29,6 @@ pub fn emit(line: &Value) {
     queue_line(|out| {
         let _ = serde_json::to_writer(out, line);
     });
-}
-
-/// Encodes a line into this thread's buffer, which is reused (a line costs no allocation),
-/// and hands it to the writer whole, so lines from concurrent requests never interleave.
-fn queue_line(encode: impl FnOnce(&mut Vec<u8>)) {
-    thread_local! {
-        static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    }
-    let mut encode = Some(encode);
-    let mut write = |line: &mut Vec<u8>| {
-        line.clear();
-        if let Some(encode) = encode.take() {
-            encode(line);
-        }
-        line.push(b'\n');
-        writer::queue(line);
-    };
-    // Past the thread's end (a guard dropped by a thread-local's destructor), a buffer of
-    // its own.
-    let reused = LINE.try_with(|line| line.try_borrow_mut().map(|mut line| write(&mut line)));
-    if !matches!(reused, Ok(Ok(()))) {
-        write(&mut Vec::new());
-    }
 }
 
 fn message(severity: &str, text: &str) {

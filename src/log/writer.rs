@@ -5,6 +5,7 @@
 //! the worker threads, as lines were, a stall there stalled every request. Here a worker only
 //! copies its line into the queue under a lock held for that copy.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -186,4 +187,26 @@ fn dropped_text(dropped: u64) -> String {
 /// panicked (see `crate::lock`).
 fn wait<T>(result: std::sync::LockResult<T>) -> T {
     result.unwrap_or_else(|e| e.into_inner())
+}
+/// Encodes a line into this thread's buffer, which is reused (a line costs no allocation),
+/// and hands it to the writer whole, so lines from concurrent requests never interleave.
+pub(super) fn queue_line(encode: impl FnOnce(&mut Vec<u8>)) {
+    thread_local! {
+        static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    let mut encode = Some(encode);
+    let mut write = |line: &mut Vec<u8>| {
+        line.clear();
+        if let Some(encode) = encode.take() {
+            encode(line);
+        }
+        line.push(b'\n');
+        queue(line);
+    };
+    // Past the thread's end (a guard dropped by a thread-local's destructor), a buffer of
+    // its own.
+    let reused = LINE.try_with(|line| line.try_borrow_mut().map(|mut line| write(&mut line)));
+    if !matches!(reused, Ok(Ok(()))) {
+        write(&mut Vec::new());
+    }
 }
