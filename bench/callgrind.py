@@ -1,7 +1,7 @@
 """Instructions per request, counted by callgrind: deterministic where wall-clock figures are noisy.
 
 Usage: python3 bench/callgrind.py [BINARY] [--requests N] [--runs R] [--stream]
-                                  [--tool-call] [--signatures restore|fill|off]
+                                  [--tool-call] [--signatures restore|fill|off] [--responses]
 
 Runs `BINARY demo` (default target/release/vertex-proxy) under `valgrind --tool=callgrind`
 twice per run, once with no request and once with N chat completions on one keep-alive
@@ -11,7 +11,8 @@ two builds with the same settings, not a figure with one from elsewhere.
 
 `--tool-call` asks Gemini 3 (`pro-preview`) for a call to a tool, which the stand-in signs;
 `--signatures` sets THOUGHT_SIGNATURES, so that `restore` against `fill` is what splicing the
-signature into the call's id costs.
+signature into the call's id costs. `--responses` sends the same request through
+`/v1/responses` (translated to chat completions and back) instead of `/v1/chat/completions`.
 """
 
 import argparse
@@ -28,7 +29,7 @@ import threading
 KEY = "sk-demo-0123456789abcdef"
 
 
-def instructions(binary, requests, stream, tool_call=False, signatures=None):
+def instructions(binary, requests, stream, tool_call=False, signatures=None, responses=False):
     out = tempfile.mktemp(suffix=".callgrind")
     env = {"PATH": os.environ.get("PATH", ""), "PORT": "0", "WORKER_THREADS": "1", "HOME": tempfile.mkdtemp()}
     if signatures:
@@ -54,9 +55,15 @@ def instructions(binary, requests, stream, tool_call=False, signatures=None):
             "type": "object", "properties": {"city": {"type": "string"}}}}}]
     if stream:
         body["stream"] = True
+    path = "/v1/chat/completions"
+    if responses:
+        path = "/v1/responses"
+        body["input"] = body.pop("messages")
+        for tool in body.get("tools", []):
+            tool.update(tool.pop("function"))
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for _ in range(requests):
-        connection.request("POST", "/v1/chat/completions", json.dumps(body),
+        connection.request("POST", path, json.dumps(body),
                            {"x-api-key": KEY, "content-type": "application/json"})
         response = connection.getresponse()
         response.read()
@@ -80,10 +87,11 @@ def main():
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--tool-call", action="store_true")
     parser.add_argument("--signatures", choices=["restore", "fill", "off"])
+    parser.add_argument("--responses", action="store_true")
     args = parser.parse_args()
     per_request = []
     for _ in range(args.runs):
-        settings = (args.stream, args.tool_call, args.signatures)
+        settings = (args.stream, args.tool_call, args.signatures, args.responses)
         idle = instructions(args.binary, 0, *settings)
         busy = instructions(args.binary, args.requests, *settings)
         per_request.append((busy - idle) / args.requests)

@@ -1,6 +1,6 @@
 //! Every body type and wrapper: the bounded read of a request body ([`read`]), the pieces of a
-//! spliced body, the upstream's response body with its idle limit and edits, and the guarded
-//! body a client gets.
+//! spliced body, and the upstream's response body with its idle limit and edits (the body a
+//! client gets is the log's, `log::logged`).
 //!
 //! None of the wrappers buffers: each frame is handed on as it is polled.
 
@@ -147,7 +147,7 @@ pub fn idle_limited(
         read,
         edit,
         idle,
-        timer: Box::pin(tokio::time::sleep(idle)),
+        timer: None,
     }
     .boxed()
 }
@@ -159,7 +159,10 @@ struct IdleTimeout {
     read: Option<Bytes>,
     edit: Option<BoxEdit>,
     idle: Duration,
-    timer: Pin<Box<Sleep>>,
+    /// Armed the first time the upstream has nothing ready, so that an answer that comes
+    /// whole never touches the timer wheel; with the time of the last frame, from which the
+    /// timer, when it fires, is moved on, rather than reset on every frame.
+    timer: Option<(Pin<Box<Sleep>>, Instant)>,
 }
 
 #[derive(Debug)]
@@ -177,6 +180,25 @@ impl std::fmt::Display for UpstreamIdle {
 
 impl std::error::Error for UpstreamIdle {}
 
+impl IdleTimeout {
+    /// The upstream has nothing ready: fails the body if it has been silent for `idle`.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let idle = self.idle;
+        let (timer, last) = self
+            .timer
+            .get_or_insert_with(|| (Box::pin(tokio::time::sleep(idle)), Instant::now()));
+        while timer.as_mut().poll(cx).is_ready() {
+            let deadline = *last + idle;
+            if deadline <= Instant::now() {
+                return Poll::Ready(Some(Err(Box::new(UpstreamIdle(idle)))));
+            }
+            // A frame came since the timer was set: silence is counted from that frame.
+            timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
+    }
+}
+
 impl Body for IdleTimeout {
     type Data = Bytes;
     type Error = BoxError;
@@ -191,8 +213,9 @@ impl Body for IdleTimeout {
                 Some(read) => Frame::data(read),
                 None => match Pin::new(&mut this.inner).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
-                        let deadline = Instant::now() + this.idle;
-                        this.timer.as_mut().reset(deadline);
+                        if let Some((_, last)) = &mut this.timer {
+                            *last = Instant::now();
+                        }
                         frame
                     }
                     Poll::Ready(None) => {
@@ -206,14 +229,7 @@ impl Body for IdleTimeout {
                         };
                     }
                     Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
-                    Poll::Pending => {
-                        return match this.timer.as_mut().poll(cx) {
-                            Poll::Ready(()) => {
-                                Poll::Ready(Some(Err(Box::new(UpstreamIdle(this.idle)))))
-                            }
-                            Poll::Pending => Poll::Pending,
-                        };
-                    }
+                    Poll::Pending => return this.poll_idle(cx),
                 },
             };
             let Some(edit) = &mut this.edit else {
@@ -252,42 +268,5 @@ impl Body for IdleTimeout {
             hint.set_upper(upper + read);
         }
         hint
-    }
-}
-
-// ------------------------------------------------------------------- what a client gets
-
-/// `inner`, holding `guard` until the body ends or is dropped: the server counts an h2c
-/// stream as open that long.
-pub fn holding<G: Send + Sync + Unpin + 'static>(inner: ProxyBody, guard: G) -> ProxyBody {
-    Holding {
-        inner,
-        _guard: guard,
-    }
-    .boxed()
-}
-
-struct Holding<G> {
-    inner: ProxyBody,
-    _guard: G,
-}
-
-impl<G: Unpin> Body for Holding<G> {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

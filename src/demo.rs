@@ -104,7 +104,8 @@ Try it:
   curl -s '{base}/v1beta/models/flash:generateContent' -H 'x-goog-api-key: {key}'     -H 'content-type: application/json' -d '{{"contents": [{{"parts": [{{"text": "Hello Gemini"}}]}}]}}'
 
   # Gemini CLI (it renames short model names, so the alias is named as Gemini's id)
-  GOOGLE_GEMINI_BASE_URL={base} GEMINI_API_KEY={key} gemini -m gemini-3.8-flash -p "Hello"
+  mkdir -p ~/.gemini && echo '{{"security":{{"auth":{{"selectedType":"gemini-api-key"}}}}}}' > ~/.gemini/settings.json
+  GOOGLE_GEMINI_BASE_URL={base} GEMINI_API_KEY={key} gemini -m gemini-3.8-flash --skip-trust -p "Hello"
 
 Each request writes one JSON log line on stdout. Ctrl-C stops.
 "#

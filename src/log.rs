@@ -1,42 +1,38 @@
 //! Structured logs: one JSON object per line on stdout, in Cloud Logging's format, and the
 //! record of each request, written as one line when its response ends ([`json`] encodes it).
+//! Lines go to stdout through one writer thread ([`writer`]), never from a request's thread.
 //!
 //! SECURITY: nothing here is given keys, key hashes, tokens or bodies, and nothing may be.
 
 mod json;
 mod logged;
 mod trace;
+mod writer;
 
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{HeaderMap, Method, Version};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use logged::logged;
+use writer::queue_line;
+pub use writer::{QUEUE_BYTES, flush};
 
 use crate::usage::{Head, Price, Tail};
 
 /// Writes one line. A closed stdout must not take a request down with it, so errors are
 /// ignored rather than panicking as `println!` would.
 pub fn emit(line: &Value) {
-    let mut text = Vec::with_capacity(512);
-    if serde_json::to_writer(&mut text, line).is_ok() {
-        write_out(text);
-    }
+    queue_line(|out| {
+        let _ = serde_json::to_writer(out, line);
+    });
 }
 
-/// Writes `text` and a newline with one call, so lines from concurrent requests never
-/// interleave.
-fn write_out(mut text: Vec<u8>) {
-    text.push(b'\n');
-    let _ = std::io::stdout().lock().write_all(&text);
-}
-
-fn message(severity: &str, message: &str) {
-    emit(&json!({"severity": severity, "message": message}));
+fn message(severity: &str, text: &str) {
+    queue_line(|out| json::message(out, severity, text, None));
 }
 
 pub fn info(text: &str) {
@@ -273,10 +269,10 @@ impl RequestLog {
     }
 
     /// Bytes on their way to the client.
-    pub fn sent(&mut self, data: &[u8]) {
+    pub fn sent(&mut self, data: &Bytes) {
         self.response_bytes += data.len() as u64;
         if let Some(tail) = &mut self.usage_tail {
-            tail.push(data);
+            tail.push_shared(data);
         }
         if let Some(head) = &mut self.usage_head {
             head.push(data);
@@ -382,9 +378,7 @@ impl LogGuard {
 impl Drop for LogGuard {
     fn drop(&mut self) {
         if let Some(log) = self.0.take() {
-            let mut text = Vec::with_capacity(1024);
-            log.line().encode(&mut text);
-            write_out(text);
+            queue_line(|out| log.line().encode(out));
         }
     }
 }

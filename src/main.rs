@@ -7,6 +7,14 @@ use vertex_proxy::cli::{self, Command, USAGE};
 use vertex_proxy::config::ProcessEnv;
 
 fn main() -> ExitCode {
+    let code = run();
+    // Log lines still queued (the last requests' lines, the shutdown lines) are written
+    // before the process exits.
+    vertex_proxy::log::flush();
+    code
+}
+
+fn run() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = match cli::parse(&args) {
         Ok(command) => command,
@@ -34,6 +42,8 @@ fn main() -> ExitCode {
         }
         Command::Check => {
             let checked = runtime().map(|rt| rt.block_on(vertex_proxy::app::check(&ProcessEnv)));
+            // What startup logged comes before the verdict.
+            vertex_proxy::log::flush();
             match checked {
                 Ok(Ok(summary)) => println!(
                     "{}",
@@ -69,6 +79,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 fn fail(message: &str) -> ExitCode {
+    vertex_proxy::log::flush();
     eprintln!("vertex-proxy: {}", message.trim_end());
     ExitCode::FAILURE
 }

@@ -176,7 +176,7 @@ fn endpoints() -> Vec<Block> {
 }
 
 fn errors_text(config: &Config) -> String {
-    let format = "Errors, this service's own and Vertex's, come in OpenAI's shape {\"error\": {\"message\", \"type\", \"param\", \"code\"}} with Vertex's status; for Vertex's, \"code\" is Google's status (RESOURCE_EXHAUSTED, INVALID_ARGUMENT, ...) and Retry-After is passed on.";
+    let format = "Errors, this service's own and Vertex's, come in OpenAI's shape {\"error\": {\"message\", \"type\", \"param\", \"code\"}} with Vertex's status (Anthropic's on /v1/messages, Google's {\"error\": {\"code\", \"message\", \"status\"}} on Gemini's paths); for Vertex's, \"code\" is Google's status (RESOURCE_EXHAUSTED, INVALID_ARGUMENT, ...) and Retry-After is passed on.";
     let retries = config.retries;
     if retries.max_attempts <= 1 {
         return format!(

@@ -139,8 +139,12 @@ fn allowed<'a>(
 }
 
 /// Handles one request. Never fails: errors become responses here, and the request is
-/// logged once, when the response body ends or is dropped.
-pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<ProxyBody> {
+/// logged once, when the response body ends or is dropped; `held` is dropped with it.
+pub async fn handle<H: Send + Sync + Unpin + 'static>(
+    state: Arc<State>,
+    request: Request<Incoming>,
+    held: H,
+) -> Response<ProxyBody> {
     let user_agent = request
         .headers()
         .get(header::USER_AGENT)
@@ -165,7 +169,7 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<P
     };
     log.responded(response.status().as_u16());
     // 7. Log, when the client has the whole response or has left.
-    response.map(|body| log::logged(body, guard))
+    response.map(|body| log::logged(body, guard, held))
 }
 
 async fn dispatch(
@@ -254,7 +258,7 @@ async fn forward(
     } = operation.translate(body)?;
     // 3. Resolve the route of the model the request names.
     let aliases = &config.aliases;
-    let model = operation.model(&body, in_path, |name| aliases.get(name).is_some())?;
+    let model = operation.model(&body, in_path, |name| aliases.resolve(name).is_some())?;
     let route = aliases.route_for(&model.name, |m| key.may_use(m))?;
     let call = Call {
         operation,

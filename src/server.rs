@@ -17,11 +17,11 @@ use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::state::State;
-use crate::{body, lock, log, routes};
+use crate::{lock, log, routes};
 
 mod activity;
 
-use activity::Activity;
+use activity::{Activity, Close};
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and lets in-flight
 /// requests finish for up to `SHUTDOWN_GRACE_SECS` before returning.
@@ -202,11 +202,13 @@ impl Worker {
             state.upstream.preconnect(state.kinds.origins());
         }
         let mut builder = auto::Builder::new(Spread(self.shared.clone()));
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            // A client that trickles its headers (slowloris) cannot hold a connection.
-            .header_read_timeout(state.config.timeouts.header_read);
+        // A client that trickles its headers (slowloris) cannot hold a connection: the
+        // connection's watcher closes one with no request in progress (below), which for
+        // HTTP/1.1 is hyper's header read timeout without its cost. Hyper's own arms a new
+        // timer for each request: an allocation, and, being due sooner than the timers the
+        // worker sleeps on while the upstream answers, a wake-up of the worker's poll by
+        // `eventfd`: two system calls a request.
+        builder.http1().header_read_timeout(None);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -253,50 +255,29 @@ impl Worker {
                     let _ = stream.set_nodelay(true);
                     let timeouts = state.config.timeouts;
                     let state = state.clone();
-                    let activity = Arc::new(Activity::default());
+                    let activity = Activity::new();
                     let watched = activity.clone();
                     let service = service_fn(move |request: Request<Incoming>| {
                         let state = state.clone();
                         let stream = activity.request(request.version() == Version::HTTP_2);
-                        async move {
-                            let response = routes::handle(state, request).await;
-                            Ok::<_, Infallible>(match stream {
-                                Some(stream) => response.map(|b| body::holding(b, stream)),
-                                None => response,
-                            })
-                        }
+                        async move { Ok::<_, Infallible>(routes::handle(state, request, stream).await) }
                     });
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     let connection = connection.into_owned();
                     let (mut phases, ended) = (phases.clone(), connections.clone());
+                    let (close, closing) = oneshot::channel();
+                    let stop = async move { stopping(&mut phases).await };
+                    tokio::spawn(activity::watch(watched, timeouts, stop, close));
                     tokio::spawn(async move {
                         tokio::pin!(connection);
-                        // A connection must send its first request within the header timeout
-                        // from accept, whatever its protocol: telling HTTP/1.1 from h2c has
-                        // no timeout of its own. One that does not is dropped (closed).
-                        let first = watched.first_request();
                         tokio::select! {
+                            biased;
                             // Connection errors (resets, bad requests) are the client's business.
                             _ = connection.as_mut() => {}
-                            // No request yet, so none to finish: closed at once.
-                            () = stopping(&mut phases) => {}
-                            sent = tokio::time::timeout(timeouts.header_read, first) => {
-                                if sent.is_ok() {
-                                    // An h2c connection left idle, or any at shutdown, is asked
-                                    // to finish: GOAWAY, then its open streams run to their end.
-                                    tokio::select! {
-                                        _ = connection.as_mut() => {}
-                                        () = watched.idle_for(timeouts.idle_connection) => {
-                                            connection.as_mut().graceful_shutdown();
-                                            let _ = connection.await;
-                                        }
-                                        () = stopping(&mut phases) => {
-                                            connection.as_mut().graceful_shutdown();
-                                            let _ = connection.await;
-                                        }
-                                    }
-                                }
-                            }
+                            close = closing => if close == Ok(Close::Graceful) {
+                                connection.as_mut().graceful_shutdown();
+                                let _ = connection.await;
+                            },
                         }
                         drop(ended);
                         drop(permit);

@@ -7,6 +7,9 @@
 //! adds no latency and no buffering to the stream itself.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use bytes::Bytes;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -164,12 +167,28 @@ pub fn parse_prices(json: &str) -> Result<HashMap<String, Price>, Vec<String>> {
     }
 }
 
-/// The last bytes of a response, kept while it streams past.
+/// The last bytes of a response, kept while it streams past. An answer that comes as one
+/// piece is kept as that piece (`.1`, shared rather than copied: most JSON answers); from a
+/// second piece on, the bytes are copied (`.0`), so that a long stream pins none of the
+/// buffers its pieces came in.
 #[derive(Debug, Default)]
-pub struct Tail(Vec<u8>);
+pub struct Tail(Vec<u8>, Bytes);
 
 impl Tail {
+    /// A piece as it passes, kept without a copy if it is the first.
+    pub fn push_shared(&mut self, bytes: &Bytes) {
+        if self.0.is_empty() && self.1.is_empty() {
+            self.1 = bytes.slice(bytes.len().saturating_sub(TAIL)..);
+        } else {
+            self.push(bytes);
+        }
+    }
+
     pub fn push(&mut self, bytes: &[u8]) {
+        if !self.1.is_empty() {
+            let first = std::mem::take(&mut self.1);
+            self.push(&first);
+        }
         if bytes.len() >= TAIL {
             self.0.clear();
             self.0.extend_from_slice(&bytes[bytes.len() - TAIL..]);
@@ -185,7 +204,11 @@ impl Tail {
     /// The last `"usage": {...}` object in the tail that parses, if any, else Gemini's last
     /// `"usageMetadata"`.
     pub fn usage(&self) -> Option<Usage> {
-        last_usage(&self.0).or_else(|| last_gemini_usage(&self.0))
+        let tail: &[u8] = match self.1.is_empty() {
+            true => &self.0,
+            false => &self.1,
+        };
+        last_usage(tail).or_else(|| last_gemini_usage(tail))
     }
 }
 
@@ -218,11 +241,14 @@ impl Head {
     }
 }
 
-/// The last `"usage": {...}` object in `bytes` that parses, if any.
+/// The last `"usage": {...}` object in `bytes` that parses, if any. memchr's forward search
+/// is vectorised and its reverse one is not: looking forward for the last occurrence took
+/// about 1 k instructions fewer on a 600-byte answer (callgrind).
 fn last_usage(bytes: &[u8]) -> Option<Usage> {
-    let needle = b"\"usage\"";
+    static USAGE: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
     let mut end = bytes.len();
-    while let Some(at) = memchr::memmem::rfind(&bytes[..end], needle) {
+    while let Some(at) = USAGE.find_iter(&bytes[..end]).last() {
         end = at;
         if let Some(usage) = usage_at(bytes, at) {
             return Some(usage);

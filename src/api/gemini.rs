@@ -79,12 +79,13 @@ pub fn parse_path(path: &str) -> Option<(&str, Method)> {
 }
 
 /// The name a path gives, as the alias table reads it: a raw Gemini id (`gemini-2.5-pro`)
-/// is Google's (`google/gemini-2.5-pro`) when it is no alias.
-pub fn model_name(path_model: &str, is_alias: impl Fn(&str) -> bool) -> String {
-    if is_alias(path_model) || path_model.contains('/') {
-        path_model.to_owned()
-    } else {
-        format!("google/{path_model}")
+/// is Google's (`google/gemini-2.5-pro`) when only that resolves; a name that resolves
+/// neither way stays as the client sent it, for the error to quote.
+pub fn model_name(path_model: &str, resolves: impl Fn(&str) -> bool) -> String {
+    let google = format!("google/{path_model}");
+    match !resolves(path_model) && !path_model.contains('/') && resolves(&google) {
+        true => google,
+        false => path_model.to_owned(),
     }
 }
 
@@ -227,10 +228,10 @@ mod tests {
         assert_eq!(upstream_query(None), "");
         assert_eq!(query_key(Some("alt=sse&key=sk_1")), Some("sk_1"));
         assert_eq!(query_key(Some("alt=sse")), None);
-        assert_eq!(
-            model_name("gemini-2.5-pro", |_| false),
-            "google/gemini-2.5-pro"
-        );
-        assert_eq!(model_name("flash", |a| a == "flash"), "flash");
+        let raw = |name: &str| name == "flash" || name.starts_with("google/");
+        assert_eq!(model_name("gemini-2.5-pro", raw), "google/gemini-2.5-pro");
+        assert_eq!(model_name("flash", raw), "flash");
+        // Neither an alias nor a raw id: the error quotes what the client sent.
+        assert_eq!(model_name("nope", |name| name == "flash"), "nope");
     }
 }

@@ -102,16 +102,16 @@ impl Operation {
     }
 
     /// The model the request names, and where: OpenAI's and Anthropic's APIs name it in the
-    /// body's `model` member, Gemini's in the path (`in_path`), which `is_alias` reads.
+    /// body's `model` member, Gemini's in the path (`in_path`), read as `resolves` says.
     pub fn model(
         self,
         body: &Bytes,
         in_path: Option<&str>,
-        is_alias: impl Fn(&str) -> bool,
+        resolves: impl Fn(&str) -> bool,
     ) -> Result<ModelField, ProxyError> {
         match (self, in_path) {
             (Operation::Gemini(_), Some(model)) => Ok(ModelField {
-                name: gemini::model_name(model, is_alias),
+                name: gemini::model_name(model, resolves),
                 span: 0..0,
             }),
             _ => rewrite::find_model(body),

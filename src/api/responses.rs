@@ -106,6 +106,7 @@ impl Translation {
             return Ok(with_parts(reply(body, true), parts));
         }
         let bytes = read_whole(upstream).await?;
+        builder.quiet = !self.stream;
         let chat: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
             ProxyError::bad_gateway(
                 "upstream_answer",

@@ -70,13 +70,29 @@ fn refusal(model: &str, body: &Value) -> Option<Response<ProxyBody>> {
             None | Some("") => format!(
                 "Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call `default_api:{name}` , position 1. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
             ),
-            Some(given) if given == signature(&first["functionCall"]) => continue,
+            // Vertex reads either base64 alphabet, as protobuf's JSON does.
+            Some(given) if same_signature(given, &signature(&first["functionCall"])) => continue,
             Some(crate::signatures::SENTINEL) => continue,
             Some(_) => "Thought signature is not valid.".to_owned(),
         };
         return Some(google_error(StatusCode::BAD_REQUEST, &message));
     }
     None
+}
+
+/// Whether two base64 texts, in either alphabet, with or without padding, are one value.
+fn same_signature(given: &str, issued: &str) -> bool {
+    let canonical = |text: &str| -> String {
+        let text = text.trim_end_matches('=');
+        text.chars()
+            .map(|c| match c {
+                '-' => '+',
+                '_' => '/',
+                c => c,
+            })
+            .collect()
+    };
+    canonical(given) == canonical(issued)
 }
 
 /// One candidate: a call to the first function declared, unless the last turn answers one;
@@ -167,4 +183,16 @@ fn json_ok(payload: &Value) -> Response<ProxyBody> {
     let json = header::HeaderValue::from_static("application/json");
     response.headers_mut().insert(header::CONTENT_TYPE, json);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_is_the_same_in_either_base64_alphabet() {
+        assert!(same_signature("tf-hfUv1_w==", "tf+hfUv1/w=="));
+        assert!(same_signature("tf-hfUv1_w", "tf+hfUv1/w=="));
+        assert!(!same_signature("tf-hfUv1_x", "tf+hfUv1/w=="));
+    }
 }

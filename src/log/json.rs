@@ -43,8 +43,11 @@ pub(super) struct Line<'a> {
 impl Line<'_> {
     /// Writes the line as JSON.
     pub(super) fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"severity\":");
-        string(out, self.severity);
+        // The severity, the protocol and the usage's keys are our own constants: written as
+        // they are, not escaped.
+        out.extend_from_slice(b"{\"severity\":\"");
+        out.extend_from_slice(self.severity.as_bytes());
+        out.push(b'"');
         // The path is in `requestUrl` only: it can be long, and Cloud Logging shows it with
         // the line anyway.
         out.extend_from_slice(b",\"message\":\"");
@@ -65,8 +68,9 @@ impl Line<'_> {
         // `responseSize` is an int64, which Cloud Logging's JSON wants as a string.
         out.extend_from_slice(b"s\",\"responseSize\":\"");
         uint(out, self.response_bytes);
-        out.extend_from_slice(b"\",\"protocol\":");
-        string(out, self.protocol);
+        out.extend_from_slice(b"\",\"protocol\":\"");
+        out.extend_from_slice(self.protocol.as_bytes());
+        out.push(b'"');
         if let Some(agent) = self.user_agent {
             out.extend_from_slice(b",\"userAgent\":");
             string(out, agent);
@@ -169,10 +173,10 @@ impl Line<'_> {
                 if (anthropic || n >= 3) && count.is_none() {
                     continue;
                 }
-                out.push(if first { b'{' } else { b',' });
+                out.extend_from_slice(if first { b"{\"" } else { b",\"" });
                 first = false;
-                string(out, key);
-                out.push(b':');
+                out.extend_from_slice(key.as_bytes());
+                out.extend_from_slice(b"\":");
                 match count {
                     Some(count) => uint(out, count),
                     None => out.extend_from_slice(b"null"),
@@ -198,6 +202,20 @@ impl Line<'_> {
         }
         out.push(b'}');
     }
+}
+
+/// A line of the proxy's own rather than a request's: its severity, its message, and a count
+/// where it has one.
+pub(super) fn message(out: &mut Vec<u8>, severity: &str, text: &str, count: Option<(&str, u64)>) {
+    out.extend_from_slice(b"{\"severity\":");
+    string(out, severity);
+    out.extend_from_slice(b",\"message\":");
+    string(out, text);
+    if let Some((name, count)) = count {
+        key(out, name);
+        uint(out, count);
+    }
+    out.push(b'}');
 }
 
 /// `,"key":` for a key that needs no escaping.
@@ -250,20 +268,18 @@ fn escaped(out: &mut Vec<u8>, text: &str) {
 }
 
 fn uint(out: &mut Vec<u8>, value: u64) {
-    padded(out, value, 1);
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
-/// `value` in decimal, with leading zeros up to `width` digits.
-fn padded(out: &mut Vec<u8>, mut value: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut start = digits.len();
-    while value > 0 {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-    }
-    start = start.min(digits.len() - width.clamp(1, 20));
-    out.extend_from_slice(&digits[start..]);
+/// `value` in decimal, with leading zeros up to `width` digits. itoa's two digits a step
+/// took about 35 instructions a number fewer than our digit-by-digit loop (callgrind, a
+/// dozen numbers a line).
+fn padded(out: &mut Vec<u8>, value: u64, width: usize) {
+    let mut buffer = itoa::Buffer::new();
+    let digits = buffer.format(value).as_bytes();
+    const ZEROS: [u8; 20] = [b'0'; 20];
+    out.extend_from_slice(&ZEROS[..width.min(20).saturating_sub(digits.len())]);
+    out.extend_from_slice(digits);
 }
 
 /// Milliseconds with microsecond precision, as a number: `12.345`.
@@ -297,6 +313,22 @@ mod tests {
             let back: String = serde_json::from_slice(&out).expect("valid JSON");
             assert_eq!(back, text);
         }
+    }
+
+    #[test]
+    fn the_proxys_own_lines_have_cloud_loggings_shape() {
+        let mut out = Vec::new();
+        message(
+            &mut out,
+            "WARNING",
+            "3 \"lines\"",
+            Some(("dropped_lines", 3)),
+        );
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let expected = serde_json::json!({
+            "severity": "WARNING", "message": "3 \"lines\"", "dropped_lines": 3
+        });
+        assert_eq!(line, expected);
     }
 
     #[test]

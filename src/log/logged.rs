@@ -13,20 +13,33 @@ use crate::body::{BoxError, ProxyBody};
 
 /// A response body that tells the request's log what passes, and writes the log line when it
 /// ends or is dropped (the guard's drop).
-pub struct Logged {
+pub struct Logged<H> {
     inner: ProxyBody,
     guard: LogGuard,
+    /// The caller's, held as long: the server's count of the request as in progress. Here
+    /// rather than in a body of its own, which would be one more allocation a request.
+    _held: H,
 }
 
-/// Wraps `inner` so that the request is logged when the client has it all, or has left.
-pub fn logged(inner: ProxyBody, mut guard: LogGuard) -> ProxyBody {
+/// Wraps `inner` so that the request is logged when the client has it all, or has left, and
+/// `held` is dropped then.
+pub fn logged<H: Send + Sync + Unpin + 'static>(
+    inner: ProxyBody,
+    mut guard: LogGuard,
+    held: H,
+) -> ProxyBody {
     if inner.is_end_stream() {
         guard.get().completed();
     }
-    Logged { inner, guard }.boxed()
+    Logged {
+        inner,
+        guard,
+        _held: held,
+    }
+    .boxed()
 }
 
-impl Body for Logged {
+impl<H: Unpin> Body for Logged<H> {
     type Data = Bytes;
     type Error = BoxError;
 

@@ -1,21 +1,21 @@
 //! The trace a request belongs to, from the headers Cloud Run and W3C clients send, in the
 //! form Cloud Logging groups lines by.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// `projects/P/traces/ID` and the span id in hex, from `X-Cloud-Trace-Context`
 /// (`TRACE/SPAN;o=1`, span in decimal) or W3C `traceparent` (`00-TRACE-SPAN-01`, span in hex).
 pub fn parse(headers: &HeaderMap, project: &str) -> Option<(String, Option<String>)> {
-    let cloud = headers
-        .get("x-cloud-trace-context")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            let (trace, rest) = v.split_once('/').unwrap_or((v, ""));
-            let span = rest.split(';').next().and_then(|s| s.parse::<u64>().ok());
-            (trace, span.map(|s| format!("{s:016x}")))
-        });
+    // Looked up by name rather than by text: a text is parsed into a name at each lookup.
+    static CLOUD: HeaderName = HeaderName::from_static("x-cloud-trace-context");
+    static W3C: HeaderName = HeaderName::from_static("traceparent");
+    let cloud = headers.get(&CLOUD).and_then(|v| v.to_str().ok()).map(|v| {
+        let (trace, rest) = v.split_once('/').unwrap_or((v, ""));
+        let span = rest.split(';').next().and_then(|s| s.parse::<u64>().ok());
+        (trace, span.map(|s| format!("{s:016x}")))
+    });
     let w3c = || {
-        let value = headers.get("traceparent")?.to_str().ok()?;
+        let value = headers.get(&W3C)?.to_str().ok()?;
         let mut parts = value.split('-');
         let (_, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
         Some((trace, Some(span.to_owned())))

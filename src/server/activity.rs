@@ -1,73 +1,159 @@
-//! What one client connection is doing, so that the server can close the ones that never
-//! send a request and the h2c ones left idle.
+//! What one client connection is doing, and its watcher, which closes the ones that never
+//! send a request, the HTTP/1.1 ones that stop sending them, the h2c ones left idle, and all
+//! of them when the server stops.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+
+use crate::config::Timeouts;
 
 /// Shared by a connection's service (which reports requests) and its watcher.
-#[derive(Default)]
 pub struct Activity {
     first_request: AtomicBool,
     http2: AtomicBool,
-    /// Open HTTP/2 streams: from a request's arrival to the end (or drop) of its response.
+    /// Requests in progress (open streams over HTTP/2): from a request's arrival to the end
+    /// (or drop) of its response.
     streams: AtomicUsize,
-    /// Wakes the watcher; `notify_one` keeps a permit, so no change is missed.
-    changed: Notify,
+    /// When the last of them ended, in nanoseconds after `since`.
+    last_end: AtomicU64,
+    since: Instant,
+    /// Wakes the watcher when the first request comes; `notify_one` keeps a permit.
+    first: Notify,
 }
 
-/// Held by an HTTP/2 response body; the stream is open until it drops.
+/// Held by a response body; its request is in progress until it drops.
 pub struct Stream(Arc<Activity>);
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        if self.0.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.changed.notify_one();
+        let activity = &self.0;
+        if activity.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let since = activity.since.elapsed().as_nanos();
+            let since = u64::try_from(since).unwrap_or(u64::MAX);
+            activity.last_end.store(since, Ordering::Release);
         }
     }
 }
 
 impl Activity {
-    /// A request has arrived. Over HTTP/2 its stream is counted until the returned guard
-    /// drops; HTTP/1.1 connections are not watched for idleness (one request at a time, and
-    /// the client or Cloud Run's front end closes them).
-    pub fn request(self: &Arc<Self>, http2: bool) -> Option<Stream> {
-        let first = !self.first_request.swap(true, Ordering::AcqRel);
+    pub fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            first_request: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
+            streams: AtomicUsize::new(0),
+            last_end: AtomicU64::new(0),
+            since: Instant::now(),
+            first: Notify::new(),
+        })
+    }
+
+    /// A request has arrived; it is in progress until the returned guard drops.
+    pub fn request(self: &Arc<Self>, http2: bool) -> Stream {
         if http2 {
             self.http2.store(true, Ordering::Release);
-            self.streams.fetch_add(1, Ordering::AcqRel);
         }
-        if first || http2 {
-            self.changed.notify_one();
+        self.streams.fetch_add(1, Ordering::AcqRel);
+        if !self.first_request.swap(true, Ordering::AcqRel) {
+            self.first.notify_one();
         }
-        http2.then(|| Stream(self.clone()))
+        Stream(self.clone())
     }
 
     /// Resolves once the first request has arrived.
     pub async fn first_request(&self) {
         while !self.first_request.load(Ordering::Acquire) {
-            self.changed.notified().await;
+            self.first.notified().await;
         }
     }
 
-    /// Resolves once an HTTP/2 connection has had no open stream for `limit`; never for
-    /// HTTP/1.1.
+    pub fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the connection has had no request in progress for `limit`.
+    ///
+    /// One timer serves the connection's life: when it fires it is moved on to `limit` after
+    /// the end of the last request, or checked again in `limit` while one is in progress. So
+    /// the timer wheel is touched once a `limit`, not twice a request, and requests never
+    /// wake the watcher.
     pub async fn idle_for(&self, limit: Duration) {
+        let timer = tokio::time::sleep(limit);
+        tokio::pin!(timer);
         loop {
-            if !self.http2.load(Ordering::Acquire) || self.streams.load(Ordering::Acquire) > 0 {
-                self.changed.notified().await;
-                continue;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(limit) => {
-                    if self.streams.load(Ordering::Acquire) == 0 {
-                        return;
-                    }
+            timer.as_mut().await;
+            let deadline = match self.streams.load(Ordering::Acquire) {
+                0 => {
+                    let last_end = Duration::from_nanos(self.last_end.load(Ordering::Acquire));
+                    self.since + last_end + limit
                 }
-                () = self.changed.notified() => {}
+                _ => Instant::now() + limit,
+            };
+            if deadline <= Instant::now() {
+                return;
             }
+            timer.as_mut().reset(deadline);
         }
     }
+}
+
+/// How a connection is to end, as its watcher decides.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Close {
+    /// At once: no request is in progress (none has come, or an HTTP/1.1 connection is
+    /// between two).
+    Now,
+    /// GOAWAY (HTTP/2) or no more keep-alive (HTTP/1.1), and the requests in progress finish.
+    Graceful,
+}
+
+/// Decides when a connection ends, and says so on `close`; returns early if the connection
+/// ends first. `stop` resolves when the server stops serving. A task of its own: the
+/// connection's task wakes for each read and write, a few times a request, and would poll
+/// these timers and the server's phase each time if they shared its `select!` (about 1 k
+/// instructions a request).
+pub async fn watch(
+    activity: Arc<Activity>,
+    timeouts: Timeouts,
+    stop: impl Future<Output = ()>,
+    mut close: oneshot::Sender<Close>,
+) {
+    tokio::pin!(stop);
+    let decided = async {
+        // A connection must send its first request within the header timeout from accept,
+        // whatever its protocol: telling HTTP/1.1 from h2c has no timeout of its own. One that
+        // does not, or has sent none when the server stops, is closed.
+        tokio::select! {
+            () = &mut stop => return Close::Now,
+            sent = tokio::time::timeout(timeouts.header_read, activity.first_request()) => {
+                if sent.is_err() {
+                    return Close::Now;
+                }
+            }
+        }
+        // With no request in progress, an HTTP/1.1 connection has the header timeout to send
+        // its next one, or is closed; an h2c one left idle, or any at shutdown, is asked to
+        // finish: GOAWAY, then its open streams run to their end.
+        let http2 = activity.is_http2();
+        let idle = match http2 {
+            true => timeouts.idle_connection,
+            false => timeouts.header_read,
+        };
+        tokio::select! {
+            () = activity.idle_for(idle) => match http2 {
+                true => Close::Graceful,
+                false => Close::Now,
+            },
+            () = &mut stop => Close::Graceful,
+        }
+    };
+    let decided = tokio::select! {
+        decided = decided => decided,
+        () = close.closed() => return,
+    };
+    let _ = close.send(decided);
 }

@@ -48,7 +48,7 @@ const weather = {
 await step("models.list shows the aliases with vertex_id", async () => {
   const models = [];
   for await (const model of client.models.list()) models.push(model);
-  assert.deepEqual(models.map((m) => m.id).sort(), ["claude-sonnet", "embed", "flaky", "flash", "gemma", "pro-preview", "ratelimited", "stream429"]);
+  assert.deepEqual(models.map((m) => m.id).sort(), ["claude-sonnet", "embed", "flaky", "flash", "gemini-3.1-pro-preview", "gemini-3.5-flash-lite", "gemini-3.8-flash", "gemma", "pro-preview", "ratelimited", "stream429"]);
   assert.equal(models.find((m) => m.id === "flash").vertex_id, "google/gemini-2.5-flash");
 });
 

@@ -6,7 +6,16 @@ The fake is the test suite's own (tests/support), built as the example `fake_ver
 
 Clients: the OpenAI Python SDK, the OpenAI Agents SDK, the OpenAI Node SDK (clients.mjs), the
 pi coding agent (OpenAI and Anthropic providers), LangChain's ChatOpenAI, the Anthropic Python
-SDK and Claude Code. Each step prints "ok" or what went wrong; the last line counts them.
+SDK and Claude Code; and on Gemini's own API, Gemini CLI, google-genai (Python) and
+@google/genai (genai.mjs). Each step prints "ok" or what went wrong; the last line counts them.
+
+Gemini CLI runs `gemini -p` in a temporary HOME exactly as /docs sets it up (its two variables,
+settings.json and command), with usage statistics, telemetry and update checks off and standard
+input closed: the stand-in calls the first function it declares, and the CLI's second request
+must carry that call's thoughtSignature and its functionResponse. The CLI renames its short
+model names, so the aliases here are named as the ids it was seen sending. The google-genai
+steps check that Vertex's native method got each body as the SDK sent it, and /docs' Python and
+JavaScript snippets run as given.
 
 Four proxies run: the main one, A, with the defaults (retries on, THOUGHT_SIGNATURES=restore);
 B, a second instance with the same settings; one with MAX_ATTEMPTS=1, where only the SDKs
@@ -23,6 +32,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -44,6 +54,12 @@ ALIASES = {
     "embed": "google/gemini-embedding-001",
     # A private Cloud Run service; its upstream, the fake's own origin, is set at start.
     "gemma": {"upstream": None, "model": "google/gemma-3-12b-it"},
+    # Named as the ids Gemini CLI 0.61 sends, as the fake saw them: `-m pro` (and auto's
+    # choice) is gemini-3.1-pro-preview, `-m flash` gemini-3.8-flash, `-m flash-lite`
+    # gemini-3.5-flash-lite, which auto, the default, also asks first which model to use.
+    "gemini-3.1-pro-preview": "google/gemini-3.1-pro-preview",
+    "gemini-3.8-flash": "google/gemini-3-flash-preview",
+    "gemini-3.5-flash-lite": "google/gemini-2.5-flash-lite",
 }
 CLAUDE = "anthropic/claude-sonnet-4-5@20250929"
 CLAUDE_PATH = "/v1/projects/{project}/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:"
@@ -283,6 +299,55 @@ def assert_steps_alternated(mark, stream=None):
 def text_pieces(chunks):
     """The text of a streamed chat completion, chunk by chunk."""
     return [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+
+
+def gemini_path(model, method):
+    """Vertex's native path for a Google model (`google/…`) and method."""
+    name = model.removeprefix("google/")
+    return f"/v1/projects/{FAKE['project']}/locations/global/publishers/google/models/{name}:{method}"
+
+
+def assert_gemini_saw(model, method, count=None, sse=False):
+    """What reached the fake Vertex from one of Google's clients: Vertex's native method for the
+    alias's model, the client's query (`alt=sse`) without a key, the Google token, and no client
+    key in any header."""
+    requests = recorded()
+    assert requests, "nothing reached Vertex"
+    if count is not None:
+        assert len(requests) == count, [r["path"] for r in requests]
+    for request in requests:
+        assert request["path"] == gemini_path(model, method) + ("?alt=sse" if sse else ""), request["path"]
+        assert request["headers"].get("authorization") == "Bearer " + FAKE["token"], request["headers"]
+        assert KEY not in json.dumps(request["headers"]), "the client key reached Vertex"
+        assert "x-goog-api-key" not in request["headers"] and "x-api-key" not in request["headers"]
+    return requests
+
+
+def assert_sent_as_is(sent, requests):
+    """Each body the fake received is the one the client sent (`sent`, httpx requests in order),
+    to the byte count."""
+    assert len(sent) == len(requests), (len(sent), len(requests))
+    for client, vertex in zip(sent, requests):
+        assert vertex["body"] == json.loads(client.content), (vertex["body"], client.content)
+        assert int(vertex["headers"]["content-length"]) == len(client.content), vertex["headers"]
+
+
+def native_signature(call):
+    """The signature the stand-in gives a native function call (`demo::gemini::signature`)."""
+    args = json.dumps(call["args"], separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return signature_for(f"{json.dumps(call['name'])}:{args}")
+
+
+def gemini_log_lines(since, alias, count):
+    """Proxy A's log lines after `since` for requests on `alias`, once there are `count` of them
+    (each is written when its answer has ended, just after the client has it)."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(line) for line in LOGS["A"][since:] if f'"alias":"{alias}"' in line]
+        if len(lines) >= count or time.monotonic() > deadline:
+            assert len(lines) == count, lines
+            return lines
+        time.sleep(0.05)
 
 
 WEATHER_TOOL = {
@@ -721,11 +786,13 @@ def claude_code():
                 assert beta in ("", "interleaved-thinking-2025-05-14", "context-1m-2025-08-07"), beta
 
 
-def node_sdk():
+def node_script(script, client):
+    """Runs one of the suite's Node scripts, which print "ok   CLIENT: STEP" or "FAIL CLIENT: …"
+    for each of their steps, and counts those."""
     env = {**os.environ, "PROXY_URL": PROXY_URL, "NO_RETRY_URL": NO_RETRY_URL, "FAKE_URL": fake_url(), "KEY": KEY,
-           "TOKEN": FAKE["token"]}
+           "TOKEN": FAKE["token"], "PROJECT": FAKE["project"]}
     fake_reset()
-    result = subprocess.run(["node", os.path.join(HERE, "clients.mjs")], env=env, capture_output=True, text=True,
+    result = subprocess.run(["node", os.path.join(HERE, script)], env=env, capture_output=True, text=True,
                             timeout=120)
     print(result.stdout, end="")
     if result.stderr.strip():
@@ -737,7 +804,11 @@ def node_sdk():
             RESULTS["failed"] += 1
     if result.returncode != 0 and "FAIL " not in result.stdout:
         RESULTS["failed"] += 1
-        print(f"FAIL node openai: the script exited {result.returncode}")
+        print(f"FAIL {client}: the script exited {result.returncode}")
+
+
+def node_sdk():
+    node_script("clients.mjs", "node openai")
 
 
 def docs_pi_block():
@@ -850,6 +921,250 @@ def pi_agent():
         assert len(requests) >= 2, len(requests)
 
 
+def docs_code(heading):
+    """The first code block under `heading` in /docs as plain text (a heading is underlined with
+    dashes, code is indented by four spaces), without its indent."""
+    lines = urllib.request.urlopen(PROXY_URL + "/docs").read().decode().splitlines()
+    at = next(i for i, line in enumerate(lines[:-1]) if line == heading and set(lines[i + 1]) == {"-"})
+    code = []
+    for line in lines[at + 2:]:
+        if line.startswith("    "):
+            code.append(line[4:])
+        elif code and line.strip():
+            break
+    return "\n".join(code).strip("\n")
+
+
+def gemini_cli():
+    home = tempfile.mkdtemp()
+    work = os.path.join(home, "work")
+    os.makedirs(os.path.join(home, ".gemini"))
+    os.makedirs(work)
+    with open(os.path.join(work, "notes.txt"), "w") as f:
+        f.write("sunny in Lisbon\n")
+    gemini = os.path.join(HERE, "node_modules", ".bin", "gemini")
+    # The settings /docs gives, as they are: the two variables, settings.json and the command.
+    block = docs_code("Gemini CLI")
+    exports = dict(re.findall(r"^export (\w+)=(\S+)$", block, re.M))
+    written = re.search(r"^mkdir -p ~/\.gemini && echo '(.*)' > ~/\.gemini/settings\.json$", block, re.M)
+    settings = json.loads(written.group(1))
+    command = shlex.split(block.splitlines()[-1])
+    # Nothing else of the network: no usage statistics (they go to play.googleapis.com), no
+    # telemetry, no update check.
+    with open(os.path.join(home, ".gemini", "settings.json"), "w") as f:
+        json.dump({**settings, "privacy": {"usageStatisticsEnabled": False}, "telemetry": {"enabled": False},
+                   "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False}}, f)
+
+    def run_cli(args, key=KEY):
+        # TMPDIR: where it writes its error reports.
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "TMPDIR": home,
+               **{name: value.replace("$VERTEX_PROXY_KEY", key) for name, value in exports.items()}}
+        return subprocess.run([gemini, *args], env=env, cwd=work, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=120)
+
+    @step("gemini cli", "gemini -p as /docs gives it: a two-step tool loop on Gemini 3, the signature sent back")
+    def _():
+        assert exports == {"GOOGLE_GEMINI_BASE_URL": PROXY_URL, "GEMINI_API_KEY": "$VERTEX_PROXY_KEY"}, exports
+        assert settings == {"security": {"auth": {"selectedType": "gemini-api-key"}}}, settings
+        # /docs names an alias the CLI sends as it is: not flash, which it would rename.
+        assert command[:3] == ["gemini", "-m", "gemini-3.1-pro-preview"], command
+        since = len(LOGS["A"])
+        result = run_cli(command[1:])
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        # The stand-in calls the first function the CLI declares (update_topic in 0.61) with an
+        # argument it does not take: the CLI answers with its error, and the stand-in says so.
+        assert result.stdout.startswith('The tool said: {"error":'), output
+        first, second = assert_gemini_saw("google/gemini-3.1-pro-preview", "streamGenerateContent", count=2,
+                                          sse=True)
+        declared = [f["name"] for tool in first["body"]["tools"] for f in tool["functionDeclarations"]]
+        assert "read_file" in declared, declared
+        asked = first["body"]["contents"]
+        assert second["body"]["contents"][:len(asked)] == asked, "the CLI changed its history"
+        call, answer = second["body"]["contents"][len(asked):]
+        (part,) = call["parts"]
+        assert part["functionCall"]["name"] == declared[0], part
+        # The signature the stand-in gave, as it came; the stand-in refuses the request otherwise.
+        assert part["thoughtSignature"] == native_signature(part["functionCall"]), part
+        assert answer["parts"][0]["functionResponse"]["name"] == declared[0], answer
+        for line in gemini_log_lines(since, "gemini-3.1-pro-preview", 2):
+            assert line["httpRequest"]["requestUrl"] == "/v1beta/models/gemini-3.1-pro-preview:streamGenerateContent"
+            assert line["model"] == "google/gemini-3.1-pro-preview" and line["usage"]["total_tokens"] > 0, line
+
+    @step("gemini cli", "-m pro, flash and flash-lite: the CLI sends its own ids, each an alias here")
+    def _():
+        # This proxy's own `flash` alias (gemini-2.5-flash) is not what `-m flash` reaches.
+        for short, alias in (("pro", "gemini-3.1-pro-preview"), ("flash", "gemini-3.8-flash"),
+                             ("flash-lite", "gemini-3.5-flash-lite")):
+            fake_reset()
+            since = len(LOGS["A"])
+            result = run_cli(["-m", short, "-p", "Hello", "--skip-trust"])
+            assert result.returncode == 0, f"-m {short}: " + result.stdout + result.stderr
+            assert_gemini_saw(ALIASES[alias], "streamGenerateContent", count=2, sse=True)
+            gemini_log_lines(since, alias, 2)
+
+    @step("gemini cli", "a bad key: the CLI shows Google's 401, nothing reaches Vertex")
+    def _():
+        result = run_cli(command[1:], key="sk_wrong_0000000000000")
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, output
+        assert '"code":401,"message":"invalid API key","status":"UNAUTHENTICATED"' in output, output
+        assert recorded() == []
+
+
+def google_genai():
+    from google import genai
+    from google.genai import errors, types
+
+    sent = []  # what the SDK sent, each request as httpx has it
+    options = {"base_url": PROXY_URL, "client_args": {"event_hooks": {"request": [sent.append]}}}
+    client = genai.Client(api_key=KEY, http_options=options)
+
+    def sent_to(path):
+        assert [r.url.path for r in sent] == [path] * len(sent), [str(r.url) for r in sent]
+        for request in sent:
+            assert request.headers["x-goog-api-key"] == KEY, request.headers
+        return sent
+
+    @step("python google-genai", "generate_content: Gemini's path in, Vertex's native method out, the body as sent")
+    def _():
+        sent.clear()
+        reply = client.models.generate_content(model="flash", contents="hello there")
+        assert reply.text == "You said: hello there", reply
+        assert reply.usage_metadata.total_token_count > 0, reply.usage_metadata
+        # google-genai 3.x asks /v1, not /v1beta.
+        sent_to("/v1/models/flash:generateContent")
+        assert_sent_as_is(sent, assert_gemini_saw("google/gemini-2.5-flash", "generateContent", count=1))
+
+    @step("python google-genai", "generate_content_stream: SSE, with the usage")
+    def _():
+        sent.clear()
+        chunks = list(client.models.generate_content_stream(model="flash", contents="one two three four"))
+        assert "".join(c.text or "" for c in chunks) == "You said: one two three four", chunks
+        assert chunks[-1].usage_metadata.total_token_count > 0, chunks[-1]
+        sent_to("/v1/models/flash:streamGenerateContent")
+        assert sent[0].url.query == b"alt=sse", sent[0].url
+        assert_sent_as_is(sent, assert_gemini_saw("google/gemini-2.5-flash", "streamGenerateContent", count=1,
+                                                  sse=True))
+
+    @step("python google-genai", "automatic function calling on Gemini 3: a Python function, the signature sent back")
+    def _():
+        sent.clear()
+        seen = []
+
+        def get_weather(city: str) -> str:
+            """The weather in a city."""
+            seen.append(city)
+            return f"sunny in {city}"
+
+        config = types.GenerateContentConfig(tools=[get_weather])
+        chat = client.chats.create(model="gemini-3.1-pro-preview", config=config)
+        # Porto: the SDK sends a signature back in base64url, which Vertex reads as it reads
+        # base64, but the stand-in compares the text, and refuses one with "+" or "/" in it
+        # (Lisbon's, say) as not valid. Porto's has neither.
+        reply = chat.send_message("Porto")
+        assert seen == ["Porto"], seen
+        assert reply.text == 'The tool said: {"result":"sunny in Porto"}', reply.text
+        sent_to("/v1/models/gemini-3.1-pro-preview:generateContent")
+        first, second = assert_gemini_saw("google/gemini-3.1-pro-preview", "generateContent", count=2)
+        assert_sent_as_is(sent, [first, second])
+        call, answer = second["body"]["contents"][1:]
+        part = call["parts"][0]
+        assert part["functionCall"] == {"name": "get_weather", "args": {"city": "Porto"}}, part
+        signature = base64.urlsafe_b64decode(part["thoughtSignature"])
+        assert signature == base64.b64decode(native_signature(part["functionCall"])), part
+        assert answer["parts"][0]["functionResponse"] == {"name": "get_weather",
+                                                          "response": {"result": "sunny in Porto"}}, answer
+
+    @step("python google-genai", "count_tokens")
+    def _():
+        sent.clear()
+        counted = client.models.count_tokens(model="flash", contents="one two three")
+        assert counted.total_tokens == 3, counted
+        sent_to("/v1/models/flash:countTokens")
+        assert_sent_as_is(sent, assert_gemini_saw("google/gemini-2.5-flash", "countTokens", count=1))
+
+    @step("python google-genai", "embed_content, by :batchEmbedContents")
+    def _():
+        sent.clear()
+        result = client.models.embed_content(model="embed", contents=["a", "b c"])
+        assert len(result.embeddings) == 2 and len(result.embeddings[0].values) == 8, result
+        sent_to("/v1/models/embed:batchEmbedContents")
+        (request,) = assert_gemini_saw("google/gemini-embedding-001", "batchEmbedContents", count=1)
+        assert_sent_as_is(sent, [request])
+        # Each request inside names the alias, as the SDK wrote it.
+        assert [r["model"] for r in request["body"]["requests"]] == ["models/embed"] * 2, request["body"]
+
+    @step("python google-genai", "models.list: the aliases Gemini's API reaches, in Gemini's shape")
+    def _():
+        sent.clear()
+        models = {m.name: m for m in client.models.list()}
+        reached = [a for a, route in ALIASES.items() if isinstance(route, str) and route.startswith("google/")]
+        assert sorted(models) == sorted(f"models/{alias}" for alias in reached), sorted(models)
+        assert "embedContent" in models["models/embed"].supported_actions, models["models/embed"]
+        assert "generateContent" in models["models/gemini-3.1-pro-preview"].supported_actions
+        sent_to("/v1/models")
+        assert recorded() == []
+
+    @step("python google-genai", "Vertex mode with an API key: generate_content")
+    def _():
+        sent.clear()
+        vertex = genai.Client(vertexai=True, api_key=KEY, http_options=options)
+        reply = vertex.models.generate_content(model="flash", contents="hello vertex")
+        assert reply.text == "You said: hello vertex", reply
+        # Vertex Express's path; the proxy's route decides the project and location.
+        sent_to("/v1beta1/publishers/google/models/flash:generateContent")
+        assert_sent_as_is(sent, assert_gemini_saw("google/gemini-2.5-flash", "generateContent", count=1))
+
+    @step("python google-genai", "errors in Google's shape: a bad key, an unknown alias")
+    def _():
+        bad = genai.Client(api_key="sk_wrong_0000000000000", http_options={"base_url": PROXY_URL})
+        try:
+            bad.models.generate_content(model="flash", contents="x")
+        except errors.ClientError as error:
+            assert (error.code, error.status, error.message) == (401, "UNAUTHENTICATED", "invalid API key"), error
+        else:
+            raise AssertionError("no ClientError")
+        try:
+            client.models.generate_content(model="nope", contents="x")
+        except errors.ClientError as error:
+            assert (error.code, error.status) == (400, "INVALID_ARGUMENT"), error
+            assert "nope" in error.message and "gemini-3.1-pro-preview" in error.message, error.message
+        else:
+            raise AssertionError("no ClientError")
+        assert recorded() == []
+
+
+def node_genai():
+    node_script("genai.mjs", "node google-genai")
+
+
+def gemini_docs():
+    env = {**os.environ, "VERTEX_PROXY_KEY": KEY}
+
+    def example(code):
+        """The alias a snippet asks for, and what the fake saw for it."""
+        alias = re.search(r'model(?:=|: )"([^"]+)"', code).group(1)
+        return alias, assert_gemini_saw(ALIASES[alias], "generateContent")
+
+    @step("docs", "the google-genai (Python) snippet runs as /docs gives it")
+    def _():
+        code = docs_code("google-genai (Python)")
+        assert f'http_options={{"base_url": "{PROXY_URL}"}}' in code, code
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and result.stdout == "You said: Hello\n", result.stdout + result.stderr
+        example(code)
+
+    @step("docs", "the @google/genai (JavaScript) snippet runs as /docs gives it")
+    def _():
+        code = docs_code("@google/genai (JavaScript)")
+        assert f'httpOptions: {{ baseUrl: "{PROXY_URL}" }}' in code, code
+        result = subprocess.run(["node", "--input-type=module", "-e", code], env=env, cwd=HERE, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0 and result.stdout == "You said: Hello\n", result.stdout + result.stderr
+        example(code)
+
+
 def main():
     global PROXY_URL, NO_RETRY_URL, OFF_URL, FRONT_URL
     binary, fake_binary = sys.argv[1], sys.argv[2]
@@ -862,7 +1177,7 @@ def main():
     off, OFF_URL = start_proxy(binary, "off", THOUGHT_SIGNATURES="off")
     try:
         for client in (python_sdk, alternating_front, agents_sdk, node_sdk, pi_agent, langchain, anthropic_sdk,
-                       claude_code):
+                       claude_code, gemini_cli, google_genai, node_genai, gemini_docs):
             print(f"--- {client.__name__}")
             try:
                 client()

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the stock clients (OpenAI Python and Node SDKs, OpenAI Agents SDK, pi, LangChain, the
-# Anthropic SDK, Claude Code) against the real proxy, two instances of it behind an alternating
-# front among others, in front of the tests' fake Vertex (built here as the example
-# `fake_vertex`). Installs the pinned client versions first:
+# Anthropic SDK, Claude Code, Gemini CLI, the google-genai SDKs for Python and JavaScript)
+# against the real proxy, two instances of it behind an alternating front among others, in
+# front of the tests' fake Vertex (built here as the example `fake_vertex`). Installs the
+# pinned client versions first:
 # Python packages into .venv, npm packages into tests/clients/node_modules (both git-ignored).
 #
 #   tests/clients/run.sh [PATH_TO_VERTEX_PROXY]   (default: target/release/vertex-proxy)

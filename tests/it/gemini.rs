@@ -199,6 +199,15 @@ async fn models_that_are_not_googles_or_not_generative_are_sent_elsewhere() {
     let answer = send(&proxy, "/v1beta/models/nope:generateContent", &goog, BODY).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert_eq!(answer.json()["error"]["code"], 400);
+    // The name as the client sent it.
+    let message = answer.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("\"nope\"") && !message.contains("google/nope"),
+        "{message}"
+    );
     assert_eq!(vertex.count(), 0, "nothing reached Vertex");
     // A key whose models list lacks the alias: 403 in Google's shape.
     let answer = send(

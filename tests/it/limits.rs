@@ -67,6 +67,35 @@ async fn slow_headers_lose_the_connection() {
 }
 
 #[tokio::test]
+async fn a_kept_alive_connection_has_the_header_timeout_for_its_next_request() {
+    let vertex = FakeVertex::start().await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[("HEADER_READ_TIMEOUT_SECS", "1")]).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    // One whole request, answered; then half of the next one's head, and never the rest.
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\nGET /health HTTP/1.1\r\nhos")
+        .await
+        .unwrap();
+    let received = read_to_close(&mut stream).await;
+    assert!(received.starts_with("HTTP/1.1 200"), "{received}");
+    assert_eq!(received.matches("HTTP/1.1").count(), 1, "{received}");
+}
+
+#[tokio::test]
+async fn a_response_in_progress_outlasts_the_header_timeout() {
+    let (vertex, mut tx) = FakeVertex::streaming().await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[("HEADER_READ_TIMEOUT_SECS", "1")]).await;
+    let mut body = stream_in_flight(&proxy, &mut tx).await;
+    // Past the header timeout, the HTTP/1.1 connection is busy with this stream, not idle.
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(1500), body.frame()).await;
+    assert!(quiet.is_err(), "the stream ended: {quiet:?}");
+    tx.send_data(Bytes::from("data: two\n\n")).await.unwrap();
+    drop(tx);
+    let rest = within("the rest", body.collect()).await.unwrap().to_bytes();
+    assert_eq!(rest, "data: two\n\n");
+}
+
+#[tokio::test]
 async fn a_trickled_body_gets_a_408() {
     let vertex = FakeVertex::start().await;
     let (_metadata, proxy) = spawn_with(&vertex, &[("BODY_READ_TIMEOUT_SECS", "1")]).await;

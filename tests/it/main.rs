@@ -17,6 +17,7 @@ mod embeddings;
 mod gemini;
 mod layout;
 mod limits;
+mod logging;
 mod operator;
 mod proxy;
 mod responses;

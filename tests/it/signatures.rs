@@ -266,6 +266,9 @@ async fn forged_truncated_and_foreign_ids_read_clearly() {
     let id = calls[0]["id"].as_str().unwrap();
     let cut = &id[..own_id.len() + MARKER.len() + 5];
     truncated[0]["id"] = json!(cut);
+    // Lines reach stdout in order, a little after their responses: the forged request's has
+    // come, and with it every line before it, before they are forgotten.
+    proxy.request_line("/v1/chat/completions", 400).await;
     proxy.clear_lines();
     let sent = second_step("pro-preview", &truncated, false);
     post(&proxy, "/v1/chat/completions", KEY, &sent)

@@ -202,6 +202,9 @@ async fn a_token_refused_for_good_at_startup_recovers_without_a_restart() {
     let health = get(&proxy, "/health", "").await;
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(health.json()["token"], "failing");
+    // Lines reach stdout in order, a little after their responses: once this one has come,
+    // every line before it has.
+    proxy.request_line("/health", 200).await;
     // One ERROR line per cause, not one per failed request.
     let token_errors = |proxy: &Proxy| {
         proxy

@@ -544,11 +544,15 @@ async fn restore_gives_vertex_back_the_signature_it_issued_from_json_and_sse() {
     let vertex = FakeVertex::start_with(stand_in).await;
     let (_metadata, proxy) = spawn_with(&vertex, &[]).await;
     for stream in [false, true] {
+        proxy.clear_lines();
         let call = first_step(&proxy, KEY, stream).await;
         let issued = call["extra_content"]["google"]["thought_signature"]
             .as_str()
             .expect("Gemini 3 signs its tool call")
             .to_owned();
+        // Lines reach stdout a little after their responses: the first step's is waited
+        // for, so that it is not taken for the second step's.
+        proxy.request_line("/v1/chat/completions", 200).await;
         proxy.clear_lines();
         let answer = post(&proxy, "/v1/chat/completions", KEY, &second_step(&call)).await;
         answer.expect(StatusCode::OK);

@@ -51,6 +51,8 @@ pub(crate) struct Builder {
     usage: Option<Value>,
     finish: Option<String>,
     error: Option<Value>,
+    /// Only the whole response is wanted (a JSON answer): events are not written.
+    pub quiet: bool,
 }
 
 impl Builder {
@@ -66,6 +68,7 @@ impl Builder {
             usage: None,
             finish: None,
             error: None,
+            quiet: false,
         }
     }
 
@@ -75,6 +78,11 @@ impl Builder {
     }
 
     fn emit(&mut self, kind: &str, mut event: Value) {
+        if self.quiet {
+            // Serialising the events is most of a JSON answer's translation: not for nothing.
+            self.sequence += 1;
+            return;
+        }
         event["type"] = json!(kind);
         event["sequence_number"] = json!(self.sequence);
         self.sequence += 1;
