@@ -240,7 +240,16 @@ def start_front(instances):
 
 
 def front_mark():
-    """Where the front's record and each instance's log stand before a step."""
+    """Where the front's record and each instance's log stand before a step, once the lines of
+    earlier steps are all in: each proxy hands its lines to a writer thread that writes them
+    within 10 ms, so they are in once none has come for a while."""
+    deadline = time.monotonic() + 5
+    seen = len(PROXY_LOG)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if len(PROXY_LOG) == seen:
+            break
+        seen = len(PROXY_LOG)
     return len(FRONT["served"]), {name: len(lines) for name, lines in LOGS.items()}
 
 
@@ -336,6 +345,18 @@ def native_signature(call):
     """The signature the stand-in gives a native function call (`demo::gemini::signature`)."""
     args = json.dumps(call["args"], separators=(",", ":"), ensure_ascii=False, sort_keys=True)
     return signature_for(f"{json.dumps(call['name'])}:{args}")
+
+
+def last_logged(text, since=0):
+    """The last line of any proxy's log after `since` that holds `text`, waiting for it: lines
+    reach stdout through the proxy's writer thread, a few milliseconds after their answers."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(line) for line in PROXY_LOG[since:] if text in line]
+        if lines or time.monotonic() > deadline:
+            assert lines, f"no log line with {text}"
+            return lines[-1]
+        time.sleep(0.05)
 
 
 def gemini_log_lines(since, alias, count):
@@ -607,6 +628,7 @@ def agents_sdk():
     @step("openai-agents", "a two-step tool loop on Gemini 3 (pro-preview): the signature comes back")
     def _():
         seen = []
+        since = len(PROXY_LOG)
         agent, own = weather_agent("pro-preview", PROXY_URL, seen)
         result = loop.run_until_complete(Runner.run(agent, "Porto"))
         loop.run_until_complete(own.close())
@@ -617,7 +639,7 @@ def agents_sdk():
         # The Agents SDK drops it for a model name without "gemini"; the proxy restored the
         # real one, not the sentinel.
         assert signature != "skip_thought_signature_validator" and len(signature) > 20, call
-        proxy_line = [json.loads(l) for l in PROXY_LOG if '"thought_signatures"' in l][-1]
+        proxy_line = last_logged('"thought_signatures"', since)
         assert proxy_line["thought_signatures"] == {"restored": 1, "filled": 0}, proxy_line
 
     @step("openai-agents", "the loop's two steps on two alternating instances: the second restores the signature")
