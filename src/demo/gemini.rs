@@ -82,17 +82,14 @@ fn refusal(model: &str, body: &Value) -> Option<Response<ProxyBody>> {
 
 /// Whether two base64 texts, in either alphabet, with or without padding, are one value.
 fn same_signature(given: &str, issued: &str) -> bool {
-    let canonical = |text: &str| -> String {
-        let text = text.trim_end_matches('=');
-        text.chars()
-            .map(|c| match c {
-                '-' => '+',
-                '_' => '/',
-                c => c,
-            })
-            .collect()
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD_PAD_INDIFFERENT, URL_SAFE_PAD_INDIFFERENT};
+    let decode = |text: &str| {
+        (STANDARD_PAD_INDIFFERENT.decode(text))
+            .or_else(|_| URL_SAFE_PAD_INDIFFERENT.decode(text))
+            .ok()
     };
-    canonical(given) == canonical(issued)
+    decode(given).is_some_and(|bytes| Some(bytes) == decode(issued))
 }
 
 /// One candidate: a call to the first function declared, unless the last turn answers one;
