@@ -45,11 +45,15 @@ pub enum TokenSource {
     Google {
         shared: Arc<Google>,
         /// The headers last fetched, and when; one per worker thread (see `for_worker`).
-        recent: Arc<Mutex<Option<(Instant, HeaderMap)>>>,
+        recent: Arc<Mutex<Option<Recent>>>,
     },
     /// A fixed token, for demo mode's stand-in, which checks nothing.
     Fixed(HeaderValue),
 }
+
+/// Headers a worker fetched, and when. Shared with the requests that use them, so that reuse
+/// copies no map.
+type Recent = (Instant, Arc<HeaderMap>);
 
 /// Makes a new credential: Application Default Credentials, or a test's own.
 type Build = Box<dyn Fn() -> Result<Credentials, String> + Send + Sync>;
@@ -167,12 +171,12 @@ impl TokenSource {
 
     /// The headers that authorize a request to Vertex: `authorization`, plus whatever else the
     /// credential needs (for user credentials with a quota project, `x-goog-user-project`).
-    pub async fn headers(&self, timeout: Duration) -> Result<HeaderMap, ProxyError> {
+    pub async fn headers(&self, timeout: Duration) -> Result<Arc<HeaderMap>, ProxyError> {
         let (shared, recent) = match self {
             TokenSource::Fixed(value) => {
                 let mut headers = HeaderMap::with_capacity(1);
                 headers.insert(http::header::AUTHORIZATION, value.clone());
-                return Ok(headers);
+                return Ok(Arc::new(headers));
             }
             TokenSource::Google { shared, recent } => (shared, recent),
         };
@@ -182,7 +186,7 @@ impl TokenSource {
             return Ok(headers.clone());
         }
         let credentials = shared.current();
-        let fetched = shared.fetch(&credentials, timeout).await?;
+        let fetched = Arc::new(shared.fetch(&credentials, timeout).await?);
         // Errors are never reused: the next request asks again.
         *lock(recent) = Some((Instant::now(), fetched.clone()));
         Ok(fetched)
@@ -197,7 +201,7 @@ impl TokenSource {
         &self,
         refused: Option<&HeaderValue>,
         timeout: Duration,
-    ) -> Result<Option<HeaderMap>, ProxyError> {
+    ) -> Result<Option<Arc<HeaderMap>>, ProxyError> {
         let TokenSource::Google { shared, .. } = self else {
             // A fixed token would only be refused again.
             return Ok(None);
@@ -217,12 +221,12 @@ impl TokenSource {
     }
 
     /// Headers from a credential built anew, bypassing every cache.
-    async fn fresh(&self, timeout: Duration) -> Result<HeaderMap, ProxyError> {
+    async fn fresh(&self, timeout: Duration) -> Result<Arc<HeaderMap>, ProxyError> {
         let TokenSource::Google { shared, recent } = self else {
             return self.headers(timeout).await;
         };
         let credentials = (shared.build)().map_err(|e| shared.failed(&e))?;
-        let fetched = shared.fetch(&credentials, timeout).await?;
+        let fetched = Arc::new(shared.fetch(&credentials, timeout).await?);
         *shared
             .credentials
             .write()

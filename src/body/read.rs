@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -219,14 +219,20 @@ async fn read(
     mut held: Held,
 ) -> Result<(Bytes, Held), ReadError> {
     let mut buffer = BytesMut::with_capacity(capacity);
-    // The body's first byte, and the next look at its pace.
+    // The body's first byte, and the next look at its pace. The timer is set only once a body
+    // has begun and not ended with its first bytes, so that a body that comes whole (most do)
+    // never sets it: set, it would be due sooner than any other timer of the worker's, and
+    // tokio would wake the worker's poll to say so, an `eventfd` write and an `epoll_wait` a
+    // request.
     let mut first: Option<Instant> = None;
+    let mut pacing = false;
     let check = tokio::time::sleep(RATE_WINDOW);
     tokio::pin!(check);
     loop {
         let frame = tokio::select! {
+            biased;
             frame = body.frame() => frame,
-            () = &mut check, if first.is_some() && limits.min_rate > 0 => {
+            () = &mut check, if pacing && limits.min_rate > 0 => {
                 let since = first.map_or(Duration::ZERO, |at| at.elapsed());
                 if (buffer.len() as f64) < limits.min_rate as f64 * since.as_secs_f64() {
                     return Err(ReadError::Trickle { min_rate: limits.min_rate });
@@ -247,7 +253,10 @@ async fn read(
         if first.is_none() && !data.is_empty() {
             let now = Instant::now();
             first = Some(now);
-            check.as_mut().reset(now + RATE_WINDOW);
+            if !body.is_end_stream() {
+                check.as_mut().reset(now + RATE_WINDOW);
+                pacing = true;
+            }
         }
         if let Err(over) = held.take(data.len()).await {
             drop((buffer, held));

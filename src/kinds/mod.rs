@@ -14,6 +14,7 @@ mod vertex_gemini;
 mod vertex_openai;
 mod vertex_predict;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -160,10 +161,12 @@ async fn flow<K: UpstreamKind + ?Sized>(
             None => body,
         },
     };
-    let mut headers = way.upstream.headers(call.headers, &route.auth).await?;
-    kind.add_headers(&call, &mut headers);
+    let credential = way.upstream.credential(&route.auth).await?;
+    let mut extra = HeaderMap::new();
+    kind.add_headers(&call, &mut extra);
     log.signatures(signatures);
-    let outgoing = Outgoing::new(headers, body, route.auth.clone());
+    let headers = (Cow::Borrowed(call.headers), extra);
+    let outgoing = Outgoing::new(headers, credential, body, route.auth.clone());
     // 5. Send it, to the route's locations in turn.
     let locate = |location: &str| target.uri(way.vertex, location);
     let mut answer = (way.upstream)

@@ -58,14 +58,15 @@ impl UpstreamKind for VertexPredict {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let route = call.route;
         let request = parse(call.body)?;
-        let headers = way.upstream.headers(call.headers, &route.auth).await?;
+        let credential = way.upstream.credential(&route.auth).await?;
         let calls = Arc::new(Calls::default());
         log.fans_out(calls.clone());
         let (target, vertex) = (Target::VertexPath(target(&route.model)), way.vertex.clone());
         let batches = batches(&route.model, request.texts.len());
         let plan = Plan {
             request,
-            headers,
+            client: call.headers.clone(),
+            credential,
             auth: route.auth.clone(),
             upstream: way.upstream.clone(),
             locate: Box::new(move |location: &str| target.uri(&vertex, location)),

@@ -1,12 +1,15 @@
 //! Which headers cross the proxy, in each direction: allowlists, so that nothing of the
 //! client's reaches the upstream unless it is known to be harmless, credentials above all.
 
+use std::borrow::Borrow;
+
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// Request headers a client may send on to Vertex. Everything else stays here: the client's
 /// credentials, cookies, hop-by-hop headers and anything we have not thought about.
-/// `accept-encoding` is not among them: see [`request_headers`].
-const FORWARDED_REQUEST_HEADERS: [HeaderName; 6] = [
+/// `accept-encoding` is not among them: see [`request_headers`]. (Statics, not constants: a
+/// constant array is built and dropped again at each use.)
+static FORWARDED_REQUEST_HEADERS: [HeaderName; 6] = [
     header::CONTENT_TYPE,
     header::ACCEPT,
     header::USER_AGENT,
@@ -16,7 +19,7 @@ const FORWARDED_REQUEST_HEADERS: [HeaderName; 6] = [
 ];
 
 /// Response headers Vertex may send back. The SDKs use `retry-after` to pace retries.
-const FORWARDED_RESPONSE_HEADERS: [HeaderName; 6] = [
+static FORWARDED_RESPONSE_HEADERS: [HeaderName; 6] = [
     header::CONTENT_TYPE,
     header::CONTENT_ENCODING,
     header::CACHE_CONTROL,
@@ -28,14 +31,14 @@ const FORWARDED_RESPONSE_HEADERS: [HeaderName; 6] = [
 /// The request headers that go to Vertex: the allowlisted client headers, then the
 /// credential's own (`authorization`, maybe `x-goog-user-project`), then the two the proxy
 /// sets itself.
-pub fn request_headers(client: &HeaderMap, credential: HeaderMap) -> HeaderMap {
+///
+/// The credential is borrowed: a worker's copy serves every request for a second.
+pub fn request_headers(client: &HeaderMap, credential: impl Borrow<HeaderMap>) -> HeaderMap {
     // Room for the usual few; a map of more than 6 would be one allocation over 1 KiB.
     let mut headers = HeaderMap::with_capacity(6);
     copy_allowed(client, &mut headers, &FORWARDED_REQUEST_HEADERS);
-    for (name, value) in credential {
-        if let Some(name) = name {
-            headers.insert(name, value);
-        }
+    for (name, value) in credential.borrow() {
+        headers.insert(name.clone(), value.clone());
     }
     // The body was checked to be a JSON object; say so whatever the client sent (curl -d
     // sends a form type).

@@ -4,14 +4,16 @@
 //! where the request goes in each location.
 //!
 //! Beside it: the TLS client ([`connect`]), the connections (`pool`), the header allowlists
-//! (`headers`), Google's error envelope ([`envelope`]), what an answer means (`answer`), the
-//! retries ([`retry`]) and the startup lookup of the project (`metadata`).
+//! (`headers`), a request kept for its attempts (`outgoing`), Google's error envelope
+//! ([`envelope`]), what an answer means (`answer`), the retries ([`retry`]) and the startup
+//! lookup of the project (`metadata`).
 
 mod answer;
 mod connect;
 pub mod envelope;
 mod headers;
 mod metadata;
+mod outgoing;
 mod pool;
 pub mod retry;
 
@@ -19,8 +21,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 
 use crate::auth::TokenSource;
@@ -31,8 +32,9 @@ use crate::models::Auth;
 pub use answer::Answer;
 use connect::classify;
 pub use connect::{ClientSettings, HttpClient, client};
-use headers::{request_headers, response_headers};
+use headers::response_headers;
 pub use metadata::project_from_metadata;
+pub use outgoing::Outgoing;
 use pool::Failure;
 pub use pool::Queued;
 use retry::{Outcome, Retries};
@@ -112,12 +114,12 @@ impl Upstream {
         self.timeouts.upstream_idle
     }
 
-    /// The headers an upstream request starts with: the client's allowlisted ones and the
-    /// credential `auth` names.
-    pub async fn headers(&self, client: &HeaderMap, auth: &Auth) -> Result<HeaderMap, ProxyError> {
+    /// The headers that authorize a request for `auth`, where it puts them (see `placed`):
+    /// shared with the worker's cache, not copied, for the Vertex token.
+    pub async fn credential(&self, auth: &Auth) -> Result<Arc<HeaderMap>, ProxyError> {
         let tokens = self.tokens(auth)?;
         let credential = tokens.headers(self.timeouts.token).await?;
-        Ok(request_headers(client, placed(credential, auth)))
+        Ok(placed(credential, auth))
     }
 
     /// Where `auth`'s tokens come from.
@@ -133,13 +135,14 @@ impl Upstream {
         }
     }
 
-    /// After the upstream answered 401 to `sent`: the credential's headers worth one more
-    /// attempt, if any (`auth::TokenSource::after_refusal`).
+    /// After the upstream answered 401 to `sent`, the credential it was given: the
+    /// credential's headers worth one more attempt, if any
+    /// (`auth::TokenSource::after_refusal`).
     async fn renewed(
         &self,
         auth: &Auth,
         sent: &HeaderMap,
-    ) -> Result<Option<HeaderMap>, ProxyError> {
+    ) -> Result<Option<Arc<HeaderMap>>, ProxyError> {
         let refused = sent.get(token_header(auth));
         let renewed = (self.tokens(auth)?)
             .after_refusal(refused, self.timeouts.token)
@@ -154,7 +157,7 @@ impl Upstream {
     /// shuts down, no other attempt is made: the last error is the answer, at once.
     pub async fn send(
         &self,
-        mut outgoing: Outgoing,
+        mut outgoing: Outgoing<'_>,
         (locations, locate): (&[String], impl Fn(&str) -> Result<Uri, ProxyError>),
         from: Origin,
         record: &mut impl Record,
@@ -186,16 +189,21 @@ impl Upstream {
 
     /// One attempt at `uri`. A 401 means a token the caches still hold was refused (revoked,
     /// say): it is sent once more if there is another token to try.
-    async fn attempt(&self, outgoing: &mut Outgoing, uri: &Uri, from: Origin) -> Outcome<Answer> {
+    async fn attempt(
+        &self,
+        outgoing: &mut Outgoing<'_>,
+        uri: &Uri,
+        from: Origin,
+    ) -> Outcome<Answer> {
         let mut sent = self
-            .send_once(outgoing.request(uri), from, &outgoing.auth)
+            .send_once(outgoing.request(uri), (uri, from), &outgoing.auth)
             .await;
         if let Err(Outcome::Fail(ProxyError::UpstreamRefused { status: 401, .. })) = sent {
-            match self.renewed(&outgoing.auth, &outgoing.headers).await {
+            match self.renewed(&outgoing.auth, &outgoing.credential).await {
                 Ok(Some(credential)) => {
-                    outgoing.headers.extend(credential);
+                    outgoing.credential = credential;
                     sent = self
-                        .send_once(outgoing.request(uri), from, &outgoing.auth)
+                        .send_once(outgoing.request(uri), (uri, from), &outgoing.auth)
                         .await;
                 }
                 // The refusal stands.
@@ -222,15 +230,15 @@ impl Upstream {
     async fn send_once(
         &self,
         request: Request<Pieces>,
-        from: Origin,
+        (uri, from): (&Uri, Origin),
         auth: &Auth,
     ) -> Result<Response<UpstreamBody>, Outcome<Answer>> {
-        let host = request.uri().host().unwrap_or_default().to_owned();
         let idle = self.timeouts.upstream_idle;
         let response = match tokio::time::timeout(idle, self.client.send(request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(failure)) => {
-                let error = classify(&failure, (from, &host), self.timeouts.connect);
+                let host = uri.host().unwrap_or_default();
+                let error = classify(&failure, (from, host), self.timeouts.connect);
                 // Only what the upstream cannot have seen is sent again: work it may have
                 // begun would be done, and billed, twice.
                 let seen = matches!(failure, Failure::Sent(_));
@@ -311,8 +319,9 @@ fn token_header(auth: &Auth) -> &HeaderName {
 }
 
 /// A credential's headers where `auth` puts them: a service's ID token in the header its
-/// alias names, and the service's own key, if it has one, in `Authorization`.
-fn placed(mut credential: HeaderMap, auth: &Auth) -> HeaderMap {
+/// alias names, and the service's own key, if it has one, in `Authorization`. The Vertex
+/// token's are left as they are, and so shared, not copied.
+fn placed(credential: Arc<HeaderMap>, auth: &Auth) -> Arc<HeaderMap> {
     let Auth::GoogleIdToken {
         header,
         service_key,
@@ -321,6 +330,7 @@ fn placed(mut credential: HeaderMap, auth: &Auth) -> HeaderMap {
     else {
         return credential;
     };
+    let mut credential = Arc::unwrap_or_clone(credential);
     if header != header::AUTHORIZATION
         && let Some(token) = credential.remove(header::AUTHORIZATION)
     {
@@ -329,7 +339,7 @@ fn placed(mut credential: HeaderMap, auth: &Auth) -> HeaderMap {
     if let Some(bearer) = service_key.as_ref().and_then(|key| key.bearer.as_ref()) {
         credential.insert(header::AUTHORIZATION, bearer.clone());
     }
-    credential
+    Arc::new(credential)
 }
 
 /// What the proxy sent to authorize a request, as a refusal's message says it.
@@ -353,33 +363,6 @@ fn sent(auth: &Auth) -> String {
         None => {
             "a Google ID token in X-Serverless-Authorization and nothing in Authorization".into()
         }
-    }
-}
-
-/// A request ready to go upstream, kept whole so that it can be sent again.
-pub struct Outgoing {
-    headers: HeaderMap,
-    /// The body's pieces, which share the client's buffer.
-    body: Vec<Bytes>,
-    /// The credential, fetched anew when the upstream refuses it.
-    auth: Auth,
-}
-
-impl Outgoing {
-    pub fn new(headers: HeaderMap, body: Vec<Bytes>, auth: Auth) -> Outgoing {
-        Outgoing {
-            headers,
-            body,
-            auth,
-        }
-    }
-
-    fn request(&self, uri: &Uri) -> Request<Pieces> {
-        let mut request = Request::new(Pieces::new(self.body.iter().cloned()));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri.clone();
-        *request.headers_mut() = self.headers.clone();
-        request
     }
 }
 

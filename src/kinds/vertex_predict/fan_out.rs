@@ -4,6 +4,7 @@
 //! the answer, and the parts handed on in input order. A client that stops reading stops
 //! the handing on, and with it the calls.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -32,7 +33,10 @@ pub(super) type Locate = Box<dyn Fn(&str) -> Result<Uri, ProxyError> + Send + Sy
 /// What every call of the request needs.
 pub(super) struct Plan {
     pub request: Request,
-    pub headers: HeaderMap,
+    /// The client's headers, of which the allowlisted ones go with each call, and the
+    /// credential's.
+    pub client: HeaderMap,
+    pub credential: Arc<HeaderMap>,
     pub auth: Auth,
     pub upstream: Upstream,
     /// The URL in each location, and the locations in turn.
@@ -171,7 +175,8 @@ async fn call(plan: Arc<Plan>, n: usize, texts: Range<usize>) -> Result<(usize, 
     }
     // Built now, not before: it shares the client's buffer, for the texts.
     let body = plan.request.call_body(texts.clone());
-    let outgoing = Outgoing::new(plan.headers.clone(), body, plan.auth.clone());
+    let headers = (Cow::Borrowed(&plan.client), HeaderMap::new());
+    let outgoing = Outgoing::new(headers, plan.credential.clone(), body, plan.auth.clone());
     allowance.calls.made.fetch_add(1, Ordering::Relaxed);
     let mut record = CallRecord {
         shared: allowance,
