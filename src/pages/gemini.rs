@@ -42,7 +42,7 @@ pub(super) fn blocks(config: &Config, origin: &str) -> Vec<Block> {
         )),
         Block::Heading("Gemini CLI".into()),
         Block::Code(format!(
-            "export GOOGLE_GEMINI_BASE_URL={origin}\nexport GEMINI_API_KEY=${KEY_VAR}\nmkdir -p ~/.gemini && echo '{{\"security\":{{\"auth\":{{\"selectedType\":\"gemini-api-key\"}}}}}}' > ~/.gemini/settings.json\ngemini -m {cli_example} -p \"Hello\" --skip-trust"
+            "export GOOGLE_GEMINI_BASE_URL={origin}\nexport GEMINI_API_KEY=${KEY_VAR}\nmkdir -p ~/.gemini && test -e ~/.gemini/settings.json || echo '{{\"security\":{{\"auth\":{{\"selectedType\":\"gemini-api-key\"}}}}}}' > ~/.gemini/settings.json   # a settings.json you have: add security.auth.selectedType to it\ngemini -m {cli_example} -p \"Hello\" --skip-trust"
         )),
         Block::Heading("google-genai (Python)".into()),
         Block::Code(format!(

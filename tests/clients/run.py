@@ -968,8 +968,22 @@ def gemini_cli():
     # The settings /docs gives, as they are: the two variables, settings.json and the command.
     block = docs_code("Gemini CLI")
     exports = dict(re.findall(r"^export (\w+)=(\S+)$", block, re.M))
-    written = re.search(r"^mkdir -p ~/\.gemini && echo '(.*)' > ~/\.gemini/settings\.json$", block, re.M)
+    # It writes settings.json only where there is none: a user's own settings are kept.
+    written = re.search(r"^mkdir -p ~/\.gemini && test -e ~/\.gemini/settings\.json \|\| "
+                        r"echo '(.*)' > ~/\.gemini/settings\.json   # .*$", block, re.M)
     settings = json.loads(written.group(1))
+    # The line as printed, in this HOME: it writes the file where there is none and keeps one that is there.
+    settings_path = os.path.join(home, ".gemini", "settings.json")
+
+    def write_settings_as_docs_do():
+        subprocess.run(["bash", "-c", written.group(0)], env={"PATH": os.environ["PATH"], "HOME": home}, check=True)
+        with open(settings_path) as f:
+            return f.read().strip()
+
+    assert write_settings_as_docs_do() == written.group(1), "settings.json as /docs writes it"
+    with open(settings_path, "w") as f:
+        f.write('{"kept": true}')
+    assert write_settings_as_docs_do() == '{"kept": true}', "an existing settings.json was overwritten"
     command = shlex.split(block.splitlines()[-1])
     # Nothing else of the network: no usage statistics (they go to play.googleapis.com), no
     # telemetry, no update check.
