@@ -2,7 +2,8 @@
 //! client suite (`tests/clients`), which drives stock SDKs from Python and Node.
 //!
 //! It answers as the demo's stand-in does (echo, a call to the first tool, SSE with usage,
-//! embeddings from a hash), records what it received (`GET /_recorded`, cleared by
+//! embeddings from a hash), except that a request declaring Codex's shell tool, `exec_command`,
+//! gets a call to that tool alone with the last user message as the command; it records what it received (`GET /_recorded`, cleared by
 //! `POST /_reset`), and fails on purpose for two models: `google/always-429` always answers
 //! 429 with `Retry-After: 1`, and `google/flaky-503` answers 503 to its first call after each
 //! reset, and `google/stream-429-once` answers its first streamed call after each reset with a
@@ -95,9 +96,31 @@ fn reply(log: &Mutex<Log>, request: &Recorded) -> Reply {
         _ => Reply::Respond(vertex_proxy::demo::vertex_answer(
             &request.path,
             &request.headers,
-            &body,
+            &codex_shell(body),
         )),
     }
+}
+
+/// Codex's shell tool, `exec_command`, is all the stand-in offers itself when a request declares
+/// it: the stand-in then calls it alone, with the last user message as its `cmd` (the first tool
+/// with every property filled, or every tool at once when parallel calls are allowed, is not a
+/// command Codex can run). A tool's result still comes back as "The tool said: …".
+fn codex_shell(mut body: Value) -> Value {
+    let tools = body["tools"].as_array().cloned().unwrap_or_default();
+    let Some(mut shell) = tools
+        .into_iter()
+        .find(|tool| tool["function"]["name"] == "exec_command")
+    else {
+        return body;
+    };
+    shell["function"]["parameters"] = json!({
+        "type": "object",
+        "properties": {"cmd": {"type": "string"}},
+        "required": ["cmd"],
+    });
+    body["tools"] = json!([shell]);
+    body["parallel_tool_calls"] = json!(false);
+    body
 }
 
 #[tokio::main(flavor = "current_thread")]
