@@ -1,5 +1,5 @@
-//! The runbook's Responses API section: Codex and the SDKs' `responses` calls pointed at this
-//! service.
+//! The runbook's Responses API section: Codex, the OpenAI SDK's `responses` calls and the
+//! Vercel AI SDK pointed at this service.
 
 use super::{Block, KEY_VAR};
 use crate::config::Config;
@@ -28,6 +28,22 @@ from openai import OpenAI
 client = OpenAI(base_url="{base}", api_key=os.environ["{KEY_VAR}"])
 response = client.responses.create(model="{example}", input="Hello", store=False)
 print(response.output_text)"#
+        )),
+        Block::Heading("Vercel AI SDK (@ai-sdk/openai)".into()),
+        Block::Para(
+            "Set providerOptions.openai.store to false: otherwise the SDK replays earlier turns as item_reference, which a service that keeps nothing cannot resolve.".into(),
+        ),
+        Block::Code(format!(
+            r#"import {{ createOpenAI }} from "@ai-sdk/openai";
+import {{ generateText }} from "ai";
+
+const openai = createOpenAI({{ baseURL: "{base}", apiKey: process.env.{KEY_VAR} }});
+const {{ text }} = await generateText({{
+  model: openai("{example}"),
+  prompt: "Hello",
+  providerOptions: {{ openai: {{ store: false }} }},
+}});
+console.log(text);"#
         )),
     ]
 }
