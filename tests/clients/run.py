@@ -990,6 +990,41 @@ def codex_cli():
         first_line, second_line = responses_lines(since, 2)
         assert second_line["thought_signatures"] == {"restored": 1, "filled": 0}, second_line
 
+    @step("codex", "apply_patch, its freeform tool, on Gemini 3: a custom tool call mapped both ways edits a file")
+    def _():
+        # Codex offers apply_patch as a freeform (custom) tool to models its catalog says take
+        # one; "pro-preview" is not in its own, so it gets a catalog of one model here.
+        catalog = os.path.join(home, "catalog.json")
+        with open(catalog, "w") as f:
+            json.dump({"models": [{
+                "slug": "pro-preview", "display_name": "pro-preview", "description": None,
+                "default_reasoning_level": "medium", "supported_reasoning_levels": [], "shell_type": "shell_command",
+                "visibility": "list", "supported_in_api": True, "priority": 0, "upgrade": None,
+                "base_instructions": "You are a coding agent.", "supports_reasoning_summaries": False,
+                "support_verbosity": False, "default_verbosity": None, "apply_patch_tool_type": "freeform",
+                "truncation_policy": {"mode": "bytes", "limit": 10000}, "supports_parallel_tool_calls": False,
+                "supports_image_detail_original": False, "context_window": 272000, "max_context_window": 272000,
+                "experimental_supported_tools": []}]}, f)
+        patch = "*** Begin Patch\n*** Add File: hello.txt\n+patched by codex\n*** End Patch"
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "VERTEX_PROXY_KEY": KEY}
+        result = subprocess.run([codex, "exec", "-m", "pro-preview", "-s", "workspace-write", "-c",
+                                 f'model_catalog_json="{catalog}"', patch], env=env, cwd=work,
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        with open(os.path.join(work, "hello.txt")) as f:
+            assert f.read() == "patched by codex\n"
+        assert result.stdout.startswith("The tool said: ") and "A hello.txt" in result.stdout, output
+        first, second = assert_vertex_saw(model="google/gemini-3.1-pro-preview", count=2, stream=True)
+        (tool,) = [t for t in first["body"]["tools"] if t["function"]["name"] == "apply_patch"]
+        assert list(tool["function"]["parameters"]["properties"]) == ["input"], tool
+        vertex_id = second["body"]["messages"][-2]["tool_calls"][0]["id"]
+        result_text = second["body"]["messages"][-1]["content"]
+        assert "Success. Updated the following files:\nA hello.txt" in result_text, result_text
+        call = assert_round_trip(first, second, vertex_id, result_text, model="google/gemini-3.1-pro-preview")
+        assert call["function"] == {"name": "apply_patch", "arguments": json.dumps({"input": patch},
+                                                                                  separators=(",", ":"))}, call
+
     @step("codex", "the Gemini 3 round trip on two alternating instances: the second restores the signature")
     def _():
         mark = front_mark()
