@@ -1025,6 +1025,19 @@ def codex_cli():
         assert call["function"] == {"name": "apply_patch", "arguments": json.dumps({"input": patch},
                                                                                   separators=(",", ":"))}, call
 
+    @step("codex", "with THOUGHT_SIGNATURES=off the same round trip fails, and Codex shows Vertex's 400")
+    def _():
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "VERTEX_PROXY_KEY": KEY}
+        override = f'model_providers.vertex-proxy.base_url="{OFF_URL}/v1"'
+        result = subprocess.run([codex, "exec", "-m", "pro-preview", "-c", override, "echo codex-off-marker"], env=env,
+                                cwd=work, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0 and "The tool said" not in result.stdout, output
+        assert "missing a thought_signature" in output, output
+        # A 400 is not retried: the first step, and the second once, refused.
+        first, second = assert_vertex_saw(model="google/gemini-3.1-pro-preview", count=2, stream=True)
+        assert "extra_content" not in second["body"]["messages"][-2]["tool_calls"][0], second["body"]
+
     @step("codex", "the Gemini 3 round trip on two alternating instances: the second restores the signature")
     def _():
         mark = front_mark()
