@@ -1572,8 +1572,8 @@ def responses_docs():
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
-    def from_readme(language):
-        (code, *_) = readme_code("Codex and the Responses API", language)
+    def from_readme(language, nth=0):
+        code = readme_code("Codex and the Responses API", language)[nth]
         assert code.count("https://YOUR-SERVICE/v1") == 1, code
         return code.replace("https://YOUR-SERVICE/v1", PROXY_URL + "/v1")
 
@@ -1583,6 +1583,21 @@ def responses_docs():
         assert output == "You said: Say hello\nYou said: Count to five", output
         whole, streamed = assert_vertex_saw(count=2)
         assert not whole["body"].get("stream") and streamed["body"]["stream"] is True, (whole, streamed)
+
+    @step("docs", "README's Agents SDK snippet (OpenAIResponsesModel) runs as printed")
+    def _():
+        code = from_readme("python", 1)
+        assert "OpenAIResponsesModel(" in code, code
+        assert run_snippet([sys.executable, "-c"], code) == "You said: Hello\n"
+        (request,) = assert_vertex_saw(count=1)
+        assert request["body"]["messages"][0] == {"role": "system", "content": "You are a helpful assistant."}
+
+    @step("docs", "/docs' Agents SDK snippet (OpenAIResponsesModel) runs as given")
+    def _():
+        code = docs_code("OpenAI Agents SDK (Python, Responses)")
+        assert f'base_url="{PROXY_URL}/v1"' in code and "OpenAIResponsesModel(" in code, code
+        assert run_snippet([sys.executable, "-c"], code) == "You said: Hello\n"
+        assert_vertex_saw(count=1)
 
     @step("docs", "README's Vercel AI SDK snippet runs as printed")
     def _():
