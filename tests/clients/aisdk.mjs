@@ -102,4 +102,26 @@ await step("streamText with a tool on Gemini 3 (pro-preview): text deltas, the s
   assertRoundTrip(requests, { city: "Porto", gemini3: true });
 });
 
+await step("a conversation: with store false earlier turns go back whole; without, a 400 that says to set it", async () => {
+  const first = await generateText({ model: openai("flash"), prompt: "hello there", providerOptions, maxRetries: 0 });
+  assert.equal(first.text, "You said: hello there");
+  const messages = [{ role: "user", content: "hello there" }, ...first.response.messages, { role: "user", content: "again" }];
+  const second = await generateText({ model: openai("flash"), messages, providerOptions, maxRetries: 0 });
+  assert.equal(second.text, "You said: again");
+  const [, request] = await vertexSaw({ count: 2, stream: false });
+  assert.deepEqual(request.body.messages, [
+    { role: "user", content: "hello there" },
+    { role: "assistant", content: "You said: hello there" },
+    { role: "user", content: "again" },
+  ]);
+  // The SDK's default, store true: it refers to the earlier answer by id, which nothing kept.
+  await assert.rejects(generateText({ model: openai("flash"), messages, maxRetries: 0 }), (error) => {
+    assert.equal(error.statusCode, 400);
+    assert.match(error.message, /stateless: an `item_reference` cannot be resolved/);
+    assert.match(error.message, /set providerOptions\.openai\.store to false/);
+    return true;
+  });
+  await vertexSaw({ count: 2, stream: false });
+});
+
 process.exit(failed ? 1 : 0);
