@@ -2,7 +2,9 @@
 //! client suite (`tests/clients`), which drives stock SDKs from Python and Node.
 //!
 //! It answers as the demo's stand-in does (echo, a call to the first tool, SSE with usage,
-//! embeddings from a hash), records what it received (`GET /_recorded`, cleared by
+//! embeddings from a hash), except that a request declaring Codex's shell tool, `exec_command`,
+//! gets a call to that tool alone with the last user message as the command (or, for a message
+//! that is a patch, to `apply_patch`); it records what it received (`GET /_recorded`, cleared by
 //! `POST /_reset`), and fails on purpose for two models: `google/always-429` always answers
 //! 429 with `Retry-After: 1`, and `google/flaky-503` answers 503 to its first call after each
 //! reset, and `google/stream-429-once` answers its first streamed call after each reset with a
@@ -95,9 +97,49 @@ fn reply(log: &Mutex<Log>, request: &Recorded) -> Reply {
         _ => Reply::Respond(vertex_proxy::demo::vertex_answer(
             &request.path,
             &request.headers,
-            &body,
+            &codex_tools(body),
         )),
     }
+}
+
+/// Codex's tools, as the stand-in model uses them: a request that declares its shell tool,
+/// `exec_command`, gets a call to that tool alone, with the last user message as its `cmd`; or,
+/// when that message is a patch (`*** Begin Patch`) and `apply_patch` (Codex's freeform tool, a
+/// function of one string `input` here) is declared, a call to `apply_patch` with the patch. The
+/// first tool with every property filled, or every tool at once when parallel calls are allowed,
+/// is not a call Codex can run. A tool's result still comes back as "The tool said: …".
+fn codex_tools(mut body: Value) -> Value {
+    let tools = body["tools"].as_array().cloned().unwrap_or_default();
+    let named = |name: &str| {
+        tools
+            .iter()
+            .find(|t| t["function"]["name"] == name)
+            .cloned()
+    };
+    let Some(mut shell) = named("exec_command") else {
+        return body;
+    };
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let said = messages.iter().rev().find(|m| m["role"] == "user");
+    let patch = said.is_some_and(|m| {
+        m["content"]
+            .as_str()
+            .is_some_and(|text| text.starts_with("*** Begin Patch"))
+    });
+    let tool = match named("apply_patch") {
+        Some(apply_patch) if patch => apply_patch,
+        _ => {
+            shell["function"]["parameters"] = json!({
+                "type": "object",
+                "properties": {"cmd": {"type": "string"}},
+                "required": ["cmd"],
+            });
+            shell
+        }
+    };
+    body["tools"] = json!([tool]);
+    body["parallel_tool_calls"] = json!(false);
+    body
 }
 
 #[tokio::main(flavor = "current_thread")]

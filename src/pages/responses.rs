@@ -1,5 +1,5 @@
-//! The runbook's Responses API section: Codex and the SDKs' `responses` calls pointed at this
-//! service.
+//! The runbook's Responses API section: Codex, the OpenAI SDK's `responses` calls, the Agents
+//! SDK's Responses model and the Vercel AI SDK pointed at this service.
 
 use super::{Block, KEY_VAR};
 use crate::config::Config;
@@ -28,6 +28,37 @@ from openai import OpenAI
 client = OpenAI(base_url="{base}", api_key=os.environ["{KEY_VAR}"])
 response = client.responses.create(model="{example}", input="Hello", store=False)
 print(response.output_text)"#
+        )),
+        Block::Heading("OpenAI Agents SDK (Python, Responses)".into()),
+        Block::Code(format!(
+            r#"import os
+from openai import AsyncOpenAI
+from agents import Agent, OpenAIResponsesModel, Runner, set_tracing_disabled
+
+set_tracing_disabled(True)  # traces would go to OpenAI, which has no key here
+client = AsyncOpenAI(base_url="{base}", api_key=os.environ["{KEY_VAR}"])
+agent = Agent(
+    name="Assistant",
+    instructions="You are a helpful assistant.",
+    model=OpenAIResponsesModel(model="{example}", openai_client=client),
+)
+print(Runner.run_sync(agent, "Hello").final_output)"#
+        )),
+        Block::Heading("Vercel AI SDK (@ai-sdk/openai)".into()),
+        Block::Para(
+            "Set providerOptions.openai.store to false: otherwise the SDK replays earlier turns as item_reference, which a service that keeps nothing cannot resolve.".into(),
+        ),
+        Block::Code(format!(
+            r#"import {{ createOpenAI }} from "@ai-sdk/openai";
+import {{ generateText }} from "ai";
+
+const openai = createOpenAI({{ baseURL: "{base}", apiKey: process.env.{KEY_VAR} }});
+const {{ text }} = await generateText({{
+  model: openai("{example}"),
+  prompt: "Hello",
+  providerOptions: {{ openai: {{ store: false }} }},
+}});
+console.log(text);"#
         )),
     ]
 }

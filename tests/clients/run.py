@@ -1,13 +1,24 @@
 """Runs stock clients against the real vertex-proxy in front of a fake Vertex.
 
 Usage: python run.py PATH_TO_VERTEX_PROXY_BINARY PATH_TO_FAKE_VERTEX_BINARY
+(CLIENTS=codex_cli,responses_docs runs only those of the functions below.)
 
 The fake is the test suite's own (tests/support), built as the example `fake_vertex`.
 
 Clients: the OpenAI Python SDK, the OpenAI Agents SDK, the OpenAI Node SDK (clients.mjs), the
 pi coding agent (OpenAI and Anthropic providers), LangChain's ChatOpenAI, the Anthropic Python
-SDK and Claude Code; and on Gemini's own API, Gemini CLI, google-genai (Python) and
-@google/genai (genai.mjs). Each step prints "ok" or what went wrong; the last line counts them.
+SDK and Claude Code; on Gemini's own API, Gemini CLI, google-genai (Python) and @google/genai
+(genai.mjs); and on the Responses API (/v1/responses), the OpenAI Python SDK's
+client.responses, the Agents SDK's default OpenAIResponsesModel, Codex CLI (`codex exec`) and
+the Vercel AI SDK's @ai-sdk/openai (aisdk.mjs). Each step prints "ok" or what went wrong; the
+last line counts them.
+
+Codex runs `codex exec` in a temporary HOME with ~/.codex/config.toml exactly as README and
+/docs give it (the two must agree), in a git repository, standard input closed. The fake calls
+its shell tool, exec_command, with the prompt (`echo MARKER`) as the command; Codex runs it and
+sends the output back, and its answer, the fake's "The tool said: …", must quote the marker. On
+Gemini 3 the second request must carry the call with the signature the fake issued, restored
+from the call_id. README's and /docs' Responses snippets (Python, Vercel AI SDK) run as printed.
 
 Gemini CLI runs `gemini -p` in a temporary HOME exactly as /docs sets it up (its two variables,
 settings.json and command), with usage statistics, telemetry and update checks off and standard
@@ -22,7 +33,8 @@ B, a second instance with the same settings; one with MAX_ATTEMPTS=1, where only
 retry; and one with THOUGHT_SIGNATURES=off, which shows that the fake refuses what Gemini 3
 refuses. A round-robin front in this script sends each request to A, then B, then A…, as
 Cloud Run may spread a conversation over its instances: pi, the Agents SDK and LangChain run a
-two-step Gemini 3 tool loop through it, each dropping the thought signature, and the instance
+two-step Gemini 3 tool loop through it (the Agents SDK and Codex on /v1/responses too), each
+dropping the thought signature, and the instance
 that serves the second step, which never saw the first, must restore it from the tool-call id.
 """
 
@@ -253,10 +265,10 @@ def front_mark():
     return len(FRONT["served"]), {name: len(lines) for name, lines in LOGS.items()}
 
 
-def chat_lines(name, since):
-    """The log lines of instance `name` after `since` for chat completions."""
+def chat_lines(name, since, path="/v1/chat/completions"):
+    """The log lines of instance `name` after `since` for requests to `path` (chat completions)."""
     return [json.loads(line) for line in LOGS[name][since:]
-            if '"/v1/chat/completions"' in line and '"httpRequest"' in line]
+            if f'"{path}"' in line and '"httpRequest"' in line]
 
 
 def signature_for(call_id):
@@ -273,13 +285,14 @@ def spliced(call_id):
     return f"{call_id}__thought__{carried}"
 
 
-def assert_steps_alternated(mark, stream=None):
-    """A two-step Gemini 3 tool loop sent through the front since `mark`: its two chat requests
-    went to different instances; the one that served the second step, which had never seen the
-    first, restored the real signature from the id (and filled none); Vertex got its own id back
-    with its real signature. Returns Vertex's id of the call."""
+def assert_steps_alternated(mark, stream=None, path="/v1/chat/completions"):
+    """A two-step Gemini 3 tool loop sent through the front since `mark`: its two requests to
+    `path` (chat completions, or responses) went to different instances; the one that served the
+    second step, which had never seen the first, restored the real signature from the id (and
+    filled none); Vertex got its own id back with its real signature. Returns Vertex's id of the
+    call."""
     served_since, logs_since = mark
-    chats = [s for s in FRONT["served"][served_since:] if s[1] == "POST" and s[2] == "/v1/chat/completions"]
+    chats = [s for s in FRONT["served"][served_since:] if s[1] == "POST" and s[2] == path]
     assert len(chats) == 2, f"the front passed on {FRONT['served'][served_since:]}"
     (one, _, _), (other, _, _) = chats
     assert one != other, f"both steps went to {one}"
@@ -295,10 +308,10 @@ def assert_steps_alternated(mark, stream=None):
     assert results == [call_id], results
     # Each instance logs a request once its answer has ended, just after the client has it.
     deadline = time.monotonic() + 10
-    while [len(chat_lines(name, logs_since[name])) for name in (one, other)] != [1, 1]:
-        assert time.monotonic() < deadline, {n: chat_lines(n, logs_since[n]) for n in (one, other)}
+    while [len(chat_lines(name, logs_since[name], path)) for name in (one, other)] != [1, 1]:
+        assert time.monotonic() < deadline, {n: chat_lines(n, logs_since[n], path) for n in (one, other)}
         time.sleep(0.05)
-    (step1,), (step2,) = chat_lines(one, logs_since[one]), chat_lines(other, logs_since[other])
+    (step1,), (step2,) = chat_lines(one, logs_since[one], path), chat_lines(other, logs_since[other], path)
     assert step1["alias"] == step2["alias"] == "pro-preview", (step1, step2)
     assert "thought_signatures" not in step1, step1
     assert step2.get("thought_signatures") == {"restored": 1, "filled": 0}, step2
@@ -538,6 +551,149 @@ def python_sdk():
         assert_vertex_saw(model="google/always-429", count=6)
 
 
+RESPONSES_WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+def responses_lines(since, count, name="A"):
+    """Instance `name`'s log lines after `since` for /v1/responses, once there are `count` of them
+    (each is written when its answer has ended, just after the client has it)."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = chat_lines(name, since, "/v1/responses")
+        if len(lines) >= count or time.monotonic() > deadline:
+            assert len(lines) == count, lines
+            for line in lines:
+                assert line["api"] == "responses", line
+            return lines
+        time.sleep(0.05)
+
+
+def assert_round_trip(first, second, call_id, result, model="google/gemini-2.5-flash"):
+    """A tool round trip as Vertex got it: the first request without calls, the second with the
+    call Vertex made (id `call_id`, as Vertex issued it, with Gemini 3's signature for it) in an
+    assistant message, then the tool message answering it with `result`."""
+    assert not any(m.get("tool_calls") or m["role"] == "tool" for m in first["body"]["messages"]), first["body"]
+    asked = first["body"]["messages"]
+    assert second["body"]["messages"][:len(asked)] == asked, "the history changed between the steps"
+    assistant, tool = second["body"]["messages"][len(asked):]
+    assert assistant["role"] == "assistant" and not assistant.get("content"), assistant
+    (call,) = assistant["tool_calls"]
+    assert call["id"] == call_id and call["type"] == "function", call
+    if model.startswith("google/gemini-3"):
+        assert call["extra_content"] == {"google": {"thought_signature": signature_for(call_id)}}, call
+    else:
+        assert "extra_content" not in call, call
+    assert tool == {"role": "tool", "tool_call_id": call_id, "content": result}, tool
+    return call
+
+
+def python_responses():
+    import openai
+    client = openai.OpenAI(base_url=PROXY_URL + "/v1", api_key=KEY, max_retries=0)
+
+    @step("python openai responses", "responses.create: instructions and input in, a message and usage out")
+    def _():
+        since = len(LOGS["A"])
+        response = client.responses.create(model="flash", instructions="Be brief.", input="hello there", store=False)
+        assert response.output_text == "You said: hello there", response
+        assert response.id.startswith("resp_") and response.status == "completed", response
+        assert response.model == "flash" and response.store is False, response
+        (message,) = response.output
+        assert message.type == "message" and message.role == "assistant", message
+        usage = response.usage
+        assert usage.total_tokens == usage.input_tokens + usage.output_tokens and usage.output_tokens > 0, usage
+        (request,) = assert_vertex_saw(count=1, stream=False)
+        assert request["body"]["messages"] == [{"role": "system", "content": "Be brief."},
+                                               {"role": "user", "content": "hello there"}], request["body"]
+        assert not {"store", "input", "instructions", "include"} & set(request["body"]), request["body"]
+        (line,) = responses_lines(since, 1)
+        assert line["alias"] == "flash" and line["usage"]["input_tokens"] == usage.input_tokens, line
+
+    @step("python openai responses", "responses.create: a function-call round trip")
+    def _():
+        asked = [{"role": "user", "content": "Paris"}]
+        first = client.responses.create(model="flash", input=asked, tools=[RESPONSES_WEATHER], store=False)
+        (call,) = first.output
+        assert call.type == "function_call" and call.name == "get_weather", call
+        assert json.loads(call.arguments) == {"city": "Paris"}, call
+        # As the SDK's own guide does: the output items go back as they came, then the result.
+        second = client.responses.create(
+            model="flash", tools=[RESPONSES_WEATHER], store=False,
+            input=asked + first.output + [{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+        assert second.output_text == "The tool said: sunny", second
+        requests = assert_vertex_saw(count=2, stream=False)
+        for request in requests:
+            (tool,) = request["body"]["tools"]
+            assert tool["type"] == "function" and tool["function"]["name"] == "get_weather", tool
+            assert tool["function"]["parameters"] == RESPONSES_WEATHER["parameters"], tool
+        sent = assert_round_trip(*requests, call.call_id, "sunny")
+        assert sent["function"] == {"name": "get_weather", "arguments": call.arguments}, sent
+
+    @step("python openai responses", "responses.stream: text deltas as they come, every event in order")
+    def _():
+        with client.responses.stream(model="flash", input="one two three four", store=False) as stream:
+            events = list(stream)
+            final = stream.get_final_response()
+        numbers = [event.sequence_number for event in events]
+        assert numbers == sorted(set(numbers)), numbers
+        deltas = [event.delta for event in events if event.type == "response.output_text.delta"]
+        assert len(deltas) >= 3 and "".join(deltas) == "You said: one two three four" == final.output_text, deltas
+        kinds = [event.type for event in events if event.type != "response.output_text.delta"]
+        assert kinds == ["response.created", "response.in_progress", "response.output_item.added",
+                         "response.content_part.added", "response.output_text.done", "response.content_part.done",
+                         "response.output_item.done", "response.completed"], kinds
+        assert final.usage.total_tokens > 0 and final.status == "completed", final
+        (request,) = assert_vertex_saw(count=1, stream=True)
+        assert request["body"]["stream_options"] == {"include_usage": True}, request["body"]
+
+    @step("python openai responses", "responses.stream: a tool round trip on Gemini 3 (pro-preview), the signature in the call_id")
+    def _():
+        since = len(LOGS["A"])
+        asked = [{"role": "user", "content": "Porto"}]
+        with client.responses.stream(model="pro-preview", input=asked, tools=[RESPONSES_WEATHER], store=False) as stream:
+            kinds = [event.type for event in stream]
+            first = stream.get_final_response()
+        assert "response.function_call_arguments.delta" in kinds and kinds[-1] == "response.completed", kinds
+        (call,) = first.output
+        assert call.type == "function_call" and json.loads(call.arguments) == {"city": "Porto"}, call
+        with client.responses.stream(
+                model="pro-preview", tools=[RESPONSES_WEATHER], store=False,
+                input=asked + first.output + [{"type": "function_call_output", "call_id": call.call_id,
+                                               "output": "sunny in Porto"}]) as stream:
+            second = stream.get_final_response()
+        assert second.output_text == "The tool said: sunny in Porto", second
+        requests = assert_vertex_saw(model="google/gemini-3.1-pro-preview", count=2, stream=True)
+        vertex_id = requests[1]["body"]["messages"][1]["tool_calls"][0]["id"]
+        # The client saw Vertex's id with the signature carried in it, and sent back only that.
+        assert call.call_id == spliced(vertex_id), (call.call_id, vertex_id)
+        assert_round_trip(*requests, vertex_id, "sunny in Porto", model="google/gemini-3.1-pro-preview")
+        first_line, second_line = responses_lines(since, 2)
+        assert "thought_signatures" not in first_line, first_line
+        assert second_line["thought_signatures"] == {"restored": 1, "filled": 0}, second_line
+
+    @step("python openai responses", "an unknown alias and previous_response_id: BadRequestError, nothing sent")
+    def _():
+        try:
+            client.responses.create(model="gpt-4o", input="x")
+        except openai.BadRequestError as error:
+            assert "gpt-4o" in error.message and "flash" in error.message, error.message
+        else:
+            raise AssertionError("no BadRequestError for an unknown alias")
+        try:
+            client.responses.create(model="flash", input="x", previous_response_id="resp_earlier")
+        except openai.BadRequestError as error:
+            assert error.code == "stateless" and "previous_response_id" in error.message, error
+            assert "send the full input" in error.message, error.message
+        else:
+            raise AssertionError("no BadRequestError for previous_response_id")
+        assert recorded() == []
+
+
 def alternating_front():
     import openai
     client = openai.OpenAI(base_url=FRONT_URL + "/v1", api_key=KEY, max_retries=0)
@@ -673,6 +829,221 @@ def agents_sdk():
 
     loop.run_until_complete(client.close())
     loop.close()
+
+
+def agents_responses():
+    """The Agents SDK with its default model class, OpenAIResponsesModel, on /v1/responses."""
+    from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+    from openai import AsyncOpenAI
+    from openai.types.responses import ResponseTextDeltaEvent
+
+    set_tracing_disabled(True)
+    loop = asyncio.new_event_loop()
+
+    def weather_agent(model_name, base_url, seen):
+        @function_tool
+        def get_weather(city: str) -> str:
+            """The weather in a city."""
+            seen.append(city)
+            return f"sunny in {city}"
+
+        own = AsyncOpenAI(base_url=base_url + "/v1", api_key=KEY, max_retries=0)
+        model = OpenAIResponsesModel(model=model_name, openai_client=own)
+        return Agent(name="weather", instructions="Use tools.", model=model, tools=[get_weather]), own
+
+    def run(agent, own, prompt):
+        try:
+            return loop.run_until_complete(Runner.run(agent, prompt))
+        finally:
+            loop.run_until_complete(own.close())
+
+    @step("openai-agents responses", "Runner.run: a function tool's result reaches the final output")
+    def _():
+        seen = []
+        result = run(*weather_agent("flash", PROXY_URL, seen), "Lisbon")
+        assert seen == ["Lisbon"] and result.final_output == "The tool said: sunny in Lisbon", result.final_output
+        first, second = assert_vertex_saw(count=2, stream=False)
+        assert first["body"]["messages"] == [{"role": "system", "content": "Use tools."},
+                                             {"role": "user", "content": "Lisbon"}], first["body"]
+        vertex_id = second["body"]["messages"][2]["tool_calls"][0]["id"]
+        assert_round_trip(first, second, vertex_id, "sunny in Lisbon")
+
+    @step("openai-agents responses", "Runner.run_streamed prints text deltas")
+    def _():
+        own = AsyncOpenAI(base_url=PROXY_URL + "/v1", api_key=KEY, max_retries=0)
+        agent = Agent(name="echo", instructions="Be brief.", model=OpenAIResponsesModel(model="flash", openai_client=own))
+
+        async def stream():
+            result = Runner.run_streamed(agent, "stream me please")
+            deltas = [event.data.delta async for event in result.stream_events()
+                      if event.type == "raw_response_event" and isinstance(event.data, ResponseTextDeltaEvent)]
+            await own.close()
+            return deltas, result.final_output
+
+        deltas, final = loop.run_until_complete(stream())
+        assert len(deltas) >= 3 and "".join(deltas) == "You said: stream me please" == final, deltas
+        assert_vertex_saw(count=1, stream=True)
+
+    @step("openai-agents responses", "a Gemini 3 tool loop on two alternating instances: the second restores the signature")
+    def _():
+        seen = []
+        mark = front_mark()
+        result = run(*weather_agent("pro-preview", FRONT_URL, seen), "Porto")
+        assert seen == ["Porto"] and result.final_output == "The tool said: sunny in Porto", result.final_output
+        call_id = assert_steps_alternated(mark, stream=False, path="/v1/responses")
+        calls = [item.raw_item.call_id for item in result.new_items if item.type == "tool_call_item"]
+        assert calls == [spliced(call_id)], calls
+
+    loop.close()
+
+
+def readme_code(heading, language):
+    """The code blocks in `language` (```toml, say) of README's section `heading` (## …), in
+    order, as printed."""
+    with open(os.path.join(HERE, "..", "..", "README.md")) as f:
+        text = f.read()
+    section = text[text.index(f"\n## {heading}\n"):]
+    section = section[:section.find("\n## ", 1)]
+    return re.findall(rf"^```{language}\n(.*?)^```$", section, re.S | re.M)
+
+
+def codex_cli():
+    """Codex CLI, `codex exec`, set up exactly as README and /docs say (~/.codex/config.toml with a
+    provider on /v1/responses, the key in VERTEX_PROXY_KEY), in a temporary HOME and a git
+    repository, standard input closed. The fake model calls Codex's shell tool, exec_command,
+    with the prompt as the command; Codex runs it and sends its output back, and the fake says
+    what the tool said, which Codex prints as its answer."""
+    import tomllib
+
+    home = tempfile.mkdtemp()
+    work = os.path.join(home, "work")
+    os.makedirs(os.path.join(home, ".codex"))
+    os.makedirs(work)
+    subprocess.run(["git", "init", "--quiet", work], check=True)
+    codex = os.path.join(HERE, "node_modules", ".bin", "codex")
+    config = os.path.join(home, ".codex", "config.toml")
+
+    def run_codex(args, marker):
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "VERTEX_PROXY_KEY": KEY}
+        result = subprocess.run([codex, "exec", *args, f"echo {marker}"], env=env, cwd=work,
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        # Codex prints the last answer on stdout: the fake's, quoting what the command printed.
+        assert result.stdout.startswith("The tool said: ") and f"\nOutput:\n{marker}\n" in result.stdout, output
+        return result
+
+    def assert_codex_round_trip(requests, marker, model):
+        first, second = requests
+        for request in requests:
+            body = request["body"]
+            assert body["stream"] is True and body["stream_options"] == {"include_usage": True}, body
+            names = [tool["function"]["name"] for tool in body["tools"]]
+            # Codex's own tools, its namespaced ones under their mapped names; not web_search.
+            assert names[0] == "exec_command" and "multi_agent_v1__spawn_agent" in names, names
+            assert "web_search" not in json.dumps(body["tools"]), names
+            # Its developer messages became system messages.
+            assert body["messages"][0]["role"] == "system", body["messages"][0]
+            assert body["messages"][0]["content"].startswith("You are a coding agent running in the Codex CLI")
+            assert not {"store", "include", "client_metadata", "prompt_cache_key"} & set(body), sorted(body)
+        assert first["body"]["messages"][-1] == {"role": "user", "content": f"echo {marker}"}, first["body"]
+        vertex_id = second["body"]["messages"][-2]["tool_calls"][0]["id"]
+        call = assert_round_trip(first, second, vertex_id, second["body"]["messages"][-1]["content"], model=model)
+        assert call["function"] == {"name": "exec_command", "arguments": json.dumps({"cmd": f"echo {marker}"},
+                                                                                   separators=(",", ":"))}, call
+        assert "Process exited with code 0\n" in second["body"]["messages"][-1]["content"]
+        assert second["body"]["messages"][-1]["content"].endswith(f"Output:\n{marker}\n"), second["body"]
+
+    @step("codex", "config.toml exactly as README and /docs give it")
+    def _():
+        (block,) = readme_code("Codex and the Responses API", "toml")
+        written = block.replace("https://YOUR-SERVICE/v1", PROXY_URL + "/v1")
+        with open(config, "w") as f:
+            f.write(written)
+        # The same lines (docs_code reads a block without its blank lines).
+        docs = docs_code("Codex and the Responses API")
+        assert [line for line in written.splitlines() if line] == docs.splitlines(), (written, docs)
+        settings = tomllib.loads(written)
+        assert settings["model_provider"] == "vertex-proxy" and settings["model"] == "flash", settings
+        assert settings["model_providers"]["vertex-proxy"] == {
+            "name": "vertex-proxy", "base_url": PROXY_URL + "/v1", "env_key": "VERTEX_PROXY_KEY",
+            "wire_api": "responses"}, settings
+
+    @step("codex", "codex exec on flash: it runs the command the model asks for and reports its output")
+    def _():
+        since = len(LOGS["A"])
+        run_codex([], "codex-flash-marker")
+        requests = assert_vertex_saw(count=2, stream=True)
+        assert_codex_round_trip(requests, "codex-flash-marker", "google/gemini-2.5-flash")
+        lines = responses_lines(since, 2)
+        assert all(line["alias"] == "flash" and line["usage"]["input_tokens"] > 1000 for line in lines), lines
+        assert all("codex_exec/0.171.0" in line["httpRequest"]["userAgent"] for line in lines), lines
+        notes = [line for line in LOGS["A"][since:] if "hosted tools" in line]
+        assert len(notes) == 2 and all("web_search" in note for note in notes), notes
+
+    @step("codex", "codex exec -m pro-preview: the round trip on Gemini 3, the signature back from the call_id")
+    def _():
+        since = len(LOGS["A"])
+        run_codex(["-m", "pro-preview"], "codex-gemini3-marker")
+        requests = assert_vertex_saw(model="google/gemini-3.1-pro-preview", count=2, stream=True)
+        assert_codex_round_trip(requests, "codex-gemini3-marker", "google/gemini-3.1-pro-preview")
+        first_line, second_line = responses_lines(since, 2)
+        assert second_line["thought_signatures"] == {"restored": 1, "filled": 0}, second_line
+
+    @step("codex", "apply_patch, its freeform tool, on Gemini 3: a custom tool call mapped both ways edits a file")
+    def _():
+        # Codex offers apply_patch as a freeform (custom) tool to models its catalog says take
+        # one; "pro-preview" is not in its own, so it gets a catalog of one model here.
+        catalog = os.path.join(home, "catalog.json")
+        with open(catalog, "w") as f:
+            json.dump({"models": [{
+                "slug": "pro-preview", "display_name": "pro-preview", "description": None,
+                "default_reasoning_level": "medium", "supported_reasoning_levels": [], "shell_type": "shell_command",
+                "visibility": "list", "supported_in_api": True, "priority": 0, "upgrade": None,
+                "base_instructions": "You are a coding agent.", "supports_reasoning_summaries": False,
+                "support_verbosity": False, "default_verbosity": None, "apply_patch_tool_type": "freeform",
+                "truncation_policy": {"mode": "bytes", "limit": 10000}, "supports_parallel_tool_calls": False,
+                "supports_image_detail_original": False, "context_window": 272000, "max_context_window": 272000,
+                "experimental_supported_tools": []}]}, f)
+        patch = "*** Begin Patch\n*** Add File: hello.txt\n+patched by codex\n*** End Patch"
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "VERTEX_PROXY_KEY": KEY}
+        result = subprocess.run([codex, "exec", "-m", "pro-preview", "-s", "workspace-write", "-c",
+                                 f'model_catalog_json="{catalog}"', patch], env=env, cwd=work,
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        with open(os.path.join(work, "hello.txt")) as f:
+            assert f.read() == "patched by codex\n"
+        assert result.stdout.startswith("The tool said: ") and "A hello.txt" in result.stdout, output
+        first, second = assert_vertex_saw(model="google/gemini-3.1-pro-preview", count=2, stream=True)
+        (tool,) = [t for t in first["body"]["tools"] if t["function"]["name"] == "apply_patch"]
+        assert list(tool["function"]["parameters"]["properties"]) == ["input"], tool
+        vertex_id = second["body"]["messages"][-2]["tool_calls"][0]["id"]
+        result_text = second["body"]["messages"][-1]["content"]
+        assert "Success. Updated the following files:\nA hello.txt" in result_text, result_text
+        call = assert_round_trip(first, second, vertex_id, result_text, model="google/gemini-3.1-pro-preview")
+        assert call["function"] == {"name": "apply_patch", "arguments": json.dumps({"input": patch},
+                                                                                  separators=(",", ":"))}, call
+
+    @step("codex", "with THOUGHT_SIGNATURES=off the same round trip fails, and Codex shows Vertex's 400")
+    def _():
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "VERTEX_PROXY_KEY": KEY}
+        override = f'model_providers.vertex-proxy.base_url="{OFF_URL}/v1"'
+        result = subprocess.run([codex, "exec", "-m", "pro-preview", "-c", override, "echo codex-off-marker"], env=env,
+                                cwd=work, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0 and "The tool said" not in result.stdout, output
+        assert "missing a thought_signature" in output, output
+        # A 400 is not retried: the first step, and the second once, refused.
+        first, second = assert_vertex_saw(model="google/gemini-3.1-pro-preview", count=2, stream=True)
+        assert "extra_content" not in second["body"]["messages"][-2]["tool_calls"][0], second["body"]
+
+    @step("codex", "the Gemini 3 round trip on two alternating instances: the second restores the signature")
+    def _():
+        mark = front_mark()
+        override = f'model_providers.vertex-proxy.base_url="{FRONT_URL}/v1"'
+        run_codex(["-m", "pro-preview", "-c", override], "codex-front-marker")
+        assert_steps_alternated(mark, stream=True, path="/v1/responses")
 
 
 def langchain():
@@ -1201,6 +1572,68 @@ def gemini_docs():
         example(code)
 
 
+def node_ai_sdk():
+    node_script("aisdk.mjs", "ai sdk")
+
+
+def responses_docs():
+    """README's and /docs' Responses snippets, run as printed: README's with this proxy's URL for
+    https://YOUR-SERVICE/v1, /docs' as the page gives them (it fills in its own URL)."""
+    env = {**os.environ, "VERTEX_PROXY_KEY": KEY}
+
+    def run_snippet(command, code):
+        result = subprocess.run([*command, code], env=env, cwd=HERE, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def from_readme(language, nth=0):
+        code = readme_code("Codex and the Responses API", language)[nth]
+        assert code.count("https://YOUR-SERVICE/v1") == 1, code
+        return code.replace("https://YOUR-SERVICE/v1", PROXY_URL + "/v1")
+
+    @step("docs", "README's OpenAI Python SDK snippet (responses.create and .stream) runs as printed")
+    def _():
+        output = run_snippet([sys.executable, "-c"], from_readme("python"))
+        assert output == "You said: Say hello\nYou said: Count to five", output
+        whole, streamed = assert_vertex_saw(count=2)
+        assert not whole["body"].get("stream") and streamed["body"]["stream"] is True, (whole, streamed)
+
+    @step("docs", "README's Agents SDK snippet (OpenAIResponsesModel) runs as printed")
+    def _():
+        code = from_readme("python", 1)
+        assert "OpenAIResponsesModel(" in code, code
+        assert run_snippet([sys.executable, "-c"], code) == "You said: Hello\n"
+        (request,) = assert_vertex_saw(count=1)
+        assert request["body"]["messages"][0] == {"role": "system", "content": "You are a helpful assistant."}
+
+    @step("docs", "/docs' Agents SDK snippet (OpenAIResponsesModel) runs as given")
+    def _():
+        code = docs_code("OpenAI Agents SDK (Python, Responses)")
+        assert f'base_url="{PROXY_URL}/v1"' in code and "OpenAIResponsesModel(" in code, code
+        assert run_snippet([sys.executable, "-c"], code) == "You said: Hello\n"
+        assert_vertex_saw(count=1)
+
+    @step("docs", "README's Vercel AI SDK snippet runs as printed")
+    def _():
+        output = run_snippet(["node", "--input-type=module", "-e"], from_readme("js"))
+        assert output == "You said: Say hello\n", output
+        assert_vertex_saw(count=1, stream=False)
+
+    @step("docs", "/docs' OpenAI Python SDK Responses snippet runs as given")
+    def _():
+        code = docs_code("Python (OpenAI SDK, Responses)")
+        assert f'base_url="{PROXY_URL}/v1"' in code and "client.responses.create" in code, code
+        assert run_snippet([sys.executable, "-c"], code) == "You said: Hello\n"
+        assert_vertex_saw(count=1, stream=False)
+
+    @step("docs", "/docs' Vercel AI SDK snippet runs as given")
+    def _():
+        code = docs_code("Vercel AI SDK (@ai-sdk/openai)")
+        assert f'baseURL: "{PROXY_URL}/v1"' in code and "store: false" in code, code
+        assert run_snippet(["node", "--input-type=module", "-e"], code) == "You said: Hello\n"
+        assert_vertex_saw(count=1, stream=False)
+
+
 def main():
     global PROXY_URL, NO_RETRY_URL, OFF_URL, FRONT_URL
     binary, fake_binary = sys.argv[1], sys.argv[2]
@@ -1212,8 +1645,11 @@ def main():
     no_retry, NO_RETRY_URL = start_proxy(binary, "no-retry", MAX_ATTEMPTS="1")
     off, OFF_URL = start_proxy(binary, "off", THOUGHT_SIGNATURES="off")
     try:
-        for client in (python_sdk, alternating_front, agents_sdk, node_sdk, pi_agent, langchain, anthropic_sdk,
-                       claude_code, gemini_cli, google_genai, node_genai, gemini_docs):
+        clients = (python_sdk, alternating_front, agents_sdk, node_sdk, pi_agent, langchain, anthropic_sdk,
+                   claude_code, gemini_cli, google_genai, node_genai, gemini_docs, python_responses,
+                   agents_responses, codex_cli, node_ai_sdk, responses_docs)
+        only = os.environ.get("CLIENTS")  # names of some of them, comma-separated, while working on those
+        for client in [c for c in clients if not only or c.__name__ in only.split(",")]:
             print(f"--- {client.__name__}")
             try:
                 client()

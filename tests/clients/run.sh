@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the stock clients (OpenAI Python and Node SDKs, OpenAI Agents SDK, pi, LangChain, the
-# Anthropic SDK, Claude Code, Gemini CLI, the google-genai SDKs for Python and JavaScript)
+# Anthropic SDK, Claude Code, Gemini CLI, the google-genai SDKs for Python and JavaScript, Codex
+# CLI and the Vercel AI SDK)
 # against the real proxy, two instances of it behind an alternating front among others, in
 # front of the tests' fake Vertex (built here as the example `fake_vertex`). Installs the
 # pinned client versions first:
