@@ -915,6 +915,9 @@ def codex_cli():
     what the tool said, which Codex prints as its answer."""
     import tomllib
 
+    # Codex's sandbox (bubblewrap, which needs user namespaces) is Codex's business, not the
+    # proxy's, and a CI machine may not allow it: the commands run unsandboxed in a temporary HOME.
+    SANDBOX = ["-s", "danger-full-access"]
     home = tempfile.mkdtemp()
     work = os.path.join(home, "work")
     os.makedirs(os.path.join(home, ".codex"))
@@ -925,7 +928,7 @@ def codex_cli():
 
     def run_codex(args, marker):
         env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "VERTEX_PROXY_KEY": KEY}
-        result = subprocess.run([codex, "exec", *args, f"echo {marker}"], env=env, cwd=work,
+        result = subprocess.run([codex, "exec", *SANDBOX, *args, f"echo {marker}"], env=env, cwd=work,
                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
         output = result.stdout + result.stderr
         assert result.returncode == 0, output
@@ -1007,7 +1010,7 @@ def codex_cli():
                 "experimental_supported_tools": []}]}, f)
         patch = "*** Begin Patch\n*** Add File: hello.txt\n+patched by codex\n*** End Patch"
         env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "VERTEX_PROXY_KEY": KEY}
-        result = subprocess.run([codex, "exec", "-m", "pro-preview", "-s", "workspace-write", "-c",
+        result = subprocess.run([codex, "exec", *SANDBOX, "-m", "pro-preview", "-c",
                                  f'model_catalog_json="{catalog}"', patch], env=env, cwd=work,
                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
         output = result.stdout + result.stderr
@@ -1029,7 +1032,8 @@ def codex_cli():
     def _():
         env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "VERTEX_PROXY_KEY": KEY}
         override = f'model_providers.vertex-proxy.base_url="{OFF_URL}/v1"'
-        result = subprocess.run([codex, "exec", "-m", "pro-preview", "-c", override, "echo codex-off-marker"], env=env,
+        result = subprocess.run([codex, "exec", *SANDBOX, "-m", "pro-preview", "-c", override, "echo codex-off-marker"],
+                                env=env,
                                 cwd=work, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
         output = result.stdout + result.stderr
         assert result.returncode != 0 and "The tool said" not in result.stdout, output
