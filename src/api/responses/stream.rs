@@ -5,12 +5,11 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use hyper::body::{Body, Frame, SizeHint};
-use serde_json::{Value, json};
-
+use super::ending::Failure;
 use super::events::Builder;
 use crate::body::{BoxError, ProxyBody};
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
 
 /// The longest SSE event held while it arrives; a chunk is a few KB.
 const MAX_EVENT: usize = 4 * 1024 * 1024;
@@ -59,8 +58,7 @@ impl Sse {
             self.line.clear();
             self.data.clear();
             let message = "the upstream sent an event larger than the proxy reads";
-            self.builder
-                .fail(json!({"code": "server_error", "message": message}));
+            self.builder.fail(Failure::server_error(message));
         }
         self.builder.take()
     }
@@ -84,15 +82,9 @@ impl Sse {
             self.done = true;
             return;
         }
-        // Keep-alives (`data: : keepalive`) and anything that is no JSON are not chunks.
-        let Ok(chunk) = serde_json::from_slice::<Value>(data) else {
-            return;
-        };
-        // Vertex wraps some errors in an array.
-        match &chunk {
-            Value::Array(items) => items.iter().for_each(|c| self.builder.chunk(c)),
-            chunk => self.builder.chunk(chunk),
-        }
+        // Keep-alives (`data: : keepalive`) and anything that is no chat completion are not
+        // chunks.
+        self.builder.data(data);
     }
 
     /// The stream has ended (`failed`: broken): the last events.
@@ -103,8 +95,7 @@ impl Sse {
         }
         self.dispatch();
         if let Some(message) = failed {
-            self.builder
-                .fail(json!({"code": "server_error", "message": message}));
+            self.builder.fail(Failure::server_error(message));
         }
         self.builder.finish(self.done);
         self.builder.take()
