@@ -49,7 +49,8 @@ impl Builder {
 
     /// What was written since the last call.
     pub fn take(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.events.out)
+        // Room for the next events, so that writing them seldom grows the buffer.
+        std::mem::replace(&mut self.events.out, Vec::with_capacity(1024))
     }
 
     /// `response.created` and `response.in_progress`.

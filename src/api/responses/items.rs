@@ -34,12 +34,21 @@ pub(crate) struct Call {
 }
 
 /// The events not yet sent, and the next one's number.
-#[derive(Default)]
 pub(crate) struct Events {
     pub out: Vec<u8>,
     sequence: u64,
     /// Only the whole response is wanted (a JSON answer): events are counted, not written.
     pub quiet: bool,
+}
+
+impl Default for Events {
+    fn default() -> Events {
+        Events {
+            out: Vec::with_capacity(1024),
+            sequence: 0,
+            quiet: false,
+        }
+    }
 }
 
 impl Events {

@@ -45,12 +45,17 @@ impl Sse {
     pub fn edit(&mut self, bytes: &[u8]) -> Vec<u8> {
         let mut rest = bytes;
         while let Some(end) = memchr::memchr(b'\n', rest) {
-            let mut line = std::mem::take(&mut self.line);
-            line.extend_from_slice(&rest[..end]);
-            if line.last() == Some(&b'\r') {
-                line.pop();
+            // A whole line is read where it lies; only one that came in pieces is copied (and
+            // the buffer kept for the next).
+            if self.line.is_empty() {
+                self.line_of(&rest[..end]);
+            } else {
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(&rest[..end]);
+                self.line_of(&line);
+                line.clear();
+                self.line = line;
             }
-            self.line_of(&line);
             rest = &rest[end + 1..];
         }
         self.line.extend_from_slice(rest);
@@ -64,6 +69,7 @@ impl Sse {
     }
 
     fn line_of(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             self.dispatch();
         } else if let Some(data) = line.strip_prefix(b"data:") {
@@ -76,15 +82,15 @@ impl Sse {
     }
 
     fn dispatch(&mut self) {
-        let data = std::mem::take(&mut self.data);
-        let data = data.trim_ascii();
-        if data == b"[DONE]" {
-            self.done = true;
-            return;
+        let mut data = std::mem::take(&mut self.data);
+        match data.trim_ascii() {
+            b"[DONE]" => self.done = true,
+            // Keep-alives (`data: : keepalive`) and anything that is no chat completion are
+            // not chunks.
+            chunk => _ = self.builder.data(chunk),
         }
-        // Keep-alives (`data: : keepalive`) and anything that is no chat completion are not
-        // chunks.
-        self.builder.data(data);
+        data.clear();
+        self.data = data;
     }
 
     /// The stream has ended (`failed`: broken): the last events.
