@@ -165,3 +165,41 @@ impl<'de> Deserialize<'de> for Count {
         d.deserialize_any(Lenient(PhantomData))
     }
 }
+
+/// The first element of an array member, read without collecting the rest (which are
+/// skipped); anything but an array, or an empty one, is `None`.
+#[derive(Debug)]
+pub(crate) struct First<T>(pub Option<T>);
+
+impl<T> Default for First<T> {
+    fn default() -> Self {
+        First(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for First<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Seq<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Seq<T> {
+            type Value = First<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array or null")
+            }
+            fn visit_unit<E>(self) -> Result<First<T>, E> {
+                Ok(First(None))
+            }
+            fn visit_none<E>(self) -> Result<First<T>, E> {
+                Ok(First(None))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<First<T>, D::Error> {
+                d.deserialize_any(self)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<First<T>, A::Error> {
+                let first = seq.next_element()?;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(First(first))
+            }
+        }
+        d.deserialize_any(Seq(PhantomData))
+    }
+}
