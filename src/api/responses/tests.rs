@@ -618,3 +618,30 @@ fn replayed_reasoning_items_are_dropped_and_ours_carry_no_encrypted_content() {
         );
     }
 }
+
+#[test]
+fn odd_but_harmless_chunks_are_read_as_before() {
+    let mut sse = Sse::new(builder(json!([])));
+    let mut out = sse.start();
+    for piece in [
+        "data: {\"choices\":null,\"usage\":null}\n\n".to_owned(),
+        ": a comment\n\ndata: : keepalive\n\n".to_owned(),
+        chunk(
+            json!({"content": null, "reasoning": {"text": "an object"}, "tool_calls": null}),
+            Value::Null,
+        ),
+        // A second choice is not read; `\r\n` line ends; an escaped string.
+        "data: {\"choices\":[{\"delta\":{\"content\":\"H\\u0069\"}},{\"delta\":{\"content\":\"no\"}}]}\r\n\r\n".to_owned(),
+        chunk(json!({"role": "assistant"}), json!("stop")),
+        "data: [DONE]\n\n".to_owned(),
+    ] {
+        out.extend(sse.edit(piece.as_bytes()));
+    }
+    out.extend(sse.finish(None));
+    let events = events(&out);
+    let done = &events.last().unwrap()["response"];
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["output"].as_array().unwrap().len(), 1);
+    assert_eq!(done["output"][0]["content"][0]["text"], "Hi");
+    assert_eq!(done["usage"], Value::Null);
+}
