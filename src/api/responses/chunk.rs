@@ -5,13 +5,12 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::json::{Count, First, Text};
+use super::json::{Count, Text};
 
 #[derive(Deserialize)]
 pub(crate) struct Chunk<'a> {
-    /// The first choice: the proxy asks for one.
     #[serde(borrow, default)]
-    pub choices: First<Choice<'a>>,
+    pub choices: Option<Vec<Choice<'a>>>,
     #[serde(default)]
     pub usage: Option<ChatUsage>,
     /// Google's error as an event (an object; anything else is not an error).

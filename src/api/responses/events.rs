@@ -82,7 +82,7 @@ impl Builder {
         if let Some(usage) = &chunk.usage {
             self.output.usage = Some(Usage::of(usage));
         }
-        let Some(choice) = &chunk.choices.0 else {
+        let Some(choice) = chunk.choices.as_ref().and_then(|c| c.first()) else {
             return;
         };
         if let Some(delta) = choice.delta.as_ref().or(choice.message.as_ref()) {
