@@ -10,6 +10,7 @@
 mod chunk;
 mod ending;
 mod events;
+mod input;
 mod items;
 mod json;
 mod messages;

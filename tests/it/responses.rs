@@ -296,3 +296,30 @@ async fn replayed_reasoning_items_are_accepted_and_not_sent() {
     );
     assert_eq!(received["reasoning_effort"], "low");
 }
+
+#[tokio::test]
+async fn an_output_that_answers_no_call_is_not_a_tool_message() {
+    // Codex adds `{"type": "function_call_output", "name", "namespace", "output"}`, with no
+    // call_id, when the model sets a goal; as a tool message with no id, Gemini 3 refuses it.
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let proxy = in_process_with(&vertex, &settings()).await;
+    let call = call_item(&proxy, "pro-preview", true).await;
+    let call_id = call["call_id"].as_str().unwrap().to_owned();
+    let body = json!({"model": "pro-preview", "stream": true, "tools": weather(), "input": [
+        {"type": "message", "role": "user", "content": "Paris"},
+        call,
+        {"type": "function_call_output", "call_id": call_id, "output": "sunny"},
+        {"type": "function_call_output", "name": "goal_objective", "namespace": "agent", "output": "find the weather"}]});
+    let answer = post(&proxy, "/v1/responses", KEY, &body.to_string()).await;
+    answer.expect(StatusCode::OK);
+    assert_eq!(
+        events(&answer).last().unwrap()["type"],
+        "response.completed"
+    );
+    let messages = vertex.received()[1].json()["messages"].clone();
+    assert_eq!(messages[2]["role"], "tool");
+    assert_eq!(
+        messages[3],
+        json!({"role": "user", "content": [{"type": "text", "text": "The output of agent.goal_objective, which answers no call:\nfind the weather"}]})
+    );
+}

@@ -5,55 +5,20 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::input::{Content, Item, Part, content, image, output_text, raw_or_null};
 use super::json::{Text, escaped, key, string};
 use super::refuse::{bad, stateless};
 use super::tools::Tools;
 use crate::error::ProxyError;
 
-/// An input item: a message, a call, a call's output, reasoning, or a hosted tool's item.
-#[derive(Deserialize)]
-struct Item<'a> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Text<'a>,
-    #[serde(borrow, default)]
-    role: Text<'a>,
-    #[serde(borrow, default)]
-    content: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    call_id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    name: Text<'a>,
-    #[serde(borrow, default)]
-    namespace: Text<'a>,
-    #[serde(borrow, default)]
-    arguments: Text<'a>,
-    #[serde(borrow, default)]
-    input: Text<'a>,
-    #[serde(borrow, default)]
-    output: Option<&'a RawValue>,
-}
-
-/// A content part: `input_text`, `output_text`, `input_image`, `input_file`, …
-#[derive(Deserialize)]
-struct Part<'a> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Text<'a>,
-    #[serde(borrow, default)]
-    text: Text<'a>,
-    #[serde(borrow, default)]
-    image_url: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    detail: Text<'a>,
-    #[serde(borrow, default)]
-    filename: Text<'a>,
-}
-
-/// A tool output's images, waiting for the end of the tool messages of their turn.
+/// What of a tool output waits for the end of the tool messages of its turn: its images, and
+/// the whole of an output that answers no call.
 struct Images<'a> {
     call_id: Option<&'a RawValue>,
+    /// An output without a `call_id`: `{namespace}.{name}` and its text, escaped.
+    orphan: Option<(String, Vec<u8>)>,
     parts: Vec<Part<'a>>,
 }
 
@@ -260,54 +225,60 @@ impl<'a> Messages<'_, 'a> {
     /// A call's output as a `tool` message: a string, or the text of its parts; its images
     /// wait for the user message after the tool messages.
     fn output(&mut self, item: &Item<'a>) -> Result<(), ProxyError> {
+        let Some(call_id) = item.call_id else {
+            return self.orphan(item);
+        };
         self.next();
         self.out
             .extend_from_slice(b"{\"role\":\"tool\",\"tool_call_id\":");
-        raw_or_null(self.out, item.call_id);
+        self.out.extend_from_slice(call_id.get().as_bytes());
         self.out.extend_from_slice(b",\"content\":");
-        let output = item.output.map(RawValue::get);
-        match output.map(|o| o.as_bytes()[0]) {
-            None => self.out.extend_from_slice(b"\"\""),
-            Some(b'"') => self.out.extend_from_slice(output.expect("read").as_bytes()),
-            Some(b'[') => {
-                let Content::Parts(parts) = content(item.output)? else {
-                    unreachable!("an array is parts")
-                };
-                let (images, rest): (Vec<Part>, Vec<Part>) =
-                    (parts.into_iter()).partition(|p| p.kind.get() == Some("input_image"));
+        match item.output.map(RawValue::get) {
+            // A string as the client wrote it.
+            Some(text) if text.starts_with('"') => self.out.extend_from_slice(text.as_bytes()),
+            output => {
                 self.out.push(b'"');
-                let mut first = true;
-                for part in &rest {
-                    let file = (part.kind.get() == Some("input_file")).then(|| {
-                        let name = part.filename.get().unwrap_or("a file");
-                        format!("[{name}: a file the proxy cannot pass on]")
-                    });
-                    let Some(text) = part.text.get().or(file.as_deref()) else {
-                        continue;
-                    };
-                    if !first {
-                        self.out.extend_from_slice(b"\\n");
-                    }
-                    first = false;
-                    escaped(self.out, text);
-                }
-                if first && !images.is_empty() {
-                    self.out
-                        .extend_from_slice(b"(the tool's output is the image in the next message)");
-                }
+                let images = output_text(self.out, output)?;
                 self.out.push(b'"');
                 if !images.is_empty() {
-                    let call_id = item.call_id;
-                    self.images.push(Images {
-                        call_id,
+                    let orphan = None;
+                    (self.images).push(Images {
+                        call_id: Some(call_id),
+                        orphan,
                         parts: images,
                     });
                 }
             }
-            // Anything else is sent as its JSON text.
-            Some(_) => string(self.out, output.expect("read")),
         }
         self.out.push(b'}');
+        Ok(())
+    }
+
+    /// An output that answers no call (Codex adds one, named, when the model sets a goal):
+    /// not a `tool` message, which must answer a call, but text in the user message after
+    /// the tool messages.
+    fn orphan(&mut self, item: &Item<'a>) -> Result<(), ProxyError> {
+        let name = item.name.get().unwrap_or("a tool");
+        let name = match item.namespace.get() {
+            Some(namespace) => format!("{namespace}.{name}"),
+            None => name.to_owned(),
+        };
+        let mut text = Vec::new();
+        let output = item.output.map(RawValue::get);
+        let parts = match output {
+            Some(string) if string.starts_with('"') => {
+                let string: Text = serde_json::from_str(string).unwrap_or_default();
+                escaped(&mut text, string.get().unwrap_or_default());
+                Vec::new()
+            }
+            output => output_text(&mut text, output)?,
+        };
+        let orphan = Some((name, text));
+        self.images.push(Images {
+            call_id: None,
+            orphan,
+            parts,
+        });
         Ok(())
     }
 
@@ -324,16 +295,28 @@ impl<'a> Messages<'_, 'a> {
             if n > 0 {
                 self.out.push(b',');
             }
-            let id: Text = (images.call_id)
-                .and_then(|id| serde_json::from_str(id.get()).ok())
-                .unwrap_or_default();
-            let id = id.get().unwrap_or("?");
-            let id = id.split("__thought__").next().unwrap_or(id);
-            self.out.extend_from_slice(
-                b"{\"type\":\"text\",\"text\":\"The image returned by tool call ",
-            );
-            escaped(self.out, id);
-            self.out.extend_from_slice(b":\"}");
+            self.out
+                .extend_from_slice(b"{\"type\":\"text\",\"text\":\"");
+            match &images.orphan {
+                Some((name, text)) => {
+                    self.out.extend_from_slice(b"The output of ");
+                    escaped(self.out, name);
+                    self.out.extend_from_slice(b", which answers no call:\\n");
+                    self.out.extend_from_slice(text);
+                }
+                None => {
+                    let id: Text = (images.call_id)
+                        .and_then(|id| serde_json::from_str(id.get()).ok())
+                        .unwrap_or_default();
+                    let id = id.get().unwrap_or("?");
+                    let id = id.split("__thought__").next().unwrap_or(id);
+                    self.out
+                        .extend_from_slice(b"The image returned by tool call ");
+                    escaped(self.out, id);
+                    self.out.push(b':');
+                }
+            }
+            self.out.extend_from_slice(b"\"}");
             for part in &images.parts {
                 self.out.push(b',');
                 image(self.out, part);
@@ -341,40 +324,4 @@ impl<'a> Messages<'_, 'a> {
         }
         self.out.extend_from_slice(b"]}");
     }
-}
-
-/// A message's content: a string, or parts (null or absent: none).
-enum Content<'a> {
-    Text(Text<'a>),
-    Parts(Vec<Part<'a>>),
-}
-
-fn content<'a>(content: Option<&'a RawValue>) -> Result<Content<'a>, ProxyError> {
-    let Some(content) = content else {
-        return Ok(Content::Parts(Vec::new()));
-    };
-    match content.get().as_bytes()[0] {
-        b'"' => Ok(Content::Text(
-            serde_json::from_str(content.get()).unwrap_or_default(),
-        )),
-        b'[' => serde_json::from_str(content.get())
-            .map(Content::Parts)
-            .map_err(|e| bad(format!("content parts must be objects: {e}"))),
-        _ => Ok(Content::Parts(Vec::new())),
-    }
-}
-
-/// `{"type":"image_url","image_url":{"url":…,"detail":…}}`
-fn image(out: &mut Vec<u8>, part: &Part) {
-    out.extend_from_slice(b"{\"type\":\"image_url\",\"image_url\":{\"url\":");
-    raw_or_null(out, part.image_url);
-    if let Some(detail) = part.detail.get() {
-        key(out, "detail");
-        string(out, detail);
-    }
-    out.extend_from_slice(b"}}");
-}
-
-fn raw_or_null(out: &mut Vec<u8>, value: Option<&RawValue>) {
-    out.extend_from_slice(value.map_or("null", |v| v.get()).as_bytes());
 }

@@ -645,3 +645,34 @@ fn odd_but_harmless_chunks_are_read_as_before() {
     assert_eq!(done["output"][0]["content"][0]["text"], "Hi");
     assert_eq!(done["usage"], Value::Null);
 }
+
+#[test]
+fn an_output_that_answers_no_call_is_text_after_the_tool_messages() {
+    // Codex adds a named output with no call_id when the model sets a goal.
+    let request = json!({"model": "flash", "input": [
+        {"type": "message", "role": "user", "content": "go"},
+        {"type": "function_call", "call_id": "call_a", "name": "create_goal", "arguments": "{}"},
+        {"type": "function_call", "call_id": "call_b", "name": "view_image", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_a", "output": "{\"goal\":1}"},
+        {"type": "function_call_output", "name": "goal_objective", "namespace": "agent", "output": "ship \"it\"\n"},
+        {"type": "function_call_output", "call_id": "call_b", "output": [{"type": "input_image", "image_url": "data:image/png;base64,AA"}]},
+        {"type": "function_call_output", "name": "note", "output": {"n": 1}},
+        {"type": "message", "role": "user", "content": "next"}]});
+    let messages = chat_of(&request)["messages"].clone();
+    let tool_text = "(the tool's output is the image in the next message)";
+    assert_eq!(
+        messages.as_array().unwrap()[2..],
+        json!([
+            {"role": "tool", "tool_call_id": "call_a", "content": "{\"goal\":1}"},
+            {"role": "tool", "tool_call_id": "call_b", "content": tool_text},
+            {"role": "user", "content": [
+                {"type": "text", "text": "The output of agent.goal_objective, which answers no call:\nship \"it\"\n"},
+                {"type": "text", "text": "The image returned by tool call call_b:"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+                {"type": "text", "text": "The output of note, which answers no call:\n{\"n\":1}"}]},
+            {"role": "user", "content": "next"},
+        ])
+        .as_array()
+        .unwrap()[..]
+    );
+}
