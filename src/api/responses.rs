@@ -7,12 +7,19 @@
 //! own relay edit, Gemini 3's signature splice, runs first on the answer); the way out is
 //! [`events`], for a whole answer here and for a stream as it comes in [`stream`].
 
+mod chunk;
 mod ending;
 mod events;
+mod input;
+mod items;
+mod json;
+mod messages;
+mod refuse;
 mod request;
 mod stream;
 #[cfg(test)]
 mod tests;
+mod tools;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,7 +31,8 @@ use http_body_util::BodyExt;
 use crate::body::{self, ProxyBody};
 use crate::error::ProxyError;
 use crate::upstream::is_sse;
-use events::{Builder, Context};
+use events::Builder;
+use items::Context;
 
 /// The largest whole (unstreamed) chat answer read to translate.
 const MAX_ANSWER: usize = 32 * 1024 * 1024;
@@ -106,24 +114,16 @@ impl Translation {
             return Ok(with_parts(reply(body, true), parts));
         }
         let bytes = read_whole(upstream).await?;
-        builder.quiet = !self.stream;
-        let chat: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
-            ProxyError::bad_gateway(
-                "upstream_answer",
-                "the upstream's answer is not a chat completion",
-            )
-        })?;
+        if !self.stream {
+            builder.quiet();
+        }
         builder.start();
-        builder.chunk(&chat);
-        let whole = builder.finish(true);
-        let response = match self.stream {
-            true => reply(body::full(builder.take()), true),
-            false => {
-                let mut bytes = serde_json::to_vec(&whole).expect("a JSON value serializes");
-                bytes.push(b'\n');
-                reply(body::full(bytes), false)
-            }
-        };
+        if !builder.data(&bytes) {
+            let message = "the upstream's answer is not a chat completion";
+            return Err(ProxyError::bad_gateway("upstream_answer", message));
+        }
+        builder.finish(true);
+        let response = reply(body::full(builder.take()), self.stream);
         Ok(with_parts(response, parts))
     }
 }

@@ -58,7 +58,7 @@ async fn a_streamed_text_answer_is_the_responses_events_and_vertex_gets_a_chat_c
     );
     assert_eq!(
         std::str::from_utf8(&received.body).unwrap(),
-        r#"{"messages":[{"content":"Be brief.","role":"system"},{"content":"hello there","role":"user"}],"model":"google/gemini-2.5-flash","stream":true,"stream_options":{"include_usage":true}}"#
+        r#"{"model":"google/gemini-2.5-flash","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hello there"}],"stream":true,"stream_options":{"include_usage":true}}"#
     );
     let events = events(&answer);
     assert_eq!(
@@ -222,4 +222,104 @@ async fn the_log_line_names_the_api_and_reads_the_usage() {
     assert_eq!(line["alias"], "flash");
     assert_eq!(line["usage"]["input_tokens"], 2);
     assert_eq!(line["usage"]["output_tokens"], 4);
+}
+
+#[tokio::test]
+async fn a_tools_images_reach_vertex_in_a_user_message_after_the_tool_results() {
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let proxy = in_process_with(&vertex, &settings()).await;
+    // The fake refuses what a strict endpoint refuses: images in a tool message, and a tool
+    // message that does not follow the calls or another result.
+    let call = json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_a", "type": "function", "function": {"name": "view_image", "arguments": "{}"}}]});
+    let image =
+        json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}});
+    for messages in [
+        json!([{"role": "user", "content": "look"}, call, {"role": "tool", "tool_call_id": "call_a", "content": [image]}]),
+        json!([{"role": "user", "content": "look"}, call, {"role": "user", "content": [image]}, {"role": "tool", "tool_call_id": "call_a", "content": "a.png"}]),
+    ] {
+        let body = json!({"model": "flash", "messages": messages});
+        let answer = post(&proxy, "/v1/chat/completions", KEY, &body.to_string()).await;
+        answer.expect(StatusCode::BAD_REQUEST);
+    }
+    let before = vertex.count();
+    // Codex's view_image: the output is parts, text and an image.
+    let body = json!({"model": "flash", "stream": true, "tools": [{"type": "function", "name": "view_image", "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}],
+        "input": [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "look at a.png"}]},
+            {"type": "function_call", "call_id": "call_a", "name": "view_image", "arguments": "{\"path\":\"a.png\"}"},
+            {"type": "function_call_output", "call_id": "call_a", "output": [
+                {"type": "input_text", "text": "a.png"},
+                {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}]}]});
+    let answer = post(&proxy, "/v1/responses", KEY, &body.to_string()).await;
+    answer.expect(StatusCode::OK);
+    assert_eq!(
+        events(&answer).last().unwrap()["type"],
+        "response.completed"
+    );
+    let received = vertex.received()[before].json();
+    assert_eq!(
+        received["messages"],
+        json!([
+            {"role": "user", "content": "look at a.png"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_a", "type": "function", "function": {"name": "view_image", "arguments": "{\"path\":\"a.png\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_a", "content": "a.png"},
+            {"role": "user", "content": [
+                {"type": "text", "text": "The image returned by tool call call_a:"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn replayed_reasoning_items_are_accepted_and_not_sent() {
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let proxy = in_process_with(&vertex, &settings()).await;
+    let body = json!({"model": "pro-preview", "stream": false, "include": ["reasoning.encrypted_content"],
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "input": [
+            {"type": "message", "role": "user", "content": "hi"},
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "Thinking."}], "encrypted_content": "gAAAAB-opaque"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hello."}]},
+            {"type": "reasoning", "id": "rs_2", "summary": [], "encrypted_content": null},
+            {"type": "message", "role": "user", "content": "again"}]});
+    let answer = post(&proxy, "/v1/responses", KEY, &body.to_string()).await;
+    answer.expect(StatusCode::OK);
+    assert_eq!(
+        answer.json()["output"][0]["content"][0]["text"],
+        "You said: again"
+    );
+    let received = vertex.received()[0].json();
+    assert_eq!(
+        received["messages"],
+        json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello."},
+               {"role": "user", "content": "again"}])
+    );
+    assert_eq!(received["reasoning_effort"], "low");
+}
+
+#[tokio::test]
+async fn an_output_that_answers_no_call_is_not_a_tool_message() {
+    // Codex adds `{"type": "function_call_output", "name", "namespace", "output"}`, with no
+    // call_id, when the model sets a goal; as a tool message with no id, Gemini 3 refuses it.
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let proxy = in_process_with(&vertex, &settings()).await;
+    let call = call_item(&proxy, "pro-preview", true).await;
+    let call_id = call["call_id"].as_str().unwrap().to_owned();
+    let body = json!({"model": "pro-preview", "stream": true, "tools": weather(), "input": [
+        {"type": "message", "role": "user", "content": "Paris"},
+        call,
+        {"type": "function_call_output", "call_id": call_id, "output": "sunny"},
+        {"type": "function_call_output", "name": "goal_objective", "namespace": "agent", "output": "find the weather"}]});
+    let answer = post(&proxy, "/v1/responses", KEY, &body.to_string()).await;
+    answer.expect(StatusCode::OK);
+    assert_eq!(
+        events(&answer).last().unwrap()["type"],
+        "response.completed"
+    );
+    let messages = vertex.received()[1].json()["messages"].clone();
+    assert_eq!(messages[2]["role"], "tool");
+    assert_eq!(
+        messages[3],
+        json!({"role": "user", "content": [{"type": "text", "text": "The output of agent.goal_objective, which answers no call:\nfind the weather"}]})
+    );
 }

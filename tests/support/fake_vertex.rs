@@ -130,11 +130,48 @@ pub fn gemini3_refusal(r: &Recorded) -> Option<Reply> {
 /// The stand-in's answer to a request (echo, a signed call to the first tool, SSE when asked),
 /// refusing what Vertex refuses.
 pub fn stand_in(r: &Recorded) -> Reply {
+    if let Some(refusal) = tool_message_refusal(r) {
+        return refusal;
+    }
     Reply::Respond(vertex_proxy::demo::vertex_answer(
         &r.path,
         &r.headers,
         &r.json(),
     ))
+}
+
+/// Vertex's refusal of a chat completion whose tool results are out of place, as a strict
+/// OpenAI-compatible endpoint refuses them: a `tool` message carries text (a string, or `text`
+/// parts: no images), and follows the assistant's `tool_calls` or another tool message, so
+/// that a step's results are contiguous.
+pub fn tool_message_refusal(r: &Recorded) -> Option<Reply> {
+    if !r.path.ends_with("/chat/completions") {
+        return None;
+    }
+    let body = r.json();
+    let messages = body["messages"].as_array()?;
+    for (n, message) in messages.iter().enumerate() {
+        if message["role"] != "tool" {
+            continue;
+        }
+        let content = &message["content"];
+        let text = content.is_string()
+            || (content.as_array()).is_some_and(|parts| parts.iter().all(|p| p["type"] == "text"));
+        let before = n.checked_sub(1).map(|b| &messages[b]);
+        let placed = before.is_some_and(|b| {
+            b["role"] == "tool" || (b["role"] == "assistant" && b["tool_calls"].is_array())
+        });
+        let message = match (text, placed) {
+            (false, _) => format!("messages[{n}]: a tool message's content must be text."),
+            (_, false) => format!(
+                "messages[{n}]: a tool message must follow the assistant message with its tool_calls, or another tool message."
+            ),
+            _ => continue,
+        };
+        let envelope = serde_json::json!([{"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}}]);
+        return Some(Reply::Json(StatusCode::BAD_REQUEST, envelope.to_string()));
+    }
+    None
 }
 
 /// Google's error envelope, wrapped in an array as Vertex's OpenAI endpoint sends it, with

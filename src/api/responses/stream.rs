@@ -5,12 +5,11 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use hyper::body::{Body, Frame, SizeHint};
-use serde_json::{Value, json};
-
+use super::ending::Failure;
 use super::events::Builder;
 use crate::body::{BoxError, ProxyBody};
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
 
 /// The longest SSE event held while it arrives; a chunk is a few KB.
 const MAX_EVENT: usize = 4 * 1024 * 1024;
@@ -46,12 +45,17 @@ impl Sse {
     pub fn edit(&mut self, bytes: &[u8]) -> Vec<u8> {
         let mut rest = bytes;
         while let Some(end) = memchr::memchr(b'\n', rest) {
-            let mut line = std::mem::take(&mut self.line);
-            line.extend_from_slice(&rest[..end]);
-            if line.last() == Some(&b'\r') {
-                line.pop();
+            // A whole line is read where it lies; only one that came in pieces is copied (and
+            // the buffer kept for the next).
+            if self.line.is_empty() {
+                self.line_of(&rest[..end]);
+            } else {
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(&rest[..end]);
+                self.line_of(&line);
+                line.clear();
+                self.line = line;
             }
-            self.line_of(&line);
             rest = &rest[end + 1..];
         }
         self.line.extend_from_slice(rest);
@@ -59,13 +63,13 @@ impl Sse {
             self.line.clear();
             self.data.clear();
             let message = "the upstream sent an event larger than the proxy reads";
-            self.builder
-                .fail(json!({"code": "server_error", "message": message}));
+            self.builder.fail(Failure::server_error(message));
         }
         self.builder.take()
     }
 
     fn line_of(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             self.dispatch();
         } else if let Some(data) = line.strip_prefix(b"data:") {
@@ -78,21 +82,15 @@ impl Sse {
     }
 
     fn dispatch(&mut self) {
-        let data = std::mem::take(&mut self.data);
-        let data = data.trim_ascii();
-        if data == b"[DONE]" {
-            self.done = true;
-            return;
+        let mut data = std::mem::take(&mut self.data);
+        match data.trim_ascii() {
+            b"[DONE]" => self.done = true,
+            // Keep-alives (`data: : keepalive`) and anything that is no chat completion are
+            // not chunks.
+            chunk => _ = self.builder.data(chunk),
         }
-        // Keep-alives (`data: : keepalive`) and anything that is no JSON are not chunks.
-        let Ok(chunk) = serde_json::from_slice::<Value>(data) else {
-            return;
-        };
-        // Vertex wraps some errors in an array.
-        match &chunk {
-            Value::Array(items) => items.iter().for_each(|c| self.builder.chunk(c)),
-            chunk => self.builder.chunk(chunk),
-        }
+        data.clear();
+        self.data = data;
     }
 
     /// The stream has ended (`failed`: broken): the last events.
@@ -103,8 +101,7 @@ impl Sse {
         }
         self.dispatch();
         if let Some(message) = failed {
-            self.builder
-                .fail(json!({"code": "server_error", "message": message}));
+            self.builder.fail(Failure::server_error(message));
         }
         self.builder.finish(self.done);
         self.builder.take()

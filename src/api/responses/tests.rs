@@ -3,7 +3,8 @@
 use serde_json::{Value, json};
 
 use super::ending::failure;
-use super::events::{Builder, Context};
+use super::events::Builder;
+use super::items::Context;
 use super::request::translate;
 use super::stream::Sse;
 
@@ -381,13 +382,13 @@ fn errors_mid_stream_and_a_cut_stream_end_in_response_failed() {
 
 #[test]
 fn failures_use_the_codes_codex_acts_on() {
-    let code = |status, google, message| failure(status, google, message, Some(12))["code"].clone();
+    let code = |status, google, message| failure(status, google, message, Some(12)).code;
     assert_eq!(
         code(429, Some("RESOURCE_EXHAUSTED"), "busy"),
         "rate_limit_exceeded"
     );
     assert_eq!(
-        failure(429, None, "Busy.", Some(12))["message"],
+        failure(429, None, "Busy.", Some(12)).message,
         "Busy. Please try again in 12s."
     );
     assert_eq!(
@@ -409,14 +410,17 @@ fn failures_use_the_codes_codex_acts_on() {
 #[test]
 fn a_whole_answer_is_one_response_object() {
     let mut builder = builder(json!([{"type": "function", "name": "get_weather"}]));
+    builder.quiet();
     builder.start();
-    builder.chunk(&json!({"id": "chatcmpl-1", "object": "chat.completion", "choices": [{"index": 0,
+    let answer = json!({"id": "chatcmpl-1", "object": "chat.completion", "choices": [{"index": 0,
         "message": {"role": "assistant", "content": "Let me look.", "tool_calls": [
             {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
         "finish_reason": "tool_calls"}],
         "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13,
-                  "completion_tokens_details": {"reasoning_tokens": 2}}}));
-    let response = builder.finish(true);
+                  "completion_tokens_details": {"reasoning_tokens": 2}}});
+    assert!(builder.data(answer.to_string().as_bytes()));
+    builder.finish(true);
+    let response: Value = serde_json::from_slice(&builder.take()).unwrap();
     assert_eq!(response["object"], "response");
     assert_eq!(response["status"], "completed");
     assert_eq!(response["model"], "flash");
@@ -430,4 +434,245 @@ fn a_whole_answer_is_one_response_object() {
         2
     );
     assert_eq!(response["usage"]["input_tokens"], 9);
+}
+
+/// Every control character, quotes, backslashes, non-ASCII (kept as UTF-8), and text that
+/// looks like an escape already.
+fn nasty() -> String {
+    let mut text: String = (0u8..0x20).map(char::from).collect();
+    text.push_str("\"quoted\" back\\slash / 🦀 é \u{7f} \u{2028}\u{2029} \\u0000 \\\" \\n \u{fffd} \u{10ffff} </script>");
+    text
+}
+
+#[test]
+fn the_encoder_escapes_strings_as_json_requires() {
+    let nasty = nasty();
+    for text in [nasty.as_str(), "", "plain", "\\", "\"", "\u{0}", "🦀"] {
+        let mut out = Vec::new();
+        super::json::string(&mut out, text);
+        let back: String = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back, text);
+        // As serde_json writes it: non-ASCII as its UTF-8 bytes, control characters short or
+        // as `\u00XX`.
+        assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text:?}");
+    }
+    let mut out = Vec::new();
+    super::json::string(&mut out, &nasty);
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("🦀 é") && out.contains("\\u001f") && out.contains("\\b\\t\\n"));
+}
+
+#[test]
+fn awkward_strings_survive_both_directions() {
+    let nasty = nasty();
+    // The way in: instructions, a message, a call's arguments and its output.
+    let request = json!({"model": "flash", "instructions": nasty, "input": [
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": nasty}]},
+        {"type": "function_call", "call_id": nasty, "name": "f", "arguments": nasty},
+        {"type": "custom_tool_call", "call_id": "c", "name": "p", "input": nasty},
+        {"type": "function_call_output", "call_id": nasty, "output": nasty},
+        {"type": "custom_tool_call_output", "call_id": "c", "output": [{"type": "input_text", "text": nasty}]}],
+        "tools": [{"type": "function", "name": "f", "description": nasty, "parameters": {"type": "object", "description": nasty}},
+                  {"type": "custom", "name": "p", "description": nasty}]});
+    let chat = chat_of(&request);
+    let messages = chat["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["content"], nasty.as_str());
+    assert_eq!(messages[1]["content"], nasty.as_str());
+    assert_eq!(messages[2]["tool_calls"][0]["id"], nasty.as_str());
+    assert_eq!(
+        messages[2]["tool_calls"][0]["function"]["arguments"],
+        nasty.as_str()
+    );
+    let input: Value = serde_json::from_str(
+        messages[2]["tool_calls"][1]["function"]["arguments"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(input, json!({"input": nasty}));
+    assert_eq!(messages[3]["content"], nasty.as_str());
+    assert_eq!(messages[4]["content"], nasty.as_str());
+    assert_eq!(chat["tools"][0]["function"]["description"], nasty.as_str());
+    assert_eq!(
+        chat["tools"][0]["function"]["parameters"]["description"],
+        nasty.as_str()
+    );
+    assert!(
+        chat["tools"][1]["function"]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with(&nasty)
+    );
+    // The way out: reasoning, text, a call's id, name and arguments, a custom tool's input.
+    let tools = json!([{"type": "function", "name": nasty}, {"type": "custom", "name": "p"}]);
+    let mut sse = Sse::new(builder(tools));
+    let mut out = sse.start();
+    let call = |index: u64, name: &str, arguments: &str| json!({"tool_calls": [{"index": index, "id": nasty, "type": "function", "function": {"name": name, "arguments": arguments}}]});
+    let custom = json!({"input": nasty}).to_string();
+    for piece in [
+        chunk(json!({"reasoning_content": nasty}), Value::Null),
+        chunk(json!({"content": nasty}), Value::Null),
+        chunk(call(0, &nasty, &nasty), Value::Null),
+        chunk(call(1, "p", &custom), json!("tool_calls")),
+        USAGE.to_owned(),
+    ] {
+        out.extend(sse.edit(piece.as_bytes()));
+    }
+    out.extend(sse.finish(None));
+    let events = events(&out);
+    let done = &events.last().unwrap()["response"]["output"];
+    assert_eq!(done[0]["summary"][0]["text"], nasty.as_str());
+    assert_eq!(done[1]["content"][0]["text"], nasty.as_str());
+    assert_eq!(
+        (&done[2]["call_id"], &done[2]["name"], &done[2]["arguments"]),
+        (&json!(nasty), &json!(nasty), &json!(nasty))
+    );
+    assert_eq!(done[3]["input"], nasty.as_str());
+    let deltas: Vec<&Value> = (events.iter())
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .map(|e| &e["delta"])
+        .collect();
+    assert_eq!(deltas, [&json!(nasty)]);
+}
+
+#[test]
+fn a_tools_images_go_in_a_user_message_after_the_tool_messages() {
+    let image = |url: &str| json!({"type": "input_image", "image_url": url});
+    let request = json!({"model": "flash", "input": [
+        {"type": "message", "role": "user", "content": "look"},
+        {"type": "function_call", "call_id": "call_a__thought__c2ln", "name": "view_image", "arguments": "{\"path\":\"a.png\"}"},
+        {"type": "function_call", "call_id": "call_b", "name": "view_image", "arguments": "{\"path\":\"b.png\"}"},
+        {"type": "function_call_output", "call_id": "call_a__thought__c2ln", "output": [
+            {"type": "input_text", "text": "a.png"}, image("data:image/png;base64,AAAA")]},
+        {"type": "function_call_output", "call_id": "call_b", "output": [
+            {"type": "input_image", "image_url": "https://example.com/b.png", "detail": "high"}]},
+        {"type": "reasoning", "summary": [], "encrypted_content": null},
+        {"type": "custom_tool_call", "call_id": "call_c", "name": "shot", "input": "x"},
+        {"type": "custom_tool_call_output", "call_id": "call_c", "output": [
+            image("data:image/jpeg;base64,BBBB"), {"type": "input_file", "filename": "notes.pdf", "file_data": "data:application/pdf;base64,CC"}]},
+        {"type": "message", "role": "user", "content": "and now?"}]});
+    let chat = chat_of(&request);
+    let tool_text = "(the tool's output is the image in the next message)";
+    assert_eq!(
+        chat["messages"],
+        json!([
+            {"role": "user", "content": "look"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_a__thought__c2ln", "type": "function", "function": {"name": "view_image", "arguments": "{\"path\":\"a.png\"}"}},
+                {"id": "call_b", "type": "function", "function": {"name": "view_image", "arguments": "{\"path\":\"b.png\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_a__thought__c2ln", "content": "a.png"},
+            {"role": "tool", "tool_call_id": "call_b", "content": tool_text},
+            {"role": "user", "content": [
+                {"type": "text", "text": "The image returned by tool call call_a:"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                {"type": "text", "text": "The image returned by tool call call_b:"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/b.png", "detail": "high"}}]},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_c", "type": "function", "function": {"name": "shot", "arguments": "{\"input\":\"x\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_c", "content": "[notes.pdf: a file the proxy cannot pass on]"},
+            {"role": "user", "content": [
+                {"type": "text", "text": "The image returned by tool call call_c:"},
+                {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,BBBB"}}]},
+            {"role": "user", "content": "and now?"},
+        ])
+    );
+    // At the end of the input too.
+    let request = json!({"model": "flash", "input": [
+        {"type": "function_call", "call_id": "call_a", "name": "view_image", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_a", "output": [image("data:image/png;base64,AAAA")]}]});
+    let messages = chat_of(&request)["messages"].clone();
+    assert_eq!(messages.as_array().unwrap().len(), 3);
+    assert_eq!(messages[2]["role"], "user");
+    assert_eq!(
+        messages[2]["content"][1]["image_url"]["url"],
+        "data:image/png;base64,AAAA"
+    );
+}
+
+#[test]
+fn replayed_reasoning_items_are_dropped_and_ours_carry_no_encrypted_content() {
+    // What Codex replays: the items it got, with or without encrypted content, any summary.
+    let mut sse = Sse::new(builder(json!([])));
+    let mut out = sse.start();
+    out.extend(sse.edit(chunk(json!({"reasoning_content": "Hmm."}), Value::Null).as_bytes()));
+    out.extend(sse.edit(chunk(json!({"content": "Hi"}), json!("stop")).as_bytes()));
+    out.extend(sse.finish(None));
+    let ours = events(&out).last().unwrap()["response"]["output"][0].clone();
+    assert_eq!(ours["type"], "reasoning");
+    assert!(ours.get("encrypted_content").is_none(), "{ours}");
+    let replayed = [
+        ours,
+        json!({"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "x"}], "encrypted_content": "gAAAAB"}),
+        json!({"type": "reasoning", "summary": [], "encrypted_content": null}),
+        json!({"type": "reasoning", "summary": "odd", "content": [{"type": "reasoning_text", "text": "y"}]}),
+        json!({"type": "reasoning"}),
+    ];
+    for item in replayed {
+        let request = json!({"model": "flash", "include": ["reasoning.encrypted_content"],
+            "input": [{"type": "message", "role": "user", "content": "hi"}, item,
+                      {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hi"}]}]});
+        let chat = chat_of(&request);
+        assert_eq!(
+            chat["messages"],
+            json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hi"}])
+        );
+    }
+}
+
+#[test]
+fn odd_but_harmless_chunks_are_read_as_before() {
+    let mut sse = Sse::new(builder(json!([])));
+    let mut out = sse.start();
+    for piece in [
+        "data: {\"choices\":null,\"usage\":null}\n\n".to_owned(),
+        ": a comment\n\ndata: : keepalive\n\n".to_owned(),
+        chunk(
+            json!({"content": null, "reasoning": {"text": "an object"}, "tool_calls": null}),
+            Value::Null,
+        ),
+        // A second choice is not read; `\r\n` line ends; an escaped string.
+        "data: {\"choices\":[{\"delta\":{\"content\":\"H\\u0069\"}},{\"delta\":{\"content\":\"no\"}}]}\r\n\r\n".to_owned(),
+        chunk(json!({"role": "assistant"}), json!("stop")),
+        "data: [DONE]\n\n".to_owned(),
+    ] {
+        out.extend(sse.edit(piece.as_bytes()));
+    }
+    out.extend(sse.finish(None));
+    let events = events(&out);
+    let done = &events.last().unwrap()["response"];
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["output"].as_array().unwrap().len(), 1);
+    assert_eq!(done["output"][0]["content"][0]["text"], "Hi");
+    assert_eq!(done["usage"], Value::Null);
+}
+
+#[test]
+fn an_output_that_answers_no_call_is_text_after_the_tool_messages() {
+    // Codex adds a named output with no call_id when the model sets a goal.
+    let request = json!({"model": "flash", "input": [
+        {"type": "message", "role": "user", "content": "go"},
+        {"type": "function_call", "call_id": "call_a", "name": "create_goal", "arguments": "{}"},
+        {"type": "function_call", "call_id": "call_b", "name": "view_image", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_a", "output": "{\"goal\":1}"},
+        {"type": "function_call_output", "name": "goal_objective", "namespace": "agent", "output": "ship \"it\"\n"},
+        {"type": "function_call_output", "call_id": "call_b", "output": [{"type": "input_image", "image_url": "data:image/png;base64,AA"}]},
+        {"type": "function_call_output", "name": "note", "output": {"n": 1}},
+        {"type": "message", "role": "user", "content": "next"}]});
+    let messages = chat_of(&request)["messages"].clone();
+    let tool_text = "(the tool's output is the image in the next message)";
+    assert_eq!(
+        messages.as_array().unwrap()[2..],
+        json!([
+            {"role": "tool", "tool_call_id": "call_a", "content": "{\"goal\":1}"},
+            {"role": "tool", "tool_call_id": "call_b", "content": tool_text},
+            {"role": "user", "content": [
+                {"type": "text", "text": "The output of agent.goal_objective, which answers no call:\nship \"it\"\n"},
+                {"type": "text", "text": "The image returned by tool call call_b:"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+                {"type": "text", "text": "The output of note, which answers no call:\n{\"n\":1}"}]},
+            {"role": "user", "content": "next"},
+        ])
+        .as_array()
+        .unwrap()[..]
+    );
 }

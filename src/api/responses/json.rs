@@ -1,0 +1,167 @@
+//! The bridge's JSON, by hand: strings escaped straight into the output buffer (events, the
+//! response object and the chat body are written, not built as trees and serialised), and
+//! lenient readers for the members of what clients and upstreams send, which read anything
+//! that is not what they expect as absent, as `Value::as_str` did.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// `text` as a JSON string.
+pub(crate) fn string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    escaped(out, text);
+    out.push(b'"');
+}
+
+/// `text` as the inside of a JSON string: quotes, backslashes and control characters
+/// escaped, everything else (non-ASCII included) as its UTF-8 bytes, as serde_json writes it.
+pub(crate) fn escaped(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    // Almost every string needs no escaping. A check without early exit is vectorised.
+    let special = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    if !bytes.iter().fold(false, |found, &b| found | special(b)) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    let mut plain = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        let short = match byte {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x08 => b'b',
+            0x0c => b'f',
+            0..0x20 => b'u',
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[plain..at]);
+        plain = at + 1;
+        if short == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let (high, low) = (HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]);
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', high, low]);
+        } else {
+            out.extend_from_slice(&[b'\\', short]);
+        }
+    }
+    out.extend_from_slice(&bytes[plain..]);
+}
+
+pub(crate) fn uint(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+/// `,"name":` for a name of our own, which needs no escaping.
+pub(crate) fn key(out: &mut Vec<u8>, name: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// A string member, borrowed where it has no escapes; anything else (a number, an object,
+/// null) reads as absent.
+#[derive(Debug, Default)]
+pub(crate) struct Text<'a>(pub Option<Cow<'a, str>>);
+
+impl Text<'_> {
+    pub fn get(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+/// A count member: anything but a non-negative integer reads as absent.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Count(pub Option<u64>);
+
+impl Count {
+    pub fn or(self, default: u64) -> u64 {
+        self.0.unwrap_or(default)
+    }
+}
+
+/// Reads any JSON value, keeping what `keep` makes of a string or an unsigned integer.
+struct Lenient<T>(PhantomData<T>);
+
+trait Kept<'de>: Default {
+    fn string(_: Cow<'de, str>) -> Self {
+        Self::default()
+    }
+    fn unsigned(_: u64) -> Self {
+        Self::default()
+    }
+}
+
+impl<'de: 'a, 'a> Kept<'de> for Text<'a> {
+    fn string(text: Cow<'de, str>) -> Self {
+        Text(Some(text))
+    }
+}
+
+impl Kept<'_> for Count {
+    fn unsigned(count: u64) -> Self {
+        Count(Some(count))
+    }
+}
+
+impl<'de, T: Kept<'de>> Visitor<'de> for Lenient<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<T, E> {
+        Ok(T::string(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<T, E> {
+        Ok(T::string(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<T, E> {
+        Ok(T::string(Cow::Owned(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<T, E> {
+        Ok(T::unsigned(v))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_unit<E>(self) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_none<E>(self) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(T::default())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(T::default())
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Lenient(PhantomData))
+    }
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Lenient(PhantomData))
+    }
+}
