@@ -353,20 +353,12 @@ fn shorten(name: &str) -> String {
 /// publisher, since that is the only thing it can mean there.
 pub(crate) fn normalise_model_id(id: &str) -> Result<String, String> {
     let id = id.trim();
-    if id.contains('/') {
-        if is_raw_model_id(id) {
-            Ok(id.to_owned())
-        } else {
-            Err(format!(
-                "model id {id:?} must look like \"publisher/model\", e.g. \"google/gemini-2.5-flash\""
-            ))
-        }
-    } else if is_id_part(id) {
-        Ok(format!("google/{id}"))
-    } else {
-        Err(format!(
+    match id.contains('/') {
+        true if is_raw_model_id(id) => Ok(id.to_owned()),
+        false if is_id_part(id) => Ok(format!("google/{id}")),
+        _ => Err(format!(
             "model id {id:?} must look like \"publisher/model\", e.g. \"google/gemini-2.5-flash\""
-        ))
+        )),
     }
 }
 
