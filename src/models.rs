@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderName, Uri};
 
 use serde_json::{Map, Value, json};
@@ -96,6 +97,9 @@ pub struct Route {
     pub kind: Kind,
     /// The upstream's model id, spliced into the body: `google/gemini-2.5-flash`.
     pub model: String,
+    /// `model` as a JSON string, made once with the route rather than for each request's
+    /// splice (two allocations and the escaping, a request).
+    pub model_json: Bytes,
     /// Vertex's locations, never empty for a Vertex kind; a request goes to the first. A
     /// service has none.
     pub locations: Vec<String>,
@@ -113,6 +117,7 @@ impl Route {
     pub fn vertex(model: String, location: String) -> Route {
         Route {
             kind: Kind::of(&model),
+            model_json: crate::rewrite::json_string(&model),
             model,
             locations: vec![location],
             upstream: None,
@@ -248,6 +253,7 @@ impl Aliases {
                 Kind::Service => *route = Route::vertex(model.clone(), default_location.to_owned()),
                 _ => {
                     route.kind = Kind::of(&model);
+                    route.model_json = crate::rewrite::json_string(&model);
                     route.model.clone_from(&model);
                 }
             })
@@ -347,20 +353,12 @@ fn shorten(name: &str) -> String {
 /// publisher, since that is the only thing it can mean there.
 pub(crate) fn normalise_model_id(id: &str) -> Result<String, String> {
     let id = id.trim();
-    if id.contains('/') {
-        if is_raw_model_id(id) {
-            Ok(id.to_owned())
-        } else {
-            Err(format!(
-                "model id {id:?} must look like \"publisher/model\", e.g. \"google/gemini-2.5-flash\""
-            ))
-        }
-    } else if is_id_part(id) {
-        Ok(format!("google/{id}"))
-    } else {
-        Err(format!(
+    match id.contains('/') {
+        true if is_raw_model_id(id) => Ok(id.to_owned()),
+        false if is_id_part(id) => Ok(format!("google/{id}")),
+        _ => Err(format!(
             "model id {id:?} must look like \"publisher/model\", e.g. \"google/gemini-2.5-flash\""
-        ))
+        )),
     }
 }
 

@@ -100,12 +100,13 @@ fn syntax_reason(error: &serde_json::Error) -> String {
     }
 }
 
-/// The body with the `model` value replaced by `model`, every other byte unchanged, as three
-/// pieces that share the original buffer: nothing of a large body is copied.
-pub fn splice_model(body: &Bytes, span: &Range<usize>, model: &str) -> [Bytes; 3] {
+/// The body with the `model` value replaced by `model_json` (a JSON string: the route's
+/// `model_json`), every other byte unchanged, as three pieces that share the original buffer:
+/// nothing of a large body is copied.
+pub fn splice_model(body: &Bytes, span: &Range<usize>, model_json: &Bytes) -> [Bytes; 3] {
     [
         body.slice(..span.start),
-        json_string(model),
+        model_json.clone(),
         body.slice(span.end..),
     ]
 }
@@ -281,8 +282,12 @@ mod tests {
 
     fn rewrite(body: &str, model: &str) -> Result<(String, String), ProxyError> {
         let field = find_model(body.as_bytes())?;
-        let out =
-            splice_model(&Bytes::copy_from_slice(body.as_bytes()), &field.span, model).concat();
+        let out = splice_model(
+            &Bytes::copy_from_slice(body.as_bytes()),
+            &field.span,
+            &json_string(model),
+        )
+        .concat();
         Ok((field.name, String::from_utf8(out).unwrap()))
     }
 

@@ -12,6 +12,7 @@ use std::sync::LazyLock;
 use bytes::Bytes;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// How much of the end of a response is kept; the usage object is a few hundred bytes.
@@ -264,17 +265,16 @@ fn last_gemini_usage(bytes: &[u8]) -> Option<Usage> {
     let mut end = bytes.len();
     while let Some(at) = memchr::memmem::rfind(&bytes[..end], needle) {
         end = at;
-        let object = object_after(bytes, at, needle.len());
-        if let Some(gemini) = object.and_then(|o| serde_json::from_slice::<GeminiUsage>(o).ok()) {
+        if let Some(gemini) = object_after::<GeminiUsage>(bytes, at, needle.len()) {
             return Some(gemini.into());
         }
     }
     None
 }
 
-/// The object that is the value of the key at `at` (`len` bytes, quotes included), if it is
-/// one.
-fn object_after(bytes: &[u8], at: usize, len: usize) -> Option<&[u8]> {
+/// The object that is the value of the key at `at` (`len` bytes, quotes included), read as
+/// a `T`, if it is one.
+fn object_after<T: DeserializeOwned>(bytes: &[u8], at: usize, len: usize) -> Option<T> {
     // An escaped quote means the word was inside a string (say, in the model's answer).
     if at > 0 && bytes[at - 1] == b'\\' {
         return None;
@@ -284,41 +284,16 @@ fn object_after(bytes: &[u8], at: usize, len: usize) -> Option<&[u8]> {
     if rest.first() != Some(&b'{') {
         return None;
     }
-    balanced_object(rest)
+    // serde stops at the object's closing brace and leaves what follows (the rest of the
+    // answer) unread: one pass over the object, where finding its end first and then parsing
+    // it took two (about 1 k instructions an answer, callgrind).
+    T::deserialize(&mut serde_json::Deserializer::from_slice(rest)).ok()
 }
 
 /// The usage object whose key starts at `at`, if it is one.
 fn usage_at(bytes: &[u8], at: usize) -> Option<Usage> {
     // `"usage": null` in a chunk that has none is no object.
-    serde_json::from_slice::<Usage>(object_after(bytes, at, b"\"usage\"".len())?).ok()
-}
-
-/// The JSON object at the start of `bytes`, up to its matching brace.
-fn balanced_object(bytes: &[u8]) -> Option<&[u8]> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => {
-                depth = depth.checked_sub(1)?;
-                if depth == 0 {
-                    return Some(&bytes[..=i]);
-                }
-            }
-            _ => {}
-        }
-    }
-    None
+    object_after(bytes, at, b"\"usage\"".len())
 }
 
 #[cfg(test)]
@@ -402,6 +377,12 @@ mod tests {
         );
         assert_eq!(usage_of(&["{\"usage\": {\"prompt_tokens\": 1"]), None);
         assert_eq!(usage_of(&[]), None);
+    }
+
+    #[test]
+    fn a_usage_object_that_does_not_parse_gives_way_to_the_one_before() {
+        let body = "{\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":30,\"total_tokens\":42}}\n{\"usage\":{\"prompt_tokens\":}} {\"usage\":{\"prompt_tokens\":1]}";
+        assert_eq!(usage_of(&[body]), Some(USAGE));
     }
 
     #[test]

@@ -153,14 +153,16 @@ impl Held {
         let share = ReadError::OverShare { share: self.share };
         let over = ReadError::OverBudget { budget: self.bytes };
         let wanted = u32::try_from(bytes).map_err(|_| share.clone())?;
-        let started = Instant::now();
-        let key = acquire(&self.key, wanted, self.wait).await;
-        let left = self.wait.saturating_sub(started.elapsed());
+        let (key, waited) = acquire(&self.key, wanted, self.wait).await;
+        self.wait = self.wait.saturating_sub(waited);
         let all = match key {
-            Some(_) => acquire(&self.all, wanted, left).await,
+            Some(_) => {
+                let (all, waited) = acquire(&self.all, wanted, self.wait).await;
+                self.wait = self.wait.saturating_sub(waited);
+                all
+            }
             None => None,
         };
-        self.wait = self.wait.saturating_sub(started.elapsed());
         let key = key.ok_or(share)?;
         let all = all.ok_or(over)?;
         match &mut self.permits {
@@ -174,17 +176,23 @@ impl Held {
     }
 }
 
-/// `wanted` permits of `semaphore`, at once or within `wait`.
+/// `wanted` permits of `semaphore`, at once or within `wait`, and how long that took. The
+/// clock is read only when there is a wait: most requests find their permits at once.
 async fn acquire(
     semaphore: &Arc<Semaphore>,
     wanted: u32,
     wait: Duration,
-) -> Option<OwnedSemaphorePermit> {
+) -> (Option<OwnedSemaphorePermit>, Duration) {
     if let Ok(permit) = semaphore.clone().try_acquire_many_owned(wanted) {
-        return Some(permit);
+        return (Some(permit), Duration::ZERO);
     }
+    let started = Instant::now();
     let acquire = semaphore.clone().acquire_many_owned(wanted);
-    tokio::time::timeout(wait, acquire).await.ok()?.ok()
+    let permit = tokio::time::timeout(wait, acquire)
+        .await
+        .ok()
+        .and_then(Result::ok);
+    (permit, started.elapsed())
 }
 
 /// Reads the whole body into one buffer, never past the limit and within the timeout, at a
@@ -207,7 +215,9 @@ pub async fn read_bounded(
     }
     let capacity = declared.map_or(0, |len| (len as usize).min(FIRST_CAPACITY));
     let timeout = limits.timeout;
-    tokio::time::timeout(timeout, read(body, limits, capacity, held))
+    // One reading of the clock for both of the read's timers.
+    let now = Instant::now();
+    tokio::time::timeout_at(now + timeout, read(body, limits, capacity, held, now))
         .await
         .map_err(|_| ReadError::TooSlow { timeout })?
 }
@@ -217,6 +227,7 @@ async fn read(
     limits: BodyLimits,
     capacity: usize,
     mut held: Held,
+    now: Instant,
 ) -> Result<(Bytes, Held), ReadError> {
     let mut buffer = BytesMut::with_capacity(capacity);
     // The body's first byte, and the next look at its pace. The timer is set only once a body
@@ -226,7 +237,7 @@ async fn read(
     // request.
     let mut first: Option<Instant> = None;
     let mut pacing = false;
-    let check = tokio::time::sleep(RATE_WINDOW);
+    let check = tokio::time::sleep_until(now + RATE_WINDOW);
     tokio::pin!(check);
     loop {
         let frame = tokio::select! {

@@ -59,7 +59,7 @@ impl UpstreamKind for PrivateService {
                 ));
             }
         };
-        let body = rewrite::splice_model(call.body, &call.model.span, &call.route.model);
+        let body = rewrite::splice_model(call.body, &call.model.span, &call.route.model_json);
         Ok(Prepared {
             body: body.into(),
             target: Target::Url(url),

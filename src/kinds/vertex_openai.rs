@@ -45,7 +45,7 @@ impl UpstreamKind for VertexOpenAi {
         let gemini3 = signatures::applies_to(&route.model);
         let completed = signatures::complete(body, model, &route.model, self.mode, gemini3);
         let (body, signatures) = completed.unwrap_or_else(|| {
-            let body = crate::rewrite::splice_model(body, &model.span, &route.model);
+            let body = crate::rewrite::splice_model(body, &model.span, &route.model_json);
             (body.into(), Default::default())
         });
         Ok(Prepared {

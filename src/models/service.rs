@@ -141,6 +141,7 @@ pub fn route(fields: &Map<String, Value>) -> Result<Route, Vec<String>> {
         (Some(upstream), Some(model), Some(audience), Some(header)) if errors.is_empty() => {
             Ok(Route {
                 kind: Kind::Service,
+                model_json: crate::rewrite::json_string(&model),
                 model,
                 locations: Vec::new(),
                 upstream: Some(upstream.into()),

@@ -308,11 +308,10 @@ impl Pool {
     ) {
         let mut idle = lock(&self.0.idle);
         if let Some(origin) = idle.iter_mut().find(|o| o.is(scheme, authority)) {
-            origin
-                .http1
-                .retain(|(since, _)| since.elapsed() < IDLE_TIMEOUT);
+            let now = Instant::now();
+            (origin.http1).retain(|(since, _)| now.duration_since(*since) < IDLE_TIMEOUT);
             if origin.http1.len() < MAX_IDLE {
-                origin.http1.push((Instant::now(), sender));
+                origin.http1.push((now, sender));
             }
         }
     }
