@@ -165,7 +165,19 @@ fn echo(request: &Request) -> Vec<u8> {
             echo.extend_from_slice(value.get().as_bytes());
         }
     }
+    one_line(&mut echo);
     echo
+}
+
+/// The client's JSON made one line, in place: a pretty-printed request's line breaks would
+/// cut the `data:` line of the events that carry it. Outside strings they are whitespace,
+/// and inside one JSON allows them only escaped, so a space stands in for each.
+fn one_line(json: &mut [u8]) {
+    if memchr::memchr2(b'\n', b'\r', json).is_some() {
+        for byte in json.iter_mut().filter(|b| matches!(b, b'\n' | b'\r')) {
+            *byte = b' ';
+        }
+    }
 }
 
 fn effort(reasoning: &RawValue) -> Option<String> {

@@ -194,6 +194,8 @@ fn events(sse: &[u8]) -> Vec<Value> {
     let events: Vec<Value> = (text.split_terminator("\n\n"))
         .map(|event| {
             let (head, data) = event.split_once("\ndata: ").expect("event and data lines");
+            // SSE ends a line at \n, \r or both: the data is one line.
+            assert!(!data.contains(['\n', '\r']), "{data}");
             let json: Value = serde_json::from_str(data).unwrap();
             assert_eq!(head.strip_prefix("event: "), json["type"].as_str());
             json
@@ -675,4 +677,32 @@ fn an_output_that_answers_no_call_is_text_after_the_tool_messages() {
         .as_array()
         .unwrap()[..]
     );
+}
+
+#[test]
+fn a_pretty_printed_request_keeps_every_event_on_one_data_line() {
+    let request = json!({"model": "flash", "input": "hi", "stream": true,
+        "reasoning": {"effort": "low"}, "metadata": {"a": "b\nc"}, "text": {"verbosity": "low"},
+        "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": []},
+        "tools": [{"type": "function", "name": "f"}]});
+    let pretty = serde_json::to_string_pretty(&request)
+        .unwrap()
+        .replace('\n', "\r\n");
+    let translated = translate(pretty.as_bytes()).unwrap();
+    let mut sse = Sse::new(Builder::new(Context {
+        id: "resp_1".into(),
+        created_at: 7,
+        model: translated.model,
+        tools: translated.tools,
+        echo: translated.echo,
+    }));
+    let mut out = sse.start();
+    out.extend(sse.edit(chunk(json!({"content": "Hi"}), json!("stop")).as_bytes()));
+    out.extend(sse.finish(None));
+    let events = events(&out);
+    let done = &events.last().unwrap()["response"];
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["metadata"], request["metadata"]);
+    assert_eq!(done["reasoning"], request["reasoning"]);
+    assert_eq!(done["tool_choice"], request["tool_choice"]);
 }
