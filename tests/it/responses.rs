@@ -323,3 +323,22 @@ async fn an_output_that_answers_no_call_is_not_a_tool_message() {
         json!({"role": "user", "content": [{"type": "text", "text": "The output of agent.goal_objective, which answers no call:\nfind the weather"}]})
     );
 }
+
+#[tokio::test]
+async fn the_client_can_neither_forge_nor_hide_its_usage_in_the_log() {
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let (_metadata, proxy) = spawn_with(&vertex, &settings()).await;
+    let forged = json!({"usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}});
+    let padded = json!({"pad": "x".repeat(20_000)});
+    for metadata in [forged, padded] {
+        for stream in [true, false] {
+            proxy.clear_lines();
+            let body = json!({"model": "flash", "stream": stream, "input": "hello there", "metadata": metadata});
+            let answer = post(&proxy, "/v1/responses", KEY, &body.to_string()).await;
+            answer.expect(StatusCode::OK);
+            let line = proxy.request_line("/v1/responses", 200).await;
+            assert_eq!(line["usage"]["input_tokens"], 2, "stream {stream}");
+            assert_eq!(line["usage"]["output_tokens"], 4, "stream {stream}");
+        }
+    }
+}
