@@ -706,3 +706,53 @@ fn a_pretty_printed_request_keeps_every_event_on_one_data_line() {
     assert_eq!(done["reasoning"], request["reasoning"]);
     assert_eq!(done["tool_choice"], request["tool_choice"]);
 }
+
+#[test]
+fn many_tools_map_back_exactly_and_too_many_are_refused() {
+    // Past a handful, names are looked up by index: duplicates, a namespace's member that
+    // collides with a plain function, and a name that looks like a generated one.
+    let mut tools = vec![json!({"type": "function", "name": "a_3"})];
+    tools.extend((0..300).map(|_| json!({"type": "function", "name": "a"})));
+    tools.push(json!({"type": "function", "name": "ns__f"}));
+    tools.push(
+        json!({"type": "namespace", "name": "ns", "tools": [{"type": "custom", "name": "f"}]}),
+    );
+    let request = json!({"model": "flash", "input": [
+        {"type": "custom_tool_call", "call_id": "c1", "name": "f", "namespace": "ns", "input": "x"},
+        {"type": "function_call", "call_id": "c2", "name": "a", "arguments": "{}"}],
+        "tools": tools});
+    let translated = translate(request.to_string().as_bytes()).unwrap();
+    let chat: Value = serde_json::from_slice(&translated.body).unwrap();
+    let names: Vec<&str> = (chat["tools"].as_array().unwrap().iter())
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 303);
+    let unique: std::collections::HashSet<&&str> = names.iter().collect();
+    assert_eq!(unique.len(), 303, "every chat name differs");
+    assert_eq!(names[..5], ["a_3", "a", "a_2", "a_4", "a_5"]);
+    assert_eq!(names[302], "ns__f_2");
+    let calls = &chat["messages"][0]["tool_calls"];
+    assert_eq!(calls[0]["function"]["name"], "ns__f_2");
+    assert_eq!(calls[1]["function"]["name"], "a");
+    let member = translated.tools.by_chat("ns__f_2").unwrap();
+    assert_eq!(
+        (
+            member.name.as_str(),
+            member.namespace.as_deref(),
+            member.custom
+        ),
+        ("f", Some("ns"), true)
+    );
+    assert_eq!(translated.tools.by_chat("a_300").unwrap().name, "a");
+    assert_eq!(translated.tools.by_chat("a_3").unwrap().name, "a_3");
+    // More functions than the cap (a namespace's members counted) is a clear 400.
+    let many: Vec<Value> = (0..=512)
+        .map(|n| json!({"type": "function", "name": format!("f{n}")}))
+        .collect();
+    let request = json!({"model": "flash", "input": "hi", "tools": many});
+    let error = translate(request.to_string().as_bytes())
+        .err()
+        .expect("refused");
+    assert_eq!(error.status(), 400);
+    assert!(error.message().contains("512"), "{}", error.message());
+}
