@@ -17,6 +17,7 @@ mod messages;
 mod refuse;
 mod request;
 mod stream;
+mod surrogates;
 #[cfg(test)]
 mod tests;
 mod tools;

@@ -51,7 +51,8 @@ pub(crate) fn write(
     match input.map(|i| i.get().as_bytes()[0]) {
         None => {}
         Some(b'"') => {
-            let text: Text = serde_json::from_str(input.expect("read").get()).unwrap_or_default();
+            let text: Text = serde_json::from_str(input.expect("read").get())
+                .map_err(|e| bad(format!("`input` is not a readable string: {e}")))?;
             messages.text("user", text.get().unwrap_or_default());
         }
         Some(b'[') => {
@@ -267,7 +268,8 @@ impl<'a> Messages<'_, 'a> {
         let output = item.output.map(RawValue::get);
         let parts = match output {
             Some(string) if string.starts_with('"') => {
-                let string: Text = serde_json::from_str(string).unwrap_or_default();
+                let string: Text = serde_json::from_str(string)
+                    .map_err(|e| bad(format!("an output is not a readable string: {e}")))?;
                 escaped(&mut text, string.get().unwrap_or_default());
                 Vec::new()
             }

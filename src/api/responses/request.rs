@@ -73,6 +73,7 @@ struct Request<'a> {
 }
 /// Translates a Responses request body.
 pub(crate) fn translate(body: &[u8]) -> Result<Translated, ProxyError> {
+    let body = &*super::surrogates::replaced(body);
     let request: Request = serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => bad(format!("the request is not understood: {e}")),
         _ => ProxyError::bad_request("invalid_json", format!("invalid JSON: {e}")),

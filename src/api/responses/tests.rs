@@ -756,3 +756,36 @@ fn many_tools_map_back_exactly_and_too_many_are_refused() {
     assert_eq!(error.status(), 400);
     assert!(error.message().contains("512"), "{}", error.message());
 }
+
+#[test]
+fn lone_surrogates_become_replacement_characters_on_every_path() {
+    // Written by hand: serde_json cannot write a lone surrogate.
+    let lone = r"a\ud83d b\uDE00 c\\ud83d \ud83d\ude00";
+    let body = r#"{"model": "flash", "instructions": "I:LONE", "tools": [{"type": "function", "name": "f"}], "input": [
+        {"role": "user", "content": "U:LONE"},
+        {"role": "user", "content": [{"type": "input_text", "text": "P:LONE"}]},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "A:LONE"}]},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{\"x\":\"F:LONE\"}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "O:LONE"},
+        {"type": "function_call_output", "name": "goal", "output": "G:LONE"}]}"#
+        .replace("LONE", lone);
+    let fixed = "a\u{fffd} b\u{fffd} c\\ud83d 😀";
+    let translated = translate(body.as_bytes()).expect("translated");
+    let chat: Value = serde_json::from_slice(&translated.body).unwrap();
+    let messages = &chat["messages"];
+    assert_eq!(messages[0]["content"], format!("I:{fixed}"));
+    assert_eq!(messages[1]["content"], format!("U:{fixed}"));
+    assert_eq!(messages[2]["content"], format!("P:{fixed}"));
+    assert_eq!(messages[3]["content"], format!("A:{fixed}"));
+    let arguments = messages[3]["tool_calls"][0]["function"]["arguments"]
+        .as_str()
+        .unwrap();
+    assert!(arguments.contains("F:a\u{fffd} b\u{fffd} c"), "{arguments}");
+    assert_eq!(messages[4]["content"], format!("O:{fixed}"));
+    let orphan = messages[5]["content"][0]["text"].as_str().unwrap();
+    assert!(orphan.ends_with(&format!("G:{fixed}")), "{orphan}");
+    // As a string input, too.
+    let body = r#"{"model": "flash", "input": "S:LONE"}"#.replace("LONE", lone);
+    let chat: Value = serde_json::from_slice(&translate(body.as_bytes()).unwrap().body).unwrap();
+    assert_eq!(chat["messages"][0]["content"], format!("S:{fixed}"));
+}
