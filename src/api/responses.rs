@@ -35,8 +35,9 @@ use crate::upstream::is_sse;
 use events::Builder;
 use items::Context;
 
-/// The largest whole (unstreamed) chat answer read to translate.
-const MAX_ANSWER: usize = 32 * 1024 * 1024;
+/// The largest whole (unstreamed) chat answer read to translate, and the most text a
+/// streamed one may hold for its response object.
+pub(crate) const MAX_ANSWER: usize = 32 * 1024 * 1024;
 
 /// What the way out needs of a translated request.
 pub struct Translation {

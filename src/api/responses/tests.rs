@@ -789,3 +789,28 @@ fn lone_surrogates_become_replacement_characters_on_every_path() {
     let chat: Value = serde_json::from_slice(&translate(body.as_bytes()).unwrap().body).unwrap();
     assert_eq!(chat["messages"][0]["content"], format!("S:{fixed}"));
 }
+
+#[test]
+fn a_streamed_answer_past_the_limit_fails_and_is_cut() {
+    let mut sse = Sse::new(builder(json!([{"type": "function", "name": "f"}])).limited(100));
+    let mut out = sse.start();
+    let text = "x".repeat(60);
+    let stream = [
+        chunk(json!({"content": text}), Value::Null),
+        chunk(json!({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f", "arguments": text}}]}), Value::Null),
+        chunk(json!({"content": "never read"}), Value::Null),
+    ]
+    .concat();
+    out.extend(sse.edit(stream.as_bytes()));
+    assert!(sse.cut());
+    let events = events(&out);
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.failed");
+    assert_eq!(last["response"]["error"]["code"], "server_error");
+    let message = last["response"]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("exceeded 100 bytes"), "{message}");
+    assert!(!String::from_utf8_lossy(&out).contains("never read"));
+    // What came before the limit is kept, the call without the arguments past it.
+    assert_eq!(last["response"]["output"][0]["content"][0]["text"], text);
+    assert_eq!(last["response"]["output"][1]["arguments"], "");
+}
