@@ -107,7 +107,10 @@ impl Builder {
         }
         if let Some(error) = chunk.error.filter(|e| e.get().starts_with('{')) {
             let error: ChunkError = serde_json::from_str(error.get()).unwrap_or_default();
-            let status = error.code.0.map_or(500, |code| code as u16);
+            let status = (error.code.0)
+                .and_then(|code| u16::try_from(code).ok())
+                .filter(|code| (100..600).contains(code))
+                .unwrap_or(500);
             let message = error.message.get().unwrap_or("the upstream failed");
             self.fail(failure(status, error.status.get(), message, None));
             return;
@@ -119,10 +122,10 @@ impl Builder {
             return;
         };
         if let Some(delta) = choice.delta.as_ref().or(choice.message.as_ref()) {
-            for text in [&delta.reasoning_content, &delta.reasoning] {
-                if let Some(text) = text.get().filter(|t| !t.is_empty()) {
-                    self.reasoning(text);
-                }
+            // vLLM may send the same text under both names: the first is read.
+            let mut reasoning = [&delta.reasoning_content, &delta.reasoning].into_iter();
+            if let Some(text) = reasoning.find_map(|t| t.get().filter(|t| !t.is_empty())) {
+                self.reasoning(text);
             }
             if let Some(text) = delta.content.get().filter(|t| !t.is_empty()) {
                 self.text(text);
@@ -216,8 +219,16 @@ impl Builder {
     }
 
     fn tool_call(&mut self, delta: &CallDelta) {
-        let index = delta.index.or(self.calls.len() as u64);
         let function = delta.function.as_ref();
+        // A piece with no index, id or name continues the last call; one with no index but
+        // an id or a name begins the next.
+        let continued = delta.index.0.is_none()
+            && delta.id.get().is_none()
+            && function.and_then(|f| f.name.get()).is_none();
+        let index = match (continued, self.calls.last()) {
+            (true, Some(last)) => last.index,
+            _ => delta.index.or(self.calls.len() as u64),
+        };
         let arguments = function.and_then(|f| f.arguments.get()).unwrap_or_default();
         let n = match self.calls.iter().position(|c| c.index == index) {
             Some(n) => n,

@@ -814,3 +814,36 @@ fn a_streamed_answer_past_the_limit_fails_and_is_cut() {
     assert_eq!(last["response"]["output"][0]["content"][0]["text"], text);
     assert_eq!(last["response"]["output"][1]["arguments"], "");
 }
+
+#[test]
+fn odd_upstream_values_are_read_without_panic_or_doubling() {
+    let mut sse = Sse::new(builder(json!([{"type": "function", "name": "f"}])));
+    let mut out = sse.start();
+    let stream = [
+        // vLLM sends reasoning under both names: once.
+        chunk(json!({"reasoning_content": "Hm.", "reasoning": "Hm."}), Value::Null),
+        // A call's later pieces without an index continue it.
+        chunk(json!({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f", "arguments": "{\"a\""}}]}), Value::Null),
+        chunk(json!({"tool_calls": [{"function": {"arguments": ":1}"}}]}), json!("tool_calls")),
+        // A total that would overflow, absent.
+        format!("data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":{},\"completion_tokens\":1}}}}\n\n", u64::MAX),
+        "data: [DONE]\n\n".to_owned(),
+    ]
+    .concat();
+    out.extend(sse.edit(stream.as_bytes()));
+    out.extend(sse.finish(None));
+    let read = events(&out);
+    let done = &read.last().unwrap()["response"];
+    assert_eq!(done["output"][0]["summary"][0]["text"], "Hm.");
+    assert_eq!(done["output"].as_array().unwrap().len(), 2);
+    assert_eq!(done["output"][1]["arguments"], "{\"a\":1}");
+    assert_eq!(done["usage"]["total_tokens"], u64::MAX);
+    // An error code past u16 is not read as the status it truncates to (65965 as u16 = 429).
+    let mut sse = Sse::new(builder(json!([])));
+    let mut out = sse.start();
+    out.extend(sse.edit(b"data: {\"error\":{\"code\":65965,\"message\":\"Odd.\"}}\n\n"));
+    out.extend(sse.finish(None));
+    let read = events(&out);
+    let error = &read.last().unwrap()["response"]["error"];
+    assert_eq!(error["code"], "server_error");
+}
