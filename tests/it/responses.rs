@@ -342,3 +342,25 @@ async fn the_client_can_neither_forge_nor_hide_its_usage_in_the_log() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_error_event_later_in_the_stream_does_not_show_the_project() {
+    let vertex = FakeVertex::start_with(|_| {
+        let text = json!({"choices": [{"index": 0, "delta": {"content": "Hel"}}]});
+        let message =
+            format!("Quota of projects/{PROJECT}/locations/us-central1 for {PROJECT} is spent.");
+        let error = json!({"error": {"code": 500, "message": message, "status": "INTERNAL"}});
+        let events = format!("data: {text}\n\ndata: {error}\n\n");
+        Reply::Respond(response(StatusCode::OK, "text/event-stream", full(events)))
+    })
+    .await;
+    let proxy = in_process_with(&vertex, &settings()).await;
+    let body = r#"{"model":"flash","stream":true,"input":"hi"}"#;
+    let answer = post(&proxy, "/v1/responses", KEY, body).await;
+    let events = events(&answer);
+    let failed = events.last().unwrap();
+    assert_eq!(failed["type"], "response.failed");
+    let message = failed["response"]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("projects/PROJECT/locations"), "{message}");
+    assert!(!message.contains(PROJECT), "{message}");
+}

@@ -9,6 +9,7 @@ use super::chunk::{self, CallDelta, Chunk, ChunkError};
 use super::ending::{Failure, Usage, failure};
 use super::items::{Call, Context, Events, Finish, Output, call_item, item_at, write_response};
 use super::json::{key, string, uint};
+use crate::error::hidden;
 
 mod close;
 
@@ -31,6 +32,9 @@ pub(crate) struct Builder {
     /// and how many may be: past it the answer fails ([`Builder::over`]).
     kept: usize,
     limit: usize,
+    /// The Vertex project's id and a private service's host, hidden from an upstream error
+    /// event's message as from any error a client reads.
+    hide: Option<(String, Option<String>)>,
 }
 
 impl Builder {
@@ -44,7 +48,13 @@ impl Builder {
             calls: Vec::new(),
             kept: 0,
             limit: super::MAX_ANSWER,
+            hide: None,
         }
+    }
+
+    /// Hides `project` and `service` from the upstream's error messages.
+    pub fn hiding(&mut self, project: &str, service: Option<&str>) {
+        self.hide = Some((project.to_owned(), service.map(str::to_owned)));
     }
 
     #[cfg(test)]
@@ -112,7 +122,11 @@ impl Builder {
                 .filter(|code| (100..600).contains(code))
                 .unwrap_or(500);
             let message = error.message.get().unwrap_or("the upstream failed");
-            self.fail(failure(status, error.status.get(), message, None));
+            let message = match &self.hide {
+                Some((project, service)) => hidden(message, project, service.as_deref()),
+                None => message.to_owned(),
+            };
+            self.fail(failure(status, error.status.get(), &message, None));
             return;
         }
         if let Some(usage) = &chunk.usage {
