@@ -251,6 +251,7 @@ async fn forward(
     let (body, held) = body::read_bounded(&parts.headers, body, limits, held).await?;
     // An API the upstreams do not speak is translated to one they do, and back.
     log.api(operation.logged_as());
+    let asked = operation;
     let Translated {
         operation,
         body,
@@ -262,6 +263,7 @@ async fn forward(
     let route = aliases.route_for(&model.name, |m| key.may_use(m))?;
     let call = Call {
         operation,
+        asked,
         route: &route,
         model: &model,
         body: &body,

@@ -364,3 +364,22 @@ async fn an_error_event_later_in_the_stream_does_not_show_the_project() {
     assert!(message.contains("projects/PROJECT/locations"), "{message}");
     assert!(!message.contains(PROJECT), "{message}");
 }
+
+#[tokio::test]
+async fn a_claude_alias_is_told_the_endpoint_it_was_sent_to() {
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let proxy = in_process_with(&vertex, &settings()).await;
+    let answer = post(
+        &proxy,
+        "/v1/responses",
+        KEY,
+        r#"{"model":"sonnet","input":"hi"}"#,
+    )
+    .await;
+    answer.expect(StatusCode::BAD_REQUEST);
+    let message = answer.error_message();
+    assert!(
+        message.contains("send it to /v1/messages, not /v1/responses"),
+        "{message}"
+    );
+}
