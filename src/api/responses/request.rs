@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::json::{Text, key, string};
+use super::json::{Text, deeper, key, string};
 use super::messages;
 use super::refuse::{bad, stateful};
 use super::tools::{Tools, tool_choice, write_tools};
@@ -135,14 +135,14 @@ pub(crate) fn translate(body: &[u8]) -> Result<Translated, ProxyError> {
         model: model.to_owned(),
         stream,
         tools,
-        echo: echo(&request),
+        echo: echo(&request)?,
         dropped,
     })
 }
 
 /// The response object's last members: `store: false`, no tools of its own, and what it
 /// repeats of the request (`tool_choice` and `parallel_tool_calls` with their defaults).
-fn echo(request: &Request) -> Vec<u8> {
+fn echo(request: &Request) -> Result<Vec<u8>, ProxyError> {
     let mut echo = b",\"store\":false,\"tools\":[],\"previous_response_id\":null".to_vec();
     let defaulted = [
         ("tool_choice", request.tool_choice, "\"auto\""),
@@ -160,14 +160,25 @@ fn echo(request: &Request) -> Vec<u8> {
         ("text", request.text),
         ("metadata", request.metadata),
     ];
-    for (name, value) in echoed {
-        if let Some(value) = value {
+    for (name, value) in echoed
+        .into_iter()
+        .chain([("tool_choice", request.tool_choice)])
+    {
+        // Inside an event's response object: two levels more, within serde_json's limit.
+        let limit = crate::rewrite::MAX_DEPTH - 2;
+        if value.is_some_and(|v| deeper(v.get().as_bytes(), limit)) {
+            return Err(ProxyError::bad_request(
+                "invalid_body",
+                format!("`{name}` is nested deeper than {limit} levels"),
+            ));
+        }
+        if let Some(value) = value.filter(|_| name != "tool_choice") {
             key(&mut echo, name);
             echo.extend_from_slice(value.get().as_bytes());
         }
     }
     one_line(&mut echo);
-    echo
+    Ok(echo)
 }
 
 /// The client's JSON made one line, in place: a pretty-printed request's line breaks would

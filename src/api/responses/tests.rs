@@ -847,3 +847,26 @@ fn odd_upstream_values_are_read_without_panic_or_doubling() {
     let error = &read.last().unwrap()["response"]["error"];
     assert_eq!(error["code"], "server_error");
 }
+
+#[test]
+fn echoed_values_nested_too_deep_are_refused() {
+    for name in ["metadata", "text", "tool_choice", "reasoning"] {
+        let deep = format!("{}1{}", "[".repeat(127), "]".repeat(127));
+        let body = format!(r#"{{"model": "flash", "input": "hi", "{name}": {{"a": {deep}}}}}"#);
+        let error = translate(body.as_bytes()).err().expect("refused");
+        assert_eq!(error.status(), 400);
+        assert!(error.message().contains(name), "{}", error.message());
+        assert!(
+            error.message().contains("126 levels"),
+            "{}",
+            error.message()
+        );
+    }
+    // Within the limit, with brackets in strings that do not count.
+    let body = format!(
+        r#"{{"model": "flash", "input": "hi", "metadata": {{"a": "[[[{{", "b": {}1{}}}}}"#,
+        "[".repeat(120),
+        "]".repeat(120)
+    );
+    assert!(translate(body.as_bytes()).is_ok());
+}
