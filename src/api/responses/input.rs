@@ -23,8 +23,9 @@ pub(crate) struct Item<'a> {
     pub name: Text<'a>,
     #[serde(borrow, default)]
     pub namespace: Text<'a>,
+    /// A JSON string; an object is read as its JSON.
     #[serde(borrow, default)]
-    pub arguments: Text<'a>,
+    pub arguments: Option<&'a RawValue>,
     #[serde(borrow, default)]
     pub input: Text<'a>,
     #[serde(borrow, default)]

@@ -53,9 +53,10 @@ fn the_captured_codex_request_becomes_a_chat_completion() {
             role => role,
         };
         assert_eq!(message["role"], role);
+        // Parts are blocks apart: a blank line between them.
         let parts = item["content"].as_array().unwrap();
-        let text: String = parts.iter().map(|p| p["text"].as_str().unwrap()).collect();
-        assert_eq!(message["content"], text.as_str());
+        let texts: Vec<&str> = parts.iter().map(|p| p["text"].as_str().unwrap()).collect();
+        assert_eq!(message["content"], texts.join("\n\n").as_str());
     }
     // Every function, the namespace's members under their own names; no web_search.
     let names: Vec<&str> = (chat["tools"].as_array().unwrap().iter())
@@ -869,4 +870,54 @@ fn echoed_values_nested_too_deep_are_refused() {
         "]".repeat(120)
     );
     assert!(translate(body.as_bytes()).is_ok());
+}
+
+#[test]
+fn parts_arguments_and_call_ids_are_read_as_clients_send_them() {
+    let request = json!({"model": "flash", "input": [
+        {"role": "developer", "content": [{"type": "input_text", "text": "<a>"}, {"type": "input_text", "text": "<b>"}]},
+        {"role": "user", "content": [{"type": "input_text", "text": "A"}, {"type": "input_text", "text": "B"}]},
+        {"role": "user", "content": [{"type": "input_text"}, {"type": "input_image", "image_url": "data:image/png;base64,AA"}]},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "Hel"}, {"type": "output_text", "text": "lo"}]},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": {"city": "Paris"}}]});
+    let chat = chat_of(&request);
+    let messages = &chat["messages"];
+    assert_eq!(messages[0]["content"], "<a>\n\n<b>");
+    assert_eq!(messages[1]["content"], "A\n\nB");
+    // A text part without text is left out, not sent as null.
+    assert_eq!(
+        messages[2]["content"],
+        json!([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}])
+    );
+    // The assistant's parts are pieces of what it said.
+    assert_eq!(messages[3]["content"], "Hello");
+    // Arguments sent as an object are its JSON.
+    let arguments = messages[3]["tool_calls"][0]["function"]["arguments"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(arguments).unwrap(),
+        json!({"city": "Paris"})
+    );
+    // A call id that is not a string is refused, naming the field.
+    for item in [
+        json!({"type": "function_call", "call_id": 7, "name": "f", "arguments": "{}"}),
+        json!({"type": "function_call_output", "call_id": {"id": 1}, "output": "ok"}),
+    ] {
+        let request = json!({"model": "flash", "input": [item]});
+        let error = translate(request.to_string().as_bytes())
+            .err()
+            .expect("refused");
+        assert_eq!(error.status(), 400);
+        assert!(error.message().contains("`call_id`"), "{}", error.message());
+    }
+    let request = json!({"model": "flash", "input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": 7}]});
+    let error = translate(request.to_string().as_bytes())
+        .err()
+        .expect("refused");
+    assert!(
+        error.message().contains("`arguments`"),
+        "{}",
+        error.message()
+    );
 }
