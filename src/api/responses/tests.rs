@@ -921,3 +921,37 @@ fn parts_arguments_and_call_ids_are_read_as_clients_send_them() {
         error.message()
     );
 }
+
+#[test]
+fn long_namespaced_names_are_shortened_within_geminis_limit_and_map_back() {
+    let namespace = format!("mcp__{}", "server".repeat(10));
+    let request = json!({"model": "flash", "input": [
+        {"type": "function_call", "call_id": "c1", "namespace": namespace, "name": "read_file", "arguments": "{}"}],
+        "tools": [{"type": "namespace", "name": namespace, "tools": [
+            {"type": "function", "name": "read_file"}, {"type": "function", "name": "read_files"},
+            {"type": "function", "name": "read_file"}]}]});
+    let translated = translate(request.to_string().as_bytes()).unwrap();
+    let chat: Value = serde_json::from_slice(&translated.body).unwrap();
+    let names: Vec<&str> = (chat["tools"].as_array().unwrap().iter())
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3);
+    for (n, name) in names.iter().enumerate() {
+        assert!(name.len() <= 64, "{name}");
+        assert!(names[..n].iter().all(|other| other != name), "{name} twice");
+        let tool = translated.tools.by_chat(name).unwrap();
+        assert_eq!(tool.namespace.as_deref(), Some(namespace.as_str()));
+    }
+    assert_eq!(
+        translated.tools.by_chat(names[1]).unwrap().name,
+        "read_files"
+    );
+    assert_eq!(
+        chat["messages"][0]["tool_calls"][0]["function"]["name"],
+        names[0]
+    );
+    // A short one is as it was.
+    let request = json!({"model": "flash", "input": "hi", "tools": [{"type": "namespace", "name": "ns",
+        "tools": [{"type": "function", "name": "f"}]}]});
+    assert_eq!(chat_of(&request)["tools"][0]["function"]["name"], "ns__f");
+}

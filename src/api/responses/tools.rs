@@ -64,6 +64,23 @@ pub(crate) struct Tool {
     pub custom: bool,
 }
 
+/// The longest function name Gemini takes.
+const MAX_NAME: usize = 64;
+
+/// A namespace member's chat name within [`MAX_NAME`]: a longer one (MCP servers' namespaces
+/// run long) cut, and told apart from others cut alike by a hash of the whole.
+fn fitted(chat: String) -> String {
+    if chat.len() <= MAX_NAME {
+        return chat;
+    }
+    let hash = hex::encode(&crate::keys::sha256(chat.as_bytes())[..4]);
+    let mut cut = MAX_NAME - 1 - hash.len();
+    while !chat.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{hash}", &chat[..cut])
+}
+
 /// A Responses name and namespace as one key that no other pair has.
 fn name_key(name: &str, namespace: Option<&str>) -> String {
     match namespace {
@@ -104,8 +121,8 @@ impl Tools {
         }
     }
 
-    /// Adds a tool under a chat name no other has: a namespace's member is `{ns}__{name}`,
-    /// with `_2`, `_3`, … if that is taken.
+    /// Adds a tool under a chat name no other has: a namespace's member is `{ns}__{name}`
+    /// (fitted to [`MAX_NAME`]), with `_2`, `_3`, … if that is taken.
     fn add(
         &mut self,
         name: &str,
@@ -121,12 +138,16 @@ impl Tools {
             Some(namespace) => format!("{namespace}__{name}"),
             None => name.to_owned(),
         };
-        let mut chat = base.clone();
+        let fit = |chat: String| match namespace {
+            Some(_) => fitted(chat),
+            None => chat,
+        };
+        let mut chat = fit(base.clone());
         if self.by_chat(&chat).is_some() {
             let mut n = self.suffixes.get(&base).copied().unwrap_or(1);
             while self.by_chat(&chat).is_some() {
                 n += 1;
-                chat = format!("{base}_{n}");
+                chat = fit(format!("{base}_{n}"));
             }
             self.suffixes.insert(base, n);
         }
