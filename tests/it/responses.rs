@@ -22,6 +22,7 @@ fn events(answer: &Answer) -> Vec<Value> {
     let events: Vec<Value> = (text.split_terminator("\n\n"))
         .map(|event| {
             let data = event.split_once("data: ").expect("a data line").1;
+            assert!(!data.contains(['\n', '\r']), "one data line: {data}");
             serde_json::from_str(data).expect("JSON")
         })
         .collect();
@@ -382,4 +383,19 @@ async fn a_claude_alias_is_told_the_endpoint_it_was_sent_to() {
         message.contains("send it to /v1/messages, not /v1/responses"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn a_pretty_printed_streamed_request_gets_whole_events() {
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let proxy = in_process_with(&vertex, &settings()).await;
+    let request = json!({"model": "flash", "input": "hi", "stream": true,
+        "reasoning": {"effort": "low"}, "metadata": {"a": "b"}});
+    let body = serde_json::to_string_pretty(&request).unwrap();
+    let answer = post(&proxy, "/v1/responses", KEY, &body).await;
+    answer.expect(StatusCode::OK);
+    let events = events(&answer);
+    let done = &events.last().unwrap()["response"];
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["metadata"], request["metadata"]);
 }
