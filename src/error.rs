@@ -14,6 +14,8 @@ use crate::body::{self, ProxyBody, ReadError};
 
 mod hidden;
 
+pub(crate) use hidden::hidden;
+
 /// Everything the proxy itself can refuse a request for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyError {

@@ -251,6 +251,7 @@ async fn forward(
     let (body, held) = body::read_bounded(&parts.headers, body, limits, held).await?;
     // An API the upstreams do not speak is translated to one they do, and back.
     log.api(operation.logged_as());
+    let asked = operation;
     let Translated {
         operation,
         body,
@@ -262,6 +263,7 @@ async fn forward(
     let route = aliases.route_for(&model.name, |m| key.may_use(m))?;
     let call = Call {
         operation,
+        asked,
         route: &route,
         model: &model,
         body: &body,
@@ -272,14 +274,16 @@ async fn forward(
     // 4 to 6. Prepare, send and relay, by the route's kind.
     let answer = state.kinds.forward(&state.upstream, call, held, log).await;
     let failed = answer.is_err();
+    // SECURITY: the log keeps the whole text; the client's copy loses the project id and a
+    // private service's host, which are the deployment's business.
+    let project = state.kinds.project();
+    let service = (route.upstream.as_ref()).and_then(|service| service.origin.authority());
+    let service = service.map(|a| a.as_str());
     let answer = answer.map_err(|error| {
-        // SECURITY: the log keeps the whole text; the client's copy loses the project id
-        // and a private service's host, which are the deployment's business.
         log.failed(error.log_text());
-        let service = (route.upstream.as_ref()).and_then(|service| service.origin.authority());
-        error.for_client(state.kinds.project(), service.map(|a| a.as_str()))
+        error.for_client(project, service)
     });
-    match Translated::answer(translation, answer).await {
+    match Translated::answer(translation, answer, project, service).await {
         // Logged whole above: the client's copy goes out as it is.
         Err(error) if failed => Ok(error.into_response(dialect)),
         answered => answered,

@@ -40,13 +40,16 @@ pub struct Translated {
 }
 
 impl Translated {
-    /// The kind's answer, in the API the client called.
+    /// The kind's answer, in the API the client called (`project` and `service` hidden from
+    /// what a translation writes of the upstream's errors).
     pub async fn answer(
         translation: Option<responses::Translation>,
         answer: Result<Response<ProxyBody>, ProxyError>,
+        project: &str,
+        service: Option<&str>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         match translation {
-            Some(translation) => translation.answer(answer).await,
+            Some(translation) => translation.answer(answer, project, service).await,
             None => answer,
         }
     }

@@ -17,6 +17,7 @@ mod messages;
 mod refuse;
 mod request;
 mod stream;
+mod surrogates;
 #[cfg(test)]
 mod tests;
 mod tools;
@@ -34,8 +35,9 @@ use crate::upstream::is_sse;
 use events::Builder;
 use items::Context;
 
-/// The largest whole (unstreamed) chat answer read to translate.
-const MAX_ANSWER: usize = 32 * 1024 * 1024;
+/// The largest whole (unstreamed) chat answer read to translate, and the most text a
+/// streamed one may hold for its response object.
+pub(crate) const MAX_ANSWER: usize = 32 * 1024 * 1024;
 
 /// What the way out needs of a translated request.
 pub struct Translation {
@@ -90,11 +92,16 @@ impl Translation {
     /// The kind's answer, in the Responses API: a stream translated as it comes, a whole
     /// answer read (bounded) and translated at once, an error before the stream as it is
     /// (OpenAI's shape), and an error as a stream's first event as `response.failed`.
+    /// `project` and `service` are hidden from the upstream's error events, as
+    /// [`ProxyError::for_client`] hides them from its errors.
     pub async fn answer(
         self,
         answer: Result<Response<ProxyBody>, ProxyError>,
+        project: &str,
+        service: Option<&str>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let mut builder = Builder::new(self.cx);
+        builder.hiding(project, service);
         let response = match answer {
             Ok(response) => response,
             Err(ProxyError::Upstream(e)) if e.in_stream && self.stream => {

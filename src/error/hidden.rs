@@ -33,7 +33,7 @@ impl ProxyError {
 /// `text` with every `projects/ID` segment, and the project id itself wherever it stands as
 /// a word, as `PROJECT`; and a service's authority and host, where given, gone from our own
 /// messages ("the service (HOST)") and elsewhere as "the service".
-fn hidden(text: &str, project: &str, service: Option<&str>) -> String {
+pub(crate) fn hidden(text: &str, project: &str, service: Option<&str>) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("projects/") {

@@ -34,6 +34,8 @@ pub use vertex::VertexUrls;
 /// One forwarded request, as each phase sees it.
 pub struct Call<'a> {
     pub operation: Operation,
+    /// The operation the client called: `operation`, or the one translated to it.
+    pub asked: Operation,
     pub route: &'a Route,
     /// The model as the client named it, and where it is in the body.
     pub model: &'a ModelField,
@@ -267,7 +269,7 @@ async fn dispatch<K: UpstreamKind>(
     log: &mut RequestLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if !K::serves(call.operation) {
-        return Err(wrong_endpoint::<K>(&call.model.name, call.operation));
+        return Err(wrong_endpoint::<K>(&call.model.name, call.asked));
     }
     if let Some(refused) = kind.refuse(&call) {
         return Err(refused);

@@ -22,6 +22,7 @@ fn events(answer: &Answer) -> Vec<Value> {
     let events: Vec<Value> = (text.split_terminator("\n\n"))
         .map(|event| {
             let data = event.split_once("data: ").expect("a data line").1;
+            assert!(!data.contains(['\n', '\r']), "one data line: {data}");
             serde_json::from_str(data).expect("JSON")
         })
         .collect();
@@ -322,4 +323,79 @@ async fn an_output_that_answers_no_call_is_not_a_tool_message() {
         messages[3],
         json!({"role": "user", "content": [{"type": "text", "text": "The output of agent.goal_objective, which answers no call:\nfind the weather"}]})
     );
+}
+
+#[tokio::test]
+async fn the_client_can_neither_forge_nor_hide_its_usage_in_the_log() {
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let (_metadata, proxy) = spawn_with(&vertex, &settings()).await;
+    let forged = json!({"usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}});
+    let padded = json!({"pad": "x".repeat(20_000)});
+    for metadata in [forged, padded] {
+        for stream in [true, false] {
+            proxy.clear_lines();
+            let body = json!({"model": "flash", "stream": stream, "input": "hello there", "metadata": metadata});
+            let answer = post(&proxy, "/v1/responses", KEY, &body.to_string()).await;
+            answer.expect(StatusCode::OK);
+            let line = proxy.request_line("/v1/responses", 200).await;
+            assert_eq!(line["usage"]["input_tokens"], 2, "stream {stream}");
+            assert_eq!(line["usage"]["output_tokens"], 4, "stream {stream}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_error_event_later_in_the_stream_does_not_show_the_project() {
+    let vertex = FakeVertex::start_with(|_| {
+        let text = json!({"choices": [{"index": 0, "delta": {"content": "Hel"}}]});
+        let message =
+            format!("Quota of projects/{PROJECT}/locations/us-central1 for {PROJECT} is spent.");
+        let error = json!({"error": {"code": 500, "message": message, "status": "INTERNAL"}});
+        let events = format!("data: {text}\n\ndata: {error}\n\n");
+        Reply::Respond(response(StatusCode::OK, "text/event-stream", full(events)))
+    })
+    .await;
+    let proxy = in_process_with(&vertex, &settings()).await;
+    let body = r#"{"model":"flash","stream":true,"input":"hi"}"#;
+    let answer = post(&proxy, "/v1/responses", KEY, body).await;
+    let events = events(&answer);
+    let failed = events.last().unwrap();
+    assert_eq!(failed["type"], "response.failed");
+    let message = failed["response"]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("projects/PROJECT/locations"), "{message}");
+    assert!(!message.contains(PROJECT), "{message}");
+}
+
+#[tokio::test]
+async fn a_claude_alias_is_told_the_endpoint_it_was_sent_to() {
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let proxy = in_process_with(&vertex, &settings()).await;
+    let answer = post(
+        &proxy,
+        "/v1/responses",
+        KEY,
+        r#"{"model":"sonnet","input":"hi"}"#,
+    )
+    .await;
+    answer.expect(StatusCode::BAD_REQUEST);
+    let message = answer.error_message();
+    assert!(
+        message.contains("send it to /v1/messages, not /v1/responses"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_pretty_printed_streamed_request_gets_whole_events() {
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let proxy = in_process_with(&vertex, &settings()).await;
+    let request = json!({"model": "flash", "input": "hi", "stream": true,
+        "reasoning": {"effort": "low"}, "metadata": {"a": "b"}});
+    let body = serde_json::to_string_pretty(&request).unwrap();
+    let answer = post(&proxy, "/v1/responses", KEY, &body).await;
+    answer.expect(StatusCode::OK);
+    let events = events(&answer);
+    let done = &events.last().unwrap()["response"];
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["metadata"], request["metadata"]);
 }

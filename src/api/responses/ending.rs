@@ -29,7 +29,7 @@ impl Usage {
             reasoning: detail(&usage.completion_tokens_details, |d| {
                 d.reasoning_tokens.or(0)
             }),
-            total: usage.total_tokens.or(input + output),
+            total: (usage.total_tokens.0).unwrap_or_else(|| input.saturating_add(output)),
         }
     }
 

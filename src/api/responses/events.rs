@@ -7,10 +7,11 @@
 
 use super::chunk::{self, CallDelta, Chunk, ChunkError};
 use super::ending::{Failure, Usage, failure};
-use super::items::{
-    Call, Context, Events, Finish, Output, call_item, custom_input, item_at, write_response,
-};
+use super::items::{Call, Context, Events, Finish, Output, call_item, item_at, write_response};
 use super::json::{key, string, uint};
+use crate::error::hidden;
+
+mod close;
 
 /// The item being written, other than tool calls.
 enum Open {
@@ -27,6 +28,13 @@ pub(crate) struct Builder {
     next_at: usize,
     open: Open,
     calls: Vec<Call>,
+    /// The bytes of text and arguments held for the items and the last response object,
+    /// and how many may be: past it the answer fails ([`Builder::over`]).
+    kept: usize,
+    limit: usize,
+    /// The Vertex project's id and a private service's host, hidden from an upstream error
+    /// event's message as from any error a client reads.
+    hide: Option<(String, Option<String>)>,
 }
 
 impl Builder {
@@ -38,7 +46,39 @@ impl Builder {
             next_at: 0,
             open: Open::None,
             calls: Vec::new(),
+            kept: 0,
+            limit: super::MAX_ANSWER,
+            hide: None,
         }
+    }
+
+    /// Hides `project` and `service` from the upstream's error messages.
+    pub fn hiding(&mut self, project: &str, service: Option<&str>) {
+        self.hide = Some((project.to_owned(), service.map(str::to_owned)));
+    }
+
+    #[cfg(test)]
+    pub fn limited(mut self, limit: usize) -> Builder {
+        self.limit = limit;
+        self
+    }
+
+    /// The answer grew past what is held to write its response: it has failed, and the
+    /// stream is to be cut.
+    pub fn over(&self) -> bool {
+        self.kept > self.limit
+    }
+
+    /// Counts `n` more bytes held; false (and the answer failed) past the limit.
+    fn keep(&mut self, n: usize) -> bool {
+        self.kept = self.kept.saturating_add(n);
+        if self.over() {
+            let limit = self.limit;
+            self.fail(Failure::server_error(format!(
+                "the answer exceeded {limit} bytes, more than the proxy holds to translate it"
+            )));
+        }
+        !self.over()
     }
 
     /// Only the whole response is wanted: [`Builder::finish`] writes the response object
@@ -72,11 +112,21 @@ impl Builder {
 
     /// One chat completion chunk, or a whole completion (its `message` read as one delta).
     fn chunk(&mut self, chunk: &Chunk) {
+        if self.over() {
+            return;
+        }
         if let Some(error) = chunk.error.filter(|e| e.get().starts_with('{')) {
             let error: ChunkError = serde_json::from_str(error.get()).unwrap_or_default();
-            let status = error.code.0.map_or(500, |code| code as u16);
+            let status = (error.code.0)
+                .and_then(|code| u16::try_from(code).ok())
+                .filter(|code| (100..600).contains(code))
+                .unwrap_or(500);
             let message = error.message.get().unwrap_or("the upstream failed");
-            self.fail(failure(status, error.status.get(), message, None));
+            let message = match &self.hide {
+                Some((project, service)) => hidden(message, project, service.as_deref()),
+                None => message.to_owned(),
+            };
+            self.fail(failure(status, error.status.get(), &message, None));
             return;
         }
         if let Some(usage) = &chunk.usage {
@@ -86,10 +136,10 @@ impl Builder {
             return;
         };
         if let Some(delta) = choice.delta.as_ref().or(choice.message.as_ref()) {
-            for text in [&delta.reasoning_content, &delta.reasoning] {
-                if let Some(text) = text.get().filter(|t| !t.is_empty()) {
-                    self.reasoning(text);
-                }
+            // vLLM may send the same text under both names: the first is read.
+            let mut reasoning = [&delta.reasoning_content, &delta.reasoning].into_iter();
+            if let Some(text) = reasoning.find_map(|t| t.get().filter(|t| !t.is_empty())) {
+                self.reasoning(text);
             }
             if let Some(text) = delta.content.get().filter(|t| !t.is_empty()) {
                 self.text(text);
@@ -131,6 +181,9 @@ impl Builder {
             let text = String::new();
             self.open = Open::Reasoning { id, at, text };
         }
+        if !self.keep(text.len()) {
+            return;
+        }
         let Open::Reasoning { id, at, text: all } = &mut self.open else {
             unreachable!("a reasoning item was just opened")
         };
@@ -164,6 +217,9 @@ impl Builder {
             let text = String::new();
             self.open = Open::Message { id, at, text };
         }
+        if !self.keep(text.len()) {
+            return;
+        }
         let Open::Message { id, at, text: all } = &mut self.open else {
             unreachable!("a message was just opened")
         };
@@ -177,8 +233,16 @@ impl Builder {
     }
 
     fn tool_call(&mut self, delta: &CallDelta) {
-        let index = delta.index.or(self.calls.len() as u64);
         let function = delta.function.as_ref();
+        // A piece with no index, id or name continues the last call; one with no index but
+        // an id or a name begins the next.
+        let continued = delta.index.0.is_none()
+            && delta.id.get().is_none()
+            && function.and_then(|f| f.name.get()).is_none();
+        let index = match (continued, self.calls.last()) {
+            (true, Some(last)) => last.index,
+            _ => delta.index.or(self.calls.len() as u64),
+        };
         let arguments = function.and_then(|f| f.arguments.get()).unwrap_or_default();
         let n = match self.calls.iter().position(|c| c.index == index) {
             Some(n) => n,
@@ -206,6 +270,9 @@ impl Builder {
                 self.calls.len() - 1
             }
         };
+        if !self.keep(arguments.len()) {
+            return;
+        }
         let call = &mut self.calls[n];
         if let Some(id) = delta.id.get().filter(|_| call.call_id.is_empty()) {
             call.call_id = id.to_owned();
@@ -220,118 +287,6 @@ impl Builder {
                     string(out, arguments);
                 });
         }
-    }
-
-    /// Finishes the reasoning item or message being written.
-    fn close_open(&mut self) {
-        let (id, at, text, message) = match std::mem::replace(&mut self.open, Open::None) {
-            Open::None => return,
-            Open::Reasoning { id, at, text } => (id, at, text, false),
-            Open::Message { id, at, text } => (id, at, text, true),
-        };
-        // The part, written once: the text's escaped bytes are a slice of it.
-        let mut part = Vec::with_capacity(text.len() + 64);
-        part.extend_from_slice(match message {
-            true => b"{\"type\":\"output_text\",\"text\":",
-            false => b"{\"type\":\"summary_text\",\"text\":",
-        });
-        let start = part.len();
-        string(&mut part, &text);
-        let quoted = start..part.len();
-        part.extend_from_slice(match message {
-            true => b",\"annotations\":[]}",
-            false => b"}",
-        });
-        let (index, kinds) = match message {
-            true => (
-                &b",\"content_index\":0"[..],
-                ["response.output_text.done", "response.content_part.done"],
-            ),
-            false => (
-                &b",\"summary_index\":0"[..],
-                [
-                    "response.reasoning_summary_text.done",
-                    "response.reasoning_summary_part.done",
-                ],
-            ),
-        };
-        self.events.emit(kinds[0], |out| {
-            item_at(out, &id, at);
-            out.extend_from_slice(index);
-            out.extend_from_slice(b",\"text\":");
-            out.extend_from_slice(&part[quoted]);
-            if message {
-                out.extend_from_slice(b",\"logprobs\":[]");
-            }
-        });
-        self.events.emit(kinds[1], |out| {
-            item_at(out, &id, at);
-            out.extend_from_slice(index);
-            out.extend_from_slice(b",\"part\":");
-            out.extend_from_slice(&part);
-        });
-        let mut item = Vec::with_capacity(part.len() + 128);
-        match message {
-            true => {
-                item.extend_from_slice(b"{\"type\":\"message\",\"id\":");
-                string(&mut item, &id);
-                item.extend_from_slice(
-                    b",\"status\":\"completed\",\"role\":\"assistant\",\"content\":[",
-                );
-            }
-            false => {
-                item.extend_from_slice(b"{\"type\":\"reasoning\",\"id\":");
-                string(&mut item, &id);
-                item.extend_from_slice(b",\"summary\":[");
-            }
-        }
-        item.extend_from_slice(&part);
-        item.extend_from_slice(b"]}");
-        self.item_done(at, item);
-    }
-
-    /// Finishes every tool call being written, in the order they began.
-    fn close_calls(&mut self) {
-        for call in std::mem::take(&mut self.calls) {
-            let tools = &self.cx.tools;
-            if call.custom {
-                let input = custom_input(&call.arguments);
-                let input = input.get().unwrap_or_default();
-                for (kind, name) in [
-                    ("response.custom_tool_call_input.delta", "delta"),
-                    ("response.custom_tool_call_input.done", "input"),
-                ] {
-                    self.events.emit(kind, |out| {
-                        item_at(out, &call.id, call.at);
-                        key(out, name);
-                        string(out, input);
-                    });
-                }
-            } else {
-                let name = tools.by_chat(&call.chat).map_or(&call.chat, |t| &t.name);
-                self.events
-                    .emit("response.function_call_arguments.done", |out| {
-                        item_at(out, &call.id, call.at);
-                        key(out, "name");
-                        string(out, name);
-                        key(out, "arguments");
-                        string(out, &call.arguments);
-                    });
-            }
-            let mut item = Vec::with_capacity(call.arguments.len() + 192);
-            call_item(&mut item, tools, &call, "completed");
-            self.item_done(call.at, item);
-        }
-    }
-
-    fn item_done(&mut self, at: usize, item: Vec<u8>) {
-        self.events.emit("response.output_item.done", |out| {
-            key(out, "output_index");
-            uint(out, at as u64);
-            key(out, "item");
-            out.extend_from_slice(&item);
-        });
-        self.output.add(at, item);
     }
 
     /// The answer failed. Only the first failure counts.

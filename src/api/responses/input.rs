@@ -23,8 +23,9 @@ pub(crate) struct Item<'a> {
     pub name: Text<'a>,
     #[serde(borrow, default)]
     pub namespace: Text<'a>,
+    /// A JSON string; an object is read as its JSON.
     #[serde(borrow, default)]
-    pub arguments: Text<'a>,
+    pub arguments: Option<&'a RawValue>,
     #[serde(borrow, default)]
     pub input: Text<'a>,
     #[serde(borrow, default)]
@@ -96,9 +97,13 @@ pub(crate) fn content<'a>(content: Option<&'a RawValue>) -> Result<Content<'a>, 
         return Ok(Content::Parts(Vec::new()));
     };
     match content.get().as_bytes()[0] {
-        b'"' => Ok(Content::Text(
-            serde_json::from_str(content.get()).unwrap_or_default(),
-        )),
+        b'"' => serde_json::from_str(content.get())
+            .map(Content::Text)
+            .map_err(|e| {
+                bad(format!(
+                    "a message's `content` is not a readable string: {e}"
+                ))
+            }),
         b'[' => serde_json::from_str(content.get())
             .map(Content::Parts)
             .map_err(|e| bad(format!("content parts must be objects: {e}"))),

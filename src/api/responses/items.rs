@@ -147,12 +147,14 @@ pub(crate) fn write_response(out: &mut Vec<u8>, cx: &Context, output: &Output, s
         }
         _ => out.extend_from_slice(b"null"),
     }
+    out.extend_from_slice(&cx.echo);
+    // Usage last: the log reads the last `"usage"` of an answer's final bytes, so nothing
+    // the client wrote (its `metadata` above) may follow it, nor push it out of those bytes.
     out.extend_from_slice(b",\"usage\":");
     match &output.usage {
         Some(usage) => usage.write(out),
         None => out.extend_from_slice(b"null"),
     }
-    out.extend_from_slice(&cx.echo);
     out.push(b'}');
 }
 

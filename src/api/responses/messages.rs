@@ -51,7 +51,8 @@ pub(crate) fn write(
     match input.map(|i| i.get().as_bytes()[0]) {
         None => {}
         Some(b'"') => {
-            let text: Text = serde_json::from_str(input.expect("read").get()).unwrap_or_default();
+            let text: Text = serde_json::from_str(input.expect("read").get())
+                .map_err(|e| bad(format!("`input` is not a readable string: {e}")))?;
             messages.text("user", text.get().unwrap_or_default());
         }
         Some(b'[') => {
@@ -72,13 +73,16 @@ pub(crate) fn write(
 impl<'a> Messages<'_, 'a> {
     fn item(&mut self, item: &Item<'a>, tools: &Tools) -> Result<(), ProxyError> {
         let kind = item.kind.get().unwrap_or("message");
+        if item.call_id.is_some_and(|id| !id.get().starts_with('"')) {
+            return Err(bad(format!("a {kind} item's `call_id` must be a string")));
+        }
         match kind {
             "message" => self.message(item)?,
             "function_call" | "custom_tool_call" => {
                 let name = item.name.get().unwrap_or_default();
                 let chat = tools.chat_name(name, item.namespace.get());
                 let arguments = match kind {
-                    "function_call" => Cow::Borrowed(item.arguments.get().unwrap_or("{}")),
+                    "function_call" => arguments(item.arguments)?,
                     _ => {
                         let mut arguments = b"{\"input\":".to_vec();
                         string(&mut arguments, item.input.get().unwrap_or_default());
@@ -120,16 +124,22 @@ impl<'a> Messages<'_, 'a> {
 
     /// A message of text; the assistant's is left open for the calls that may follow.
     fn text(&mut self, role: &str, text: &str) {
-        self.joined(role, &[text]);
+        self.joined(role, &[text], "");
     }
 
-    fn joined(&mut self, role: &str, texts: &[&str]) {
+    /// A message of `texts`, `between` (escaped) between them.
+    fn joined(&mut self, role: &str, texts: &[&str], between: &str) {
         self.flush_images();
         self.next();
         self.out.extend_from_slice(b"{\"role\":\"");
         self.out.extend_from_slice(role.as_bytes());
         self.out.extend_from_slice(b"\",\"content\":\"");
-        texts.iter().for_each(|t| escaped(self.out, t));
+        for (n, text) in texts.iter().enumerate() {
+            if n > 0 {
+                self.out.extend_from_slice(between.as_bytes());
+            }
+            escaped(self.out, text);
+        }
         self.out.push(b'"');
         self.end(role);
     }
@@ -163,7 +173,11 @@ impl<'a> Messages<'_, 'a> {
         let text_only = parts.iter().all(|p| p.text.get().is_some());
         if role != "user" || text_only {
             let texts: Vec<&str> = parts.iter().filter_map(|p| p.text.get()).collect();
-            self.joined(role, &texts);
+            // The parts of a user or system message are blocks a client put together (Codex
+            // sends its instructions so): a blank line apart. The assistant's are pieces of
+            // what it said.
+            let between = if role == "assistant" { "" } else { "\\n\\n" };
+            self.joined(role, &texts, between);
             return Ok(());
         }
         self.flush_images();
@@ -173,15 +187,16 @@ impl<'a> Messages<'_, 'a> {
         let mut first = true;
         for part in &parts {
             match part.kind.get() {
+                // A text part without text is left out.
                 Some("input_text" | "output_text") => {
+                    let Some(text) = part.text.get() else {
+                        continue;
+                    };
                     if !first {
                         self.out.push(b',');
                     }
                     self.out.extend_from_slice(b"{\"type\":\"text\",\"text\":");
-                    match part.text.get() {
-                        Some(text) => string(self.out, text),
-                        None => self.out.extend_from_slice(b"null"),
-                    }
+                    string(self.out, text);
                     self.out.push(b'}');
                 }
                 Some("input_image") => {
@@ -267,7 +282,8 @@ impl<'a> Messages<'_, 'a> {
         let output = item.output.map(RawValue::get);
         let parts = match output {
             Some(string) if string.starts_with('"') => {
-                let string: Text = serde_json::from_str(string).unwrap_or_default();
+                let string: Text = serde_json::from_str(string)
+                    .map_err(|e| bad(format!("an output is not a readable string: {e}")))?;
                 escaped(&mut text, string.get().unwrap_or_default());
                 Vec::new()
             }
@@ -323,5 +339,23 @@ impl<'a> Messages<'_, 'a> {
             }
         }
         self.out.extend_from_slice(b"]}");
+    }
+}
+
+/// A `function_call`'s arguments: a string of JSON, or an object as its JSON (some clients
+/// send it parsed); absent, `{}`.
+fn arguments<'a>(arguments: Option<&'a RawValue>) -> Result<Cow<'a, str>, ProxyError> {
+    let Some(arguments) = arguments else {
+        return Ok(Cow::Borrowed("{}"));
+    };
+    match arguments.get().as_bytes()[0] {
+        b'"' => serde_json::from_str::<Text>(arguments.get())
+            .ok()
+            .and_then(|t| t.0)
+            .ok_or_else(|| bad("a function_call's `arguments` is not a readable string")),
+        b'{' => Ok(Cow::Borrowed(arguments.get())),
+        _ => Err(bad(
+            "a function_call's `arguments` must be a string of JSON, or an object",
+        )),
     }
 }

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::json::{Text, key, string};
+use super::json::{Text, deeper, key, string};
 use super::messages;
 use super::refuse::{bad, stateful};
 use super::tools::{Tools, tool_choice, write_tools};
@@ -73,6 +73,7 @@ struct Request<'a> {
 }
 /// Translates a Responses request body.
 pub(crate) fn translate(body: &[u8]) -> Result<Translated, ProxyError> {
+    let body = &*super::surrogates::replaced(body);
     let request: Request = serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => bad(format!("the request is not understood: {e}")),
         _ => ProxyError::bad_request("invalid_json", format!("invalid JSON: {e}")),
@@ -134,14 +135,14 @@ pub(crate) fn translate(body: &[u8]) -> Result<Translated, ProxyError> {
         model: model.to_owned(),
         stream,
         tools,
-        echo: echo(&request),
+        echo: echo(&request)?,
         dropped,
     })
 }
 
 /// The response object's last members: `store: false`, no tools of its own, and what it
 /// repeats of the request (`tool_choice` and `parallel_tool_calls` with their defaults).
-fn echo(request: &Request) -> Vec<u8> {
+fn echo(request: &Request) -> Result<Vec<u8>, ProxyError> {
     let mut echo = b",\"store\":false,\"tools\":[],\"previous_response_id\":null".to_vec();
     let defaulted = [
         ("tool_choice", request.tool_choice, "\"auto\""),
@@ -159,13 +160,36 @@ fn echo(request: &Request) -> Vec<u8> {
         ("text", request.text),
         ("metadata", request.metadata),
     ];
-    for (name, value) in echoed {
-        if let Some(value) = value {
+    for (name, value) in echoed
+        .into_iter()
+        .chain([("tool_choice", request.tool_choice)])
+    {
+        // Inside an event's response object: two levels more, within serde_json's limit.
+        let limit = crate::rewrite::MAX_DEPTH - 2;
+        if value.is_some_and(|v| deeper(v.get().as_bytes(), limit)) {
+            return Err(ProxyError::bad_request(
+                "invalid_body",
+                format!("`{name}` is nested deeper than {limit} levels"),
+            ));
+        }
+        if let Some(value) = value.filter(|_| name != "tool_choice") {
             key(&mut echo, name);
             echo.extend_from_slice(value.get().as_bytes());
         }
     }
-    echo
+    one_line(&mut echo);
+    Ok(echo)
+}
+
+/// The client's JSON made one line, in place: a pretty-printed request's line breaks would
+/// cut the `data:` line of the events that carry it. Outside strings they are whitespace,
+/// and inside one JSON allows them only escaped, so a space stands in for each.
+fn one_line(json: &mut [u8]) {
+    if memchr::memchr2(b'\n', b'\r', json).is_some() {
+        for byte in json.iter_mut().filter(|b| matches!(b, b'\n' | b'\r')) {
+            *byte = b' ';
+        }
+    }
 }
 
 fn effort(reasoning: &RawValue) -> Option<String> {

@@ -57,6 +57,13 @@ impl Sse {
                 self.line = line;
             }
             rest = &rest[end + 1..];
+            if self.builder.over() {
+                // Cut: the answer has failed, and what is left of it is not read.
+                self.line.clear();
+                self.data.clear();
+                self.builder.finish(true);
+                return self.builder.take();
+            }
         }
         self.line.extend_from_slice(rest);
         if self.line.len() + self.data.len() > MAX_EVENT {
@@ -91,6 +98,12 @@ impl Sse {
         }
         data.clear();
         self.data = data;
+    }
+
+    /// The answer grew past what is held to translate it: the stream is cut after its
+    /// `response.failed`.
+    pub fn cut(&self) -> bool {
+        self.builder.over()
     }
 
     /// The stream has ended (`failed`: broken): the last events.
@@ -155,7 +168,15 @@ impl Body for Translating {
             let events = match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => this.sse.edit(&data),
+                    Ok(data) => {
+                        let events = this.sse.edit(&data);
+                        if this.sse.cut() {
+                            // Logged as a broken stream, and the upstream's request dropped.
+                            this.broken =
+                                Some("the answer was larger than the proxy translates".into());
+                        }
+                        events
+                    }
                     Err(_) => continue,
                 },
                 Poll::Ready(Some(Err(error))) => {

@@ -53,9 +53,10 @@ fn the_captured_codex_request_becomes_a_chat_completion() {
             role => role,
         };
         assert_eq!(message["role"], role);
+        // Parts are blocks apart: a blank line between them.
         let parts = item["content"].as_array().unwrap();
-        let text: String = parts.iter().map(|p| p["text"].as_str().unwrap()).collect();
-        assert_eq!(message["content"], text.as_str());
+        let texts: Vec<&str> = parts.iter().map(|p| p["text"].as_str().unwrap()).collect();
+        assert_eq!(message["content"], texts.join("\n\n").as_str());
     }
     // Every function, the namespace's members under their own names; no web_search.
     let names: Vec<&str> = (chat["tools"].as_array().unwrap().iter())
@@ -194,6 +195,8 @@ fn events(sse: &[u8]) -> Vec<Value> {
     let events: Vec<Value> = (text.split_terminator("\n\n"))
         .map(|event| {
             let (head, data) = event.split_once("\ndata: ").expect("event and data lines");
+            // SSE ends a line at \n, \r or both: the data is one line.
+            assert!(!data.contains(['\n', '\r']), "{data}");
             let json: Value = serde_json::from_str(data).unwrap();
             assert_eq!(head.strip_prefix("event: "), json["type"].as_str());
             json
@@ -675,4 +678,280 @@ fn an_output_that_answers_no_call_is_text_after_the_tool_messages() {
         .as_array()
         .unwrap()[..]
     );
+}
+
+#[test]
+fn a_pretty_printed_request_keeps_every_event_on_one_data_line() {
+    let request = json!({"model": "flash", "input": "hi", "stream": true,
+        "reasoning": {"effort": "low"}, "metadata": {"a": "b\nc"}, "text": {"verbosity": "low"},
+        "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": []},
+        "tools": [{"type": "function", "name": "f"}]});
+    let pretty = serde_json::to_string_pretty(&request)
+        .unwrap()
+        .replace('\n', "\r\n");
+    let translated = translate(pretty.as_bytes()).unwrap();
+    let mut sse = Sse::new(Builder::new(Context {
+        id: "resp_1".into(),
+        created_at: 7,
+        model: translated.model,
+        tools: translated.tools,
+        echo: translated.echo,
+    }));
+    let mut out = sse.start();
+    out.extend(sse.edit(chunk(json!({"content": "Hi"}), json!("stop")).as_bytes()));
+    out.extend(sse.finish(None));
+    let events = events(&out);
+    let done = &events.last().unwrap()["response"];
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["metadata"], request["metadata"]);
+    assert_eq!(done["reasoning"], request["reasoning"]);
+    assert_eq!(done["tool_choice"], request["tool_choice"]);
+}
+
+#[test]
+fn many_tools_map_back_exactly_and_too_many_are_refused() {
+    // Past a handful, names are looked up by index: duplicates, a namespace's member that
+    // collides with a plain function, and a name that looks like a generated one.
+    let mut tools = vec![json!({"type": "function", "name": "a_3"})];
+    tools.extend((0..300).map(|_| json!({"type": "function", "name": "a"})));
+    tools.push(json!({"type": "function", "name": "ns__f"}));
+    tools.push(
+        json!({"type": "namespace", "name": "ns", "tools": [{"type": "custom", "name": "f"}]}),
+    );
+    let request = json!({"model": "flash", "input": [
+        {"type": "custom_tool_call", "call_id": "c1", "name": "f", "namespace": "ns", "input": "x"},
+        {"type": "function_call", "call_id": "c2", "name": "a", "arguments": "{}"}],
+        "tools": tools});
+    let translated = translate(request.to_string().as_bytes()).unwrap();
+    let chat: Value = serde_json::from_slice(&translated.body).unwrap();
+    let names: Vec<&str> = (chat["tools"].as_array().unwrap().iter())
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 303);
+    let unique: std::collections::HashSet<&&str> = names.iter().collect();
+    assert_eq!(unique.len(), 303, "every chat name differs");
+    assert_eq!(names[..5], ["a_3", "a", "a_2", "a_4", "a_5"]);
+    assert_eq!(names[302], "ns__f_2");
+    let calls = &chat["messages"][0]["tool_calls"];
+    assert_eq!(calls[0]["function"]["name"], "ns__f_2");
+    assert_eq!(calls[1]["function"]["name"], "a");
+    let member = translated.tools.by_chat("ns__f_2").unwrap();
+    assert_eq!(
+        (
+            member.name.as_str(),
+            member.namespace.as_deref(),
+            member.custom
+        ),
+        ("f", Some("ns"), true)
+    );
+    assert_eq!(translated.tools.by_chat("a_300").unwrap().name, "a");
+    assert_eq!(translated.tools.by_chat("a_3").unwrap().name, "a_3");
+    // More functions than the cap (a namespace's members counted) is a clear 400.
+    let many: Vec<Value> = (0..=512)
+        .map(|n| json!({"type": "function", "name": format!("f{n}")}))
+        .collect();
+    let request = json!({"model": "flash", "input": "hi", "tools": many});
+    let error = translate(request.to_string().as_bytes())
+        .err()
+        .expect("refused");
+    assert_eq!(error.status(), 400);
+    assert!(error.message().contains("512"), "{}", error.message());
+}
+
+#[test]
+fn lone_surrogates_become_replacement_characters_on_every_path() {
+    // Written by hand: serde_json cannot write a lone surrogate.
+    let lone = r"a\ud83d b\uDE00 c\\ud83d \ud83d\ude00";
+    let body = r#"{"model": "flash", "instructions": "I:LONE", "tools": [{"type": "function", "name": "f"}], "input": [
+        {"role": "user", "content": "U:LONE"},
+        {"role": "user", "content": [{"type": "input_text", "text": "P:LONE"}]},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "A:LONE"}]},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{\"x\":\"F:LONE\"}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "O:LONE"},
+        {"type": "function_call_output", "name": "goal", "output": "G:LONE"}]}"#
+        .replace("LONE", lone);
+    let fixed = "a\u{fffd} b\u{fffd} c\\ud83d 😀";
+    let translated = translate(body.as_bytes()).expect("translated");
+    let chat: Value = serde_json::from_slice(&translated.body).unwrap();
+    let messages = &chat["messages"];
+    assert_eq!(messages[0]["content"], format!("I:{fixed}"));
+    assert_eq!(messages[1]["content"], format!("U:{fixed}"));
+    assert_eq!(messages[2]["content"], format!("P:{fixed}"));
+    assert_eq!(messages[3]["content"], format!("A:{fixed}"));
+    let arguments = messages[3]["tool_calls"][0]["function"]["arguments"]
+        .as_str()
+        .unwrap();
+    assert!(arguments.contains("F:a\u{fffd} b\u{fffd} c"), "{arguments}");
+    assert_eq!(messages[4]["content"], format!("O:{fixed}"));
+    let orphan = messages[5]["content"][0]["text"].as_str().unwrap();
+    assert!(orphan.ends_with(&format!("G:{fixed}")), "{orphan}");
+    // As a string input, too.
+    let body = r#"{"model": "flash", "input": "S:LONE"}"#.replace("LONE", lone);
+    let chat: Value = serde_json::from_slice(&translate(body.as_bytes()).unwrap().body).unwrap();
+    assert_eq!(chat["messages"][0]["content"], format!("S:{fixed}"));
+}
+
+#[test]
+fn a_streamed_answer_past_the_limit_fails_and_is_cut() {
+    let mut sse = Sse::new(builder(json!([{"type": "function", "name": "f"}])).limited(100));
+    let mut out = sse.start();
+    let text = "x".repeat(60);
+    let stream = [
+        chunk(json!({"content": text}), Value::Null),
+        chunk(json!({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f", "arguments": text}}]}), Value::Null),
+        chunk(json!({"content": "never read"}), Value::Null),
+    ]
+    .concat();
+    out.extend(sse.edit(stream.as_bytes()));
+    assert!(sse.cut());
+    let events = events(&out);
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.failed");
+    assert_eq!(last["response"]["error"]["code"], "server_error");
+    let message = last["response"]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("exceeded 100 bytes"), "{message}");
+    assert!(!String::from_utf8_lossy(&out).contains("never read"));
+    // What came before the limit is kept, the call without the arguments past it.
+    assert_eq!(last["response"]["output"][0]["content"][0]["text"], text);
+    assert_eq!(last["response"]["output"][1]["arguments"], "");
+}
+
+#[test]
+fn odd_upstream_values_are_read_without_panic_or_doubling() {
+    let mut sse = Sse::new(builder(json!([{"type": "function", "name": "f"}])));
+    let mut out = sse.start();
+    let stream = [
+        // vLLM sends reasoning under both names: once.
+        chunk(json!({"reasoning_content": "Hm.", "reasoning": "Hm."}), Value::Null),
+        // A call's later pieces without an index continue it.
+        chunk(json!({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f", "arguments": "{\"a\""}}]}), Value::Null),
+        chunk(json!({"tool_calls": [{"function": {"arguments": ":1}"}}]}), json!("tool_calls")),
+        // A total that would overflow, absent.
+        format!("data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":{},\"completion_tokens\":1}}}}\n\n", u64::MAX),
+        "data: [DONE]\n\n".to_owned(),
+    ]
+    .concat();
+    out.extend(sse.edit(stream.as_bytes()));
+    out.extend(sse.finish(None));
+    let read = events(&out);
+    let done = &read.last().unwrap()["response"];
+    assert_eq!(done["output"][0]["summary"][0]["text"], "Hm.");
+    assert_eq!(done["output"].as_array().unwrap().len(), 2);
+    assert_eq!(done["output"][1]["arguments"], "{\"a\":1}");
+    assert_eq!(done["usage"]["total_tokens"], u64::MAX);
+    // An error code past u16 is not read as the status it truncates to (65965 as u16 = 429).
+    let mut sse = Sse::new(builder(json!([])));
+    let mut out = sse.start();
+    out.extend(sse.edit(b"data: {\"error\":{\"code\":65965,\"message\":\"Odd.\"}}\n\n"));
+    out.extend(sse.finish(None));
+    let read = events(&out);
+    let error = &read.last().unwrap()["response"]["error"];
+    assert_eq!(error["code"], "server_error");
+}
+
+#[test]
+fn echoed_values_nested_too_deep_are_refused() {
+    for name in ["metadata", "text", "tool_choice", "reasoning"] {
+        let deep = format!("{}1{}", "[".repeat(127), "]".repeat(127));
+        let body = format!(r#"{{"model": "flash", "input": "hi", "{name}": {{"a": {deep}}}}}"#);
+        let error = translate(body.as_bytes()).err().expect("refused");
+        assert_eq!(error.status(), 400);
+        assert!(error.message().contains(name), "{}", error.message());
+        assert!(
+            error.message().contains("126 levels"),
+            "{}",
+            error.message()
+        );
+    }
+    // Within the limit, with brackets in strings that do not count.
+    let body = format!(
+        r#"{{"model": "flash", "input": "hi", "metadata": {{"a": "[[[{{", "b": {}1{}}}}}"#,
+        "[".repeat(120),
+        "]".repeat(120)
+    );
+    assert!(translate(body.as_bytes()).is_ok());
+}
+
+#[test]
+fn parts_arguments_and_call_ids_are_read_as_clients_send_them() {
+    let request = json!({"model": "flash", "input": [
+        {"role": "developer", "content": [{"type": "input_text", "text": "<a>"}, {"type": "input_text", "text": "<b>"}]},
+        {"role": "user", "content": [{"type": "input_text", "text": "A"}, {"type": "input_text", "text": "B"}]},
+        {"role": "user", "content": [{"type": "input_text"}, {"type": "input_image", "image_url": "data:image/png;base64,AA"}]},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "Hel"}, {"type": "output_text", "text": "lo"}]},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": {"city": "Paris"}}]});
+    let chat = chat_of(&request);
+    let messages = &chat["messages"];
+    assert_eq!(messages[0]["content"], "<a>\n\n<b>");
+    assert_eq!(messages[1]["content"], "A\n\nB");
+    // A text part without text is left out, not sent as null.
+    assert_eq!(
+        messages[2]["content"],
+        json!([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}])
+    );
+    // The assistant's parts are pieces of what it said.
+    assert_eq!(messages[3]["content"], "Hello");
+    // Arguments sent as an object are its JSON.
+    let arguments = messages[3]["tool_calls"][0]["function"]["arguments"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(arguments).unwrap(),
+        json!({"city": "Paris"})
+    );
+    // A call id that is not a string is refused, naming the field.
+    for item in [
+        json!({"type": "function_call", "call_id": 7, "name": "f", "arguments": "{}"}),
+        json!({"type": "function_call_output", "call_id": {"id": 1}, "output": "ok"}),
+    ] {
+        let request = json!({"model": "flash", "input": [item]});
+        let error = translate(request.to_string().as_bytes())
+            .err()
+            .expect("refused");
+        assert_eq!(error.status(), 400);
+        assert!(error.message().contains("`call_id`"), "{}", error.message());
+    }
+    let request = json!({"model": "flash", "input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": 7}]});
+    let error = translate(request.to_string().as_bytes())
+        .err()
+        .expect("refused");
+    assert!(
+        error.message().contains("`arguments`"),
+        "{}",
+        error.message()
+    );
+}
+
+#[test]
+fn long_namespaced_names_are_shortened_within_geminis_limit_and_map_back() {
+    let namespace = format!("mcp__{}", "server".repeat(10));
+    let request = json!({"model": "flash", "input": [
+        {"type": "function_call", "call_id": "c1", "namespace": namespace, "name": "read_file", "arguments": "{}"}],
+        "tools": [{"type": "namespace", "name": namespace, "tools": [
+            {"type": "function", "name": "read_file"}, {"type": "function", "name": "read_files"},
+            {"type": "function", "name": "read_file"}]}]});
+    let translated = translate(request.to_string().as_bytes()).unwrap();
+    let chat: Value = serde_json::from_slice(&translated.body).unwrap();
+    let names: Vec<&str> = (chat["tools"].as_array().unwrap().iter())
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3);
+    for (n, name) in names.iter().enumerate() {
+        assert!(name.len() <= 64, "{name}");
+        assert!(names[..n].iter().all(|other| other != name), "{name} twice");
+        let tool = translated.tools.by_chat(name).unwrap();
+        assert_eq!(tool.namespace.as_deref(), Some(namespace.as_str()));
+    }
+    assert_eq!(
+        translated.tools.by_chat(names[1]).unwrap().name,
+        "read_files"
+    );
+    assert_eq!(
+        chat["messages"][0]["tool_calls"][0]["function"]["name"],
+        names[0]
+    );
+    // A short one is as it was.
+    let request = json!({"model": "flash", "input": "hi", "tools": [{"type": "namespace", "name": "ns",
+        "tools": [{"type": "function", "name": "f"}]}]});
+    assert_eq!(chat_of(&request)["tools"][0]["function"]["name"], "ns__f");
 }

@@ -3,6 +3,8 @@
 //! namespaces' members under names that cannot collide, hosted tools dropped; and the names
 //! kept, to map the model's calls back.
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -31,9 +33,25 @@ struct ToolIn<'a> {
     #[serde(borrow, default)]
     tools: Raw<'a>,
 }
+/// The most functions a request may offer (a namespace's members counted). OpenAI allows
+/// 128; the cap is generous, and bounds the work a request's tools can make.
+const MAX_TOOLS: usize = 512;
+
+/// Up to this many tools, a lookup is a scan (cheaper than hashing for Codex's few dozen at
+/// most); past it, the names are indexed.
+const SCANNED: usize = 16;
+
 /// How each tool the model sees is named, and what it was in the request.
 #[derive(Debug, Default)]
-pub(crate) struct Tools(Vec<Tool>);
+pub(crate) struct Tools {
+    list: Vec<Tool>,
+    /// Past [`SCANNED`] tools: chat name → tool, and [`name_key`] → the first tool with it.
+    by_chat: HashMap<String, usize>,
+    by_name: HashMap<String, usize>,
+    /// The last suffix given to a chat name that was taken, so that duplicates do not probe
+    /// `_2`, `_3`, … from the start each time.
+    suffixes: HashMap<String, u32>,
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Tool {
@@ -46,19 +64,56 @@ pub(crate) struct Tool {
     pub custom: bool,
 }
 
+/// The longest function name Gemini takes.
+const MAX_NAME: usize = 64;
+
+/// A namespace member's chat name within [`MAX_NAME`]: a longer one (MCP servers' namespaces
+/// run long) cut, and told apart from others cut alike by a hash of the whole.
+fn fitted(chat: String) -> String {
+    if chat.len() <= MAX_NAME {
+        return chat;
+    }
+    let hash = hex::encode(&crate::keys::sha256(chat.as_bytes())[..4]);
+    let mut cut = MAX_NAME - 1 - hash.len();
+    while !chat.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{hash}", &chat[..cut])
+}
+
+/// A Responses name and namespace as one key that no other pair has.
+fn name_key(name: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(namespace) => format!("{}:{namespace}{name}", namespace.len()),
+        None => format!(":{name}"),
+    }
+}
+
 impl Tools {
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.list.is_empty()
+    }
+
+    fn indexed(&self) -> bool {
+        self.list.len() > SCANNED
     }
 
     /// The tool a chat function name stands for.
     pub fn by_chat(&self, chat: &str) -> Option<&Tool> {
-        self.0.iter().find(|t| t.chat == chat)
+        match self.indexed() {
+            false => self.list.iter().find(|t| t.chat == chat),
+            true => self.by_chat.get(chat).map(|&n| &self.list[n]),
+        }
     }
 
     /// The chat name for a Responses name (and namespace); unknown ones stay as they are.
     pub fn chat_name(&self, name: &str, namespace: Option<&str>) -> String {
-        let found = (self.0.iter()).find(|t| t.name == name && t.namespace.as_deref() == namespace);
+        let found = match self.indexed() {
+            false => {
+                (self.list.iter()).find(|t| t.name == name && t.namespace.as_deref() == namespace)
+            }
+            true => (self.by_name.get(&name_key(name, namespace))).map(|&n| &self.list[n]),
+        };
         match (found, namespace) {
             (Some(tool), _) => tool.chat.clone(),
             (None, Some(namespace)) => format!("{namespace}__{name}"),
@@ -66,26 +121,55 @@ impl Tools {
         }
     }
 
-    /// Adds a tool under a chat name no other has: a namespace's member is `{ns}__{name}`,
-    /// with `_2`, `_3`, … if that is taken.
-    fn add(&mut self, name: &str, namespace: Option<&str>, custom: bool) -> &str {
+    /// Adds a tool under a chat name no other has: a namespace's member is `{ns}__{name}`
+    /// (fitted to [`MAX_NAME`]), with `_2`, `_3`, … if that is taken.
+    fn add(
+        &mut self,
+        name: &str,
+        namespace: Option<&str>,
+        custom: bool,
+    ) -> Result<&str, ProxyError> {
+        if self.list.len() == MAX_TOOLS {
+            return Err(bad(format!(
+                "`tools` offers more than {MAX_TOOLS} functions (a namespace's members counted), more than the proxy takes"
+            )));
+        }
         let base = match namespace {
             Some(namespace) => format!("{namespace}__{name}"),
             None => name.to_owned(),
         };
-        let mut chat = base.clone();
-        let mut n = 1;
-        while self.by_chat(&chat).is_some() {
-            n += 1;
-            chat = format!("{base}_{n}");
+        let fit = |chat: String| match namespace {
+            Some(_) => fitted(chat),
+            None => chat,
+        };
+        let mut chat = fit(base.clone());
+        if self.by_chat(&chat).is_some() {
+            let mut n = self.suffixes.get(&base).copied().unwrap_or(1);
+            while self.by_chat(&chat).is_some() {
+                n += 1;
+                chat = fit(format!("{base}_{n}"));
+            }
+            self.suffixes.insert(base, n);
         }
-        self.0.push(Tool {
+        self.list.push(Tool {
             chat,
             name: name.to_owned(),
             namespace: namespace.map(str::to_owned),
             custom,
         });
-        &self.0.last().expect("just pushed").chat
+        match self.list.len() - 1 {
+            n if n == SCANNED => (0..=n).for_each(|n| self.index(n)),
+            n if n > SCANNED => self.index(n),
+            _ => {}
+        }
+        Ok(&self.list.last().expect("just pushed").chat)
+    }
+
+    fn index(&mut self, n: usize) {
+        let tool = &self.list[n];
+        self.by_chat.insert(tool.chat.clone(), n);
+        let key = name_key(&tool.name, tool.namespace.as_deref());
+        self.by_name.entry(key).or_insert(n);
     }
 }
 /// `,"tools":[…]` (if any function is offered): the function tools the model is offered;
@@ -145,7 +229,7 @@ fn function(
     tool: &ToolIn,
     namespace: Option<&str>,
 ) -> Result<(), ProxyError> {
-    let chat = names.add(tool_name(tool)?, namespace, false);
+    let chat = names.add(tool_name(tool)?, namespace, false)?;
     out.extend_from_slice(b"{\"type\":\"function\",\"function\":{\"name\":");
     string(out, chat);
     let passed = [
@@ -177,7 +261,7 @@ fn custom(
         #[serde(borrow, default)]
         definition: Text<'a>,
     }
-    let chat = names.add(tool_name(tool)?, namespace, true);
+    let chat = names.add(tool_name(tool)?, namespace, true)?;
     out.extend_from_slice(b"{\"type\":\"function\",\"function\":{\"name\":");
     string(out, chat);
     let mut description = (tool.description)
