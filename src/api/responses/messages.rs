@@ -48,15 +48,16 @@ pub(crate) fn write(
     if let Some(instructions) = instructions {
         messages.text("system", instructions);
     }
-    match input.map(|i| i.get().as_bytes()[0]) {
+    // A raw value is valid JSON, so never empty: its first byte says what it is.
+    match input.map(|i| (i.get(), i.get().as_bytes().first())) {
         None => {}
-        Some(b'"') => {
-            let text: Text = serde_json::from_str(input.expect("read").get())
+        Some((input, Some(b'"'))) => {
+            let text: Text = serde_json::from_str(input)
                 .map_err(|e| bad(format!("`input` is not a readable string: {e}")))?;
             messages.text("user", text.get().unwrap_or_default());
         }
-        Some(b'[') => {
-            let items: Vec<Item> = serde_json::from_str(input.expect("read").get())
+        Some((input, Some(b'['))) => {
+            let items: Vec<Item> = serde_json::from_str(input)
                 .map_err(|e| bad(format!("`input` must be an array of items: {e}")))?;
             for item in &items {
                 messages.item(item, tools)?;
