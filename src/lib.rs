@@ -24,7 +24,8 @@
 //!
 //! Beside the pipeline: [`pages`] (the splash and `/docs` runbook), [`cli`] (the command
 //! line), [`config`] (the environment), [`app`] (startup, which assembles the [`state`] every
-//! request shares), and [`demo`] (the stand-in for Vertex behind `vertex-proxy demo`).
+//! request shares), [`demo`] (the stand-in for Vertex behind `vertex-proxy demo`), and
+//! [`json_out`] (JSON written by hand, for the log line and the Responses translation).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -35,6 +36,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod json_out;
 pub mod keys;
 pub mod kinds;
 pub mod log;

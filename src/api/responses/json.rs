@@ -1,7 +1,8 @@
-//! The bridge's JSON, by hand: strings escaped straight into the output buffer (events, the
-//! response object and the chat body are written, not built as trees and serialised), and
-//! lenient readers for the members of what clients and upstreams send, which read anything
-//! that is not what they expect as absent, as `Value::as_str` did.
+//! The bridge's JSON, by hand: strings escaped straight into the output buffer (with
+//! `json_out`, which the log line shares; events, the response object and the chat body are
+//! written, not built as trees and serialised), and lenient readers for the members of what
+//! clients and upstreams send, which read anything that is not what they expect as absent, as
+//! `Value::as_str` did.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -9,48 +10,7 @@ use std::marker::PhantomData;
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-/// `text` as a JSON string.
-pub(crate) fn string(out: &mut Vec<u8>, text: &str) {
-    out.push(b'"');
-    escaped(out, text);
-    out.push(b'"');
-}
-
-/// `text` as the inside of a JSON string: quotes, backslashes and control characters
-/// escaped, everything else (non-ASCII included) as its UTF-8 bytes, as serde_json writes it.
-pub(crate) fn escaped(out: &mut Vec<u8>, text: &str) {
-    let bytes = text.as_bytes();
-    // Almost every string needs no escaping. A check without early exit is vectorised.
-    let special = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
-    if !bytes.iter().fold(false, |found, &b| found | special(b)) {
-        out.extend_from_slice(bytes);
-        return;
-    }
-    let mut plain = 0;
-    for (at, &byte) in bytes.iter().enumerate() {
-        let short = match byte {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            b'\n' => b'n',
-            b'\r' => b'r',
-            b'\t' => b't',
-            0x08 => b'b',
-            0x0c => b'f',
-            0..0x20 => b'u',
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[plain..at]);
-        plain = at + 1;
-        if short == b'u' {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            let (high, low) = (HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]);
-            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', high, low]);
-        } else {
-            out.extend_from_slice(&[b'\\', short]);
-        }
-    }
-    out.extend_from_slice(&bytes[plain..]);
-}
+pub(crate) use crate::json_out::{escaped, key, string, uint};
 
 /// Whether `json` (one valid value) nests arrays and objects deeper than `limit`.
 pub(crate) fn deeper(json: &[u8], limit: usize) -> bool {
@@ -71,17 +31,6 @@ pub(crate) fn deeper(json: &[u8], limit: usize) -> bool {
         }
     }
     false
-}
-
-pub(crate) fn uint(out: &mut Vec<u8>, value: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-}
-
-/// `,"name":` for a name of our own, which needs no escaping.
-pub(crate) fn key(out: &mut Vec<u8>, name: &str) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
 }
 
 /// A string member, borrowed where it has no escapes; anything else (a number, an object,
