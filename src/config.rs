@@ -265,11 +265,11 @@ mod tests {
         assert_eq!(config.timeouts.shutdown_grace, Duration::from_secs(8));
         assert!(!config.allow_raw_model_ids && config.project_from_env.is_none());
         assert_eq!(
-            config.aliases.get("flash").unwrap().model,
+            config.aliases.resolve("flash").unwrap().model,
             "google/gemini-2.5-flash"
         );
         assert_eq!(
-            config.aliases.get("pro-preview").unwrap().model,
+            config.aliases.resolve("pro-preview").unwrap().model,
             "google/gemini-3.1-pro-preview"
         );
     }

@@ -261,10 +261,6 @@ impl Aliases {
         Ok(())
     }
 
-    pub fn get(&self, alias: &str) -> Option<&Route> {
-        self.routes.get(alias)
-    }
-
     /// An alias, or a raw `publisher/model` id when those are allowed.
     pub fn resolve(&self, name: &str) -> Option<Cow<'_, Route>> {
         if let Some(route) = self.routes.get(name) {
@@ -274,14 +270,19 @@ impl Aliases {
         is_raw_model_id(name).then(|| Cow::Owned(Route::vertex(name.to_owned(), location.clone())))
     }
 
-    /// The route for a request's `model`, if the key (`may_use`) may use it.
+    /// The route for a request's `model`, if the key (`may_use`) may use it; an unknown one's
+    /// error lists the aliases the key may use that the client's API `reaches`.
     pub fn route_for(
         &self,
         name: &str,
         may_use: impl Fn(&str) -> bool,
+        reaches: impl Fn(&Route) -> bool,
     ) -> Result<Cow<'_, Route>, ProxyError> {
         let Some(route) = self.resolve(name) else {
-            let usable: Vec<&str> = self.names().filter(|a| may_use(a)).collect();
+            let usable = self
+                .iter()
+                .filter(|&(alias, route)| may_use(alias) && reaches(route));
+            let usable: Vec<&str> = usable.map(|(alias, _)| alias).collect();
             return Err(ProxyError::bad_request(
                 "model_not_found",
                 format!(
@@ -404,16 +405,16 @@ mod tests {
             r#"{"flash":"google/gemini-2.5-flash","llama":{"model":"meta/llama-3.3-70b-instruct-maas","location":"us-central1"},"bare":"gemini-2.0-flash"}"#,
             "europe-west4", |_| None)
         .unwrap();
-        let flash = aliases.get("flash").unwrap();
+        let flash = aliases.resolve("flash").unwrap();
         assert_eq!(
-            flash,
-            &Route::vertex("google/gemini-2.5-flash".into(), "europe-west4".into())
+            *flash,
+            Route::vertex("google/gemini-2.5-flash".into(), "europe-west4".into())
         );
         assert_eq!(flash.kind, Kind::VertexOpenAi);
         assert_eq!(flash.auth, Auth::GoogleAccessToken);
-        assert_eq!(aliases.get("llama").unwrap().locations, ["us-central1"]);
+        assert_eq!(aliases.resolve("llama").unwrap().locations, ["us-central1"]);
         assert_eq!(
-            aliases.get("bare").unwrap().model,
+            aliases.resolve("bare").unwrap().model,
             "google/gemini-2.0-flash"
         );
         assert_eq!(
@@ -432,7 +433,7 @@ mod tests {
             r#"{"pro":{"model":"google/gemini-2.5-pro","locations":["global","us-central1","europe-west4"]}}"#,
             "global", |_| None)
         .unwrap();
-        let route = pro.get("pro").unwrap();
+        let route = pro.resolve("pro").unwrap();
         assert_eq!(route.locations, ["global", "us-central1", "europe-west4"]);
         assert_eq!(route.location(), "global");
         let errors = Aliases::parse(
@@ -461,7 +462,7 @@ mod tests {
             r#"{"flash-fast":{"model":"google/gemini-2.5-flash","defaults":{"reasoning_effort":"none"}}}"#,
             "global", |_| None)
         .unwrap();
-        let route = fast.get("flash-fast").unwrap();
+        let route = fast.resolve("flash-fast").unwrap();
         assert_eq!(route.defaults["reasoning_effort"], "none");
         assert_eq!(
             route.model_object("flash-fast", 0)["defaults"]["reasoning_effort"],
@@ -509,11 +510,11 @@ mod tests {
             .set_model("pro-preview", "google/c", "global")
             .unwrap();
         assert_eq!(
-            aliases.get("flash"),
+            aliases.resolve("flash").as_deref(),
             Some(&Route::vertex("google/b".into(), "europe-west4".into()))
         );
         assert_eq!(
-            aliases.get("pro-preview"),
+            aliases.resolve("pro-preview").as_deref(),
             Some(&Route::vertex("google/c".into(), "global".into()))
         );
         assert!(aliases.set_model("flash", "bad id", "global").is_err());
@@ -530,10 +531,15 @@ mod tests {
 
         let only_flash = |name: &str| name == "flash";
         assert_eq!(
-            aliases.route_for("flash", only_flash).unwrap().model,
+            aliases
+                .route_for("flash", only_flash, |_| true)
+                .unwrap()
+                .model,
             "google/gemini-2.5-flash"
         );
-        let unknown = aliases.route_for("gpt-4", only_flash).unwrap_err();
+        let unknown = aliases
+            .route_for("gpt-4", only_flash, |_| true)
+            .unwrap_err();
         assert_eq!(unknown.status(), 400);
         assert!(
             unknown.message().ends_with("this key may use: flash"),
@@ -542,7 +548,7 @@ mod tests {
         );
         assert_eq!(
             aliases
-                .route_for("pro-preview", only_flash)
+                .route_for("pro-preview", only_flash, |_| true)
                 .unwrap_err()
                 .status(),
             403

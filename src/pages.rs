@@ -267,12 +267,12 @@ mod tests {
         let json = ALIAS_FORMS.split("\n}\n").next().unwrap().to_owned() + "}";
         let key = |name: &str| (name == "GEMMA_API_KEY").then(|| "sk-example".to_owned());
         let aliases = Aliases::parse(&json, "global", key).expect("every form parses");
-        let kind = |alias| aliases.get(alias).unwrap().kind;
+        let kind = |alias| aliases.resolve(alias).unwrap().kind;
         assert_eq!(aliases.names().count(), 7);
         assert_eq!(kind("embed"), Kind::VertexEmbeddings);
         assert_eq!(kind("claude-sonnet"), Kind::VertexAnthropic);
         assert_eq!(kind("gemma"), Kind::Service);
-        assert_eq!(aliases.get("pro").unwrap().locations.len(), 2);
+        assert_eq!(aliases.resolve("pro").unwrap().locations.len(), 2);
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::error::{ProxyError, json_response};
 use crate::keys::KeyEntry;
 use crate::kinds::Call;
 use crate::log::{self, LogGuard, RequestLog};
+use crate::models::Route;
 use crate::pages;
 use crate::state::State;
 
@@ -260,7 +261,12 @@ async fn forward(
     // 3. Resolve the route of the model the request names.
     let aliases = &config.aliases;
     let model = operation.model(&body, in_path, |name| aliases.resolve(name).is_some())?;
-    let route = aliases.route_for(&model.name, |m| key.may_use(m))?;
+    // Gemini's API reaches Google's models only: an unknown model's error lists those.
+    let reaches = |route: &Route| match operation {
+        Operation::Gemini(_) => gemini::methods(route).is_some(),
+        _ => true,
+    };
+    let route = aliases.route_for(&model.name, |m| key.may_use(m), reaches)?;
     let call = Call {
         operation,
         asked,

@@ -444,11 +444,11 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            config.aliases.get("flash").unwrap().model,
+            config.aliases.resolve("flash").unwrap().model,
             "google/gemini-2.5-flash-lite"
         );
         assert_eq!(
-            config.aliases.get("pro-preview").unwrap().model,
+            config.aliases.resolve("pro-preview").unwrap().model,
             "google/gemini-3-pro-preview"
         );
         assert_eq!(

@@ -290,7 +290,8 @@ mod tests {
         let json = r#"{"gemma":{"upstream":"https://x/v1","model":"m","auth_header":"x-serverless-authorization","service_key_env":"GEMMA_API_KEY"}}"#;
         let var = |name: &str| (name == "GEMMA_API_KEY").then(|| " sk-own-key \n".to_owned());
         let aliases = super::super::Aliases::parse(json, "global", var).unwrap();
-        let Auth::GoogleIdToken { service_key, .. } = &aliases.get("gemma").unwrap().auth else {
+        let Auth::GoogleIdToken { service_key, .. } = &aliases.resolve("gemma").unwrap().auth
+        else {
             panic!("a service's route");
         };
         let key = service_key.as_ref().unwrap();

@@ -208,6 +208,11 @@ async fn models_that_are_not_googles_or_not_generative_are_sent_elsewhere() {
         message.contains("\"nope\"") && !message.contains("google/nope"),
         "{message}"
     );
+    // It lists the aliases Gemini's API reaches, not Claude, which it cannot.
+    assert!(
+        message.ends_with("this key may use: embed, flash, gemini-3.8-flash"),
+        "{message}"
+    );
     assert_eq!(vertex.count(), 0, "nothing reached Vertex");
     // A key whose models list lacks the alias: 403 in Google's shape.
     let answer = send(
