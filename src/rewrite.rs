@@ -190,7 +190,7 @@ pub fn json_string(text: &str) -> Bytes {
 
 /// serde_json skips values without a depth limit, so nesting is measured here first. Strings
 /// (a base64 image is one long string) are jumped over with memchr rather than walked.
-fn nesting_exceeds(body: &[u8], limit: usize) -> bool {
+pub fn nesting_exceeds(body: &[u8], limit: usize) -> bool {
     let mut depth = 0usize;
     let mut i = 0;
     while i < body.len() {

@@ -12,27 +12,6 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Vis
 
 pub(crate) use crate::json_out::{escaped, key, string, uint};
 
-/// Whether `json` (one valid value) nests arrays and objects deeper than `limit`.
-pub(crate) fn deeper(json: &[u8], limit: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &byte in json {
-        match (in_string, byte) {
-            (true, _) if escaped => escaped = false,
-            (true, b'\\') => escaped = true,
-            (true, b'"') | (false, b'"') => in_string = !in_string,
-            (false, b'{' | b'[') => {
-                depth += 1;
-                if depth > limit {
-                    return true;
-                }
-            }
-            (false, b'}' | b']') => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
-}
-
 /// A string member, borrowed where it has no escapes; anything else (a number, an object,
 /// null) reads as absent.
 #[derive(Debug, Default)]

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::json::{Text, deeper, key, string};
+use super::json::{Text, key, string};
 use super::messages;
 use super::refuse::{bad, stateful};
 use super::tools::{Tools, tool_choice, write_tools};
@@ -166,7 +166,7 @@ fn echo(request: &Request) -> Result<Vec<u8>, ProxyError> {
     {
         // Inside an event's response object: two levels more, within serde_json's limit.
         let limit = crate::rewrite::MAX_DEPTH - 2;
-        if value.is_some_and(|v| deeper(v.get().as_bytes(), limit)) {
+        if value.is_some_and(|v| crate::rewrite::nesting_exceeds(v.get().as_bytes(), limit)) {
             return Err(ProxyError::bad_request(
                 "invalid_body",
                 format!("`{name}` is nested deeper than {limit} levels"),
