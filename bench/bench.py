@@ -380,6 +380,31 @@ async def streaming(sse_port, proxy_port, streams, chunks_each, rounds=1, claude
     return results
 
 
+def chat_urls(upstream_url, nginx_port, port):
+    return {"direct": f"{upstream_url}{CHAT_PATH}",
+            "nginx": f"http://127.0.0.1:{nginx_port}{CHAT_PATH}",
+            "proxy": f"http://127.0.0.1:{port}/v1/chat/completions"}
+
+
+def throughput(upstream_url, metadata_port, nginx_port, count):
+    """64 clients for 5 s, the three interleaved, `count` rounds (the machine's speed drifts over
+    seconds); the figure is the round with the median proxy-to-nginx ratio, all ratios beside it.
+    A proxy of its own, warmed up first: each worker's allocator reaches its working size only
+    after some 100k requests (BENCHMARKS.md)."""
+    port = free_port()
+    proxy = start_proxy(port, upstream_url, metadata_port)
+    urls = chat_urls(upstream_url, nginx_port, port)
+    for _ in range(4):
+        wrk(urls["proxy"], 4, 3, 1)
+    rounds = [{name: wrk(url, 64, 5, 2) for name, url in urls.items()} for _ in range(count)]
+    stop(proxy)
+    ratios = [r["proxy"]["rps"] / r["nginx"]["rps"] for r in rounds]
+    rounds.sort(key=lambda r: r["proxy"]["rps"] / r["nginx"]["rps"])
+    return dict(rounds[len(rounds) // 2], ratios=[round(x, 3) for x in ratios],
+                median_ratio=round(statistics.median(ratios), 3),
+                errors=sum(r["proxy"]["errors"] for r in rounds))
+
+
 def percentile(values, p):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
@@ -690,6 +715,13 @@ def main():
         print(json.dumps(streaming_pair(upstream, asyncio.new_event_loop()), indent=2))
         return
 
+    if "--throughput-only" in sys.argv[1:]:
+        # Paired rounds only (issue 23's figure): `--throughput-only [ROUNDS]`, default 8.
+        args = sys.argv[sys.argv.index("--throughput-only") + 1:]
+        count = int(args[0]) if args and args[0].isdigit() else 8
+        print(json.dumps(throughput(upstream_url, upstream, nginx_port, count), indent=2))
+        return
+
     log("cold start")
     health_ms, completion_ms = cold_start(upstream, upstream_url)
     results["cold_start_ms"] = health_ms
@@ -711,17 +743,9 @@ def main():
                          "rss_after_more_kib": rss_after,
                          "warmup_requests": sum(w["requests"] for w in warm),
                          "more_requests": sum(m["requests"] for m in more)}
-    urls = {"direct": f"{upstream_url}{CHAT_PATH}",
-            "nginx": f"http://127.0.0.1:{nginx_port}{CHAT_PATH}",
-            "proxy": f"http://127.0.0.1:{port}/v1/chat/completions"}
-    results["latency"] = {name: wrk(url, 1, 10, 1) for name, url in urls.items()}
-    # The machine's speed drifts over seconds, so throughput is five interleaved rounds of
-    # 5 s each; the figure is the round with the median proxy-to-nginx ratio.
-    rounds = [{name: wrk(url, 64, 5, 2) for name, url in urls.items()} for _ in range(5)]
-    rounds.sort(key=lambda r: r["proxy"]["rps"] / r["nginx"]["rps"])
-    results["throughput"] = dict(rounds[2], ratios=[round(r["proxy"]["rps"] / r["nginx"]["rps"], 3) for r in rounds],
-                                 errors=sum(r["proxy"]["errors"] for r in rounds))
+    results["latency"] = {name: wrk(url, 1, 10, 1) for name, url in chat_urls(upstream_url, nginx_port, port).items()}
     stop(proxy)
+    results["throughput"] = throughput(upstream_url, upstream, nginx_port, 5)
 
     log("streaming relay and many streams")
     loop = asyncio.new_event_loop()
