@@ -207,7 +207,17 @@ async fn dispatch(
     };
     // 1. Authenticate. No upstream I/O of any kind happens before this succeeds.
     let keys = state.keys.current();
-    let query_key = api::gemini::query_key(request.uri.query());
+    // Only Google's clients send a key in the query, and only to Gemini's API: elsewhere it
+    // would just put a key in the URLs that Cloud Run's request log keeps.
+    let gemini = matches!(
+        keyed,
+        Keyed::Forward(Operation::Gemini(_), _)
+            | Keyed::Models { gemini: true }
+            | Keyed::Model { gemini: true, .. }
+    );
+    let query_key = gemini
+        .then(|| api::gemini::query_key(request.uri.query()))
+        .flatten();
     let key = keys.authenticate(&request.headers, query_key)?;
     log.authenticated(&key.id);
     match keyed {

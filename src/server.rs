@@ -154,6 +154,9 @@ async fn stopping(phases: &mut watch::Receiver<Phase>) {
 }
 
 /// How often an h2c connection is pinged, and how long the answer may take.
+/// The most an HTTP/1.1 request's line and headers may take; HTTP/2's header list is
+/// hyper's 16 KiB.
+pub const MAX_HEAD_BYTES: usize = 72 * 1024;
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -208,7 +211,13 @@ impl Worker {
         // timer for each request: an allocation, and, being due sooner than the timers the
         // worker sleeps on while the upstream answers, a wake-up of the worker's poll by
         // `eventfd`: two system calls a request.
-        builder.http1().header_read_timeout(None);
+        builder
+            .http1()
+            .header_read_timeout(None)
+            // A request's head waits in this buffer before any key is checked: hyper's default
+            // (about 400 KB) would let unauthenticated connections hold 800 MB at the default
+            // MAX_CONNECTIONS. Clients' heads are a few KB; a larger one gets 431.
+            .max_buf_size(MAX_HEAD_BYTES);
         builder
             .http2()
             .timer(TokioTimer::new())

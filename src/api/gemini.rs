@@ -89,15 +89,28 @@ pub fn model_name(path_model: &str, resolves: impl Fn(&str) -> bool) -> String {
     }
 }
 
-/// The query Vertex gets: the client's, without `key` (a key is never sent on), with its `?`.
-pub fn upstream_query(query: Option<&str>) -> String {
-    let kept: Vec<&str> = (query.unwrap_or_default().split('&'))
-        .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some("key"))
-        .collect();
-    match kept.is_empty() {
-        true => String::new(),
-        false => format!("?{}", kept.join("&")),
+/// The query Vertex gets, with its `?`: `alt` alone, as the client gave it. Google's front
+/// end reads system parameters from the query (`$key`, `access_token`, `userProject`,
+/// `fields`, in `$` and percent-encoded forms too), which would act on the proxy's credential
+/// and billing or hide `usageMetadata`; so nothing else of the client's goes on, and an `alt`
+/// other than SSE or JSON, whose answer could not be read or relayed as it is, is refused.
+pub fn upstream_query(query: Option<&str>) -> Result<&'static str, ProxyError> {
+    let mut kept = "";
+    for value in (query.unwrap_or_default().split('&')).filter_map(|p| p.strip_prefix("alt=")) {
+        let alt = match value {
+            "sse" => "?alt=sse",
+            "json" => "?alt=json",
+            _ => "",
+        };
+        if alt.is_empty() || !(kept.is_empty() || kept == alt) {
+            return Err(ProxyError::bad_request(
+                "invalid_query",
+                "alt must be sse or json, given once: the proxy relays answers as SSE or JSON",
+            ));
+        }
+        kept = alt;
     }
+    Ok(kept)
 }
 
 /// The key in a `key=` query parameter, which Google's clients may send instead of a header.
@@ -223,9 +236,22 @@ mod tests {
 
     #[test]
     fn the_key_never_goes_upstream() {
-        assert_eq!(upstream_query(Some("alt=sse&key=sk_1")), "?alt=sse");
-        assert_eq!(upstream_query(Some("key=sk_1")), "");
-        assert_eq!(upstream_query(None), "");
+        assert_eq!(
+            upstream_query(Some("alt=sse&key=sk_1")).unwrap(),
+            "?alt=sse"
+        );
+        assert_eq!(
+            upstream_query(Some("key=sk_1&$key=x&%6Bey=x&fields=a")).unwrap(),
+            ""
+        );
+        assert_eq!(
+            upstream_query(Some("alt=json&alt=json")).unwrap(),
+            "?alt=json"
+        );
+        assert_eq!(upstream_query(None).unwrap(), "");
+        for refused in ["alt=proto", "alt=", "alt=sse&alt=json"] {
+            assert!(upstream_query(Some(refused)).is_err(), "{refused}");
+        }
         assert_eq!(query_key(Some("alt=sse&key=sk_1")), Some("sk_1"));
         assert_eq!(query_key(Some("alt=sse")), None);
         let raw = |name: &str| name == "flash" || name.starts_with("google/");

@@ -19,6 +19,18 @@ pub fn answer(path: &str, body: &Value) -> Option<Response<ProxyBody>> {
     let named = path.split("/publishers/google/models/").nth(1)?;
     let (model, method) = named.rsplit_once(':')?;
     let model = format!("google/{model}");
+    // Google's front end reads system parameters from the query (`$key`, `access_token`,
+    // `userProject`, `fields`, `alt=proto`, …: they would act on the proxy's credential and
+    // billing, or hide `usageMetadata`) and cannot bind any other name: only `alt` for SSE
+    // or JSON may come from a client.
+    let stray = (query.split('&')).find(|p| !p.is_empty() && *p != "alt=sse" && *p != "alt=json");
+    if let Some(pair) = stray {
+        let name = pair.split('=').next().unwrap_or_default();
+        let message = format!(
+            "Invalid JSON payload received. Unknown name {name:?}: Cannot bind query parameter, or a system parameter this stand-in will not take from a client."
+        );
+        return Some(google_error(StatusCode::BAD_REQUEST, &message));
+    }
     if let Some(refused) = refusal(&model, body) {
         return Some(refused);
     }

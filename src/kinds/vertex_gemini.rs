@@ -51,7 +51,7 @@ impl UpstreamKind for VertexGemini {
             ));
         };
         let name = (call.route.model.strip_prefix("google/")).unwrap_or(&call.route.model);
-        let query = gemini::upstream_query(call.query);
+        let query = gemini::upstream_query(call.query)?;
         let path = format!("publishers/google/models/{name}:{}{query}", method.as_str());
         Ok(Prepared {
             body: vec![call.body.clone()],

@@ -295,6 +295,8 @@ fn cases() -> Vec<Case> {
             "invalid_api_key",
             "missing API key",
         ),
+        // Past 72 KiB of head, before any key is read: no connection holds more.
+        by_hyper("a 300 KiB header", raw("GET", "/v1/models", &[("x-junk", leak("j".repeat(300 * 1024)))], b""), 431),
         by_hyper("not HTTP at all", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n".to_vec(), 400),
     ]
 }

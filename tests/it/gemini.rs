@@ -83,6 +83,86 @@ async fn every_path_and_key_form_reaches_the_native_method_and_no_key_goes_upstr
     )
     .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    // Elsewhere a key in the query is not read: it would only end up in URL logs.
+    let chat = r#"{"model":"flash","messages":[{"role":"user","content":"hi"}]}"#;
+    let path = format!("/v1/chat/completions?{key_query}");
+    let answer = send(&proxy, &path, &[], chat).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        answer.json()["error"]["code"],
+        "invalid_api_key",
+        "{}",
+        answer.json()
+    );
+    send(&proxy, "/v1/chat/completions", &goog, chat)
+        .await
+        .expect(StatusCode::OK);
+}
+
+/// Google reads system parameters from the query: a key (`$key`, `%6Bey`), a token
+/// (`access_token`), a billing project (`userProject`), a field mask, a content type. None of
+/// the client's may reach Vertex, which is sent `alt` alone.
+#[tokio::test]
+async fn only_alt_crosses_to_vertex_of_the_query() {
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let (_metadata, proxy) = proxy_for(&vertex).await;
+    let goog = [("x-goog-api-key", KEY)];
+    let hostile = format!(
+        "alt=sse&%24key={KEY}&%6Bey={KEY}&access_token=ya29.client&oauth_token=x&%24ct=application/x-protobuf\
+         &userProject=other-proj&%24userProject=x&quotaUser=q&fields=candidates&%24httpMethod=GET&key={KEY}&&alt=sse"
+    );
+    let path = format!("/v1beta/models/flash:streamGenerateContent?{hostile}");
+    send(&proxy, &path, &goog, BODY)
+        .await
+        .expect(StatusCode::OK);
+    let received = vertex.received().pop().unwrap();
+    assert_eq!(
+        received.path,
+        format!(
+            "/v1/projects/{PROJECT}/locations/global/publishers/google/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+        )
+    );
+    // No query at all, and `alt=json`, go as they came.
+    send(
+        &proxy,
+        "/v1beta/models/flash:generateContent?fields=x",
+        &goog,
+        BODY,
+    )
+    .await
+    .expect(StatusCode::OK);
+    assert!(
+        vertex
+            .received()
+            .pop()
+            .unwrap()
+            .path
+            .ends_with(":generateContent")
+    );
+    let path = "/v1beta/models/flash:streamGenerateContent?alt=json";
+    send(&proxy, path, &goog, BODY).await.expect(StatusCode::OK);
+    assert!(vertex.received().pop().unwrap().path.ends_with("?alt=json"));
+    // An answer in a form the proxy cannot read usage from (or relay as it is) is refused here.
+    let sent = vertex.received().len();
+    for alt in ["alt=proto", "alt=media", "alt=sse&alt=proto"] {
+        let path = format!("/v1beta/models/flash:generateContent?{alt}");
+        let answer = send(&proxy, &path, &goog, BODY).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{alt}");
+        assert_eq!(
+            answer.json()["error"]["status"],
+            "INVALID_ARGUMENT",
+            "{alt}"
+        );
+        let message = answer.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            message.contains("alt") && message.contains("sse"),
+            "{message}"
+        );
+    }
+    assert_eq!(vertex.received().len(), sent);
 }
 
 #[tokio::test]
