@@ -9,7 +9,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 
 mod vertex_events;
 
@@ -45,7 +45,7 @@ impl UpstreamKind for VertexAnthropic {
     }
 
     fn prepare(&self, call: &Call) -> Result<Prepared, ProxyError> {
-        let (body, stream) = body(call.body, call.model, call.route, call.operation);
+        let (body, stream) = body(call.body, call.model, call.route, call.operation)?;
         Ok(Prepared {
             body,
             target: Target::VertexPath(target(call.route, call.operation, stream)),
@@ -100,54 +100,76 @@ fn target(route: &Route, operation: Operation, stream: bool) -> String {
     }
 }
 
-/// What the proxy reads of a Messages body besides its model.
+/// What the proxy reads of a Messages body besides its model: each member as it came, so
+/// that `null` counts as given (an `Option` would read it as absent, and a second member
+/// would be added beside it) and nothing is built from the value.
 #[derive(Deserialize, Default)]
-struct Top {
-    anthropic_version: Option<IgnoredAny>,
-    #[serde(default)]
-    stream: Option<serde_json::Value>,
+struct Top<'a> {
+    #[serde(default, borrow)]
+    anthropic_version: Member<'a>,
+    #[serde(default, borrow)]
+    stream: Member<'a>,
+}
+
+#[derive(Default)]
+struct Member<'a>(Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Member<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(value: D) -> Result<Self, D::Error> {
+        <&RawValue>::deserialize(value).map(|raw| Member(Some(raw)))
+    }
 }
 
 /// The body Vertex gets, as pieces sharing the client's buffer, and whether it streams. For
 /// messages the `model` member goes (Vertex reads it from the URL); for counting its value
 /// becomes Vertex's name for the model. `"anthropic_version": "vertex-2023-10-16"` comes in
-/// unless the client gave a version of its own. Every other byte is the client's.
+/// unless the client gave a version of its own (a `null` one is replaced). Every other byte
+/// is the client's.
 fn body(
     body: &Bytes,
     model: &ModelField,
     route: &Route,
     operation: Operation,
-) -> (Vec<Bytes>, bool) {
-    // The body was validated by `find_model`.
-    let top: Top = serde_json::from_slice(body).unwrap_or_default();
-    let stream = top.stream == Some(serde_json::Value::Bool(true));
+) -> Result<(Vec<Bytes>, bool), ProxyError> {
+    // The body was validated by `find_model`; what is left to refuse is a member given twice
+    // (which one Vertex would read is its own business) and keys serde cannot read.
+    let top: Top = serde_json::from_slice(body)
+        .map_err(|e| ProxyError::bad_request("invalid_body", e.to_string()))?;
+    let stream = top.stream.0.is_some_and(|raw| raw.get() == "true");
     let version = Bytes::from(format!(r#""anthropic_version":"{VERSION}""#));
+    let mut edits: Vec<(Range<usize>, Bytes)> = Vec::new();
+    let given = match top.anthropic_version.0 {
+        Some(raw) if raw.get() == "null" => {
+            let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+            edits.push((start..start + 4, rewrite::json_string(VERSION)));
+            true
+        }
+        given => given.is_some(),
+    };
     // A version among the alias's defaults comes in with them.
-    let version_given =
-        top.anthropic_version.is_some() || route.defaults.contains_key("anthropic_version");
-    let edits: Vec<(Range<usize>, Bytes)> = match (operation, version_given) {
+    let version_given = given || route.defaults.contains_key("anthropic_version");
+    match (operation, version_given) {
         (Operation::CountTokens, version_given) => {
             let name = route
                 .model
                 .strip_prefix("anthropic/")
                 .unwrap_or(&route.model);
-            let mut edits = vec![(model.span.clone(), rewrite::json_string(name))];
+            edits.push((model.span.clone(), rewrite::json_string(name)));
             if !version_given {
                 let at = rewrite::member_start(body, &model.span);
                 let mut version = BytesMut::from(&version[..]);
                 version.extend_from_slice(b",");
                 edits.push((at..at, version.freeze()));
             }
-            edits
         }
-        (_, true) => vec![(rewrite::member_with_comma(body, &model.span), Bytes::new())],
+        (_, true) => edits.push((rewrite::member_with_comma(body, &model.span), Bytes::new())),
         // The version takes the model's place: no comma moves.
         (_, false) => {
             let member = rewrite::member_start(body, &model.span)..model.span.end;
-            vec![(member, version)]
+            edits.push((member, version));
         }
     };
-    (rewrite::splice(body, edits), stream)
+    Ok((rewrite::splice(body, edits), stream))
 }
 
 /// The `anthropic-beta` header Vertex gets: the client's values (from every such header,
@@ -199,7 +221,7 @@ mod tests {
     fn rewritten(body: &str, operation: Operation) -> (String, bool) {
         let field = find_model(body.as_bytes()).unwrap();
         let (pieces, stream) =
-            super::body(&Bytes::from(body.to_owned()), &field, &route(), operation);
+            super::body(&Bytes::from(body.to_owned()), &field, &route(), operation).unwrap();
         let out = String::from_utf8(pieces.concat()).unwrap();
         serde_json::from_str::<serde_json::Value>(&out).expect("still JSON");
         (out, stream)

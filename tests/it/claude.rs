@@ -80,6 +80,36 @@ async fn a_message_goes_to_raw_predict_with_the_model_in_the_url_and_the_version
     }
 }
 
+/// `null` is a value given: the version takes its place rather than coming in beside it (a
+/// second member, of which Vertex reads the last). A member given twice is refused here.
+#[tokio::test]
+async fn a_null_version_is_replaced_and_a_member_given_twice_is_refused() {
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let proxy = in_process_with(&vertex, &settings(&[])).await;
+    let headers = [("x-api-key", KEY)];
+    let body = r#"{"anthropic_version":null,"model":"sonnet","max_tokens":64,"messages":[{"role":"user","content":"hello claude"}]}"#;
+    messages(&proxy, &headers, body)
+        .await
+        .expect(StatusCode::OK);
+    let received = vertex.received().pop().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&received.body),
+        r#"{"anthropic_version":"vertex-2023-10-16","max_tokens":64,"messages":[{"role":"user","content":"hello claude"}]}"#
+    );
+    let sent = vertex.received().len();
+    for twice in [
+        r#"{"stream":false,"model":"sonnet","max_tokens":64,"stream":true,"messages":[]}"#,
+        r#"{"anthropic_version":"x","model":"sonnet","anthropic_version":null,"messages":[]}"#,
+    ] {
+        let answer = messages(&proxy, &headers, twice).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{twice}");
+        let (kind, message) = anthropic_error(&answer);
+        assert_eq!(kind, "invalid_request_error");
+        assert!(message.contains("duplicate field"), "{message}");
+    }
+    assert_eq!(vertex.received().len(), sent);
+}
+
 #[tokio::test]
 async fn a_stream_goes_to_stream_raw_predict_without_vertex_events_and_its_usage_is_priced() {
     let vertex = FakeVertex::start_with(stand_in).await;
