@@ -201,7 +201,8 @@ impl<'a> Retries<'a> {
             self.backoffs += 1;
             after.unwrap_or_else(|| jittered(self.backoffs - 1))
         };
-        if self.waited + wait > self.policy.budget {
+        // Saturating: `Retry-After` is any number of seconds an upstream cares to send.
+        if self.waited.saturating_add(wait) > self.policy.budget {
             return give_up(log, error);
         }
         log.push(attempt);
@@ -329,6 +330,16 @@ mod tests {
         let (result, _, log) = scripted(POLICY, &["global"], outcomes).await;
         assert_eq!(result.unwrap(), "ok");
         assert_eq!(log[1].wait, Duration::from_secs(7));
+    }
+
+    /// An upstream may send any number of seconds; after a first wait, the largest still
+    /// only ends the retries.
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_retry_after_ends_the_retries() {
+        let outcomes = vec![busy(Some(1)), busy(Some(u64::MAX)), Outcome::Done("ok")];
+        let (result, tried, _) = scripted(POLICY, &["global"], outcomes).await;
+        assert_eq!(result.unwrap_err(), ProxyError::Busy("busy".into()));
+        assert_eq!(tried.len(), 2);
     }
 
     #[tokio::test(start_paused = true)]
