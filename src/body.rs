@@ -260,6 +260,12 @@ impl Body for IdleTimeout {
     }
 
     fn size_hint(&self) -> SizeHint {
+        // An edit changes the length (a signature spliced in, Vertex's events dropped): the
+        // upstream's would go out as `content-length` and cut the answer, or reset an h2
+        // stream. Unknown, it goes chunked.
+        if self.edit.is_some() {
+            return SizeHint::default();
+        }
         let read = self.read.as_ref().map_or(0, |r| r.len() as u64);
         let inner = self.inner.size_hint();
         let mut hint = SizeHint::new();
