@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 use bytes::Bytes;
 
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 
 /// How much of the end of a response is kept; the usage object is a few hundred bytes.
@@ -202,14 +202,17 @@ impl Tail {
         }
     }
 
-    /// The last `"usage": {...}` object in the tail that parses, if any, else Gemini's last
-    /// `"usageMetadata"`.
+    /// The counts of the answer's last `"usage"` or `"usageMetadata"` object (Gemini's) that
+    /// is a member of its top-level object, or of an object there (an event's `response` or
+    /// `message`). Nothing the model writes comes after the real counts, and the model's own
+    /// objects (Gemini's `functionCall.args`, Claude's `tool_use.input`) lie deeper: a
+    /// `usage` in them would otherwise price the request.
     pub fn usage(&self) -> Option<Usage> {
         let tail: &[u8] = match self.1.is_empty() {
             true => &self.0,
             false => &self.1,
         };
-        last_usage(tail).or_else(|| last_gemini_usage(tail))
+        last_usage(tail)
     }
 }
 
@@ -227,73 +230,141 @@ impl Head {
         self.0.extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
-    /// The first `"usage": {...}` object in the head that parses, if any.
+    /// The usage in a stream's `message_start` (`{"type": "message_start", "message": {...,
+    /// "usage": {...}}}`), read from its first `data:` line: an event, not whatever object of
+    /// the answer's first 4 KiB holds a `"usage"` (a JSON answer's `tool_use.input` may).
     pub fn usage(&self) -> Option<Usage> {
-        let needle = b"\"usage\"";
-        let mut from = 0;
-        while let Some(at) = memchr::memmem::find(&self.0[from..], needle) {
-            let at = from + at;
-            from = at + needle.len();
-            if let Some(usage) = usage_at(&self.0, at) {
-                return Some(usage);
-            }
+        #[derive(Deserialize)]
+        struct Start {
+            #[serde(rename = "type")]
+            kind: String,
+            message: Message,
         }
-        None
+        #[derive(Deserialize)]
+        struct Message {
+            usage: Usage,
+        }
+        let data = (self.0.split(|b| *b == b'\n')).find_map(|line| line.strip_prefix(b"data:"))?;
+        let start: Start = serde_json::from_slice(data.trim_ascii()).ok()?;
+        (start.kind == "message_start").then_some(start.message.usage)
     }
 }
 
-/// The last `"usage": {...}` object in `bytes` that parses, if any. memchr's forward search
-/// is vectorised and its reverse one is not: looking forward for the last occurrence took
-/// about 1 k instructions fewer on a 600-byte answer (callgrind).
+/// How many objects under the keys are read, from the last, before giving up: the real one
+/// is the last, and each read may walk the rest of the tail, so a model that writes
+/// thousands of them must not make the search quadratic.
+const TRIES: usize = 4;
+
+/// How deep the counts may be: a member of the top-level object, or of an object that is
+/// one of its members (Claude's `message_start`, the Responses API's `response.completed`).
+const LEVELS: usize = 2;
+
+/// See [`Tail::usage`]. The keys are found forward, once: memchr's forward search is
+/// vectorised and its reverse one is not (about 1 k instructions fewer on a 600-byte answer).
 fn last_usage(bytes: &[u8]) -> Option<Usage> {
     static USAGE: LazyLock<memchr::memmem::Finder<'static>> =
         LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
-    let mut end = bytes.len();
-    while let Some(at) = USAGE.find_iter(&bytes[..end]).last() {
-        end = at;
-        if let Some(usage) = usage_at(bytes, at) {
+    static GEMINI: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\"usageMetadata\""));
+    let mut found: Vec<(usize, bool)> = USAGE.find_iter(bytes).map(|at| (at, false)).collect();
+    found.extend(GEMINI.find_iter(bytes).map(|at| (at, true)));
+    found.sort_unstable();
+    let mut tried = 0;
+    for &(at, gemini) in found.iter().rev() {
+        // An escaped quote means the word was inside a string (say, in the model's answer).
+        if at > 0 && bytes[at - 1] == b'\\' {
+            continue;
+        }
+        let key = if gemini {
+            GEMINI.needle()
+        } else {
+            USAGE.needle()
+        };
+        let value = bytes[at + key.len()..].trim_ascii_start();
+        let Some(value) = value.strip_prefix(b":").map(<[u8]>::trim_ascii_start) else {
+            continue;
+        };
+        // `"usage": null` in a chunk that has none is no object.
+        if value.first() != Some(&b'{') {
+            continue;
+        }
+        if tried == TRIES {
+            return None;
+        }
+        tried += 1;
+        let read = match gemini {
+            true => read_object::<GeminiUsage>(value).map(|(u, n)| (Usage::from(u), n)),
+            false => read_object::<Usage>(value),
+        };
+        let Some((usage, n)) = read else {
+            continue;
+        };
+        let end = bytes.len() - value.len() + n;
+        let line = bytes[..at]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |n| n + 1);
+        if closes_top_level(&bytes[end..], bytes[line..].starts_with(b"data:")) {
             return Some(usage);
         }
     }
     None
 }
 
-/// The last `"usageMetadata": {...}` in `bytes` that parses: a stream's last event has the
-/// final counts.
-fn last_gemini_usage(bytes: &[u8]) -> Option<Usage> {
-    let needle = b"\"usageMetadata\"";
-    let mut end = bytes.len();
-    while let Some(at) = memchr::memmem::rfind(&bytes[..end], needle) {
-        end = at;
-        if let Some(gemini) = object_after::<GeminiUsage>(bytes, at, needle.len()) {
-            return Some(gemini.into());
+/// The `T` at the start of `bytes`, and where it ends. serde stops at the object's closing
+/// brace and leaves what follows unread: one pass over the object.
+fn read_object<T: DeserializeOwned>(bytes: &[u8]) -> Option<(T, usize)> {
+    let mut objects = serde_json::Deserializer::from_slice(bytes).into_iter::<T>();
+    let object = objects.next()?.ok()?;
+    Some((object, objects.byte_offset()))
+}
+
+/// Whether `rest`, what follows a member's value, closes at most [`LEVELS`] objects (with
+/// more members between) and then the answer, or the event's line: a member nested deeper
+/// is followed by more closing brackets.
+fn closes_top_level(mut rest: &[u8], event: bool) -> bool {
+    let value_end = |rest: &[u8]| {
+        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<IgnoredAny>();
+        matches!(values.next(), Some(Ok(_))).then(|| values.byte_offset())
+    };
+    let mut closed = 0;
+    loop {
+        rest = rest.trim_ascii_start();
+        match rest.first() {
+            Some(b'}') => {
+                rest = &rest[1..];
+                let ended = match event {
+                    true => {
+                        let blank = rest.iter().take_while(|b| matches!(b, b' ' | b'\t'));
+                        matches!(rest[blank.count()..].first(), None | Some(b'\r' | b'\n'))
+                    }
+                    false => rest.trim_ascii().is_empty(),
+                };
+                closed += 1;
+                if ended || closed == LEVELS {
+                    return ended;
+                }
+            }
+            Some(b',') => {
+                let key = rest[1..].trim_ascii_start();
+                if key.first() != Some(&b'"') {
+                    return false;
+                }
+                let Some(n) = value_end(key) else {
+                    return false;
+                };
+                let Some(value) = key[n..].trim_ascii_start().strip_prefix(b":") else {
+                    return false;
+                };
+                let value = value.trim_ascii_start();
+                let Some(n) = value_end(value) else {
+                    return false;
+                };
+                rest = &value[n..];
+            }
+            _ => return false,
         }
     }
-    None
-}
-
-/// The object that is the value of the key at `at` (`len` bytes, quotes included), read as
-/// a `T`, if it is one.
-fn object_after<T: DeserializeOwned>(bytes: &[u8], at: usize, len: usize) -> Option<T> {
-    // An escaped quote means the word was inside a string (say, in the model's answer).
-    if at > 0 && bytes[at - 1] == b'\\' {
-        return None;
-    }
-    let rest = bytes[at + len..].trim_ascii_start();
-    let rest = rest.strip_prefix(b":")?.trim_ascii_start();
-    if rest.first() != Some(&b'{') {
-        return None;
-    }
-    // serde stops at the object's closing brace and leaves what follows (the rest of the
-    // answer) unread: one pass over the object, where finding its end first and then parsing
-    // it took two (about 1 k instructions an answer, callgrind).
-    T::deserialize(&mut serde_json::Deserializer::from_slice(rest)).ok()
-}
-
-/// The usage object whose key starts at `at`, if it is one.
-fn usage_at(bytes: &[u8], at: usize) -> Option<Usage> {
-    // `"usage": null` in a chunk that has none is no object.
-    object_after(bytes, at, b"\"usage\"".len())
 }
 
 #[cfg(test)]
@@ -381,8 +452,73 @@ mod tests {
 
     #[test]
     fn a_usage_object_that_does_not_parse_gives_way_to_the_one_before() {
-        let body = "{\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":30,\"total_tokens\":42}}\n{\"usage\":{\"prompt_tokens\":}} {\"usage\":{\"prompt_tokens\":1]}";
+        let body = "data: {\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":30,\"total_tokens\":42}}\n\ndata: {\"usage\":{\"prompt_tokens\":}}\n\ndata: {\"usage\":{\"prompt_tokens\":1]}\n\n";
         assert_eq!(usage_of(&[body]), Some(USAGE));
+    }
+
+    /// The model writes objects of its own: Gemini's `functionCall.args`, Claude's
+    /// `tool_use.input`. A `usage` in them is no count of the proxy's, whatever it holds.
+    #[test]
+    fn a_usage_the_model_wrote_is_not_read() {
+        let event = |args: &str| {
+            format!(
+                "data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"functionCall\":{{\"name\":\"f\",\"args\":{args}}}}}]}}}}],\"usageMetadata\":{{\"promptTokenCount\":100,\"candidatesTokenCount\":50,\"totalTokenCount\":150}},\"modelVersion\":\"gemini-2.5-flash\"}}\r\n\r\n"
+            )
+        };
+        for args in [
+            r#"{"usage":{}}"#,
+            r#"{"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+        ] {
+            let usage = usage_of(&[&event(args)]).expect("usage");
+            assert_eq!(
+                (usage.prompt_tokens, usage.total_tokens),
+                (Some(100), Some(150)),
+                "{args}"
+            );
+        }
+        // A JSON answer, pretty-printed as Google sends one: the nested object is followed by
+        // closing brackets on later lines, the real one by the end of the answer.
+        let json = "{\n  \"candidates\": [{\"content\": {\"parts\": [{\"functionCall\": {\"args\": {\"usage\": {\"prompt_tokens\": 1}\n}}}]}}],\n  \"usageMetadata\": {\"promptTokenCount\": 7}\n}\n";
+        assert_eq!(usage_of(&[json]).and_then(|u| u.prompt_tokens), Some(7));
+        // Claude's answer as JSON, the model's input first: only the top-level one counts.
+        let claude = r#"{"content":[{"type":"tool_use","input":{"usage":{"cache_read_input_tokens":50000000}}}],"usage":{"input_tokens":5,"output_tokens":2}}"#;
+        let usage = usage_of(&[claude]).expect("usage");
+        assert_eq!(
+            (usage.input_tokens, usage.cache_read_input_tokens),
+            (Some(5), None)
+        );
+        let mut head = Head::default();
+        head.push(claude.as_bytes());
+        assert_eq!(head.usage(), None, "a JSON answer has no message_start");
+        // Nested only: none at all rather than the model's.
+        assert_eq!(
+            usage_of(&[r#"{"choices":[{"args":{"usage":{"prompt_tokens":1}}}]}"#]),
+            None
+        );
+    }
+
+    /// Claude's stream gives its input counts in `message_start`, under `message`.
+    #[test]
+    fn the_head_reads_message_start() {
+        let mut head = Head::default();
+        head.push(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"content\":[],\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n");
+        assert_eq!(head.usage().and_then(|u| u.input_tokens), Some(9));
+    }
+
+    /// Thousands of `usage` objects the model wrote cost a few tries, not one walk each.
+    #[test]
+    fn many_usage_keys_are_tried_a_few_times_only() {
+        let args = vec![r#""usage":{}"#; 3000].join(",");
+        let body =
+            format!("data: {{\"x\":{{\"y\":{{{args}}}}},\"usage\":{{\"prompt_tokens\":3}}}}\n\n");
+        assert_eq!(usage_of(&[&body]).and_then(|u| u.prompt_tokens), Some(3));
+        let body =
+            format!("data: {{\"usage\":{{\"prompt_tokens\":3}},\"x\":{{\"y\":{{{args}}}}}}}\n\n");
+        assert_eq!(
+            usage_of(&[&body]),
+            None,
+            "the real one is last in every answer"
+        );
     }
 
     #[test]
