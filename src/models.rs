@@ -377,10 +377,17 @@ fn is_id_part(part: &str) -> bool {
 }
 
 /// A Vertex model id a client may name directly when `ALLOW_RAW_MODEL_IDS` is on: exactly
-/// `publisher/model`. The character set keeps it from changing the upstream URL or path.
+/// `publisher/model`. The character set keeps it from changing the upstream URL or path; the
+/// lengths (Vertex's ids are a few dozen characters) keep the URL within what `http` takes
+/// and the log line within Cloud Logging's entry size.
 pub fn is_raw_model_id(id: &str) -> bool {
     match id.split_once('/') {
-        Some((publisher, model)) => is_id_part(publisher) && is_id_part(model),
+        Some((publisher, model)) => {
+            publisher.len() <= 64
+                && model.len() <= 128
+                && is_id_part(publisher)
+                && is_id_part(model)
+        }
         None => false,
     }
 }
@@ -576,6 +583,10 @@ mod tests {
         ] {
             assert!(!is_raw_model_id(bad), "{bad}");
         }
+        // Vertex's ids are short; a client's may not be long enough to break a URL or a log line.
+        assert!(is_raw_model_id(&format!("meta/{}", "a".repeat(128))));
+        assert!(!is_raw_model_id(&format!("meta/{}", "a".repeat(129))));
+        assert!(!is_raw_model_id(&format!("{}/b", "a".repeat(65))));
     }
 
     #[test]
