@@ -33,8 +33,9 @@ pub const MARKER: &str = "__thought__";
 /// would take the sentinel.
 const CHECK: usize = 4;
 
-/// The longest carried part taken from an id, in characters: a signature is a few hundred
-/// bytes to a few KB. A longer one is no signature of Vertex's.
+/// The longest carried part, in characters, both ways: a signature is a few hundred bytes to
+/// a few KB. A longer one is not carried out (the next step gets the sentinel), since it
+/// would not be taken back in: an id is not to reach Vertex with a marker.
 pub const MAX_CARRIED: usize = 16 * 1024;
 
 /// `THOUGHT_SIGNATURES`.
@@ -83,6 +84,9 @@ pub fn carry(id: &str, signature: &str) -> Option<String> {
     let mut bytes = STANDARD.decode(signature).ok().filter(|b| !b.is_empty())?;
     let check = crate::keys::sha256(&bytes);
     bytes.extend_from_slice(&check[..CHECK]);
+    if (bytes.len() * 4).div_ceil(3) > MAX_CARRIED {
+        return None;
+    }
     let mut carried = String::with_capacity(id.len() + MARKER.len() + signature.len() + 8);
     carried.push_str(id);
     carried.push_str(MARKER);
@@ -152,6 +156,12 @@ mod tests {
         for odd in ["", "c2lnLTE", "c2lnLTE==", "not base64!", "c2ln-TE="] {
             assert_eq!(carry("x", odd), None, "{odd:?}");
         }
+        // Nor what would not be taken back: the bound is the same both ways.
+        let largest = STANDARD.encode(vec![7u8; MAX_CARRIED * 3 / 4 - CHECK]);
+        let id = carry("x", &largest).expect("carried");
+        assert!(matches!(take_apart(&id), Carried::Signed { .. }));
+        let larger = STANDARD.encode(vec![7u8; MAX_CARRIED * 3 / 4 - CHECK + 1]);
+        assert_eq!(carry("x", &larger), None);
     }
 
     #[test]
