@@ -188,7 +188,10 @@ impl IdSplicer {
         let Some(after) = self.held.get(start..limit) else {
             return false;
         };
-        if memmem::find(after, b"data: [DONE]").is_some() {
+        // `data: [DONE]`, or `data:[DONE]`: a space after the colon is optional in SSE.
+        let done = memmem::find_iter(after, b"[DONE]")
+            .any(|at| after[..at].ends_with(b"data:") || after[..at].ends_with(b"data: "));
+        if done {
             return true;
         }
         // Looked at for good, but for a marker split at the end, or an event not yet whole.
@@ -199,7 +202,10 @@ impl IdSplicer {
             let value = after[at..].trim_ascii_start();
             let value = value.strip_prefix(b":").map(<[u8]>::trim_ascii_start);
             if value.is_some_and(|v| v.starts_with(b"\"")) {
-                if memmem::find(&after[at..], b"\n\n").is_some() {
+                // The event's end: a blank line, whichever line ending the stream uses.
+                let rest = &after[at..];
+                let ends = [&b"\n\n"[..], b"\n\r\n", b"\r\r"];
+                if ends.iter().any(|end| memmem::find(rest, end).is_some()) {
                     return true;
                 }
                 looked = looked.min(start + from + found);
@@ -407,6 +413,20 @@ mod tests {
         // Held until the finish reason's event has come, then all of it.
         assert_eq!(out[1], body.as_bytes()[body.find("\"call_U\"").unwrap()..]);
         assert_eq!(out.concat(), body.as_bytes());
+        // The same with CRLF or CR line endings, and `[DONE]` without the space.
+        for eol in ["\r\n", "\r"] {
+            let body = body.replace("\n", eol);
+            let events: Vec<&str> = body.split_inclusive(&eol.repeat(2)).collect();
+            let out = spliced(true, &[events[0].as_bytes(), events[1].as_bytes()]);
+            assert_eq!(
+                out[1],
+                body.as_bytes()[body.find("\"call_U\"").unwrap()..],
+                "{eol:?}"
+            );
+            let done = format!("data:[DONE]{eol}{eol}");
+            let out = spliced(true, &[events[0].as_bytes(), done.as_bytes()]);
+            assert!(out[1].starts_with(b"\"call_U\""), "{eol:?}");
+        }
         // The stream's end releases what waits.
         let out = spliced(true, &[events[0].as_bytes()]);
         assert_eq!(out.concat(), events[0].as_bytes());
