@@ -72,6 +72,12 @@ fn endpoint<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, ProxyErr
         let forward = Keyed::Forward(Operation::Gemini(call), Some(model));
         return allowed(method, Endpoint::Keyed(forward), POST);
     }
+    // Gemini's shape with a method the proxy does not serve: not a model to GET.
+    if gemini::is_gemini_path(method, path) && gemini::has_method(path) {
+        return Err(ProxyError::NotFound(format!(
+            "no such method: {path}; Gemini's API here serves generateContent, streamGenerateContent, countTokens, embedContent and batchEmbedContents"
+        )));
+    }
     let gemini_models = ["/v1beta/models", "/v1alpha/models"]
         .iter()
         .find_map(|prefix| path.strip_prefix(prefix));
@@ -181,6 +187,14 @@ async fn dispatch(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let config = &state.config;
     let (request, body) = request.into_parts();
+    // The shape of the errors routing itself may give (404, 405) is the path's API's.
+    let path = request.uri.path();
+    let bare = path.strip_prefix("/v1").unwrap_or(path);
+    if bare == "/messages" || bare.starts_with("/messages/") {
+        *dialect = api::anthropic::DIALECT;
+    } else if gemini::is_gemini_path(&request.method, path) {
+        *dialect = gemini::DIALECT;
+    }
     let keyed = match endpoint(&request.method, request.uri.path())? {
         Endpoint::Public(Public::Health) => return Ok(health(state)),
         Endpoint::Public(Public::Splash) => return Ok(pages::splash(config, &request.headers)),

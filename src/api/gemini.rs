@@ -78,6 +78,26 @@ pub fn parse_path(path: &str) -> Option<(&str, Method)> {
     Some((model, Method::parse(method)?))
 }
 
+/// Whether a request is to Gemini's API by its path's shape, whether or not it names a
+/// method the proxy serves: its errors, 404 and 405 included, are then in Google's shape.
+/// Under `/v1/`, which OpenAI's API shares, only a POST to `…/models/{m}:{method}` is.
+pub fn is_gemini_path(method: &http::Method, path: &str) -> bool {
+    let versioned = ["/v1beta/", "/v1alpha/", "/v1beta1/"];
+    versioned.iter().any(|v| path.starts_with(v))
+        || ["/v1beta", "/v1alpha"].contains(&path)
+        || (method == http::Method::POST
+            && path.starts_with("/v1/")
+            && path.contains("/models/")
+            && has_method(path))
+}
+
+/// Whether the path's last segment names a method (`models/flash:generateContent`).
+pub fn has_method(path: &str) -> bool {
+    path.rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains(':'))
+}
+
 /// The name a path gives, as the alias table reads it: a raw Gemini id (`gemini-2.5-pro`)
 /// is Google's (`google/gemini-2.5-pro`) when only that resolves; a name that resolves
 /// neither way stays as the client sent it, for the error to quote.

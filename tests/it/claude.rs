@@ -293,6 +293,21 @@ async fn the_proxys_own_errors_on_this_route_are_in_claudes_shape() {
     let claude = post(&proxy, "/v1/chat/completions", KEY, MESSAGES).await;
     assert_eq!(claude.status, StatusCode::BAD_REQUEST);
     assert!(claude.error_message().contains("send it to /v1/messages"));
+    // Routing's own errors too: the path says whose shape.
+    let url = proxy.url("/v1/messages");
+    let get = request(Method::GET, &url, &[("x-api-key", KEY)], String::new()).await;
+    assert_eq!(get.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(anthropic_error(&get).0, "invalid_request_error");
+    let url = proxy.url("/v1/messages/nothing");
+    let missing = request(
+        Method::POST,
+        &url,
+        &[("x-api-key", KEY)],
+        MESSAGES.to_owned(),
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(anthropic_error(&missing).0, "not_found_error");
     assert_eq!(vertex.count(), 0);
 }
 

@@ -99,6 +99,41 @@ async fn every_path_and_key_form_reaches_the_native_method_and_no_key_goes_upstr
         .expect(StatusCode::OK);
 }
 
+/// Routing's own errors on Gemini's paths are Google's, and a method the proxy does not serve
+/// is 404, not a model to GET.
+#[tokio::test]
+async fn unknown_methods_and_routing_errors_are_googles() {
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let (_metadata, proxy) = proxy_for(&vertex).await;
+    let goog = [("x-goog-api-key", KEY)];
+    for path in [
+        "/v1beta/models/flash:delete",
+        "/v1/models/flash:frobnicate",
+        "/v1beta1/publishers/google/models/flash:x",
+    ] {
+        let answer = send(&proxy, path, &goog, BODY).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(answer.json()["error"]["status"], "NOT_FOUND", "{path}");
+        assert!(
+            answer.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("no such method"),
+            "{path}"
+        );
+    }
+    let url = proxy.url("/v1beta/models/flash:generateContent");
+    let get = request(Method::GET, &url, &goog, String::new()).await;
+    assert_eq!(get.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(get.json()["error"]["code"], 405);
+    // OpenAI's model GET at the path both share keeps OpenAI's shape.
+    let url = proxy.url("/v1/models/no:such");
+    let openai = request(Method::GET, &url, &[("x-api-key", KEY)], String::new()).await;
+    assert_eq!(openai.status, StatusCode::NOT_FOUND);
+    assert_eq!(openai.json()["error"]["type"], "invalid_request_error");
+    assert_eq!(vertex.received().len(), 0);
+}
+
 /// Google reads system parameters from the query: a key (`$key`, `%6Bey`), a token
 /// (`access_token`), a billing project (`userProject`), a field mask, a content type. None of
 /// the client's may reach Vertex, which is sent `alt` alone.
