@@ -113,6 +113,15 @@ impl Operation {
         resolves: impl Fn(&str) -> bool,
     ) -> Result<ModelField, ProxyError> {
         match (self, in_path) {
+            // The body goes byte for byte and is not parsed (Vertex reads it; inline images
+            // make it large); but it goes labelled JSON, so what cannot be a JSON object (a
+            // form, a compressed body, nothing) is refused here rather than by a round trip.
+            (Operation::Gemini(_), Some(_)) if body.trim_ascii_start().first() != Some(&b'{') => {
+                Err(ProxyError::bad_request(
+                    "invalid_body",
+                    "request body must be a JSON object",
+                ))
+            }
             (Operation::Gemini(_), Some(model)) => Ok(ModelField {
                 name: gemini::model_name(model, resolves),
                 span: 0..0,

@@ -40,8 +40,8 @@ pub fn request_headers(client: &HeaderMap, credential: impl Borrow<HeaderMap>) -
     for (name, value) in credential.borrow() {
         headers.insert(name.clone(), value.clone());
     }
-    // The body was checked to be a JSON object; say so whatever the client sent (curl -d
-    // sends a form type).
+    // The body was checked to be a JSON object (on Gemini's API, to start as one); say so
+    // whatever the client sent (curl -d sends a form type).
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -131,6 +131,16 @@ async fn unknown_methods_and_routing_errors_are_googles() {
     let openai = request(Method::GET, &url, &[("x-api-key", KEY)], String::new()).await;
     assert_eq!(openai.status, StatusCode::NOT_FOUND);
     assert_eq!(openai.json()["error"]["type"], "invalid_request_error");
+    // A body that cannot be a JSON object is refused here, not sent on labelled JSON.
+    for body in ["this is not json", "", "\u{1f}\u{8b}gzip"] {
+        let answer = send(&proxy, "/v1beta/models/flash:generateContent", &goog, body).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body:?}");
+        assert_eq!(
+            answer.json()["error"]["status"],
+            "INVALID_ARGUMENT",
+            "{body:?}"
+        );
+    }
     assert_eq!(vertex.received().len(), 0);
 }
 
