@@ -81,8 +81,14 @@ pub fn find_model(body: &[u8]) -> Result<ModelField, ProxyError> {
             "request body has no \"model\" field",
         ));
     };
-    let name: String = serde_json::from_str(raw.get())
-        .map_err(|_| ProxyError::bad_request("invalid_model", "\"model\" must be a string"))?;
+    let name: String = serde_json::from_str(raw.get()).map_err(|e| {
+        let message = match raw.get().starts_with('"') {
+            // A string that serde cannot take: a lone surrogate (`"\ud800"`).
+            true => format!("\"model\" is not a valid string: {}", syntax_reason(&e)),
+            false => "\"model\" must be a string".to_owned(),
+        };
+        ProxyError::bad_request("invalid_model", message)
+    })?;
     // The raw value borrows from `text`, so its offset is the distance between the pointers.
     let start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
     Ok(ModelField {
@@ -391,6 +397,7 @@ mod tests {
             (b"{\"model\":42}".to_vec(), "must be a string"),
             (b"{\"model\":null}".to_vec(), "must be a string"),
             (b"{\"model\":[\"flash\"]}".to_vec(), "must be a string"),
+            (b"{\"model\":\"\\ud800\"}".to_vec(), "not a valid string"),
             (b"{\"model\":\"fl\xffash\"}".to_vec(), "UTF-8"),
             (deep.into_bytes(), "nested deeper"),
         ];

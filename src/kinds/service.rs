@@ -37,7 +37,7 @@ impl PrivateService {
 }
 
 impl UpstreamKind for PrivateService {
-    const IS: &'static str = "not a Claude model";
+    const IS: &'static str = "a private service's model";
     const BELONGS_AT: Operation = Operation::ChatCompletions;
     const ORIGIN: Origin = Origin::Service;
 

@@ -315,6 +315,16 @@ async fn listings_show_a_service_alias_without_its_url() {
         "the service's URL is on a public page"
     );
     assert!(!String::from_utf8_lossy(&models.body).contains("gemma-abc-uc"));
+    // Sent to Claude's or Gemini's API, it is named for what it is, wherever it was sent.
+    for path in ["/v1/messages", "/v1beta/models/gemma:generateContent"] {
+        let answer = post(&proxy, path, KEY, r#"{"model":"gemma","contents":[]}"#).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}");
+        let body = String::from_utf8_lossy(&answer.body).into_owned();
+        assert!(
+            body.contains("is a private service's model: send it to /v1/chat/completions"),
+            "{body}"
+        );
+    }
 }
 
 #[tokio::test]
