@@ -7,8 +7,6 @@
 use std::fmt;
 use std::ops::Range;
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -164,11 +162,14 @@ pub fn member_start(body: &[u8], value: &Range<usize>) -> usize {
 /// what goes just inside the body's `{` (see [`insert_first`]). `None` when the body has
 /// them all.
 pub fn missing_members(body: &[u8], defaults: &Map<String, Value>) -> Option<Bytes> {
-    // The body was validated by `find_model`; its keys are compared unescaped.
-    let present: HashMap<String, IgnoredAny> = serde_json::from_slice(body).ok()?;
+    // The body was validated by `find_model`; its keys are compared unescaped, one at a time:
+    // nothing is kept of a body's keys but which defaults they name (a body may have millions).
+    let present = serde_json::Deserializer::from_slice(body)
+        .deserialize_map(Named(defaults))
+        .ok()?;
     let mut members = Vec::new();
-    for (key, value) in defaults {
-        if !present.contains_key(key) {
+    for ((key, value), present) in defaults.iter().zip(present) {
+        if !present {
             serde_json::to_writer(&mut members, key).ok()?;
             members.push(b':');
             serde_json::to_writer(&mut members, value).ok()?;
@@ -176,6 +177,47 @@ pub fn missing_members(body: &[u8], defaults: &Map<String, Value>) -> Option<Byt
         }
     }
     (!members.is_empty()).then(|| Bytes::from(members))
+}
+
+/// Which of the defaults' keys a body's top level names, in the defaults' order.
+struct Named<'d>(&'d Map<String, Value>);
+
+impl<'de> Visitor<'de> for Named<'_> {
+    type Value = Vec<bool>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<bool>, A::Error> {
+        let mut present = vec![false; self.0.len()];
+        while let Some(found) = map.next_key_seed(Named(self.0))? {
+            if let Some(at) = found {
+                present[at] = true;
+            }
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(present)
+    }
+}
+
+/// A key, as the index of the default it names.
+impl<'de> DeserializeSeed<'de> for Named<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, key: D) -> Result<Option<usize>, D::Error> {
+        struct Key<'d>(&'d Map<String, Value>);
+        impl Visitor<'_> for Key<'_> {
+            type Value = Option<usize>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+                Ok(self.0.keys().position(|k| k == key))
+            }
+        }
+        key.deserialize_str(Key(self.0))
+    }
 }
 
 /// `pieces` with `members` just inside the body's opening `{`. The first piece holds it:
