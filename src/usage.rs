@@ -259,31 +259,29 @@ const TRIES: usize = 4;
 /// one of its members (Claude's `message_start`, the Responses API's `response.completed`).
 const LEVELS: usize = 2;
 
-/// See [`Tail::usage`]. The keys are found forward, once: memchr's forward search is
-/// vectorised and its reverse one is not (about 1 k instructions fewer on a 600-byte answer).
+/// See [`Tail::usage`]. Both keys are found in one forward search for what they begin with:
+/// memchr's forward search is vectorised and its reverse one is not (about 1 k instructions
+/// fewer on a 600-byte answer than searching back).
 fn last_usage(bytes: &[u8]) -> Option<Usage> {
     static USAGE: LazyLock<memchr::memmem::Finder<'static>> =
-        LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
-    static GEMINI: LazyLock<memchr::memmem::Finder<'static>> =
-        LazyLock::new(|| memchr::memmem::Finder::new(b"\"usageMetadata\""));
-    let mut found: Vec<(usize, bool)> = USAGE.find_iter(bytes).map(|at| (at, false)).collect();
-    found.extend(GEMINI.find_iter(bytes).map(|at| (at, true)));
-    found.sort_unstable();
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage"));
+    let found: Vec<usize> = USAGE.find_iter(bytes).collect();
     let mut tried = 0;
-    for &(at, gemini) in found.iter().rev() {
+    for &at in found.iter().rev() {
         // An escaped quote means the word was inside a string (say, in the model's answer).
         if at > 0 && bytes[at - 1] == b'\\' {
             continue;
         }
-        let key = if gemini {
-            GEMINI.needle()
-        } else {
-            USAGE.needle()
+        let after = &bytes[at + b"\"usage".len()..];
+        let (gemini, after) = match (after.strip_prefix(b"\""), after.strip_prefix(b"Metadata\"")) {
+            (Some(after), _) => (false, after),
+            (_, Some(after)) => (true, after),
+            _ => continue,
         };
-        let value = bytes[at + key.len()..].trim_ascii_start();
-        let Some(value) = value.strip_prefix(b":").map(<[u8]>::trim_ascii_start) else {
+        let Some(value) = after.trim_ascii_start().strip_prefix(b":") else {
             continue;
         };
+        let value = value.trim_ascii_start();
         // `"usage": null` in a chunk that has none is no object.
         if value.first() != Some(&b'{') {
             continue;
@@ -300,15 +298,44 @@ fn last_usage(bytes: &[u8]) -> Option<Usage> {
             continue;
         };
         let end = bytes.len() - value.len() + n;
-        let line = bytes[..at]
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(0, |n| n + 1);
+        let line = memchr::memrchr(b'\n', &bytes[..at]).map_or(0, |n| n + 1);
         if closes_top_level(&bytes[end..], bytes[line..].starts_with(b"data:")) {
             return Some(usage);
         }
     }
     None
+}
+
+/// Where the JSON value at the start of `bytes` ends. Strings and scalars, the members that
+/// follow the counts, are skipped by hand (serde's stream reader cost about 1 k instructions
+/// an answer for them); objects and arrays by serde. Scalars are not checked: the answer is
+/// the upstream's, and only its nesting matters here.
+fn value_end(bytes: &[u8]) -> Option<usize> {
+    match bytes.first()? {
+        b'"' => string_end(bytes),
+        b'{' | b'[' => {
+            let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<IgnoredAny>();
+            matches!(values.next(), Some(Ok(_))).then(|| values.byte_offset())
+        }
+        _ => {
+            let end = bytes
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace());
+            Some(end.unwrap_or(bytes.len()))
+        }
+    }
+}
+
+/// Where the string at the start of `bytes` (its opening quote) ends, past its closing quote.
+fn string_end(bytes: &[u8]) -> Option<usize> {
+    let mut at = 1;
+    loop {
+        at += memchr::memchr2(b'"', b'\\', bytes.get(at..)?)?;
+        if bytes[at] == b'"' {
+            return Some(at + 1);
+        }
+        at += 2;
+    }
 }
 
 /// The `T` at the start of `bytes`, and where it ends. serde stops at the object's closing
@@ -323,10 +350,6 @@ fn read_object<T: DeserializeOwned>(bytes: &[u8]) -> Option<(T, usize)> {
 /// more members between) and then the answer, or the event's line: a member nested deeper
 /// is followed by more closing brackets.
 fn closes_top_level(mut rest: &[u8], event: bool) -> bool {
-    let value_end = |rest: &[u8]| {
-        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<IgnoredAny>();
-        matches!(values.next(), Some(Ok(_))).then(|| values.byte_offset())
-    };
     let mut closed = 0;
     loop {
         rest = rest.trim_ascii_start();
@@ -350,7 +373,7 @@ fn closes_top_level(mut rest: &[u8], event: bool) -> bool {
                 if key.first() != Some(&b'"') {
                     return false;
                 }
-                let Some(n) = value_end(key) else {
+                let Some(n) = string_end(key) else {
                     return false;
                 };
                 let Some(value) = key[n..].trim_ascii_start().strip_prefix(b":") else {
@@ -495,6 +518,21 @@ mod tests {
             usage_of(&[r#"{"choices":[{"args":{"usage":{"prompt_tokens":1}}}]}"#]),
             None
         );
+    }
+
+    #[test]
+    fn values_after_the_counts_are_skipped_whole() {
+        assert_eq!(string_end(br#""a\"b","#), Some(6));
+        assert_eq!(string_end(br#""a\\","#), Some(5));
+        assert_eq!(string_end(br#""open"#), None);
+        assert_eq!(string_end(br#""ends in \"#), None);
+        assert_eq!(value_end(b"12}"), Some(2));
+        assert_eq!(value_end(br#"{"a":[1,"}"]},"#), Some(13));
+        // A string holding what looks like the end of the object does not end it.
+        let rest = br#","system_fingerprint":"} \" }","x":[{}]}"#;
+        assert!(closes_top_level(rest, false));
+        assert!(closes_top_level(br#","a":1},"b":2}"#, false), "two levels");
+        assert!(!closes_top_level(br#","a":1}}}"#, false));
     }
 
     /// Claude's stream gives its input counts in `message_start`, under `message`.

@@ -87,15 +87,16 @@ pub fn is_gemini_path(method: &http::Method, path: &str) -> bool {
         || ["/v1beta", "/v1alpha"].contains(&path)
         || (method == http::Method::POST
             && path.starts_with("/v1/")
-            && path.contains("/models/")
-            && has_method(path))
+            && has_method(path)
+            && path.contains("/models/"))
 }
 
-/// Whether the path's last segment names a method (`models/flash:generateContent`).
+/// Whether the path's last segment names a method (`models/flash:generateContent`). Bytes
+/// and memchr: every request asks, and `str`'s reverse split cost 1 k instructions.
 pub fn has_method(path: &str) -> bool {
-    path.rsplit('/')
-        .next()
-        .is_some_and(|last| last.contains(':'))
+    let path = path.as_bytes();
+    let last = memchr::memrchr(b'/', path).map_or(path, |at| &path[at + 1..]);
+    memchr::memchr(b':', last).is_some()
 }
 
 /// The name a path gives, as the alias table reads it: a raw Gemini id (`gemini-2.5-pro`)
