@@ -456,6 +456,16 @@ mod tests {
             "http://127.0.0.1:9000/"
         );
 
+        // Credentials in the base URL are refused, and neither quoted nor shown.
+        let errors = parse(&[
+            ("API_KEYS_JSON", KEYS),
+            ("VERTEX_BASE_URL", "https://user:hunter2@vertex.example.com"),
+        ])
+        .unwrap_err();
+        assert_eq!(errors.0[0].var, "VERTEX_BASE_URL");
+        assert!(errors.0[0].message.starts_with("may not hold credentials"));
+        assert!(!errors.to_string().contains("hunter2"), "{errors}");
+
         // A key limited to a model that is not configured is a startup error.
         let errors = parse(&[(
             "API_KEYS_JSON",

@@ -159,38 +159,38 @@ pub fn route(fields: &Map<String, Value>) -> Result<Route, Vec<String>> {
 
 /// The service's URLs, built once here rather than on each request. `https://` only, but for
 /// loopback, so that the ID token never crosses a network in clear text.
+///
+/// SECURITY: no message quotes the URL, which may hold a password (`user:pass@`, refused)
+/// or a key in a query; the alias's name says which value is meant.
 fn service(url: &str) -> Result<ServiceUrls, String> {
     let base = url.trim_end_matches('/');
     let uri: Uri = base
         .parse()
-        .map_err(|_| format!("\"upstream\" {url:?} is not a URL"))?;
+        .map_err(|_| "\"upstream\" is not a URL".to_owned())?;
     let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-        return Err(format!(
-            "\"upstream\" {url:?} must be an absolute URL, like \"https://gemma-abc-uc.a.run.app/v1\""
-        ));
+        return Err(
+            "\"upstream\" must be an absolute URL, like \"https://gemma-abc-uc.a.run.app/v1\""
+                .into(),
+        );
     };
-    if uri.query().is_some() || base.contains('#') {
-        return Err(format!(
-            "\"upstream\" {url:?} may not have a query or fragment"
-        ));
-    }
     if authority.as_str().contains('@') {
-        return Err(format!("\"upstream\" {url:?} may not hold credentials"));
+        return Err("\"upstream\" may not hold credentials (user info before '@'); give the service's URL alone".into());
+    }
+    if uri.query().is_some() || base.contains('#') {
+        return Err("\"upstream\" may not have a query or fragment".into());
     }
     match scheme {
         "https" => {}
         "http" if is_loopback(authority.host()) => {}
         "http" => {
-            return Err(format!(
-                "\"upstream\" {url:?}: http:// is accepted only for loopback hosts (127.0.0.1, ::1, localhost); use https://"
-            ));
+            return Err("\"upstream\": http:// is accepted only for loopback hosts (127.0.0.1, ::1, localhost); use https://".into());
         }
-        _ => return Err(format!("\"upstream\" {url:?} must start with https://")),
+        _ => return Err("\"upstream\" must start with https://".into()),
     }
     let at = |path: &str| {
         format!("{base}{path}")
             .parse::<Uri>()
-            .map_err(|_| format!("\"upstream\" {url:?} does not make a valid URL with {path}"))
+            .map_err(|_| format!("\"upstream\" does not make a valid URL with {path}"))
     };
     Ok(ServiceUrls {
         base: base.to_owned(),
@@ -198,7 +198,7 @@ fn service(url: &str) -> Result<ServiceUrls, String> {
         embeddings: at("/embeddings")?,
         origin: format!("{scheme}://{authority}/")
             .parse()
-            .map_err(|_| format!("\"upstream\" {url:?} has no valid origin"))?,
+            .map_err(|_| "\"upstream\" has no valid origin".to_owned())?,
     })
 }
 
@@ -332,5 +332,24 @@ mod tests {
             assert!(parse(&json).is_err(), "{bad}");
         }
         assert!(parse(r#"{"upstream":"https://x/v1"}"#).is_err());
+        // Credentials are refused, and no message quotes the URL, whatever is wrong with it.
+        for bad in [
+            "https://user:hunter2@x/v1",
+            "https://user:hunter2@x/v1?key=1",
+            "http://user:hunter2@10.0.0.1/v1",
+            "https://user:hunter 2@x/v1",
+        ] {
+            let json = format!(r#"{{"upstream":"{bad}","model":"m"}}"#);
+            let errors = parse(&json).unwrap_err().join("\n");
+            assert!(!errors.contains("hunter"), "{bad}: {errors}");
+            if !bad.contains(' ') {
+                assert!(
+                    errors.contains("may not hold credentials"),
+                    "{bad}: {errors}"
+                );
+            }
+        }
+        // An '@' in the path is no credential.
+        assert!(parse(r#"{"upstream":"https://x/v1/m@2","model":"m"}"#).is_ok());
     }
 }
