@@ -20,6 +20,49 @@ const FIELDS: [&str; 6] = [
     "defaults",
 ];
 
+/// The variables the proxy reads itself (SPEC §2, which a test holds this list to, and the
+/// credentials' own): a service alias whose `service_key_env` named one would send its value,
+/// the whole client key list for `API_KEYS_JSON`, to the service as its key.
+const OWN_VARIABLES: [&str; 37] = [
+    "PORT",
+    "API_KEYS_JSON",
+    "API_KEYS_FILE",
+    "KEYS_RELOAD_SECS",
+    "PRICES_JSON",
+    "MODEL_ALIASES_JSON",
+    "MODEL_FLASH_ID",
+    "MODEL_PRO_PREVIEW_ID",
+    "GOOGLE_CLOUD_PROJECT",
+    "VERTEX_LOCATION",
+    "VERTEX_BASE_URL",
+    "UPSTREAM_CA_FILE",
+    "ALLOW_RAW_MODEL_IDS",
+    "ANTHROPIC_BETAS",
+    "THOUGHT_SIGNATURES",
+    "MAX_ATTEMPTS",
+    "RETRY_BUDGET_SECS",
+    "MAX_BODY_BYTES",
+    "MAX_BUFFERED_BYTES",
+    "MAX_BUFFERED_BYTES_PER_KEY",
+    "MIN_BODY_BYTES_PER_SEC",
+    "SHUTDOWN_GRACE_SECS",
+    "UPSTREAM_CONNECT_TIMEOUT_SECS",
+    "TOKEN_TIMEOUT_SECS",
+    "UPSTREAM_IDLE_TIMEOUT_SECS",
+    "HEADER_READ_TIMEOUT_SECS",
+    "IDLE_CONNECTION_TIMEOUT_SECS",
+    "BODY_READ_TIMEOUT_SECS",
+    "UPSTREAM_PRECONNECT",
+    "MAX_UPSTREAM_CONNECTIONS",
+    "MAX_CONNECTIONS",
+    "WORKER_THREADS",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GOOGLE_CLOUD_QUOTA_PROJECT",
+    "GCE_METADATA_HOST",
+    "THOUGHT_SIGNATURES_CACHE_BYTES",
+    "THOUGHT_SIGNATURES_TTL_SECS",
+];
+
 /// A private service's own key (vLLM's `--api-key`), from the environment variable an
 /// alias's `service_key_env` names (never from `MODEL_ALIASES_JSON` itself, which anyone who
 /// can read the service's configuration sees), sent as `Authorization: Bearer` while the ID
@@ -120,6 +163,10 @@ pub fn route(fields: &Map<String, Value>) -> Result<Route, Vec<String>> {
     };
     let service_key = match fields.get("service_key_env") {
         None => None,
+        Some(Value::String(env)) if OWN_VARIABLES.contains(&env.as_str()) => {
+            errors.push(format!("\"service_key_env\" names {env}, which the proxy reads itself; name a variable that holds only the service's key"));
+            None
+        }
         Some(Value::String(env)) if is_variable_name(env) => Some(ServiceKey {
             env: env.as_str().into(),
             bearer: None,
@@ -303,6 +350,53 @@ mod tests {
         assert!(format!("{key:?}").contains("GEMMA_API_KEY"));
         let errors = super::super::Aliases::parse(json, "global", |_| Some(" ".into()));
         assert!(errors.unwrap_err()[0].ends_with("names GEMMA_API_KEY, which is empty"));
+    }
+
+    #[test]
+    fn service_key_env_may_not_name_the_proxys_own_variables() {
+        // Each would send its value (the whole client key list, for one) to the service.
+        for own in [
+            "API_KEYS_JSON",
+            "API_KEYS_FILE",
+            "PRICES_JSON",
+            "MODEL_ALIASES_JSON",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "PORT",
+        ] {
+            let json = format!(
+                r#"{{"gemma":{{"upstream":"https://x/v1","model":"m","auth_header":"x-serverless-authorization","service_key_env":"{own}"}}}}"#
+            );
+            let errors = super::super::Aliases::parse(&json, "global", |_| Some("secret".into()))
+                .unwrap_err();
+            assert_eq!(
+                errors,
+                [format!(
+                    "alias \"gemma\": \"service_key_env\" names {own}, which the proxy reads itself; name a variable that holds only the service's key"
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn the_proxys_own_variables_are_all_those_spec_names() {
+        let spec = include_str!("../../SPEC.md");
+        let section =
+            &spec[spec.find("## 2. Configuration").unwrap()..spec.find("## 3. Keys").unwrap()];
+        let table: Vec<&str> = section
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `")?.split('`').next())
+            .collect();
+        assert!(table.len() > 30, "{table:?}");
+        for name in table.iter().chain(&[
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "GOOGLE_CLOUD_QUOTA_PROJECT",
+            "GCE_METADATA_HOST",
+            "THOUGHT_SIGNATURES_CACHE_BYTES",
+            "THOUGHT_SIGNATURES_TTL_SECS",
+        ]) {
+            assert!(section.contains(&format!("`{name}`")), "{name}");
+            assert!(OWN_VARIABLES.contains(name), "{name} is missing");
+        }
     }
 
     #[test]
