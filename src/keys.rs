@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
 use crate::error::ProxyError;
@@ -298,7 +298,47 @@ fn parse_entry(
             String::new()
         }
     };
-    let digest = match (fields.get("key"), fields.get("key_sha256")) {
+    let digest = digest_of(fields, &mut errors);
+    let enabled = match fields.get("enabled") {
+        None => true,
+        Some(Value::Bool(enabled)) => *enabled,
+        Some(_) => {
+            errors.push("\"enabled\" must be true or false".into());
+            true
+        }
+    };
+    let models = match fields.get("models") {
+        None => None,
+        Some(Value::Array(items)) => {
+            let mut models = Vec::new();
+            for item in items {
+                match item.as_str() {
+                    Some(name) if is_model(name) => models.push(name.to_owned()),
+                    Some(name) => errors.push(format!("\"models\" names unknown model {name:?}")),
+                    None => errors.push("\"models\" must be an array of model names".into()),
+                }
+            }
+            Some(models)
+        }
+        Some(_) => {
+            errors.push("\"models\" must be an array of model names".into());
+            None
+        }
+    };
+    match digest {
+        Some(digest) if errors.is_empty() => Ok(KeyEntry {
+            id,
+            digest,
+            enabled,
+            models,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// The SHA-256 of an entry's key, from `key` or `key_sha256`; `None` once a problem is noted.
+fn digest_of(fields: &Map<String, Value>, errors: &mut Vec<String>) -> Option<[u8; 32]> {
+    match (fields.get("key"), fields.get("key_sha256")) {
         // A presented key is trimmed, so one with white space around it could never match.
         (Some(Value::String(key)), None) if key.trim() != key => {
             errors.push("\"key\" has white space around it, so it could never match".into());
@@ -346,41 +386,6 @@ fn parse_entry(
             errors.push("missing \"key\" or \"key_sha256\"".into());
             None
         }
-    };
-    let enabled = match fields.get("enabled") {
-        None => true,
-        Some(Value::Bool(enabled)) => *enabled,
-        Some(_) => {
-            errors.push("\"enabled\" must be true or false".into());
-            true
-        }
-    };
-    let models = match fields.get("models") {
-        None => None,
-        Some(Value::Array(items)) => {
-            let mut models = Vec::new();
-            for item in items {
-                match item.as_str() {
-                    Some(name) if is_model(name) => models.push(name.to_owned()),
-                    Some(name) => errors.push(format!("\"models\" names unknown model {name:?}")),
-                    None => errors.push("\"models\" must be an array of model names".into()),
-                }
-            }
-            Some(models)
-        }
-        Some(_) => {
-            errors.push("\"models\" must be an array of model names".into());
-            None
-        }
-    };
-    match digest {
-        Some(digest) if errors.is_empty() => Ok(KeyEntry {
-            id,
-            digest,
-            enabled,
-            models,
-        }),
-        _ => Err(errors),
     }
 }
 
