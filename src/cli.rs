@@ -5,7 +5,7 @@ use std::io::Read;
 use base64::Engine;
 
 use crate::config::Mode;
-use crate::keys::{MIN_KEY_LEN, sha256};
+use crate::keys::{MIN_KEY_LEN, holds_control, sha256};
 
 pub const USAGE: &str = "\
 vertex-proxy: an OpenAI-compatible proxy in front of Vertex AI
@@ -95,6 +95,11 @@ pub fn hash_key(input: &str) -> Result<String, String> {
             "the key is shorter than {MIN_KEY_LEN} characters; the proxy would refuse it"
         ));
     }
+    if holds_control(key) {
+        return Err(
+            "the key holds a control character, so it could never be sent in a header".into(),
+        );
+    }
     Ok(hex::encode(sha256(key.as_bytes())))
 }
 
@@ -180,5 +185,12 @@ mod tests {
         );
         assert!(hash_key("").is_err());
         assert!(hash_key("short\n").is_err());
+        // Two lines are two keys, or one no header could carry: its hash could never match.
+        let two = hash_key("sk_live_0123456789abcdef\nsk_live_0123456789abcdef\n");
+        assert_eq!(
+            two.unwrap_err(),
+            "the key holds a control character, so it could never be sent in a header"
+        );
+        assert!(hash_key("sk_live_0123\t456789abcdef").is_ok());
     }
 }

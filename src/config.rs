@@ -196,7 +196,7 @@ impl Config {
         let vertex = read.vertex();
         let aliases = read.aliases(&vertex.location, limits.max_body_bytes, allow_raw_model_ids);
         let prices = read.prices();
-        let (keys, keys_file) = read.keys(&aliases);
+        let (keys, keys_file) = read.keys(aliases.as_ref());
         let warnings = read.take_warnings();
         Ok(Config {
             mode,
@@ -204,7 +204,7 @@ impl Config {
             initial_keys: read.finish(keys)?,
             keys_file,
             keys_reload,
-            aliases,
+            aliases: aliases.unwrap_or_default(),
             project_from_env: vertex.project,
             location: vertex.location,
             base_url: vertex.base_url,

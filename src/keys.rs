@@ -5,13 +5,19 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
 use crate::error::ProxyError;
+use crate::repeats::{Step, repeats};
 
 /// Keys shorter than this are refused at startup: they could be guessed.
 pub const MIN_KEY_LEN: usize = 16;
+
+/// Whether a key holds a control character other than tab, which no header could carry.
+pub fn holds_control(key: &str) -> bool {
+    key.bytes().any(|b| b.is_ascii_control() && b != b'\t')
+}
 
 /// One entry of the key list. Only the SHA-256 of the key is kept in memory.
 #[derive(Debug, Clone)]
@@ -63,10 +69,15 @@ impl KeySet {
                     .into(),
             ]);
         };
+        let repeats = repeats(json);
         let mut errors = Vec::new();
         let mut entries: Vec<KeyEntry> = Vec::new();
         for (index, item) in items.iter().enumerate() {
-            match parse_entry(item, &is_model) {
+            let repeated = repeats
+                .iter()
+                .filter(|r| r.path.first() == Some(&Step::Index(index)))
+                .map(|r| r.describe(1));
+            match parse_entry(item, &is_model, repeated.collect()) {
                 Ok(entry) => {
                     if entries.iter().any(|e| e.id == entry.id) {
                         errors.push(format!("entry {index}: duplicate id {:?}", entry.id));
@@ -262,11 +273,15 @@ fn presented_key<'a>(
     Ok(key)
 }
 
-fn parse_entry(item: &Value, is_model: &impl Fn(&str) -> bool) -> Result<KeyEntry, Vec<String>> {
+/// One entry, or every problem with it, starting with `errors` (its repeated fields).
+fn parse_entry(
+    item: &Value,
+    is_model: &impl Fn(&str) -> bool,
+    mut errors: Vec<String>,
+) -> Result<KeyEntry, Vec<String>> {
     let Value::Object(fields) = item else {
         return Err(vec!["must be an object".into()]);
     };
-    let mut errors = Vec::new();
     for name in fields.keys() {
         if !matches!(
             name.as_str(),
@@ -288,10 +303,56 @@ fn parse_entry(item: &Value, is_model: &impl Fn(&str) -> bool) -> Result<KeyEntr
             String::new()
         }
     };
-    let digest = match (fields.get("key"), fields.get("key_sha256")) {
+    let digest = digest_of(fields, &mut errors);
+    let enabled = match fields.get("enabled") {
+        None => true,
+        Some(Value::Bool(enabled)) => *enabled,
+        Some(_) => {
+            errors.push("\"enabled\" must be true or false".into());
+            true
+        }
+    };
+    let models = match fields.get("models") {
+        None => None,
+        Some(Value::Array(items)) => {
+            let mut models = Vec::new();
+            for item in items {
+                match item.as_str() {
+                    Some(name) if is_model(name) => models.push(name.to_owned()),
+                    Some(name) => errors.push(format!("\"models\" names unknown model {name:?}")),
+                    None => errors.push("\"models\" must be an array of model names".into()),
+                }
+            }
+            Some(models)
+        }
+        Some(_) => {
+            errors.push("\"models\" must be an array of model names".into());
+            None
+        }
+    };
+    match digest {
+        Some(digest) if errors.is_empty() => Ok(KeyEntry {
+            id,
+            digest,
+            enabled,
+            models,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// The SHA-256 of an entry's key, from `key` or `key_sha256`; `None` once a problem is noted.
+fn digest_of(fields: &Map<String, Value>, errors: &mut Vec<String>) -> Option<[u8; 32]> {
+    match (fields.get("key"), fields.get("key_sha256")) {
         // A presented key is trimmed, so one with white space around it could never match.
         (Some(Value::String(key)), None) if key.trim() != key => {
             errors.push("\"key\" has white space around it, so it could never match".into());
+            None
+        }
+        (Some(Value::String(key)), None) if holds_control(key) => {
+            errors.push(
+                "\"key\" holds a control character, so it could never be sent in a header".into(),
+            );
             None
         }
         (Some(Value::String(key)), None) if key.chars().count() >= MIN_KEY_LEN => {
@@ -327,41 +388,6 @@ fn parse_entry(item: &Value, is_model: &impl Fn(&str) -> bool) -> Result<KeyEntr
             errors.push("missing \"key\" or \"key_sha256\"".into());
             None
         }
-    };
-    let enabled = match fields.get("enabled") {
-        None => true,
-        Some(Value::Bool(enabled)) => *enabled,
-        Some(_) => {
-            errors.push("\"enabled\" must be true or false".into());
-            true
-        }
-    };
-    let models = match fields.get("models") {
-        None => None,
-        Some(Value::Array(items)) => {
-            let mut models = Vec::new();
-            for item in items {
-                match item.as_str() {
-                    Some(name) if is_model(name) => models.push(name.to_owned()),
-                    Some(name) => errors.push(format!("\"models\" names unknown model {name:?}")),
-                    None => errors.push("\"models\" must be an array of model names".into()),
-                }
-            }
-            Some(models)
-        }
-        Some(_) => {
-            errors.push("\"models\" must be an array of model names".into());
-            None
-        }
-    };
-    match digest {
-        Some(digest) if errors.is_empty() => Ok(KeyEntry {
-            id,
-            digest,
-            enabled,
-            models,
-        }),
-        _ => Err(errors),
     }
 }
 
@@ -538,6 +564,48 @@ mod tests {
             r#"[{{"id":"a","key":"{KEY_A}"}},{{"id":"a","key":"{KEY_B}"}}]"#
         ));
         assert_eq!(duplicate_id, vec!["entry 1: duplicate id \"a\""]);
+    }
+
+    #[test]
+    fn a_field_given_twice_in_an_entry_is_refused_not_overridden() {
+        // The last of a repeated member would win: an operator's `"enabled": false` undone.
+        let live = errors(&format!(
+            r#"[{{"id":"x","key":"{KEY_A}","enabled":false,"models":["flash"],"enabled":true}},
+                {{"id":"y","key":"{KEY_B}","key":"sk_test_cccccccccccccccc"}}]"#
+        ));
+        assert_eq!(
+            live,
+            [
+                "entry 0 (\"x\"): \"enabled\" is given twice",
+                "entry 1 (\"y\"): \"key\" is given twice",
+            ]
+        );
+        let all = live.join("\n");
+        assert!(!all.contains(KEY_A) && !all.contains(KEY_B) && !all.contains("sk_test_c"));
+    }
+
+    #[test]
+    fn a_key_with_control_characters_is_refused_without_quoting_it() {
+        // JSON escapes: a newline, a NUL and a DEL inside the key.
+        for key in [
+            r"sk_test_aaaa\naaaaaaaaaaaa",
+            r"sk_test_aaaa\u0000aaaaaaaaaaaa",
+            r"sk_test_aaaa\u007faaaaaaaaaaaa",
+        ] {
+            let errors = errors(&format!(r#"[{{"id":"a","key":"{key}"}}]"#));
+            assert_eq!(
+                errors,
+                [
+                    "entry 0 (\"a\"): \"key\" holds a control character, so it could never be sent in a header"
+                ],
+                "{key}"
+            );
+        }
+        // A tab can be sent in a header, so a key may hold one.
+        assert_eq!(
+            set(r#"[{"id":"a","key":"sk_test_aaaa\taaaaaaaaaaaa"}]"#).enabled_count(),
+            1
+        );
     }
 
     #[test]

@@ -25,7 +25,8 @@
 //! Beside the pipeline: [`pages`] (the splash and `/docs` runbook), [`cli`] (the command
 //! line), [`config`] (the environment), [`app`] (startup, which assembles the [`state`] every
 //! request shares), [`demo`] (the stand-in for Vertex behind `vertex-proxy demo`), and
-//! [`json_out`] (JSON written by hand, for the log line and the Responses translation).
+//! [`json_out`] (JSON written by hand, for the log line and the Responses translation), and
+//! [`repeats`] (names given twice in the configuration's JSON objects, refused).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -42,6 +43,7 @@ pub mod kinds;
 pub mod log;
 pub mod models;
 pub mod pages;
+pub mod repeats;
 pub mod rewrite;
 pub mod routes;
 pub mod server;

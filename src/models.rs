@@ -17,6 +17,7 @@ use http::{HeaderName, Uri};
 use serde_json::{Map, Value, json};
 
 use crate::error::ProxyError;
+use crate::repeats;
 
 pub const DEFAULT_ALIASES: &str =
     r#"{"flash":"google/gemini-2.5-flash","pro-preview":"google/gemini-3.1-pro-preview"}"#;
@@ -186,7 +187,8 @@ impl Aliases {
                 "must be a JSON object of alias -> model id, like {\"flash\": \"google/gemini-2.5-flash\"}".into(),
             ]);
         };
-        let mut errors = Vec::new();
+        // The last of a repeated name would win without a word.
+        let mut errors = repeats::by_entry(json, "alias ");
         let mut aliases = BTreeMap::new();
         for (alias, spec) in map {
             if !is_alias_name(&alias) {
@@ -502,6 +504,22 @@ mod tests {
             );
         }
         assert!(Aliases::parse("[]", "global", |_| None).unwrap_err()[0].contains("JSON object"));
+    }
+
+    #[test]
+    fn a_name_given_twice_is_refused_not_overridden() {
+        let errors = Aliases::parse(
+            r#"{"flash":"p/a","pro":{"model":"p/b","location":"us-central1","defaults":{"x":1,"x":2},"location":"global"},"flash":"p/c"}"#,
+            "global", |_| None)
+        .unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "alias \"pro\": \"x\" is given twice in \"defaults\"",
+                "alias \"pro\": \"location\" is given twice",
+                "alias \"flash\" is given twice",
+            ]
+        );
     }
 
     #[test]

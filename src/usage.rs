@@ -15,6 +15,8 @@ use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 
+use crate::repeats;
+
 /// How much of the end of a response is kept; the usage object is a few hundred bytes.
 const TAIL: usize = 16 * 1024;
 
@@ -129,7 +131,8 @@ pub fn parse_prices(json: &str) -> Result<HashMap<String, Price>, Vec<String>> {
             "must be an object like {\"flash\": {\"input\": 0.30, \"output\": 2.50}} (USD per million tokens)".into(),
         ]);
     };
-    let mut errors = Vec::new();
+    // The last of a repeated name would win without a word.
+    let mut errors = repeats::by_entry(json, "");
     let mut prices = HashMap::new();
     for (name, entry) in map {
         let field = |f: &str| {
@@ -579,6 +582,15 @@ mod tests {
         let errors = parse_prices(r#"{"a": {"input": -1, "output": 1}, "b": {"input": 1}, "c": 3, "d": {"input": 1, "output": 1, "cached": 1}}"#).unwrap_err();
         assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(parse_prices("[]").is_err() && parse_prices("{").is_err());
+        // The last of a repeated name would win, silently.
+        let errors = parse_prices(r#"{"flash": {"input": 1, "output": 2, "input": 0}, "pro": {"input": 1, "output": 2}, "pro": {"input": 0, "output": 0}}"#).unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "\"flash\": \"input\" is given twice",
+                "\"pro\" is given twice"
+            ]
+        );
     }
 
     #[test]

@@ -250,14 +250,22 @@ impl Reader<'_> {
         }
     }
 
-    /// The alias table, with `MODEL_FLASH_ID` and `MODEL_PRO_PREVIEW_ID` applied.
-    pub fn aliases(&mut self, location: &str, max_body_bytes: usize, raw_ids: bool) -> Aliases {
-        let mut aliases = match self.get("MODEL_ALIASES_JSON") {
-            None => Aliases::default_table(location),
+    /// The alias table, with `MODEL_FLASH_ID` and `MODEL_PRO_PREVIEW_ID` applied; `None` if
+    /// `MODEL_ALIASES_JSON` is wrong (the overrides are still checked, on an empty table).
+    pub fn aliases(
+        &mut self,
+        location: &str,
+        max_body_bytes: usize,
+        raw_ids: bool,
+    ) -> Option<Aliases> {
+        let (mut aliases, parsed) = match self.get("MODEL_ALIASES_JSON") {
+            None => (Aliases::default_table(location), true),
             Some(json) => {
                 let parsed = Aliases::parse(&json, location, |name| self.get(name));
-                self.all_checked("MODEL_ALIASES_JSON", parsed)
-                    .unwrap_or_default()
+                match self.all_checked("MODEL_ALIASES_JSON", parsed) {
+                    Some(aliases) => (aliases, true),
+                    None => (Aliases::default(), false),
+                }
             }
         };
         for (var, alias) in [
@@ -283,7 +291,7 @@ impl Reader<'_> {
         if raw_ids {
             aliases.allow_raw_ids(location);
         }
-        aliases
+        parsed.then_some(aliases)
     }
 
     pub fn prices(&mut self) -> HashMap<String, Price> {
@@ -295,35 +303,36 @@ impl Reader<'_> {
             .unwrap_or_default()
     }
 
-    /// The keys, and the file they came from if they came from one.
-    pub fn keys(&mut self, aliases: &Aliases) -> (Option<KeySet>, Option<PathBuf>) {
-        match (self.get("API_KEYS_JSON"), self.get("API_KEYS_FILE")) {
-            (Some(_), Some(_)) => {
-                self.report(
-                    "API_KEYS_FILE",
-                    "and API_KEYS_JSON are both set; set only one of them".into(),
-                );
-                (None, None)
-            }
-            (Some(json), None) => {
-                let keys = key_set(&json, aliases);
-                (self.all_checked("API_KEYS_JSON", keys), None)
-            }
-            (None, Some(path)) => {
-                let path = PathBuf::from(path.trim());
-                let keys = std::fs::read_to_string(&path)
-                    .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])
-                    .and_then(|json| key_set(&json, aliases));
-                (self.all_checked("API_KEYS_FILE", keys), Some(path))
-            }
-            (None, None) => {
-                self.report(
-                    "API_KEYS_JSON",
-                    "is required (or API_KEYS_FILE): a JSON array such as [{\"id\": \"me\", \"key\": \"<at least 16 characters>\"}]".into(),
-                );
-                (None, None)
-            }
+    /// The keys, and the file they came from if they came from one. Without an alias table
+    /// (`MODEL_ALIASES_JSON` is wrong) keys' `models` names go unchecked: each would be
+    /// reported as unknown, when the table is what is wrong.
+    pub fn keys(&mut self, aliases: Option<&Aliases>) -> (Option<KeySet>, Option<PathBuf>) {
+        let parse = |json: &str| match aliases {
+            Some(aliases) => key_set(json, aliases),
+            None => KeySet::parse(json, |_| true),
+        };
+        let json = self.get("API_KEYS_JSON");
+        let path = self.get("API_KEYS_FILE").map(|p| PathBuf::from(p.trim()));
+        match (&json, &path) {
+            (Some(_), Some(_)) => self.report(
+                "API_KEYS_FILE",
+                "and API_KEYS_JSON are both set; set only one of them".into(),
+            ),
+            (None, None) => self.report(
+                "API_KEYS_JSON",
+                "is required (or API_KEYS_FILE): a JSON array such as [{\"id\": \"me\", \"key\": \"<at least 16 characters>\"}]".into(),
+            ),
+            _ => {}
         }
+        // Both are checked when both are set, so that the one kept is right already.
+        let from_json = json.and_then(|json| self.all_checked("API_KEYS_JSON", parse(&json)));
+        let from_file = path.as_ref().and_then(|path| {
+            let keys = std::fs::read_to_string(path)
+                .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])
+                .and_then(|json| parse(&json));
+            self.all_checked("API_KEYS_FILE", keys)
+        });
+        (from_json.or(from_file), path)
     }
 }
 
@@ -370,6 +379,76 @@ mod tests {
         ] {
             assert!(errors.contains(var), "{var}: {errors}");
         }
+    }
+
+    #[test]
+    fn keys_are_not_judged_against_an_alias_table_that_failed() {
+        // Every `models` name would be "unknown": the table is what is wrong.
+        let errors = parse(&[
+            ("MODEL_ALIASES_JSON", "{nope"),
+            (
+                "API_KEYS_JSON",
+                r#"[{"id":"a","key":"sk_test_aaaaaaaaaaaaaaaa","models":["flash","gemma"]}]"#,
+            ),
+        ])
+        .unwrap_err();
+        let vars: Vec<&str> = errors.0.iter().map(|e| e.var).collect();
+        assert_eq!(vars, ["MODEL_ALIASES_JSON"], "{errors}");
+        // A refused service_key_env fails the table too, under its variable.
+        let errors = parse(&[
+            (
+                "MODEL_ALIASES_JSON",
+                r#"{"gemma":{"upstream":"https://x/v1","model":"m","auth_header":"x-serverless-authorization","service_key_env":"API_KEYS_JSON"}}"#,
+            ),
+            (
+                "API_KEYS_JSON",
+                r#"[{"id":"a","key":"sk_test_aaaaaaaaaaaaaaaa","models":["gemma"]}]"#,
+            ),
+        ])
+        .unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert_eq!(errors.0[0].var, "MODEL_ALIASES_JSON");
+        assert!(
+            errors.0[0]
+                .message
+                .contains("names API_KEYS_JSON, which the proxy reads itself")
+        );
+    }
+
+    #[test]
+    fn with_both_key_sources_set_each_ones_own_problems_are_reported_too() {
+        let path =
+            std::env::temp_dir().join(format!("vertex-proxy-keys-{}.json", std::process::id()));
+        std::fs::write(
+            &path,
+            r#"[{"id":"f","key":"sk_test_ffffffffffffffff","colour":"red"}]"#,
+        )
+        .unwrap();
+        let env: HashMap<&str, &str> = [
+            ("API_KEYS_JSON", r#"[{"id":"j","key":"short"}]"#),
+            ("API_KEYS_FILE", path.to_str().unwrap()),
+        ]
+        .into();
+        let errors = Config::from_env(&env, Mode::Vertex).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        let lines: Vec<String> = errors
+            .0
+            .iter()
+            .map(|e| format!("{}: {}", e.var, e.message))
+            .collect();
+        assert_eq!(lines.len(), 3, "{errors}");
+        assert!(
+            lines[0].starts_with("API_KEYS_FILE: and API_KEYS_JSON are both set"),
+            "{errors}"
+        );
+        assert!(
+            lines[1].starts_with("API_KEYS_JSON: entry 0 (\"j\"): \"key\" is shorter"),
+            "{errors}"
+        );
+        assert!(
+            lines[2].starts_with("API_KEYS_FILE: entry 0 (\"f\"): unknown field \"colour\""),
+            "{errors}"
+        );
     }
 
     #[test]
@@ -455,6 +534,16 @@ mod tests {
             config.base_url.unwrap().to_string(),
             "http://127.0.0.1:9000/"
         );
+
+        // Credentials in the base URL are refused, and neither quoted nor shown.
+        let errors = parse(&[
+            ("API_KEYS_JSON", KEYS),
+            ("VERTEX_BASE_URL", "https://user:hunter2@vertex.example.com"),
+        ])
+        .unwrap_err();
+        assert_eq!(errors.0[0].var, "VERTEX_BASE_URL");
+        assert!(errors.0[0].message.starts_with("may not hold credentials"));
+        assert!(!errors.to_string().contains("hunter2"), "{errors}");
 
         // A key limited to a model that is not configured is a startup error.
         let errors = parse(&[(

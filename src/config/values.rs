@@ -52,24 +52,32 @@ pub fn is_project_id(id: &str) -> bool {
 
 /// `VERTEX_BASE_URL` must be an origin. Plain `http://` is allowed only to loopback, so a
 /// typo cannot send the Google token across a network in clear text.
+///
+/// SECURITY: no message quotes the URL, which may hold a password (`user:pass@`, refused)
+/// or a key in a query; the variable's name says which value is meant.
 pub(super) fn parse_base_url(url: &str) -> Result<Uri, String> {
     let uri: Uri = url
         .trim_end_matches('/')
         .parse()
-        .map_err(|_| format!("{url:?} is not a URL"))?;
-    let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
+        .map_err(|_| "is not a URL".to_owned())?;
+    let authority = uri.authority().ok_or("has no host")?;
+    if authority.as_str().contains('@') {
+        return Err(
+            "may not hold credentials (user info before '@'); give the origin alone, scheme://host[:port]"
+                .into(),
+        );
+    }
     if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
-        return Err(format!(
-            "{url:?} must be an origin only (scheme://host[:port]), with no path"
-        ));
+        return Err("must be an origin only (scheme://host[:port]), with no path".into());
     }
     match uri.scheme_str() {
         Some("https") => Ok(uri),
-        Some("http") if is_loopback(host) => Ok(uri),
-        Some("http") => Err(format!(
-            "{url:?}: http:// is accepted only for loopback hosts (127.0.0.1, ::1, localhost); use https://"
-        )),
-        _ => Err(format!("{url:?} must start with https://")),
+        Some("http") if is_loopback(authority.host()) => Ok(uri),
+        Some("http") => Err(
+            "http:// is accepted only for loopback hosts (127.0.0.1, ::1, localhost); use https://"
+                .into(),
+        ),
+        _ => Err("must start with https://".into()),
     }
 }
 
@@ -102,6 +110,34 @@ mod tests {
             "https://",
         ] {
             assert!(parse_base_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_base_url_holding_credentials_is_refused_and_never_quoted() {
+        for bad in [
+            "https://user:hunter2@vertex.example.com",
+            "https://hunter2@vertex.example.com",
+            "http://user:hunter2@127.0.0.1:9000",
+            // Wrong in another way too: still not quoted.
+            "https://user:hunter2@vertex.example.com/v1",
+            "ftp://user:hunter2@vertex.example.com",
+        ] {
+            let error = parse_base_url(bad).unwrap_err();
+            assert!(
+                error.starts_with("may not hold credentials"),
+                "{bad}: {error}"
+            );
+        }
+        // No message quotes the URL, whatever is wrong with it.
+        for bad in [
+            "https://user:hunter 2@vertex.example.com",
+            "http://hunter2.example.com",
+            "https://hunter2.example.com/?key=hunter2",
+            "ftp://hunter2.example.com",
+        ] {
+            let error = parse_base_url(bad).unwrap_err();
+            assert!(!error.contains("hunter"), "{bad}: {error}");
         }
     }
 }

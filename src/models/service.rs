@@ -20,6 +20,49 @@ const FIELDS: [&str; 6] = [
     "defaults",
 ];
 
+/// The variables the proxy reads itself (SPEC §2, which a test holds this list to, and the
+/// credentials' own): a service alias whose `service_key_env` named one would send its value,
+/// the whole client key list for `API_KEYS_JSON`, to the service as its key.
+const OWN_VARIABLES: [&str; 37] = [
+    "PORT",
+    "API_KEYS_JSON",
+    "API_KEYS_FILE",
+    "KEYS_RELOAD_SECS",
+    "PRICES_JSON",
+    "MODEL_ALIASES_JSON",
+    "MODEL_FLASH_ID",
+    "MODEL_PRO_PREVIEW_ID",
+    "GOOGLE_CLOUD_PROJECT",
+    "VERTEX_LOCATION",
+    "VERTEX_BASE_URL",
+    "UPSTREAM_CA_FILE",
+    "ALLOW_RAW_MODEL_IDS",
+    "ANTHROPIC_BETAS",
+    "THOUGHT_SIGNATURES",
+    "MAX_ATTEMPTS",
+    "RETRY_BUDGET_SECS",
+    "MAX_BODY_BYTES",
+    "MAX_BUFFERED_BYTES",
+    "MAX_BUFFERED_BYTES_PER_KEY",
+    "MIN_BODY_BYTES_PER_SEC",
+    "SHUTDOWN_GRACE_SECS",
+    "UPSTREAM_CONNECT_TIMEOUT_SECS",
+    "TOKEN_TIMEOUT_SECS",
+    "UPSTREAM_IDLE_TIMEOUT_SECS",
+    "HEADER_READ_TIMEOUT_SECS",
+    "IDLE_CONNECTION_TIMEOUT_SECS",
+    "BODY_READ_TIMEOUT_SECS",
+    "UPSTREAM_PRECONNECT",
+    "MAX_UPSTREAM_CONNECTIONS",
+    "MAX_CONNECTIONS",
+    "WORKER_THREADS",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GOOGLE_CLOUD_QUOTA_PROJECT",
+    "GCE_METADATA_HOST",
+    "THOUGHT_SIGNATURES_CACHE_BYTES",
+    "THOUGHT_SIGNATURES_TTL_SECS",
+];
+
 /// A private service's own key (vLLM's `--api-key`), from the environment variable an
 /// alias's `service_key_env` names (never from `MODEL_ALIASES_JSON` itself, which anyone who
 /// can read the service's configuration sees), sent as `Authorization: Bearer` while the ID
@@ -120,6 +163,10 @@ pub fn route(fields: &Map<String, Value>) -> Result<Route, Vec<String>> {
     };
     let service_key = match fields.get("service_key_env") {
         None => None,
+        Some(Value::String(env)) if OWN_VARIABLES.contains(&env.as_str()) => {
+            errors.push(format!("\"service_key_env\" names {env}, which the proxy reads itself; name a variable that holds only the service's key"));
+            None
+        }
         Some(Value::String(env)) if is_variable_name(env) => Some(ServiceKey {
             env: env.as_str().into(),
             bearer: None,
@@ -159,38 +206,38 @@ pub fn route(fields: &Map<String, Value>) -> Result<Route, Vec<String>> {
 
 /// The service's URLs, built once here rather than on each request. `https://` only, but for
 /// loopback, so that the ID token never crosses a network in clear text.
+///
+/// SECURITY: no message quotes the URL, which may hold a password (`user:pass@`, refused)
+/// or a key in a query; the alias's name says which value is meant.
 fn service(url: &str) -> Result<ServiceUrls, String> {
     let base = url.trim_end_matches('/');
     let uri: Uri = base
         .parse()
-        .map_err(|_| format!("\"upstream\" {url:?} is not a URL"))?;
+        .map_err(|_| "\"upstream\" is not a URL".to_owned())?;
     let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-        return Err(format!(
-            "\"upstream\" {url:?} must be an absolute URL, like \"https://gemma-abc-uc.a.run.app/v1\""
-        ));
+        return Err(
+            "\"upstream\" must be an absolute URL, like \"https://gemma-abc-uc.a.run.app/v1\""
+                .into(),
+        );
     };
-    if uri.query().is_some() || base.contains('#') {
-        return Err(format!(
-            "\"upstream\" {url:?} may not have a query or fragment"
-        ));
-    }
     if authority.as_str().contains('@') {
-        return Err(format!("\"upstream\" {url:?} may not hold credentials"));
+        return Err("\"upstream\" may not hold credentials (user info before '@'); give the service's URL alone".into());
+    }
+    if uri.query().is_some() || base.contains('#') {
+        return Err("\"upstream\" may not have a query or fragment".into());
     }
     match scheme {
         "https" => {}
         "http" if is_loopback(authority.host()) => {}
         "http" => {
-            return Err(format!(
-                "\"upstream\" {url:?}: http:// is accepted only for loopback hosts (127.0.0.1, ::1, localhost); use https://"
-            ));
+            return Err("\"upstream\": http:// is accepted only for loopback hosts (127.0.0.1, ::1, localhost); use https://".into());
         }
-        _ => return Err(format!("\"upstream\" {url:?} must start with https://")),
+        _ => return Err("\"upstream\" must start with https://".into()),
     }
     let at = |path: &str| {
         format!("{base}{path}")
             .parse::<Uri>()
-            .map_err(|_| format!("\"upstream\" {url:?} does not make a valid URL with {path}"))
+            .map_err(|_| format!("\"upstream\" does not make a valid URL with {path}"))
     };
     Ok(ServiceUrls {
         base: base.to_owned(),
@@ -198,7 +245,7 @@ fn service(url: &str) -> Result<ServiceUrls, String> {
         embeddings: at("/embeddings")?,
         origin: format!("{scheme}://{authority}/")
             .parse()
-            .map_err(|_| format!("\"upstream\" {url:?} has no valid origin"))?,
+            .map_err(|_| "\"upstream\" has no valid origin".to_owned())?,
     })
 }
 
@@ -306,6 +353,53 @@ mod tests {
     }
 
     #[test]
+    fn service_key_env_may_not_name_the_proxys_own_variables() {
+        // Each would send its value (the whole client key list, for one) to the service.
+        for own in [
+            "API_KEYS_JSON",
+            "API_KEYS_FILE",
+            "PRICES_JSON",
+            "MODEL_ALIASES_JSON",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "PORT",
+        ] {
+            let json = format!(
+                r#"{{"gemma":{{"upstream":"https://x/v1","model":"m","auth_header":"x-serverless-authorization","service_key_env":"{own}"}}}}"#
+            );
+            let errors = super::super::Aliases::parse(&json, "global", |_| Some("secret".into()))
+                .unwrap_err();
+            assert_eq!(
+                errors,
+                [format!(
+                    "alias \"gemma\": \"service_key_env\" names {own}, which the proxy reads itself; name a variable that holds only the service's key"
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn the_proxys_own_variables_are_all_those_spec_names() {
+        let spec = include_str!("../../SPEC.md");
+        let section =
+            &spec[spec.find("## 2. Configuration").unwrap()..spec.find("## 3. Keys").unwrap()];
+        let table: Vec<&str> = section
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `")?.split('`').next())
+            .collect();
+        assert!(table.len() > 30, "{table:?}");
+        for name in table.iter().chain(&[
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "GOOGLE_CLOUD_QUOTA_PROJECT",
+            "GCE_METADATA_HOST",
+            "THOUGHT_SIGNATURES_CACHE_BYTES",
+            "THOUGHT_SIGNATURES_TTL_SECS",
+        ]) {
+            assert!(section.contains(&format!("`{name}`")), "{name}");
+            assert!(OWN_VARIABLES.contains(name), "{name} is missing");
+        }
+    }
+
+    #[test]
     fn every_error_in_a_service_alias_is_named() {
         let errors = parse(r#"{"upstream":"http://10.0.0.1/v1","model":"a b","audience":7,"auth_header":"cookie","location":"global","defaults":{"stream":true}}"#).unwrap_err();
         for says in [
@@ -332,5 +426,24 @@ mod tests {
             assert!(parse(&json).is_err(), "{bad}");
         }
         assert!(parse(r#"{"upstream":"https://x/v1"}"#).is_err());
+        // Credentials are refused, and no message quotes the URL, whatever is wrong with it.
+        for bad in [
+            "https://user:hunter2@x/v1",
+            "https://user:hunter2@x/v1?key=1",
+            "http://user:hunter2@10.0.0.1/v1",
+            "https://user:hunter 2@x/v1",
+        ] {
+            let json = format!(r#"{{"upstream":"{bad}","model":"m"}}"#);
+            let errors = parse(&json).unwrap_err().join("\n");
+            assert!(!errors.contains("hunter"), "{bad}: {errors}");
+            if !bad.contains(' ') {
+                assert!(
+                    errors.contains("may not hold credentials"),
+                    "{bad}: {errors}"
+                );
+            }
+        }
+        // An '@' in the path is no credential.
+        assert!(parse(r#"{"upstream":"https://x/v1/m@2","model":"m"}"#).is_ok());
     }
 }

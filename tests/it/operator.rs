@@ -191,14 +191,18 @@ fn check_validates_like_startup_and_prints_no_secret() {
             ("API_KEYS_JSON", "[]"),
             ("GOOGLE_CLOUD_PROJECT", PROJECT),
             ("PORT", "x"),
+            ("VERTEX_BASE_URL", "https://user:hunter2@vertex.example.com"),
         ],
         "",
     );
     assert_eq!(code, 1);
     assert!(
-        err.contains("API_KEYS_JSON: has no enabled key") && err.contains("PORT: "),
+        err.contains("API_KEYS_JSON: has no enabled key")
+            && err.contains("PORT: ")
+            && err.contains("VERTEX_BASE_URL: may not hold credentials"),
         "{err}"
     );
+    assert!(!err.contains("hunter2"), "{err}");
 }
 
 #[test]
