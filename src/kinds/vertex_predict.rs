@@ -5,15 +5,19 @@
 //! ([`fan_out`], [`answer`]).
 
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, header};
 use http_body_util::BodyExt;
 use http_body_util::channel::Channel;
+use hyper::body::{Body, Frame};
 use serde::Deserialize;
 use serde::de::{Deserializer, Error as _, SeqAccess, Visitor};
 use serde_json::value::RawValue;
+use tokio::sync::oneshot;
 
 mod answer;
 mod calls;
@@ -96,10 +100,24 @@ impl UpstreamKind for VertexPredict {
             queued: false,
             usage_at_start: false,
         });
-        // One part waits in the channel at most: a client that stops reading stops the
-        // fan-out once its connection's buffers are full.
-        let (mut sender, body) = Channel::<Bytes, BoxError>::new(1);
-        tokio::spawn(async move {
+        let mut response = Response::new(relay(first, fan_out));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(response)
+    }
+}
+
+/// The answer's body: `first`, then the fan-out's parts as they come, relayed by a task
+/// that ends, the fan-out and its calls with it, when the client does.
+fn relay(first: Vec<Bytes>, mut fan_out: FanOut) -> ProxyBody {
+    // One part waits in the channel at most: a client that stops reading stops the
+    // fan-out once its connection's buffers are full.
+    let (mut sender, frames) = Channel::<Bytes, BoxError>::new(1);
+    let (watch, left) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let sending = async move {
             for bytes in first {
                 if sender.send_data(bytes).await.is_err() {
                     return;
@@ -108,7 +126,6 @@ impl UpstreamKind for VertexPredict {
             while let Some(next) = fan_out.next().await {
                 match next {
                     Ok(bytes) => {
-                        // The client left: the fan-out goes with this task.
                         if sender.send_data(bytes).await.is_err() {
                             return;
                         }
@@ -117,13 +134,38 @@ impl UpstreamKind for VertexPredict {
                     Err(error) => return sender.abort(error.log_text().into()),
                 }
             }
-        });
-        let mut response = Response::new(body.boxed());
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        Ok(response)
+        };
+        // The client left (its body was dropped) while nothing was being sent, which would
+        // have told: the fan-out goes with `sending`, and with it the calls in flight,
+        // their retries and waits included.
+        tokio::select! {
+            () = sending => {}
+            _ = left => {}
+        }
+    });
+    Watched {
+        frames,
+        _watch: watch,
+    }
+    .boxed()
+}
+
+/// The answer's body, whose drop tells the fan-out that the client has gone.
+struct Watched {
+    frames: Channel<Bytes, BoxError>,
+    /// Never sent on: dropped with the body, it wakes the relay's `left`.
+    _watch: oneshot::Sender<()>,
+}
+
+impl Body for Watched {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.frames).poll_frame(cx)
     }
 }
 
