@@ -5,14 +5,19 @@
 //! ([`fan_out`], [`answer`]).
 
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, header};
 use http_body_util::BodyExt;
 use http_body_util::channel::Channel;
+use hyper::body::{Body, Frame};
 use serde::Deserialize;
+use serde::de::{Deserializer, Error as _, SeqAccess, Visitor};
 use serde_json::value::RawValue;
+use tokio::sync::oneshot;
 
 mod answer;
 mod calls;
@@ -95,10 +100,24 @@ impl UpstreamKind for VertexPredict {
             queued: false,
             usage_at_start: false,
         });
-        // One part waits in the channel at most: a client that stops reading stops the
-        // fan-out once its connection's buffers are full.
-        let (mut sender, body) = Channel::<Bytes, BoxError>::new(1);
-        tokio::spawn(async move {
+        let mut response = Response::new(relay(first, fan_out));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(response)
+    }
+}
+
+/// The answer's body: `first`, then the fan-out's parts as they come, relayed by a task
+/// that ends, the fan-out and its calls with it, when the client does.
+fn relay(first: Vec<Bytes>, mut fan_out: FanOut) -> ProxyBody {
+    // One part waits in the channel at most: a client that stops reading stops the
+    // fan-out once its connection's buffers are full.
+    let (mut sender, frames) = Channel::<Bytes, BoxError>::new(1);
+    let (watch, left) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let sending = async move {
             for bytes in first {
                 if sender.send_data(bytes).await.is_err() {
                     return;
@@ -107,7 +126,6 @@ impl UpstreamKind for VertexPredict {
             while let Some(next) = fan_out.next().await {
                 match next {
                     Ok(bytes) => {
-                        // The client left: the fan-out goes with this task.
                         if sender.send_data(bytes).await.is_err() {
                             return;
                         }
@@ -116,13 +134,38 @@ impl UpstreamKind for VertexPredict {
                     Err(error) => return sender.abort(error.log_text().into()),
                 }
             }
-        });
-        let mut response = Response::new(body.boxed());
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        Ok(response)
+        };
+        // The client left (its body was dropped) while nothing was being sent, which would
+        // have told: the fan-out goes with `sending`, and with it the calls in flight,
+        // their retries and waits included.
+        tokio::select! {
+            () = sending => {}
+            _ = left => {}
+        }
+    });
+    Watched {
+        frames,
+        _watch: watch,
+    }
+    .boxed()
+}
+
+/// The answer's body, whose drop tells the fan-out that the client has gone.
+struct Watched {
+    frames: Channel<Bytes, BoxError>,
+    /// Never sent on: dropped with the body, it wakes the relay's `left`.
+    _watch: oneshot::Sender<()>,
+}
+
+impl Body for Watched {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.frames).poll_frame(cx)
     }
 }
 
@@ -144,14 +187,96 @@ pub struct Request {
 }
 
 #[derive(Deserialize)]
+#[serde(expecting = "an embeddings request object")]
 struct Wire<'a> {
     #[serde(borrow)]
     input: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "dimensions")]
     dimensions: Option<u64>,
-    #[serde(borrow)]
-    encoding_format: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, rename = "encoding_format", deserialize_with = "base64")]
+    base64: bool,
     #[serde(borrow)]
     task_type: Option<&'a RawValue>,
+}
+
+const BAD_ENCODING: &str = "\"encoding_format\" must be \"float\" or \"base64\"";
+
+// A field of the wrong type is refused by name: serde's own message would quote the
+// client's value, however long.
+fn dimensions<'de, D: Deserializer<'de>>(field: D) -> Result<Option<u64>, D::Error> {
+    Option::<u64>::deserialize(field)
+        .map_err(|_| D::Error::custom("\"dimensions\" must be a non-negative integer"))
+}
+
+/// Whether `encoding_format` asks for base64, read without keeping the client's string.
+fn base64<'de, D: Deserializer<'de>>(field: D) -> Result<bool, D::Error> {
+    struct Format;
+    impl Visitor<'_> for Format {
+        type Value = bool;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(BAD_ENCODING)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, format: &str) -> Result<bool, E> {
+            match format {
+                "float" => Ok(false),
+                "base64" => Ok(true),
+                _ => Err(E::custom(BAD_ENCODING)),
+            }
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+    }
+    field
+        .deserialize_any(Format)
+        .map_err(|_| D::Error::custom(BAD_ENCODING))
+}
+
+/// An `input` array's texts, read one at a time and refused at the first that is not a
+/// string, or at the first past [`MAX_INPUTS`]: what is held never grows with the body,
+/// which the memory budget counts alone. The refusal goes in `.0`, serde's error being
+/// only a string.
+struct Texts<'r>(&'r mut Option<ProxyError>);
+
+impl<'de> Visitor<'de> for Texts<'_> {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut texts = Vec::new();
+        while let Some(text) = seq.next_element::<&'de RawValue>()? {
+            let refusal = if !is_string(text) {
+                let tokens =
+                    text.get().starts_with('[') || text.get().starts_with(char::is_numeric);
+                invalid(match tokens {
+                    true => {
+                        "\"input\" must be a string or an array of strings: Google's embedding models take text, not token arrays"
+                    }
+                    false => "\"input\" must be a string or an array of strings",
+                })
+            } else if texts.len() == MAX_INPUTS {
+                invalid(format!(
+                    "\"input\" has more than {MAX_INPUTS} texts; Google's embedding models take at most {MAX_INPUTS} a request"
+                ))
+            } else {
+                texts.push(text);
+                continue;
+            };
+            *self.0 = Some(refusal);
+            return Err(A::Error::custom("refused"));
+        }
+        Ok(texts)
+    }
+}
+
+fn is_string(raw: &RawValue) -> bool {
+    raw.get().starts_with('"')
 }
 
 fn invalid(message: impl Into<String>) -> ProxyError {
@@ -164,7 +289,9 @@ pub fn parse(body: &Bytes) -> Result<Request, ProxyError> {
     let needs_input =
         || invalid("an embeddings request needs \"input\": a string or an array of strings");
     let text = std::str::from_utf8(body).map_err(|_| needs_input())?;
-    let wire: Wire = serde_json::from_str(text).map_err(|_| needs_input())?;
+    // What was wrong, as serde says it: a duplicate field, or a field of the wrong type in
+    // our words (above); nothing of the client's text.
+    let wire: Wire = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
     let input = wire.input.ok_or_else(needs_input)?;
     // Where a value the parser borrowed from the body lies in it (always inside: a value
     // from anywhere else is refused rather than trusted).
@@ -175,41 +302,23 @@ pub fn parse(body: &Bytes) -> Result<Request, ProxyError> {
             _ => Err(needs_input()),
         }
     };
-    let is_string = |raw: &RawValue| raw.get().starts_with('"');
     let texts: Vec<&RawValue> = match input.get().as_bytes().first() {
         Some(b'"') => vec![input],
-        Some(b'[') => serde_json::from_str(input.get()).map_err(|_| needs_input())?,
+        Some(b'[') => {
+            let mut refused = None;
+            let read = serde_json::Deserializer::from_str(input.get())
+                .deserialize_seq(Texts(&mut refused));
+            match (read, refused) {
+                (_, Some(refusal)) => return Err(refusal),
+                (Ok(texts), None) => texts,
+                (Err(_), None) => return Err(needs_input()),
+            }
+        }
         _ => return Err(invalid("\"input\" must be a string or an array of strings")),
     };
-    if let Some(other) = texts.iter().find(|raw| !is_string(raw)) {
-        let message = match other.get().starts_with('[')
-            || other.get().starts_with(char::is_numeric)
-        {
-            true => {
-                "\"input\" must be a string or an array of strings: Google's embedding models take text, not token arrays"
-            }
-            false => "\"input\" must be a string or an array of strings",
-        };
-        return Err(invalid(message));
-    }
     if texts.is_empty() {
         return Err(invalid("\"input\" is empty"));
     }
-    if texts.len() > MAX_INPUTS {
-        return Err(invalid(format!(
-            "\"input\" has {} texts; Google's embedding models take at most {MAX_INPUTS} a request",
-            texts.len()
-        )));
-    }
-    let base64 = match wire.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(_) => {
-            return Err(invalid(
-                "\"encoding_format\" must be \"float\" or \"base64\"",
-            ));
-        }
-    };
     let task_type = match wire.task_type {
         Some(task) if is_string(task) => Some(at(task)?),
         Some(task) if task.get() == "null" => None,
@@ -221,7 +330,7 @@ pub fn parse(body: &Bytes) -> Result<Request, ProxyError> {
         body: body.clone(),
         task_type,
         dimensions: wire.dimensions,
-        base64,
+        base64: wire.base64,
     })
 }
 
@@ -298,10 +407,50 @@ mod tests {
                 br#"{"model":"e","input":"a","encoding_format":"int8"}"#,
                 "encoding_format",
             ),
+            // What was wrong, said, not taken for a missing input.
+            (
+                br#"{"model":"e","input":"a","encoding_format":5}"#,
+                "\"encoding_format\" must be \"float\" or \"base64\"",
+            ),
+            (
+                br#"{"model":"e","input":"a","dimensions":-1}"#,
+                "\"dimensions\" must be a non-negative integer",
+            ),
+            (
+                br#"{"model":"e","input":"a","dimensions":"768"}"#,
+                "\"dimensions\" must be a non-negative integer",
+            ),
+            (
+                br#"{"model":"e","input":"a","input":"b"}"#,
+                "duplicate field `input`",
+            ),
         ] {
             let error = parse(&Bytes::from_static(body)).unwrap_err();
             assert!(error.message().contains(says), "{}", error.message());
         }
+        // The client's value is not quoted back, however long.
+        let long = format!(
+            r#"{{"model":"e","input":"a","dimensions":"{}"}}"#,
+            "7".repeat(10_000)
+        );
+        assert!(parse(&Bytes::from(long)).unwrap_err().message().len() < 100);
+        // Read up to the first text past the limit, and no further: what comes after it is
+        // never looked at.
+        let past = format!(
+            r#"{{"model":"e","input":[{},[1,2]]}}"#,
+            vec!["\"x\""; 251].join(",")
+        );
+        let error = parse(&Bytes::from(past)).unwrap_err();
+        assert!(
+            error.message().contains("more than 250 texts"),
+            "{}",
+            error.message()
+        );
+        let exactly = format!(
+            r#"{{"model":"e","input":[{}]}}"#,
+            vec!["\"x\""; 250].join(",")
+        );
+        assert_eq!(parse(&Bytes::from(exactly)).unwrap().texts.len(), 250);
         let many = format!(
             r#"{{"model":"e","input":[{}]}}"#,
             vec!["\"x\""; 251].join(",")

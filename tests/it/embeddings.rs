@@ -4,6 +4,7 @@
 use crate::support::*;
 use base64::Engine;
 use http::{Method, StatusCode};
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 const ALIASES: &str = r#"{"flash":"google/gemini-2.5-flash","embed":"google/gemini-embedding-001","embed-text":"google/text-embedding-005","e5":"intfloat/multilingual-e5-small-maas"}"#;
@@ -171,11 +172,7 @@ async fn a_fan_out_has_one_retry_allowance_and_a_429_stops_new_calls() {
     .await;
     // (Should a first text's call find the allowance spent, the 429 comes before the start.)
     let status = response.status();
-    let body = within(
-        "the cut",
-        http_body_util::BodyExt::collect(response.into_body()),
-    )
-    .await;
+    let body = within("the cut", response.into_body().collect()).await;
     match status {
         StatusCode::OK => assert!(body.is_err(), "a partial answer passed for a whole one"),
         status => assert_eq!(status, StatusCode::TOO_MANY_REQUESTS),
@@ -280,13 +277,10 @@ async fn a_client_that_does_not_read_pauses_the_fan_out_and_then_gets_it_all() {
         "{paused_at} calls made for a client that reads nothing"
     );
     // Read, it is whole, and in order.
-    let body = within(
-        "the rest of the answer",
-        http_body_util::BodyExt::collect(response.into_body()),
-    )
-    .await
-    .unwrap()
-    .to_bytes();
+    let body = within("the rest of the answer", response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
     let json: Value = serde_json::from_slice(&body).unwrap();
     let data = json["data"].as_array().unwrap();
     assert_eq!(data.len(), 250);
@@ -299,4 +293,53 @@ async fn a_client_that_does_not_read_pauses_the_fan_out_and_then_gets_it_all() {
         json!({"prompt_tokens": 750, "total_tokens": 750})
     );
     assert_eq!(vertex.count(), 250);
+}
+
+/// Whether `r` is the call for one of texts 8 to 11.
+fn held(r: &Recorded) -> bool {
+    let text = r.json()["instances"][0]["content"].to_string();
+    (8..12).any(|n| text == format!("\"text number {n}\""))
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_aborts_the_calls_still_running() {
+    // Texts 0 to 7 are answered at once, which starts the answer; 8 to 11 never are.
+    let vertex = FakeVertex::start_with(|r: &Recorded| match held(r) {
+        true => Reply::Stall,
+        false => stand_in(r),
+    })
+    .await;
+    let (_metadata, proxy) = spawn_with(&vertex, &[("MODEL_ALIASES_JSON", ALIASES)]).await;
+    let response = start_request(
+        Method::POST,
+        &proxy.url("/v1/embeddings"),
+        &[("x-api-key", KEY), ("content-type", "application/json")],
+        many_texts(12),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // The first eight embeddings, all of them: the proxy has nothing more to send until a
+    // held call answers, so nothing it sends can tell it that the client has gone.
+    let mut body = response.into_body();
+    let mut seen = Vec::new();
+    while !seen.windows(10).any(|w| w == b"\"index\":7,") {
+        let frame = within("the first eight embeddings", body.frame()).await;
+        let data = frame.expect("more of the answer").unwrap().into_data();
+        seen.extend_from_slice(&data.unwrap());
+    }
+    let received = vertex.wait_for(12).await;
+    let held: Vec<usize> = (0..12).filter(|&i| held(&received[i])).collect();
+    assert_eq!(held.len(), 4);
+    drop(body);
+    // The four held calls are given up, though no answer of theirs ever comes.
+    let mut cancelled = vertex.wait_for_cancelled(4).await;
+    cancelled.sort();
+    assert_eq!(cancelled, held);
+    let line = proxy
+        .wait_for_line("the embeddings line", |l| {
+            l["httpRequest"]["requestUrl"] == "/v1/embeddings"
+        })
+        .await;
+    assert_eq!(line["cancelled"], true, "{line}");
+    assert_eq!(line["upstream_calls"]["made"], 12, "{line}");
 }
