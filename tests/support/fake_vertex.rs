@@ -576,10 +576,16 @@ impl Body for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+        // A body of known length is not polled past its last bytes: its end is that frame.
+        let ended = matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))));
+        if ended || self.inner.is_end_stream() {
             self.job.done = true;
         }
         polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
     }
 
     /// A whole answer's length, so that it goes out with `content-length`, as Google's
