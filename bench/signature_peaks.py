@@ -11,6 +11,8 @@ Usage, from the project root after `cargo build --release`:
 VERTEX_PROXY_BINARY measures another build, e.g. the one before a change.
 """
 
+import base64
+import hashlib
 import http.client
 import http.server
 import json
@@ -53,6 +55,20 @@ def shared_detail():
             % (calls, data)).encode()
 
 
+def named_detail():
+    """One assistant message: `{"id":"x"}` again and again, and one detail for `x`."""
+    detail = '],"reasoning_details":[{"type":"reasoning.encrypted","id":"x","data":"QUFB"}]}]}'
+    return repeated('{"model":"pro-preview","messages":[{"role":"assistant","tool_calls":[', '{"id":"x"}', detail)
+
+
+def carried_ids():
+    """One assistant message: calls whose ids carry a (one-byte) signature, again and again."""
+    signature = b"\0"
+    carried = base64.urlsafe_b64encode(signature + hashlib.sha256(signature).digest()[:4]).rstrip(b"=").decode()
+    return repeated('{"model":"pro-preview","messages":[{"role":"assistant","tool_calls":[',
+                    '{"id":"x__thought__%s"}' % carried, "]}]}")
+
+
 CASES = {
     # The outside review's: a user's `reasoning_details` of `{}`, on a Gemini 3 model and on
     # `flash` with the marker somewhere in the body (which alone makes the pass run).
@@ -64,6 +80,9 @@ CASES = {
     "filled_steps": lambda: repeated('{"model":"pro-preview","messages":[', '{"role":"assistant","tool_calls":[{}]}', "]}"),
     "conversation": conversation,
     "shared_detail": shared_detail,
+    # Every call restored from the one detail: the densest splices a body can ask.
+    "named_detail": named_detail,
+    "carried_ids": carried_ids,
 }
 
 

@@ -112,8 +112,7 @@ pub fn splice_model(body: &Bytes, span: &Range<usize>, model_json: &Bytes) -> [B
 }
 
 /// `body` with each range of `edits` replaced by its bytes (an empty range inserts), as pieces
-/// that share the original buffer. The ranges must not overlap; edits that start at the same
-/// place keep their order (the sort is stable).
+/// that share the original buffer. The ranges must not overlap.
 pub fn splice(body: &Bytes, mut edits: Vec<(Range<usize>, Bytes)>) -> Vec<Bytes> {
     edits.sort_by_key(|(range, _)| range.start);
     let mut pieces = Vec::with_capacity(edits.len() * 2 + 1);

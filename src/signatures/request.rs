@@ -3,6 +3,8 @@
 
 mod walk;
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::LazyLock;
 
@@ -40,6 +42,7 @@ pub fn complete(
         mode,
         fill_gaps,
         list: Vec::new(),
+        shared: HashMap::new(),
         counts: SignatureCounts::default(),
         malformed: false,
     };
@@ -65,6 +68,8 @@ struct Edits<'a> {
     mode: SignatureMode,
     fill_gaps: bool,
     list: Vec<(Range<usize>, Bytes)>,
+    /// Each detail's splice, by where its signature is and the shape it goes in.
+    shared: HashMap<(usize, Shape), Bytes>,
     counts: SignatureCounts,
     /// An id had the marker but no signature after it: the request's warning says so, once.
     malformed: bool,
@@ -80,7 +85,15 @@ impl Edits<'_> {
         let signature = match carried {
             Carried::Signed { id: own, signature } => {
                 if let Some(span) = span {
-                    self.list.push((span, rewrite::json_string(own)));
+                    // Sent without escapes, Vertex's id is the start of the client's: the
+                    // carried part is cut out, and nothing is built.
+                    let edit = match &id {
+                        Some(Cow::Borrowed(_)) => {
+                            (span.start + 1 + own.len()..span.end - 1, Bytes::new())
+                        }
+                        _ => (span, rewrite::json_string(own)),
+                    };
+                    self.list.push(edit);
                 }
                 Some(signature)
             }
@@ -98,42 +111,37 @@ impl Edits<'_> {
         else {
             return;
         };
-        // The signature as a JSON string. A detail's is the client's own bytes, shared rather
-        // than copied: many calls may name the same detail.
-        let restored = match (self.mode, signature, detail) {
-            (SignatureMode::Restore, Some(signature), _) => Some(rewrite::json_string(&signature)),
-            (SignatureMode::Restore, None, Some(data)) => Some(self.body.slice(data)),
-            _ => None,
-        };
         let (span, shape) = match gap {
             Gap::Inside { at, empty: false } => (at..at, Shape::Member),
             Gap::Inside { at, empty: true } => (at..at, Shape::Alone),
             Gap::Null(span) => (span, Shape::Value),
         };
-        match restored {
-            Some(signature) => {
+        let field = match (self.mode, signature, detail) {
+            (SignatureMode::Restore, Some(signature), _) => {
                 self.counts.restored += 1;
-                // Three splices in a row (`splice` keeps the order of those that start
-                // together), so that the signature's bytes are shared, not copied.
-                let end = span.end;
-                let (open, close) = shape.around();
-                self.list.push((span, Bytes::from_static(open.as_bytes())));
-                self.list.push((end..end, signature));
-                self.list
-                    .push((end..end, Bytes::from_static(close.as_bytes())));
+                shape.around(&rewrite::json_string(&signature))
+            }
+            // A detail's signature, its bytes as the client sent them: built once for each
+            // detail and shape, and shared by every call that names it.
+            (SignatureMode::Restore, None, Some(data)) => {
+                self.counts.restored += 1;
+                let body = self.body;
+                let field = self.shared.entry((data.start, shape));
+                field.or_insert_with(|| shape.around(&body[data])).clone()
             }
             // Only the first call of a step is signed: the others need nothing.
-            None if first => {
+            _ if first => {
                 self.counts.filled += 1;
-                self.list.push((span, SENTINELS[shape as usize].clone()));
+                SENTINELS[shape as usize].clone()
             }
-            None => {}
-        }
+            _ => return,
+        };
+        self.list.push((span, field));
     }
 }
 
 /// What a signature is put in.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Shape {
     /// A member, just inside a call's `{`, before the call's first member.
     Member,
@@ -144,26 +152,24 @@ enum Shape {
 }
 
 impl Shape {
-    /// The bytes before and after the signature.
-    fn around(self) -> (&'static str, &'static str) {
+    /// The splice for `signature`, a JSON string.
+    fn around(self, signature: &[u8]) -> Bytes {
         const VALUE: &str = r#"{"google":{"thought_signature":"#;
         const MEMBER: &str = r#""extra_content":{"google":{"thought_signature":"#;
-        match self {
+        let (open, close) = match self {
             Shape::Member => (MEMBER, "}},"),
             Shape::Alone => (MEMBER, "}}"),
             Shape::Value => (VALUE, "}}"),
-        }
+        };
+        Bytes::from([open.as_bytes(), signature, close.as_bytes()].concat())
     }
 }
 
 /// The sentinel in each shape, built once: a body may have many steps to fill, and each
 /// shares these bytes.
 static SENTINELS: LazyLock<[Bytes; 3]> = LazyLock::new(|| {
-    [Shape::Member, Shape::Alone, Shape::Value].map(|shape| {
-        let (open, close) = shape.around();
-        let sentinel = rewrite::json_string(SENTINEL);
-        Bytes::from([open.as_bytes(), &sentinel, close.as_bytes()].concat())
-    })
+    let sentinel = rewrite::json_string(SENTINEL);
+    [Shape::Member, Shape::Alone, Shape::Value].map(|shape| shape.around(&sentinel))
 });
 
 #[cfg(test)]
@@ -337,6 +343,18 @@ mod tests {
             out.contains(r#"[{"extra_content":null,"id":"c1"}"#),
             "{out}"
         );
+    }
+
+    #[test]
+    fn an_id_sent_with_escapes_is_written_again_whole() {
+        let carried = carry("call_1", "c2lnLTE=").unwrap();
+        let escaped = carried.replacen('_', "\\u005f", 1);
+        let body = history(&escaped, "call_2");
+        let (out, counts) = completed(&body, SignatureMode::Restore, true).unwrap();
+        assert_eq!(counts, signed(0, 1));
+        let (plain, _) =
+            completed(&history(&carried, "call_2"), SignatureMode::Restore, true).unwrap();
+        assert_eq!(out, plain);
     }
 
     #[test]
