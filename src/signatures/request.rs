@@ -358,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn what_is_not_looked_for_costs_nothing_and_changes_nothing() {
+    fn filler_the_walk_passes_over_changes_nothing() {
         // Filler of every kind the walk passes over, element by element: a user's long
         // `reasoning_details`, empty messages, an assistant's long run of empty calls and
         // of details that hold no signature. The edits are those of the conversation alone.

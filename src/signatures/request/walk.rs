@@ -108,7 +108,7 @@ impl<'a> Walk<'a, '_> {
         }
         let assistant = message.role.is_some_and(|role| role.0 == "assistant");
         let calls = calls.filter(|_| assistant);
-        // Only the calls read the details: the other messages' are never looked at.
+        // Details matter only to an assistant's calls: another message's are not read.
         let mut details = HashMap::new();
         if let (Some(_), Some(raw)) = (calls, message.reasoning_details) {
             let mut read = serde_json::Deserializer::from_str(raw.get());
