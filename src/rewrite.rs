@@ -286,7 +286,7 @@ impl<'de> Visitor<'de> for TopLevel {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut model = None;
-        while let Some(is_model) = map.next_key_seed(IsModelKey)? {
+        while let Some(is_model) = map.next_key_seed(IsKey("model"))? {
             let value: &'de RawValue = map.next_value()?;
             if is_model {
                 if model.is_some() {
@@ -301,10 +301,10 @@ impl<'de> Visitor<'de> for TopLevel {
     }
 }
 
-/// Deserialises an object key (unescaped) into "is it `model`?".
-struct IsModelKey;
+/// Deserialises an object key (unescaped) into "is it this one?".
+pub struct IsKey(pub &'static str);
 
-impl<'de> DeserializeSeed<'de> for IsModelKey {
+impl<'de> DeserializeSeed<'de> for IsKey {
     type Value = bool;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
@@ -312,7 +312,7 @@ impl<'de> DeserializeSeed<'de> for IsModelKey {
     }
 }
 
-impl Visitor<'_> for IsModelKey {
+impl Visitor<'_> for IsKey {
     type Value = bool;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -320,7 +320,7 @@ impl Visitor<'_> for IsModelKey {
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
-        Ok(key == "model")
+        Ok(key == self.0)
     }
 }
 

@@ -1,25 +1,28 @@
 //! The way in: every tool-call id that carries a signature is taken apart, and each
 //! assistant message's first tool call that lost its signature gets one back.
 
+mod walk;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::LazyLock;
 
 use bytes::Bytes;
 use memchr::memmem;
-use serde::Deserialize;
-use serde::de::IgnoredAny;
-use serde_json::value::RawValue;
 
 use super::{Carried, SENTINEL, SignatureMode, take_apart};
 use crate::log::{self, SignatureCounts};
 use crate::rewrite::{self, ModelField};
+use walk::{CallGap, Found, Gap, read};
 
 /// The body for `new_model`: the model spliced in; every id that carries a signature back to
 /// Vertex's own (whatever the mode, so that switching it never leaves Vertex with a foreign
 /// id); and, when `fill_gaps` (a Gemini 3 model, `restore` or `fill`), a signature on each
-/// assistant message's first tool call without `extra_content`: with `restore`, the one its
-/// id carried (or OpenRouter's `reasoning_details` held), else the sentinel. The client's own
-/// `extra_content` always wins. `None` when there is nothing to do but the model.
+/// assistant message's first tool call without `extra_content` (or with a `null` one): with
+/// `restore`, the one its id carried (or OpenRouter's `reasoning_details` held), else the
+/// sentinel. The client's own `extra_content` always wins. `None` when there is nothing to do
+/// but the model.
 pub fn complete(
     body: &Bytes,
     model: &ModelField,
@@ -34,196 +37,140 @@ pub fn complete(
     if !fill_gaps && MARKED.find(body).is_none() {
         return None;
     }
-    let found = read(body)?;
-    let mut counts = SignatureCounts::default();
-    let mut edits: Vec<(Range<usize>, Bytes)> = Vec::with_capacity(found.len() + 1);
-    let mut malformed = false;
-    for found in found {
+    let mut edits = Edits {
+        body,
+        mode,
+        fill_gaps,
+        list: Vec::new(),
+        shared: HashMap::new(),
+        counts: SignatureCounts::default(),
+        malformed: false,
+    };
+    read(body, &mut |found| edits.take(found))?;
+    if edits.malformed {
+        log::warning(
+            "a tool-call id carries a thought-signature marker but no signature: sent as an ordinary id",
+        );
+    }
+    if edits.list.is_empty() {
+        return None;
+    }
+    edits
+        .list
+        .push((model.span.clone(), rewrite::json_string(new_model)));
+    Some((rewrite::splice(body, edits.list), edits.counts))
+}
+
+/// The splices a request needs, gathered as its ids and calls are found: nothing else of
+/// them is kept, so what is held follows what is done, not the size of the body.
+struct Edits<'a> {
+    body: &'a Bytes,
+    mode: SignatureMode,
+    fill_gaps: bool,
+    list: Vec<(Range<usize>, Bytes)>,
+    /// Each detail's splice, by where its signature is and the shape it goes in.
+    shared: HashMap<(usize, Shape), Bytes>,
+    counts: SignatureCounts,
+    /// An id had the marker but no signature after it: the request's warning says so, once.
+    malformed: bool,
+}
+
+impl Edits<'_> {
+    fn take(&mut self, found: Found) {
         let (span, id, call) = match found {
             Found::Id { span, id } => (span, id, None),
             Found::Call { span, id, call } => (span, id, Some(call)),
         };
         let carried = id.as_deref().map_or(Carried::Plain, take_apart);
-        let signature = match &carried {
+        let signature = match carried {
             Carried::Signed { id: own, signature } => {
                 if let Some(span) = span {
-                    edits.push((span, rewrite::json_string(own)));
+                    // Sent without escapes, Vertex's id is the start of the client's: the
+                    // carried part is cut out, and nothing is built.
+                    let edit = match &id {
+                        Some(Cow::Borrowed(_)) => {
+                            (span.start + 1 + own.len()..span.end - 1, Bytes::new())
+                        }
+                        _ => (span, rewrite::json_string(own)),
+                    };
+                    self.list.push(edit);
                 }
-                Some(signature.as_str())
+                Some(signature)
             }
             Carried::Malformed => {
-                malformed = true;
+                self.malformed = true;
                 None
             }
             Carried::Plain => None,
         };
-        let Some(call) = call.filter(|c| fill_gaps && c.gap.is_some()) else {
-            continue;
+        let Some(CallGap {
+            first,
+            gap: Some(gap),
+            detail,
+        }) = call.filter(|_| self.fill_gaps)
+        else {
+            return;
         };
-        let restored = match mode {
-            SignatureMode::Restore => signature.or(call.detail.as_deref()),
-            _ => None,
+        let (span, shape) = match gap {
+            Gap::Inside { at, empty: false } => (at..at, Shape::Member),
+            Gap::Inside { at, empty: true } => (at..at, Shape::Alone),
+            Gap::Null(span) => (span, Shape::Value),
         };
-        let signature = match restored {
-            Some(real) => {
-                counts.restored += 1;
-                real
+        let field = match (self.mode, signature, detail) {
+            (SignatureMode::Restore, Some(signature), _) => {
+                self.counts.restored += 1;
+                shape.around(&rewrite::json_string(&signature))
+            }
+            // A detail's signature, its bytes as the client sent them: built once for each
+            // detail and shape, and shared by every call that names it.
+            (SignatureMode::Restore, None, Some(data)) => {
+                self.counts.restored += 1;
+                let body = self.body;
+                let field = self.shared.entry((data.start, shape));
+                field.or_insert_with(|| shape.around(&body[data])).clone()
             }
             // Only the first call of a step is signed: the others need nothing.
-            None if call.first => {
-                counts.filled += 1;
-                SENTINEL
+            _ if first => {
+                self.counts.filled += 1;
+                SENTINELS[shape as usize].clone()
             }
-            None => continue,
+            _ => return,
         };
-        let Some(gap) = call.gap else { continue };
-        let comma = if gap.empty { "" } else { "," };
-        let field = format!(
-            r#""extra_content":{{"google":{{"thought_signature":{}}}}}{comma}"#,
-            String::from_utf8_lossy(&rewrite::json_string(signature))
-        );
-        edits.push((gap.at..gap.at, Bytes::from(field)));
+        self.list.push((span, field));
     }
-    if malformed {
-        log::warning(
-            "a tool-call id carries a thought-signature marker but no signature: sent as an ordinary id",
-        );
-    }
-    if edits.is_empty() {
-        return None;
-    }
-    edits.push((model.span.clone(), rewrite::json_string(new_model)));
-    Some((rewrite::splice(body, edits), counts))
 }
 
-/// An id in a request: a tool message's `tool_call_id`, or an assistant message's tool call.
-enum Found {
-    Id {
-        span: Option<Range<usize>>,
-        id: Option<String>,
-    },
-    Call {
-        span: Option<Range<usize>>,
-        id: Option<String>,
-        call: CallGap,
-    },
+/// What a signature is put in.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Shape {
+    /// A member, just inside a call's `{`, before the call's first member.
+    Member,
+    /// A member, in an otherwise empty call.
+    Alone,
+    /// The value alone, in place of a `null`.
+    Value,
 }
 
-/// What an assistant's tool call lacks, and what may fill it.
-struct CallGap {
-    /// The message's first tool call: the one Gemini 3 signs.
-    first: bool,
-    /// Where `extra_content` would go, when the call has none.
-    gap: Option<Gap>,
-    /// The signature OpenRouter's `reasoning_details` holds for this call.
-    detail: Option<String>,
-}
-
-/// Just inside the `{` of a tool call without `extra_content`.
-struct Gap {
-    at: usize,
-    /// The call object is otherwise empty: no comma after the insertion.
-    empty: bool,
-}
-
-/// Every id and tool call in the body's messages, in order. The body was validated by
-/// `find_model`; a shape other than the usual one means there is nothing here to do.
-fn read(body: &[u8]) -> Option<Vec<Found>> {
-    #[derive(Deserialize)]
-    struct Request<'a> {
-        #[serde(borrow, default)]
-        messages: Vec<&'a RawValue>,
-    }
-    #[derive(Deserialize)]
-    struct Message<'a> {
-        #[serde(default)]
-        role: Option<String>,
-        #[serde(borrow, default)]
-        tool_calls: Option<Vec<&'a RawValue>>,
-        #[serde(borrow, default)]
-        tool_call_id: Option<&'a RawValue>,
-        #[serde(default)]
-        reasoning_details: Option<Vec<Detail>>,
-    }
-    #[derive(Deserialize)]
-    struct ToolCall<'a> {
-        #[serde(borrow, default)]
-        id: Option<&'a RawValue>,
-        extra_content: Option<IgnoredAny>,
-    }
-    let text = std::str::from_utf8(body).ok()?;
-    let request = serde_json::from_str::<Request>(text).ok()?;
-    let offset = |raw: &RawValue| raw.get().as_ptr() as usize - text.as_ptr() as usize;
-    // An id's span when it is a string; its value, unescaped.
-    let id_of = |raw: Option<&RawValue>| match raw {
-        Some(raw) if raw.get().starts_with('"') => {
-            let start = offset(raw);
-            let id = serde_json::from_str::<String>(raw.get()).ok();
-            (Some(start..start + raw.get().len()), id)
-        }
-        _ => (None, None),
-    };
-    let mut found = Vec::new();
-    for message in request.messages {
-        let Ok(message) = serde_json::from_str::<Message>(message.get()) else {
-            continue;
+impl Shape {
+    /// The splice for `signature`, a JSON string.
+    fn around(self, signature: &[u8]) -> Bytes {
+        const VALUE: &str = r#"{"google":{"thought_signature":"#;
+        const MEMBER: &str = r#""extra_content":{"google":{"thought_signature":"#;
+        let (open, close) = match self {
+            Shape::Member => (MEMBER, "}},"),
+            Shape::Alone => (MEMBER, "}}"),
+            Shape::Value => (VALUE, "}}"),
         };
-        if message.tool_call_id.is_some() {
-            let (span, id) = id_of(message.tool_call_id);
-            found.push(Found::Id { span, id });
-        }
-        let (Some("assistant"), Some(calls)) = (message.role.as_deref(), message.tool_calls) else {
-            continue;
-        };
-        for (n, raw) in calls.into_iter().enumerate() {
-            let Ok(call) = serde_json::from_str::<ToolCall>(raw.get()) else {
-                continue;
-            };
-            let (span, id) = id_of(call.id);
-            let object = raw.get();
-            let gap = (call.extra_content.is_none() && object.starts_with('{')).then(|| Gap {
-                at: offset(raw) + 1,
-                empty: object[1..].trim_start().starts_with('}'),
-            });
-            let detail = (message.reasoning_details.iter().flatten())
-                .find(|d| d.matches(id.as_deref()))
-                .and_then(|d| d.data.clone());
-            let call = CallGap {
-                first: n == 0,
-                gap,
-                detail,
-            };
-            found.push(Found::Call { span, id, call });
-        }
-    }
-    Some(found)
-}
-
-/// One of OpenRouter's `reasoning_details`: `{"type": "reasoning.encrypted", "id": <tool
-/// call id>, "data": <signature>}`, which pi and others round-trip.
-#[derive(Deserialize)]
-struct Detail {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    id: Option<String>,
-    data: Option<String>,
-}
-
-impl Detail {
-    /// Whether it holds the signature of the call with `id`, as sent or taken apart.
-    fn matches(&self, id: Option<&str>) -> bool {
-        let (Some(id), Some(own)) = (id, self.id.as_deref()) else {
-            return false;
-        };
-        let bare = |id| match take_apart(id) {
-            Carried::Signed { id, .. } => id,
-            _ => id,
-        };
-        self.kind.as_deref() == Some("reasoning.encrypted")
-            && self.data.as_deref().is_some_and(|d| !d.is_empty())
-            && bare(own) == bare(id)
+        Bytes::from([open.as_bytes(), signature, close.as_bytes()].concat())
     }
 }
+
+/// The sentinel in each shape, built once: a body may have many steps to fill, and each
+/// shares these bytes.
+static SENTINELS: LazyLock<[Bytes; 3]> = LazyLock::new(|| {
+    let sentinel = rewrite::json_string(SENTINEL);
+    [Shape::Member, Shape::Alone, Shape::Value].map(|shape| shape.around(&sentinel))
+});
 
 #[cfg(test)]
 mod tests {
@@ -356,6 +303,110 @@ mod tests {
                 r#"[{"extra_content":{"google":{"thought_signature":"ZGV0YWls"}},"id":"call_1"}]"#
             ),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn a_null_extra_content_is_replaced_not_doubled() {
+        // Vertex takes a key's last value: a signature inserted beside the null would be
+        // overruled by it, and the step refused for a missing signature.
+        let body = r#"{"model":"p","messages":[{"role":"assistant","tool_calls":[{"id":"c1","type":"function","extra_content" : null},{"id":"c2","extra_content":null}]}]}"#;
+        let (out, counts) = completed(body, SignatureMode::Fill, true).expect("filled");
+        assert_eq!(counts, signed(1, 0));
+        let expected = body
+            .replacen(
+                r#""model":"p""#,
+                r#""model":"google/gemini-3-pro-preview""#,
+                1,
+            )
+            .replacen(
+                r#""extra_content" : null"#,
+                r#""extra_content" : {"google":{"thought_signature":"skip_thought_signature_validator"}}"#,
+                1,
+            );
+        assert_eq!(out, expected);
+        // With `restore`, the signature the id carried, in the same place; the later call
+        // carries none and keeps its null.
+        let carried = carry("c1", "c2lnLTE=").unwrap();
+        let body = format!(
+            r#"{{"model":"p","messages":[{{"role":"assistant","tool_calls":[{{"extra_content":null,"id":"{carried}"}},{{"extra_content":null}}]}}]}}"#
+        );
+        let (out, counts) = completed(&body, SignatureMode::Restore, true).unwrap();
+        assert_eq!(counts, signed(0, 1));
+        assert_eq!(
+            out,
+            r#"{"model":"google/gemini-3-pro-preview","messages":[{"role":"assistant","tool_calls":[{"extra_content":{"google":{"thought_signature":"c2lnLTE="}},"id":"c1"},{"extra_content":null}]}]}"#
+        );
+        // `off` leaves the null as the client sent it.
+        let (out, _) = completed(&body, SignatureMode::Off, true).unwrap();
+        assert!(
+            out.contains(r#"[{"extra_content":null,"id":"c1"}"#),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn an_id_sent_with_escapes_is_written_again_whole() {
+        let carried = carry("call_1", "c2lnLTE=").unwrap();
+        let escaped = carried.replacen('_', "\\u005f", 1);
+        let body = history(&escaped, "call_2");
+        let (out, counts) = completed(&body, SignatureMode::Restore, true).unwrap();
+        assert_eq!(counts, signed(0, 1));
+        let (plain, _) =
+            completed(&history(&carried, "call_2"), SignatureMode::Restore, true).unwrap();
+        assert_eq!(out, plain);
+    }
+
+    #[test]
+    fn filler_the_walk_passes_over_changes_nothing() {
+        // Filler of every kind the walk passes over, element by element: a user's long
+        // `reasoning_details`, empty messages, an assistant's long run of empty calls and
+        // of details that hold no signature. The edits are those of the conversation alone.
+        let many = |item: &str| vec![item; 100_000].join(",");
+        let signature = carry("call_1", "c2lnLTE=").unwrap();
+        let conversation = |filler: bool| {
+            let (user, empty, calls, details) = match filler {
+                true => (
+                    many("{}"),
+                    many("{}") + ",",
+                    format!(",{}", many("{}")),
+                    many("{}") + ",",
+                ),
+                false => Default::default(),
+            };
+            format!(
+                r#"{{"model":"p","x":"{MARKER}","messages":[{{"role":"user","reasoning_details":[{user}]}},{empty}{{"role":"assistant","tool_calls":[{{"id":"call_1"}},{{"id":"call_1"}}{calls}],"reasoning_details":[{details}{{"type":"reasoning.encrypted","id":"{signature}","data":"ZGV0YWls"}}]}},{{"role":"tool","tool_call_id":"{signature}"}}]}}"#
+            )
+        };
+        let lean = completed(&conversation(false), SignatureMode::Restore, true).unwrap();
+        let padded = completed(&conversation(true), SignatureMode::Restore, true).unwrap();
+        // Both calls name the detail: both get its signature; the carried id is cleaned.
+        assert_eq!(lean.1, signed(0, 2));
+        assert_eq!(padded.1, lean.1);
+        let field =
+            r#"{"extra_content":{"google":{"thought_signature":"ZGV0YWls"}},"id":"call_1"}"#;
+        assert!(lean.0.contains(&format!("[{field},{field}")), "{}", lean.0);
+        assert!(
+            lean.0
+                .contains(r#"{"role":"tool","tool_call_id":"call_1"}"#)
+        );
+        let unpad = |text: &str| {
+            (text.replace(&(many("{}") + ","), ""))
+                .replace(&(format!(",{}", many("{}"))), "")
+                .replace(&many("{}"), "")
+        };
+        assert_eq!(unpad(&padded.0), lean.0);
+        // Not Gemini 3, `flash` with the marker anywhere: the same walk, nothing to fill.
+        let (out, counts) = completed(&conversation(true), SignatureMode::Restore, false).unwrap();
+        assert_eq!(counts, signed(0, 0));
+        assert_eq!(out.matches("thought_signature").count(), 0);
+        assert!(
+            completed(
+                &conversation(false).replace(&signature, "call_1"),
+                SignatureMode::Restore,
+                false
+            )
+            .is_none()
         );
     }
 }

@@ -234,6 +234,38 @@ async fn parallel_calls_only_the_first_carries_one_and_a_kept_extra_content_wins
 }
 
 #[tokio::test]
+async fn a_null_extra_content_gets_the_signature_in_its_place() {
+    // A client that writes every field of its call objects sends `"extra_content": null`.
+    // Vertex takes a key's last value: a signature inserted beside the null would be
+    // overruled, and the step refused. The null itself is replaced, in either mode.
+    let vertex = FakeVertex::start_with(stand_in).await;
+    let restore = in_process_with(&vertex, &[]).await;
+    let fill = in_process_with(&vertex, &[("THOUGHT_SIGNATURES", "fill")]).await;
+    let calls = first_step(&restore, "pro-preview", false, &["get_weather"]).await;
+    let mut nulled = calls.clone();
+    nulled[0]["extra_content"] = Value::Null;
+    let sent = second_step("pro-preview", &nulled, true);
+    assert_eq!(sent.matches(r#""extra_content":null"#).count(), 1, "{sent}");
+    for (proxy, signature) in [
+        (&restore, issued(&calls[0])),
+        (&fill, "skip_thought_signature_validator".to_owned()),
+    ] {
+        let answer = post(proxy, "/v1/chat/completions", KEY, &sent).await;
+        answer.expect(StatusCode::OK);
+        let received = vertex.received().pop().unwrap();
+        let want = sent
+            .replacen("\"pro-preview\"", "\"google/gemini-3.1-pro-preview\"", 1)
+            .replace(calls[0]["id"].as_str().unwrap(), &own(&calls[0]["id"]))
+            .replacen(
+                r#""extra_content":null"#,
+                &format!(r#""extra_content":{{"google":{{"thought_signature":"{signature}"}}}}"#),
+                1,
+            );
+        assert_eq!(String::from_utf8_lossy(&received.body), want);
+    }
+}
+
+#[tokio::test]
 async fn forged_truncated_and_foreign_ids_read_clearly() {
     let vertex = FakeVertex::start_with(stand_in).await;
     let (_metadata, proxy) = spawn_with(&vertex, &[]).await;
