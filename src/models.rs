@@ -2,9 +2,13 @@
 //! `/v1/models`. The configuration parser, `/v1/models`, `/docs` and the log line all read the
 //! same `Route`. The object forms of an alias are parsed in [`vertex`] and [`service`].
 
+mod ids;
 mod service;
 mod vertex;
 
+use ids::is_alias_name;
+pub(crate) use ids::normalise_model_id;
+pub use ids::{is_location, is_raw_model_id};
 pub use service::{ServiceKey, is_loopback};
 
 use std::borrow::Cow;
@@ -350,58 +354,6 @@ fn shorten(name: &str) -> String {
         Some((at, _)) => format!("{}…", &name[..at]),
         None => name.to_owned(),
     }
-}
-
-/// Vertex's OpenAI endpoint wants `publisher/model`; a bare Gemini id is given the `google/`
-/// publisher, since that is the only thing it can mean there.
-pub(crate) fn normalise_model_id(id: &str) -> Result<String, String> {
-    let id = id.trim();
-    match id.contains('/') {
-        true if is_raw_model_id(id) => Ok(id.to_owned()),
-        false if is_id_part(id) => Ok(format!("google/{id}")),
-        _ => Err(format!(
-            "model id {id:?} must look like \"publisher/model\", e.g. \"google/gemini-2.5-flash\""
-        )),
-    }
-}
-
-fn is_alias_name(name: &str) -> bool {
-    is_id_part(name)
-}
-
-fn is_id_part(part: &str) -> bool {
-    !part.is_empty()
-        && part != "."
-        && part != ".."
-        && part
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
-}
-
-/// A Vertex model id a client may name directly when `ALLOW_RAW_MODEL_IDS` is on: exactly
-/// `publisher/model`. The character set keeps it from changing the upstream URL or path; the
-/// lengths (Vertex's ids are a few dozen characters) keep the URL within what `http` takes
-/// and the log line within Cloud Logging's entry size.
-pub fn is_raw_model_id(id: &str) -> bool {
-    match id.split_once('/') {
-        Some((publisher, model)) => {
-            publisher.len() <= 64
-                && model.len() <= 128
-                && is_id_part(publisher)
-                && is_id_part(model)
-        }
-        None => false,
-    }
-}
-
-/// A Vertex location: it becomes part of a host name, so only `[a-z0-9-]`.
-pub fn is_location(location: &str) -> bool {
-    !location.is_empty()
-        && location.len() <= 63
-        && !location.starts_with('-')
-        && location
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[cfg(test)]
