@@ -103,6 +103,8 @@ pub struct Answered {
     pub queued: bool,
     /// The answer gives usage at its start as well as its end (Claude's streams).
     pub usage_at_start: bool,
+    /// The answer is an SSE stream: its usage is in an event, not the whole answer.
+    pub sse: bool,
 }
 
 /// How a response ended.
@@ -196,8 +198,8 @@ impl RequestLog {
         self.upstream_status = Some(answered.status);
         self.upstream_queued = answered.queued;
         if (200..300).contains(&answered.status) && !answered.compressed {
-            self.usage_tail = Some(Tail::default());
-            if answered.usage_at_start {
+            self.usage_tail = Some(Tail::new(answered.sse));
+            if answered.usage_at_start && answered.sse {
                 self.usage_head = Some(Head::default());
             }
         }

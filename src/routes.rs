@@ -72,10 +72,11 @@ fn endpoint<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, ProxyErr
         let forward = Keyed::Forward(Operation::Gemini(call), Some(model));
         return allowed(method, Endpoint::Keyed(forward), POST);
     }
-    // Gemini's shape with a method the proxy does not serve: not a model to GET.
-    if gemini::is_gemini_path(method, path) && gemini::has_method(path) {
+    // One of Gemini's model paths with a method the proxy does not serve: not a model to GET.
+    if let Some((_, name)) = gemini::split_path(path) {
         return Err(ProxyError::NotFound(format!(
-            "no such method: {path}; Gemini's API here serves generateContent, streamGenerateContent, countTokens, embedContent and batchEmbedContents"
+            "no such method: {:?}; Gemini's API here serves generateContent, streamGenerateContent, countTokens, embedContent and batchEmbedContents",
+            name.chars().take(100).collect::<String>()
         )));
     }
     let gemini_models = ["/v1beta/models", "/v1alpha/models"]

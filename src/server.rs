@@ -153,10 +153,10 @@ async fn stopping(phases: &mut watch::Receiver<Phase>) {
     let _ = phases.wait_for(|p| *p != Phase::Serving).await;
 }
 
-/// How often an h2c connection is pinged, and how long the answer may take.
 /// The most an HTTP/1.1 request's line and headers may take; HTTP/2's header list is
 /// hyper's 16 KiB.
 pub const MAX_HEAD_BYTES: usize = 72 * 1024;
+/// How often an h2c connection is pinged, and how long the answer may take.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 

@@ -176,9 +176,15 @@ pub fn parse_prices(json: &str) -> Result<HashMap<String, Price>, Vec<String>> {
 /// second piece on, the bytes are copied (`.0`), so that a long stream pins none of the
 /// buffers its pieces came in.
 #[derive(Debug, Default)]
-pub struct Tail(Vec<u8>, Bytes);
+pub struct Tail(Vec<u8>, Bytes, bool);
 
 impl Tail {
+    /// For an answer that is an SSE stream (`sse`), or one JSON text (a JSON-array stream
+    /// is one).
+    pub fn new(sse: bool) -> Tail {
+        Tail(Vec::new(), Bytes::new(), sse)
+    }
+
     /// A piece as it passes, kept without a copy if it is the first.
     pub fn push_shared(&mut self, bytes: &Bytes) {
         if self.0.is_empty() && self.1.is_empty() {
@@ -215,7 +221,7 @@ impl Tail {
             true => &self.0,
             false => &self.1,
         };
-        last_usage(tail)
+        last_usage(tail, self.2)
     }
 }
 
@@ -265,7 +271,7 @@ const LEVELS: usize = 2;
 /// See [`Tail::usage`]. Both keys are found in one forward search for what they begin with:
 /// memchr's forward search is vectorised and its reverse one is not (about 1 k instructions
 /// fewer on a 600-byte answer than searching back).
-fn last_usage(bytes: &[u8]) -> Option<Usage> {
+fn last_usage(bytes: &[u8], sse: bool) -> Option<Usage> {
     static USAGE: LazyLock<memchr::memmem::Finder<'static>> =
         LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage"));
     let found: Vec<usize> = USAGE.find_iter(bytes).collect();
@@ -285,7 +291,15 @@ fn last_usage(bytes: &[u8]) -> Option<Usage> {
             continue;
         };
         let value = value.trim_ascii_start();
-        // `"usage": null` in a chunk that has none is no object.
+        // `"usage": null` where the counts would be says there are none: nothing before it
+        // is read instead (it could be the client's, echoed). Elsewhere (a chunk of a stream
+        // whose last has the counts) it is passed over.
+        if let Some(after) = value.strip_prefix(b"null") {
+            match closes_top_level(after, sse) {
+                true => return None,
+                false => continue,
+            }
+        }
         if value.first() != Some(&b'{') {
             continue;
         }
@@ -301,8 +315,7 @@ fn last_usage(bytes: &[u8]) -> Option<Usage> {
             continue;
         };
         let end = bytes.len() - value.len() + n;
-        let line = memchr::memrchr(b'\n', &bytes[..at]).map_or(0, |n| n + 1);
-        if closes_top_level(&bytes[end..], bytes[line..].starts_with(b"data:")) {
+        if closes_top_level(&bytes[end..], sse) {
             return Some(usage);
         }
     }
@@ -350,8 +363,9 @@ fn read_object<T: DeserializeOwned>(bytes: &[u8]) -> Option<(T, usize)> {
 }
 
 /// Whether `rest`, what follows a member's value, closes at most [`LEVELS`] objects (with
-/// more members between) and then the answer, or the event's line: a member nested deeper
-/// is followed by more closing brackets.
+/// more members between) and then the answer (or the `]` of Gemini's JSON-array stream), or
+/// in an SSE stream the event's line: a member nested deeper is followed by more closing
+/// brackets.
 fn closes_top_level(mut rest: &[u8], event: bool) -> bool {
     let mut closed = 0;
     loop {
@@ -364,7 +378,7 @@ fn closes_top_level(mut rest: &[u8], event: bool) -> bool {
                         let blank = rest.iter().take_while(|b| matches!(b, b' ' | b'\t'));
                         matches!(rest[blank.count()..].first(), None | Some(b'\r' | b'\n'))
                     }
-                    false => rest.trim_ascii().is_empty(),
+                    false => matches!(rest.trim_ascii(), b"" | b"]"),
                 };
                 closed += 1;
                 if ended || closed == LEVELS {
@@ -398,7 +412,8 @@ mod tests {
     use super::*;
 
     fn usage_of(chunks: &[&str]) -> Option<Usage> {
-        let mut tail = Tail::default();
+        let sse = chunks.first().is_some_and(|c| c.starts_with("data:"));
+        let mut tail = Tail::new(sse);
         for chunk in chunks {
             tail.push(chunk.as_bytes());
         }
@@ -521,6 +536,36 @@ mod tests {
             usage_of(&[r#"{"choices":[{"args":{"usage":{"prompt_tokens":1}}}]}"#]),
             None
         );
+    }
+
+    /// Gemini's stream without `alt=sse` is one JSON array; its last element has the counts.
+    #[test]
+    fn the_json_array_streams_last_element_has_the_counts() {
+        let array = "[{\"candidates\":[],\"usageMetadata\":{\"promptTokenCount\":1}}\n,\r\n{\"candidates\":[],\"usageMetadata\":{\"promptTokenCount\":2,\"totalTokenCount\":5},\"modelVersion\":\"m\"}\n]";
+        assert_eq!(usage_of(&[array]).and_then(|u| u.total_tokens), Some(5));
+    }
+
+    /// An SSE event longer than the tail: its `data:` is gone, and it is still an event.
+    #[test]
+    fn an_event_longer_than_the_tail_is_still_read_as_one() {
+        let long = "a".repeat(40_000);
+        let event = format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{long}\"}}}}],\"usage\":{{\"prompt_tokens\":2,\"total_tokens\":5}}}}\n\ndata: [DONE]\n\n"
+        );
+        assert_eq!(usage_of(&[&event]).and_then(|u| u.total_tokens), Some(5));
+    }
+
+    /// `"usage": null` where the counts would be: none, and nothing echoed before it counts.
+    #[test]
+    fn a_null_usage_at_the_top_means_none() {
+        let answer = r#"{"id":"resp_1","output":[],"metadata":{"usage":{"input_tokens":0}},"text":{"usage":{"input_tokens":7}},"usage":null}"#;
+        assert_eq!(usage_of(&[answer]), None);
+        // A chunk's null before the last chunk's counts is passed over.
+        let chunks = [
+            "data: {\"choices\":[],\"usage\":null}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3}}\n\n",
+        ];
+        assert_eq!(usage_of(&chunks).and_then(|u| u.prompt_tokens), Some(3));
     }
 
     #[test]

@@ -56,6 +56,12 @@ impl Method {
 /// (`/v1beta/models/…`, `/v1/projects/P/locations/L/publishers/google/models/…`, …). The
 /// client's project and location, when it names them, are not used: the alias decides.
 pub fn parse_path(path: &str) -> Option<(&str, Method)> {
+    let (model, method) = split_path(path)?;
+    Some((model, Method::parse(method)?))
+}
+
+/// [`parse_path`]'s model and method, the method as the path names it, served or not.
+pub fn split_path(path: &str) -> Option<(&str, &str)> {
     let rest = ["/v1beta/", "/v1alpha/", "/v1/", "/v1beta1/"]
         .iter()
         .find_map(|version| path.strip_prefix(version))?;
@@ -75,7 +81,7 @@ pub fn parse_path(path: &str) -> Option<(&str, Method)> {
     if model.is_empty() || model.contains('/') && !model.starts_with("google/") {
         return None;
     }
-    Some((model, Method::parse(method)?))
+    Some((model, method))
 }
 
 /// Whether a request is to Gemini's API by its path's shape, whether or not it names a
@@ -93,7 +99,7 @@ pub fn is_gemini_path(method: &http::Method, path: &str) -> bool {
 
 /// Whether the path's last segment names a method (`models/flash:generateContent`). Bytes
 /// and memchr: every request asks, and `str`'s reverse split cost 1 k instructions.
-pub fn has_method(path: &str) -> bool {
+fn has_method(path: &str) -> bool {
     let path = path.as_bytes();
     let last = memchr::memrchr(b'/', path).map_or(path, |at| &path[at + 1..]);
     memchr::memchr(b':', last).is_some()

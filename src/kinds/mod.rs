@@ -188,6 +188,7 @@ async fn flow<K: UpstreamKind + ?Sized>(
         compressed,
         queued: answer.response.extensions().get::<Queued>().is_some(),
         usage_at_start: K::USAGE_AT_START,
+        sse: crate::upstream::is_sse(head),
     });
     // 6. Relay it, through the kind's edit.
     let edit = match status.is_success() && !compressed {

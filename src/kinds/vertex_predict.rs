@@ -99,6 +99,7 @@ impl UpstreamKind for VertexPredict {
             compressed: false,
             queued: false,
             usage_at_start: false,
+            sse: false,
         });
         let mut response = Response::new(relay(first, fan_out));
         response.headers_mut().insert(

@@ -188,9 +188,15 @@ impl IdSplicer {
         let Some(after) = self.held.get(start..limit) else {
             return false;
         };
-        // `data: [DONE]`, or `data:[DONE]`: a space after the colon is optional in SSE.
-        let done = memmem::find_iter(after, b"[DONE]")
-            .any(|at| after[..at].ends_with(b"data:") || after[..at].ends_with(b"data: "));
+        // `data: [DONE]`, or `data:[DONE]` (a space after the colon is optional in SSE), at
+        // the start of a line: the same words in the model's text are inside a JSON string.
+        let done = memmem::find_iter(after, b"[DONE]").any(|at| {
+            let before = &self.held[..start + at];
+            let field = before
+                .strip_suffix(b"data: ")
+                .or(before.strip_suffix(b"data:"));
+            field.is_some_and(|line| matches!(line.last(), None | Some(b'\n' | b'\r')))
+        });
         if done {
             return true;
         }
@@ -426,6 +432,14 @@ mod tests {
             let done = format!("data:[DONE]{eol}{eol}");
             let out = spliced(true, &[events[0].as_bytes(), done.as_bytes()]);
             assert!(out[1].starts_with(b"\"call_U\""), "{eol:?}");
+            // The same words in the model's text do not end it.
+            let said = event(r#"{"content":"data: [DONE]"}"#, "null").replace("\n", eol);
+            let out = spliced(true, &[events[0].as_bytes(), said.as_bytes()]);
+            assert!(
+                out[1].is_empty(),
+                "{eol:?}: {:?}",
+                String::from_utf8_lossy(&out[1])
+            );
         }
         // The stream's end releases what waits.
         let out = spliced(true, &[events[0].as_bytes()]);

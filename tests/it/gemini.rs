@@ -122,6 +122,17 @@ async fn unknown_methods_and_routing_errors_are_googles() {
             "{path}"
         );
     }
+    // Other publishers' Vertex paths are no method of Gemini's: no such endpoint.
+    let claude =
+        "/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-x:streamRawPredict";
+    let answer = send(&proxy, claude, &goog, BODY).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert!(
+        answer.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no such endpoint")
+    );
     let url = proxy.url("/v1beta/models/flash:generateContent");
     let get = request(Method::GET, &url, &goog, String::new()).await;
     assert_eq!(get.status, StatusCode::METHOD_NOT_ALLOWED);
@@ -241,6 +252,7 @@ async fn streams_pass_as_they_come_with_usage_from_the_last_event() {
         json!({"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7, "thoughts_tokens": 2})
     );
     // Without alt=sse: Google's JSON-array stream, as it came.
+    proxy.clear_lines();
     let answer = send(
         &proxy,
         "/v1beta/models/flash:streamGenerateContent",
@@ -251,6 +263,11 @@ async fn streams_pass_as_they_come_with_usage_from_the_last_event() {
     answer.expect(StatusCode::OK);
     let chunks = answer.json();
     assert_eq!(chunks.as_array().map(Vec::len), Some(2));
+    // Its usage is read from the array's last element, as from the last event.
+    let array = proxy
+        .request_line("/v1beta/models/flash:streamGenerateContent", 200)
+        .await;
+    assert_eq!(array["usage"]["total_tokens"], 7, "{array}");
     // countTokens and the embedding methods.
     let counted = send(&proxy, "/v1beta/models/flash:countTokens", &goog, BODY).await;
     assert_eq!(counted.json(), json!({"totalTokens": 2}));
