@@ -43,7 +43,7 @@ impl UpstreamKind for VertexOpenAi {
     fn prepare(&self, call: &Call) -> Result<Prepared, ProxyError> {
         let (body, model, route) = (call.body, call.model, call.route);
         let gemini3 = signatures::applies_to(&route.model);
-        let completed = signatures::complete(body, model, &route.model, self.mode, gemini3);
+        let completed = signatures::complete(body, model, &route.model, self.mode, gemini3)?;
         let (body, signatures) = completed.unwrap_or_else(|| {
             let body = crate::rewrite::splice_model(body, &model.span, &route.model_json);
             (body.into(), Default::default())

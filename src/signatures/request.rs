@@ -12,9 +12,17 @@ use bytes::Bytes;
 use memchr::memmem;
 
 use super::{Carried, SENTINEL, SignatureMode, take_apart};
+use crate::error::ProxyError;
 use crate::log::{self, SignatureCounts};
 use crate::rewrite::{self, ModelField};
 use walk::{CallGap, Found, Gap, read};
+
+/// The most splices one request may need: each holds about 112 bytes (its place in the list
+/// and its two pieces of the body), and a body can ask for one every 11 bytes, which would
+/// make a 32 MiB body some 300 MiB, outside the budget that counts its bytes. 200,000 is
+/// 22 MB, and more than a conversation within Gemini's context window has tool calls
+/// (about 3 splices each: a call's id, its result's, and a signature).
+const MAX_EDITS: usize = 200_000;
 
 /// The body for `new_model`: the model spliced in; every id that carries a signature back to
 /// Vertex's own (whatever the mode, so that switching it never leaves Vertex with a foreign
@@ -22,14 +30,43 @@ use walk::{CallGap, Found, Gap, read};
 /// assistant message's first tool call without `extra_content` (or with a `null` one): with
 /// `restore`, the one its id carried (or OpenRouter's `reasoning_details` held), else the
 /// sentinel. The client's own `extra_content` always wins. `None` when there is nothing to do
-/// but the model.
+/// but the model; an error past [`MAX_EDITS`].
 pub fn complete(
     body: &Bytes,
     model: &ModelField,
     new_model: &str,
     mode: SignatureMode,
     fill_gaps: bool,
-) -> Option<(Vec<Bytes>, SignatureCounts)> {
+) -> Result<Option<(Vec<Bytes>, SignatureCounts)>, ProxyError> {
+    let completed = gather(body, mode, fill_gaps);
+    let Some(mut edits) = completed else {
+        return Ok(None);
+    };
+    if edits.list.len() > MAX_EDITS {
+        return Err(ProxyError::bad_request(
+            "too_many_tool_calls",
+            format!(
+                "the request's tool calls need more than {MAX_EDITS} changes to carry thought signatures back to Vertex; send a shorter conversation"
+            ),
+        ));
+    }
+    if edits.malformed {
+        log::warning(
+            "a tool-call id carries a thought-signature marker but no signature: sent as an ordinary id",
+        );
+    }
+    if edits.list.is_empty() {
+        return Ok(None);
+    }
+    edits
+        .list
+        .push((model.span.clone(), rewrite::json_string(new_model)));
+    Ok(Some((rewrite::splice(body, edits.list), edits.counts)))
+}
+
+/// The splices `body` needs, found by one walk; `None` when it has nothing to look at. The
+/// walk stops gathering past [`MAX_EDITS`].
+fn gather(body: &Bytes, mode: SignatureMode, fill_gaps: bool) -> Option<Edits<'_>> {
     let fill_gaps = fill_gaps && mode != SignatureMode::Off;
     // Every request to Vertex's OpenAI endpoint is looked at: the finder is built once.
     static MARKED: LazyLock<memmem::Finder<'static>> =
@@ -46,19 +83,12 @@ pub fn complete(
         counts: SignatureCounts::default(),
         malformed: false,
     };
-    read(body, &mut |found| edits.take(found))?;
-    if edits.malformed {
-        log::warning(
-            "a tool-call id carries a thought-signature marker but no signature: sent as an ordinary id",
-        );
-    }
-    if edits.list.is_empty() {
-        return None;
-    }
-    edits
-        .list
-        .push((model.span.clone(), rewrite::json_string(new_model)));
-    Some((rewrite::splice(body, edits.list), edits.counts))
+    read(body, &mut |found| {
+        if edits.list.len() <= MAX_EDITS {
+            edits.take(found)
+        }
+    })?;
+    Some(edits)
 }
 
 /// The splices a request needs, gathered as its ids and calls are found: nothing else of
@@ -189,8 +219,32 @@ mod tests {
         let field = find_model(body.as_bytes()).unwrap();
         let bytes = Bytes::copy_from_slice(body.as_bytes());
         let (pieces, counts) =
-            complete(&bytes, &field, "google/gemini-3-pro-preview", mode, gemini3)?;
+            complete(&bytes, &field, "google/gemini-3-pro-preview", mode, gemini3).unwrap()?;
         Some((String::from_utf8(pieces.concat()).unwrap(), counts))
+    }
+
+    /// One splice each (a sentinel) up to the bound; one more is refused, not gathered.
+    #[test]
+    fn a_body_that_needs_more_splices_than_the_bound_is_refused() {
+        let body = |steps: usize| {
+            let step = r#"{"role":"assistant","tool_calls":[{}]}"#;
+            let messages = vec![step; steps].join(",");
+            format!(r#"{{"model":"x","messages":[{messages}]}}"#)
+        };
+        let at_bound = body(MAX_EDITS);
+        let (_, counts) = completed(&at_bound, SignatureMode::Fill, true).expect("spliced");
+        assert_eq!(counts.filled, MAX_EDITS);
+        let over = Bytes::from(body(MAX_EDITS + 1));
+        let field = find_model(&over).unwrap();
+        let refused = complete(
+            &over,
+            &field,
+            "google/gemini-3-pro-preview",
+            SignatureMode::Fill,
+            true,
+        );
+        let message = refused.expect_err("over the bound").message();
+        assert!(message.contains("more than 200000 changes"), "{message}");
     }
 
     fn signed(filled: usize, restored: usize) -> SignatureCounts {
