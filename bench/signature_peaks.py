@@ -174,7 +174,9 @@ def measure(case, upstream_port):
                            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
         answer = connection.getresponse()
         sent_on = json.loads(answer.read()).get("received")
-        print(f"| {case} | {len(body) / 1e6:.1f} MB | {answer.status} | {sent_on / 1e6:.1f} MB "
+        # A request the proxy refuses (400 too_many_tool_calls) sends Vertex nothing.
+        sent = "nothing" if sent_on is None else f"{sent_on / 1e6:.1f} MB"
+        print(f"| {case} | {len(body) / 1e6:.1f} MB | {answer.status} | {sent} "
               f"| {idle:.0f} MiB | {status_mib(proxy.pid, 'VmHWM'):.0f} MiB | {cpu_ms(proxy.pid)} ms |", flush=True)
     finally:
         proxy.terminate()
