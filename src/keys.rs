@@ -244,7 +244,7 @@ fn presented_key<'a>(
         return match query_key.filter(|k| !k.is_empty()) {
             Some(key) => Ok(key.as_bytes()),
             None => Err(ProxyError::Unauthorized(
-                "missing API key: send it as 'x-api-key: KEY' or 'Authorization: Bearer KEY'",
+                "missing API key: send it as 'x-api-key: KEY' or 'Authorization: Bearer KEY' (Gemini's API: 'x-goog-api-key: KEY' or ?key=KEY)",
             )),
         };
     };

@@ -75,6 +75,11 @@ async fn every_path_and_key_form_reaches_the_native_method_and_no_key_goes_upstr
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(answer.json()["error"]["status"], "UNAUTHENTICATED");
     assert_eq!(answer.json()["error"]["code"], 401);
+    let message = answer.json()["error"]["message"].to_string();
+    assert!(
+        message.contains("x-goog-api-key"),
+        "the forms Google's clients use: {message}"
+    );
     let wrong = send(
         &proxy,
         "/v1beta/models/flash:generateContent?key=sk_wrong_00000000000",
