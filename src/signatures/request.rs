@@ -17,11 +17,12 @@ use crate::log::{self, SignatureCounts};
 use crate::rewrite::{self, ModelField};
 use walk::{CallGap, Found, Gap, read};
 
-/// The most splices one request may need: each holds about 112 bytes (its place in the list
-/// and its two pieces of the body), and a body can ask for one every 11 bytes, which would
-/// make a 32 MiB body some 300 MiB, outside the budget that counts its bytes. 200,000 is
-/// 22 MB, and more than a conversation within Gemini's context window has tool calls
-/// (about 3 splices each: a call's id, its result's, and a signature).
+/// The most splices one request may need: each holds about 170 bytes (its place in the list,
+/// which grows by doubling, and its two pieces of the body), and a body can ask for one every
+/// 11 bytes, which would make a 32 MiB body some 400 MiB, outside the budget that counts its
+/// bytes. 200,000 took 32.5 MiB (measured), and is more than a conversation within Gemini's
+/// context window has tool calls (about 3 splices each: a call's id, its result's, and a
+/// signature).
 const MAX_EDITS: usize = 200_000;
 
 /// The body for `new_model`: the model spliced in; every id that carries a signature back to
@@ -83,7 +84,8 @@ fn gather(body: &Bytes, mode: SignatureMode, fill_gaps: bool) -> Option<Edits<'_
         counts: SignatureCounts::default(),
         malformed: false,
     };
-    read(body, &mut |found| {
+    let details = mode == SignatureMode::Restore && fill_gaps;
+    read(body, details, &mut |found| {
         if edits.list.len() <= MAX_EDITS {
             edits.take(found)
         }
@@ -358,6 +360,29 @@ mod tests {
             ),
             "{out}"
         );
+    }
+
+    /// A `reasoning_details` that is not the usual shape gives no signature, and the message's
+    /// carried id is still cleaned and its first call still gets the sentinel.
+    #[test]
+    fn odd_reasoning_details_give_nothing_and_skip_nothing() {
+        let carried = carry("call_1", "c2lnLTE=").unwrap();
+        for details in [
+            "[1]",
+            r#"[{"type":"reasoning.encrypted","id":"call_1","data":7}]"#,
+        ] {
+            let body = format!(
+                r#"{{"model":"p","messages":[{{"role":"assistant","tool_calls":[{{"id":"{carried}"}},{{"id":"call_2"}}],"reasoning_details":{details}}}]}}"#
+            );
+            for mode in [SignatureMode::Restore, SignatureMode::Fill] {
+                let (out, _) = completed(&body, mode, true).expect("spliced");
+                assert!(!out.contains(MARKER), "{details} {mode:?}: {out}");
+                assert!(
+                    out.contains(r#""thought_signature":"#),
+                    "{details} {mode:?}: {out}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct CallGap {
     pub detail: Option<Range<usize>>,
 }
 
+/// The most `reasoning_details` ids kept for one message (a few dozen bytes each).
+const MAX_DETAILS: usize = 1024;
+
 /// Where a call's signature goes.
 pub enum Gap {
     /// Just inside the `{` of a call without `extra_content`; `empty`: the call is otherwise
@@ -54,10 +57,14 @@ pub enum Gap {
 /// `MAX_BODY_BYTES`, and the memory budget counts its bytes, not what is built from them.
 /// The body was validated by `find_model`; `None` when its shape is other than the usual one,
 /// there is nothing to do.
-pub fn read<'a>(body: &'a Bytes, each: &mut dyn FnMut(Found<'a>)) -> Option<()> {
+pub fn read<'a>(body: &'a Bytes, details: bool, each: &mut dyn FnMut(Found<'a>)) -> Option<()> {
     let text = std::str::from_utf8(body).ok()?;
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let walk = Walk { text, each };
+    let walk = Walk {
+        text,
+        details,
+        each,
+    };
     deserializer.deserialize_map(walk).ok()?;
     deserializer.end().ok()
 }
@@ -65,6 +72,9 @@ pub fn read<'a>(body: &'a Bytes, each: &mut dyn FnMut(Found<'a>)) -> Option<()> 
 /// The walk's place in the body, and where what it finds goes.
 struct Walk<'a, 'f> {
     text: &'a str,
+    /// Signatures are restored: OpenRouter's `reasoning_details` are read (in no other mode
+    /// is anything taken from them).
+    details: bool,
     each: &'f mut dyn FnMut(Found<'a>),
 }
 
@@ -108,16 +118,18 @@ impl<'a> Walk<'a, '_> {
         }
         let assistant = message.role.is_some_and(|role| role.0 == "assistant");
         let calls = calls.filter(|_| assistant);
-        // Details matter only to an assistant's calls: another message's are not read.
+        // Details matter only to an assistant's calls, when restoring: another message's, or
+        // in another mode, are not read. A list that is not the usual shape gives none, and
+        // the message's ids and calls are still seen to.
         let mut details = HashMap::new();
-        if let (Some(_), Some(raw)) = (calls, message.reasoning_details) {
+        if let (true, Some(_), Some(raw)) = (self.details, calls, message.reasoning_details) {
             let mut read = serde_json::Deserializer::from_str(raw.get());
             let seed = Details {
                 text: self.text,
                 found: &mut details,
             };
             if read.deserialize_seq(seed).is_err() {
-                return;
+                details.clear();
             }
         }
         if message.tool_call_id.is_some() {
@@ -311,6 +323,11 @@ impl<'a> Visitor<'a> for Details<'a, '_> {
                 Cow::Borrowed(id) => Cow::Borrowed(bare(id)),
                 Cow::Owned(id) => Cow::Owned(bare(&id).to_owned()),
             };
+            // A message's calls are few: past this many, the rest of its details are passed
+            // over, so that the map stays small whatever the body holds.
+            if self.found.len() == MAX_DETAILS {
+                continue;
+            }
             let start = data.get().as_ptr() as usize - self.text.as_ptr() as usize;
             self.found
                 .entry(id)
