@@ -385,6 +385,17 @@ mod tests {
         }
     }
 
+    /// A tool result's carried id is cleaned even where the message's `tool_calls` is odd.
+    #[test]
+    fn a_results_id_is_cleaned_whatever_its_tool_calls() {
+        let carried = carry("call_1", "c2lnLTE=").unwrap();
+        let body = format!(
+            r#"{{"model":"p","messages":[{{"role":"tool","tool_call_id":"{carried}","tool_calls":7,"content":"x"}}]}}"#
+        );
+        let (out, _) = completed(&body, SignatureMode::Off, false).expect("cleaned");
+        assert!(out.contains(r#""tool_call_id":"call_1""#), "{out}");
+    }
+
     #[test]
     fn a_null_extra_content_is_replaced_not_doubled() {
         // Vertex takes a key's last value: a signature inserted beside the null would be

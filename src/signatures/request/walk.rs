@@ -112,6 +112,11 @@ impl<'a> Walk<'a, '_> {
         let Ok(message) = serde_json::from_str::<Message>(raw.get()) else {
             return;
         };
+        // A tool result's id is cleaned whatever else the message holds.
+        if message.tool_call_id.is_some() {
+            let (span, id) = self.id_of(message.tool_call_id);
+            (self.each)(Found::Id { span, id });
+        }
         let calls = message.tool_calls;
         if calls.is_some_and(|calls| !calls.get().starts_with('[')) {
             return;
@@ -131,10 +136,6 @@ impl<'a> Walk<'a, '_> {
             if read.deserialize_seq(seed).is_err() {
                 details.clear();
             }
-        }
-        if message.tool_call_id.is_some() {
-            let (span, id) = self.id_of(message.tool_call_id);
-            (self.each)(Found::Id { span, id });
         }
         if let Some(calls) = calls {
             let mut read = serde_json::Deserializer::from_str(calls.get());
