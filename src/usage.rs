@@ -214,22 +214,23 @@ fn last_usage(bytes: &[u8], sse: bool) -> Option<Usage> {
             continue;
         };
         let value = value.trim_ascii_start();
-        // `"usage": null` where the counts would be says there are none: nothing before it
-        // is read instead (it could be the client's, echoed). Elsewhere (a chunk of a stream
-        // whose last has the counts) it is passed over.
-        if let Some(after) = value.strip_prefix(b"null") {
-            match closes_top_level(after, sse) {
-                true => return None,
-                false => continue,
-            }
-        }
-        if value.first() != Some(&b'{') {
+        let null = value.strip_prefix(b"null");
+        if null.is_none() && value.first() != Some(&b'{') {
             continue;
         }
         if tried == TRIES {
             return None;
         }
         tried += 1;
+        // `"usage": null` where the counts would be says there are none: nothing before it
+        // is read instead (it could be the client's, echoed). Elsewhere (a chunk of a stream
+        // whose last has the counts) it is passed over.
+        if let Some(after) = null {
+            match closes_top_level(after, sse) {
+                true => return None,
+                false => continue,
+            }
+        }
         let read = match gemini {
             true => read_object::<GeminiUsage>(value).map(|(u, n)| (Usage::from(u), n)),
             false => read_object::<Usage>(value),
@@ -528,6 +529,11 @@ mod tests {
             None,
             "the real one is last in every answer"
         );
+        // Nulls are tries too: each may walk the rest of its object.
+        let nulls = vec![r#""usage":null"#; 3000].join(",");
+        let body =
+            format!("data: {{\"usage\":{{\"prompt_tokens\":3}},\"x\":{{\"y\":{{{nulls}}}}}}}\n\n");
+        assert_eq!(usage_of(&[&body]), None);
     }
 
     #[test]
