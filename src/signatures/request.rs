@@ -249,6 +249,10 @@ mod tests {
         assert!(message.contains("more than 200000 changes"), "{message}");
     }
 
+    /// The test bodies' model, and what `completed` splices in its place.
+    const MODEL_AS_SENT: &str = r#""model":"p""#;
+    const MODEL_AS_SPLICED: &str = r#""model":"google/gemini-3-pro-preview""#;
+
     fn signed(filled: usize, restored: usize) -> SignatureCounts {
         SignatureCounts { restored, filled }
     }
@@ -259,11 +263,7 @@ mod tests {
         let (out, counts) = completed(body, SignatureMode::Fill, true).expect("filled");
         assert_eq!(counts, signed(2, 0));
         let expected = body
-            .replacen(
-                r#""model":"p""#,
-                r#""model":"google/gemini-3-pro-preview""#,
-                1,
-            )
+            .replacen(MODEL_AS_SENT, MODEL_AS_SPLICED, 1)
             .replacen(r#"[{ }]"#, &format!("[{{{SENTINEL_FIELD} }}]"), 1)
             .replacen(
                 r#"[{"id":"a"}"#,
@@ -292,11 +292,7 @@ mod tests {
         let (out, counts) = completed(&body, SignatureMode::Restore, true).unwrap();
         assert_eq!(counts, signed(0, 1));
         let expected = history("call_1", "call_2")
-            .replacen(
-                r#""model":"p""#,
-                r#""model":"google/gemini-3-pro-preview""#,
-                1,
-            )
+            .replacen(MODEL_AS_SENT, MODEL_AS_SPLICED, 1)
             .replacen(
                 r#"[{"id":"call_1""#,
                 r#"[{"extra_content":{"google":{"thought_signature":"c2lnLTE="}},"id":"call_1""#,
@@ -312,11 +308,7 @@ mod tests {
         );
         let (out, counts) = completed(&body, SignatureMode::Off, true).unwrap();
         assert_eq!(counts, signed(0, 0));
-        let plain = history("call_1", "call_2").replacen(
-            r#""model":"p""#,
-            r#""model":"google/gemini-3-pro-preview""#,
-            1,
-        );
+        let plain = history("call_1", "call_2").replacen(MODEL_AS_SENT, MODEL_AS_SPLICED, 1);
         assert_eq!(out, plain);
         // For a model that checks no signature, ids are still cleaned, nothing filled.
         let (out, _) = completed(&body, SignatureMode::Restore, false).unwrap();
@@ -404,11 +396,7 @@ mod tests {
         let (out, counts) = completed(body, SignatureMode::Fill, true).expect("filled");
         assert_eq!(counts, signed(1, 0));
         let expected = body
-            .replacen(
-                r#""model":"p""#,
-                r#""model":"google/gemini-3-pro-preview""#,
-                1,
-            )
+            .replacen(MODEL_AS_SENT, MODEL_AS_SPLICED, 1)
             .replacen(
                 r#""extra_content" : null"#,
                 r#""extra_content" : {"google":{"thought_signature":"skip_thought_signature_validator"}}"#,

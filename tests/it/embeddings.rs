@@ -143,6 +143,18 @@ fn many_texts(n: usize) -> String {
     json!({"model": "embed", "input": inputs}).to_string()
 }
 
+/// An embeddings request of `n` texts, its answer's head once it has come.
+async fn start_many(proxy: &impl Served, n: usize) -> http::Response<hyper::body::Incoming> {
+    let headers = [("x-api-key", KEY), ("content-type", "application/json")];
+    start_request(
+        Method::POST,
+        &proxy.url("/v1/embeddings"),
+        &headers,
+        many_texts(n),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_fan_out_has_one_retry_allowance_and_a_429_stops_new_calls() {
     // Each text refused twice, "try again at once", then answered: before, 250 texts made
@@ -163,13 +175,7 @@ async fn a_fan_out_has_one_retry_allowance_and_a_429_stops_new_calls() {
     // The first eight texts' calls and (MAX_ATTEMPTS - 1) x 8 retries among them all: their
     // answers start the client's. Then the next eight, started together, the first of them
     // refused finding the allowance spent: the answer is cut, never a success.
-    let response = start_request(
-        Method::POST,
-        &proxy.url("/v1/embeddings"),
-        &[("x-api-key", KEY), ("content-type", "application/json")],
-        many_texts(250),
-    )
-    .await;
+    let response = start_many(&proxy, 250).await;
     // (Should a first text's call find the allowance spent, the 429 comes before the start.)
     let status = response.status();
     let body = within("the cut", response.into_body().collect()).await;
@@ -310,13 +316,7 @@ async fn a_client_that_leaves_aborts_the_calls_still_running() {
     })
     .await;
     let (_metadata, proxy) = spawn_with(&vertex, &[("MODEL_ALIASES_JSON", ALIASES)]).await;
-    let response = start_request(
-        Method::POST,
-        &proxy.url("/v1/embeddings"),
-        &[("x-api-key", KEY), ("content-type", "application/json")],
-        many_texts(12),
-    )
-    .await;
+    let response = start_many(&proxy, 12).await;
     assert_eq!(response.status(), StatusCode::OK);
     // The first eight embeddings, all of them: the proxy has nothing more to send until a
     // held call answers, so nothing it sends can tell it that the client has gone.
